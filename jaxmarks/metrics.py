@@ -1,0 +1,153 @@
+"""Landmark error metrics: NME under named normalisations, CED, AUC, failure rate.
+
+Definitions follow DAN's evaluation code (Kowalski et al. 2017) and menpofit:
+the NME of one face is the mean point-to-point error divided by a normalising
+distance; the CED is the fraction of faces with NME <= t; AUC integrates the CED
+from 0 to the threshold (Simpson's rule on a grid of step 1e-4, as in DAN) and
+divides by the threshold; the failure rate is the fraction with NME > threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarks import schemes as schemes_lib
+from jaxmarks import shapes as shapes_lib
+
+__all__ = [
+    "NORMALIZATIONS",
+    "normalizing_distance",
+    "nme",
+    "ced",
+    "auc",
+    "failure_rate",
+    "summary",
+    "format_summary",
+]
+
+NORMALIZATIONS = ("inter_ocular", "inter_pupil", "bbox_diagonal", "bbox_size")
+
+
+def normalizing_distance(gt, scheme="ibug68", normalization: str = "inter_ocular"):
+  """The per-face normalising distance ``(...)`` of ground-truth ``(..., K, 2)`` shapes.
+
+  - ``inter_ocular``: distance between the scheme's outer eye corners.
+  - ``inter_pupil``: distance between the eye centres (mean of each eye's points,
+    or the annotated pupils where the scheme has them).
+  - ``bbox_diagonal``: diagonal of the ground-truth landmark box.
+  - ``bbox_size``: ``sqrt(width * height)`` of that box.
+  """
+  gt = jnp.asarray(gt)
+  if normalization in ("inter_ocular", "inter_pupil"):
+    s = schemes_lib.get_scheme(scheme)
+    shapes_lib.check_shape(gt, s.num_points, name="ground truth")
+    if normalization == "inter_ocular":
+      a, b = s.outer_eye_corners
+      p, q = gt[..., a, :], gt[..., b, :]
+    else:
+      p = gt[..., list(s.left_eye), :].mean(axis=-2)
+      q = gt[..., list(s.right_eye), :].mean(axis=-2)
+    return jnp.linalg.norm(p - q, axis=-1)
+  if normalization in ("bbox_diagonal", "bbox_size"):
+    box = shapes_lib.landmark_box(gt)
+    wh = box[..., 2:4] - box[..., 0:2]
+    if normalization == "bbox_diagonal":
+      return jnp.linalg.norm(wh, axis=-1)
+    return jnp.sqrt(wh[..., 0] * wh[..., 1])
+  raise ValueError(
+      f"unknown normalization {normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"
+  )
+
+
+def nme(pred, gt, scheme="ibug68", normalization: str = "inter_ocular", visible=None):
+  """Normalised mean error per face.
+
+  Args:
+    pred: ``(B, K, 2)`` predicted landmarks (any leading batch shape).
+    gt: ``(B, K, 2)`` ground truth, same units.
+    scheme: scheme name or ``Scheme`` (needed for the eye-based normalisations).
+    normalization: one of ``NORMALIZATIONS``.
+    visible: optional ``(B, K)`` mask; the mean then runs over visible points only.
+
+  Returns:
+    ``(B,)`` errors (fractions of the normalising distance, not percent).
+  """
+  pred = jnp.asarray(pred)
+  gt = jnp.asarray(gt)
+  if pred.shape != gt.shape:
+    raise ValueError(f"pred shape {pred.shape} does not match ground truth shape {gt.shape}")
+  dist = jnp.linalg.norm(pred - gt, axis=-1)  # (B, K)
+  if visible is None:
+    per_face = dist.mean(axis=-1)
+  else:
+    v = jnp.asarray(visible, dist.dtype)
+    per_face = (dist * v).sum(-1) / jnp.maximum(v.sum(-1), 1.0)
+  return per_face / normalizing_distance(gt, scheme, normalization)
+
+
+def ced(errors, thresholds):
+  """Cumulative error distribution: fraction of ``(N,)`` errors <= each of ``(T,)`` thresholds."""
+  errors = jnp.asarray(errors)
+  thresholds = jnp.asarray(thresholds)
+  return jnp.mean(errors[None, :] <= thresholds[:, None], axis=1)
+
+
+def _simpson(y, x):
+  """Composite Simpson's rule on an evenly spaced grid (odd number of samples)."""
+  h = x[1] - x[0]
+  n = y.shape[0]
+  if n % 2 == 0:  # fall back to trapezoid on the last interval
+    return _simpson(y[:-1], x[:-1]) + (y[-1] + y[-2]) * h / 2
+  return h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum())
+
+
+def auc(errors, threshold: float = 0.08, step: float = 1e-4):
+  """Area under the CED from 0 to ``threshold``, divided by ``threshold`` (in [0, 1])."""
+  num = int(round(threshold / step)) + 1
+  xs = jnp.linspace(0.0, threshold, num)
+  return _simpson(ced(errors, xs), xs) / threshold
+
+
+def failure_rate(errors, threshold: float = 0.08):
+  """Fraction of ``(N,)`` errors strictly above ``threshold``."""
+  return jnp.mean(jnp.asarray(errors) > threshold)
+
+
+def summary(errors, threshold: float = 0.08, normalization: str | None = None) -> dict[str, Any]:
+  """Host-side summary of ``(N,)`` errors.
+
+  Returns ``{"nme", "auc", "failure_rate", "threshold", "n"}`` (plus
+  ``"normalization"`` when given), as Python floats/ints.
+  """
+  errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+  if errors.size == 0:
+    raise ValueError("summary() needs at least one error")
+  out: dict[str, Any] = {
+      "nme": float(errors.mean()),
+      "auc": float(auc(errors, threshold)),
+      "failure_rate": float(failure_rate(errors, threshold)),
+      "threshold": float(threshold),
+      "n": int(errors.size),
+  }
+  if normalization is not None:
+    out["normalization"] = normalization
+  return out
+
+
+def format_summary(s: dict[str, Any], split: str | None = None) -> str:
+  """One line for a console, naming the normalisation (and split)."""
+  norm = s.get("normalization", "unspecified normalization")
+  where = f"[{split}] " if split else ""
+  return (
+      f"{where}n={s['n']} NME({norm})={100 * s['nme']:.3f}% "
+      f"AUC@{s['threshold']:g}({norm})={s['auc']:.4f} "
+      f"FR@{s['threshold']:g}({norm})={100 * s['failure_rate']:.2f}%"
+  )
+
+
+def to_json(obj: dict[str, Any]) -> str:
+  return json.dumps(obj, indent=2, sort_keys=True)

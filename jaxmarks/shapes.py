@@ -1,0 +1,94 @@
+"""Shapes: K landmarks as ``(..., K, 2)`` float arrays, x then y, 0-based pixels.
+
+Two forms, as in the survey literature: *absolute* shapes in image pixels and
+*relative* shapes in the unit square of a face box ``(x0, y0, x1, y1)``. All
+functions are pure, broadcast over leading batch axes and are jittable.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+__all__ = [
+    "to_relative",
+    "to_absolute",
+    "landmark_box",
+    "box_from_landmarks",
+    "box_center_size",
+    "mean_shape",
+    "check_shape",
+]
+
+
+def check_shape(shape, num_points: int | None = None, name: str = "shape") -> None:
+  """Raises ValueError unless ``shape`` is ``(..., K, 2)`` (with K == num_points if given)."""
+  dims = tuple(getattr(shape, "shape", ()))
+  if len(dims) < 2 or dims[-1] != 2:
+    raise ValueError(f"{name} must have shape (..., K, 2); got {dims}")
+  if num_points is not None and dims[-2] != num_points:
+    raise ValueError(f"{name} has {dims[-2]} points; expected {num_points} (shape {dims})")
+
+
+def _box_parts(box):
+  box = jnp.asarray(box)
+  origin = box[..., None, 0:2]  # (..., 1, 2)
+  size = box[..., None, 2:4] - origin
+  return origin, size
+
+
+def to_relative(shape, box):
+  """Absolute ``(..., K, 2)`` pixels -> coordinates relative to ``box`` ``(..., 4)``.
+
+  ``(x0, y0)`` maps to 0 and ``(x1, y1)`` to 1.
+  """
+  origin, size = _box_parts(box)
+  return (jnp.asarray(shape) - origin) / size
+
+
+def to_absolute(rel_shape, box):
+  """Relative ``(..., K, 2)`` in the unit box -> absolute pixels for ``box`` ``(..., 4)``."""
+  origin, size = _box_parts(box)
+  return jnp.asarray(rel_shape) * size + origin
+
+
+def landmark_box(shape):
+  """Tight bounding box ``(..., 4)`` = ``(x0, y0, x1, y1)`` of a ``(..., K, 2)`` shape."""
+  shape = jnp.asarray(shape)
+  return jnp.concatenate([shape.min(axis=-2), shape.max(axis=-2)], axis=-1)
+
+
+def box_from_landmarks(shape, margin: float = 0.0, square: bool = False):
+  """Face box ``(..., 4)`` around a ``(..., K, 2)`` shape.
+
+  Args:
+    shape: ``(..., K, 2)`` landmarks.
+    margin: fraction of the box's width (height) added on each side.
+    square: if True, the box is made square around its centre (side = the larger
+      of width and height) before the margin is added.
+  """
+  box = landmark_box(shape)
+  center = (box[..., 0:2] + box[..., 2:4]) / 2
+  half = (box[..., 2:4] - box[..., 0:2]) / 2
+  if square:
+    half = jnp.broadcast_to(half.max(axis=-1, keepdims=True), half.shape)
+  half = half * (1.0 + 2.0 * margin)
+  return jnp.concatenate([center - half, center + half], axis=-1)
+
+
+def box_center_size(box):
+  """``(..., 4)`` box -> centre ``(..., 2)`` and size ``(..., 2)`` (width, height)."""
+  box = jnp.asarray(box)
+  return (box[..., 0:2] + box[..., 2:4]) / 2, box[..., 2:4] - box[..., 0:2]
+
+
+def mean_shape(shapes, weights=None):
+  """Mean ``(K, 2)`` of ``(N, K, 2)`` shapes (optionally weighted ``(N,)``).
+
+  This is the plain coordinate mean; for the Procrustes mean, see
+  ``jaxmarks.transforms.generalized_procrustes``.
+  """
+  shapes = jnp.asarray(shapes)
+  if weights is None:
+    return shapes.mean(axis=0)
+  w = jnp.asarray(weights, shapes.dtype)
+  return jnp.tensordot(w, shapes, axes=1) / w.sum()
