@@ -1,0 +1,5 @@
+"""MUCT (76 landmarks) dataset builder; importing registers ``muct``."""
+
+from tfds_builders.muct.muct_dataset_builder import Builder
+
+__all__ = ["Builder"]
