@@ -1,0 +1,9 @@
+"""Special layers of the deep methods, each usable and tested on its own."""
+
+from jaxmarks.layers.dan_layers import (  # noqa: F401
+    FeatureImage,
+    landmark_heatmap,
+    similarity_to_reference,
+    transform_image,
+    upscale_nearest,
+)

@@ -1,0 +1,1 @@
+"""Flax models of the deep methods."""

@@ -1,0 +1,533 @@
+"""The one data-parallel trainer for every deep method.
+
+Devices and sharding: one jitted train step over a 1-D ``jax.sharding.Mesh`` of
+every device (axis ``"data"``). The global batch is split across devices
+(``NamedSharding(mesh, P("data"))``); parameters, BatchNorm statistics and the
+optimiser state are replicated (``NamedSharding(mesh, P())``). XLA's SPMD
+partitioner inserts the gradient all-reduce, and batch statistics (BatchNorm
+means and variances, the loss mean) are computed over the *global* batch. This is
+the current successor of ``jax.pmap`` + ``lax.pmean``: same numbers, no per-device
+code, and it extends to several hosts: each process feeds only its own part of
+the global batch (``jax.make_array_from_process_local_data``) and
+``jax.distributed.initialize()`` is called when the config asks for it.
+
+Phases: a run is a sequence of ``Phase`` objects (e.g. DAN's stage 1, then stage
+2 with stage 1 frozen), each with its own optimiser, loss and predictor, sharing
+the global step count, the checkpoints and the logs.
+
+Checkpoints (orbax ``CheckpointManager`` under ``<workdir>/checkpoints``): the
+last ``keep_checkpoints`` and the one with the best validation NME are kept. Each
+holds the train state (step, parameters, model state, optimiser state, PRNG key)
+and JSON metadata (phase, data iterator state, best step so far), so a resumed
+run continues exactly where the saved one was.
+
+NaN guard: a step whose loss or gradients are not finite is not applied;
+training stops with ``NonFiniteError`` naming the step and the last good
+checkpoint, which stays on disk.
+
+Logging: a tqdm progress bar with ETA on the console; scalars through a CLU
+``MetricWriter`` into TensorBoard event files (``<workdir>/tensorboard``) and
+``<workdir>/metrics.jsonl`` (one JSON object per logged step).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxmarks import metrics as metrics_lib
+from jaxmarks.train import tensorboard
+
+__all__ = [
+    "TrainState",
+    "Phase",
+    "NonFiniteError",
+    "Trainer",
+    "make_mesh",
+    "maybe_initialize_distributed",
+    "make_optimizer",
+    "best_or_latest_step",
+]
+
+# loss_fn(params, model_state, batch, rng) -> (loss, (new_model_state, metrics dict))
+LossFn = Callable[[Any, Any, Mapping[str, jax.Array], jax.Array],
+                  tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
+# predict_fn(params, model_state, images (B, S, S, C)) -> landmarks (B, K, 2)
+PredictFn = Callable[[Any, Any, jax.Array], jax.Array]
+
+
+class NonFiniteError(RuntimeError):
+  """Raised when a training step produces a NaN or inf loss or gradient."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. ``rng`` is a raw ``uint32[2]`` PRNG key; the key of
+  step ``s`` is ``fold_in(rng, s)``, so resuming needs no key bookkeeping."""
+
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One stretch of training with its own optimiser and loss.
+
+  Attributes:
+    name: e.g. ``"stage1"``.
+    num_steps: steps in this phase.
+    tx: the optax optimiser (mask frozen parameters with ``optax.multi_transform``).
+    loss_fn: ``(params, model_state, batch, rng) -> (loss, (new_model_state, metrics))``;
+      ``batch`` holds the global batch (sharded), metrics are scalars.
+    predict_fn: ``(params, model_state, images) -> (B, K, 2)`` landmarks used by
+      validation in this phase.
+  """
+
+  name: str
+  num_steps: int
+  tx: optax.GradientTransformation
+  loss_fn: LossFn
+  predict_fn: PredictFn
+
+
+def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
+  """Calls ``jax.distributed.initialize(**kwargs)`` (once) when ``enabled``."""
+  if enabled and not getattr(maybe_initialize_distributed, "_done", False):
+    jax.distributed.initialize(**kwargs)
+    maybe_initialize_distributed._done = True  # pylint: disable=protected-access
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D data-parallel mesh (axis ``"data"``) over ``devices`` (default: all)."""
+  devices = list(jax.devices() if devices is None else devices)
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def make_schedule(cfg, num_steps: int) -> optax.Schedule:
+  """Learning-rate schedule from a config with ``learning_rate``, ``schedule``
+  (``constant``, ``cosine``, ``warmup_cosine``, ``step``), ``warmup_steps``,
+  ``decay_factor``/``decay_every`` (for ``step``)."""
+  lr = float(cfg.learning_rate)
+  kind = cfg.get("schedule", "constant")
+  warmup = int(cfg.get("warmup_steps", 0))
+  if kind == "constant":
+    sched = optax.constant_schedule(lr)
+    if warmup:
+      sched = optax.join_schedules(
+          [optax.linear_schedule(0.0, lr, warmup), sched], [warmup])
+    return sched
+  if kind in ("cosine", "warmup_cosine"):
+    return optax.warmup_cosine_decay_schedule(
+        0.0 if warmup else lr, lr, max(warmup, 0), max(num_steps, warmup + 1),
+        end_value=lr * float(cfg.get("end_factor", 0.0)))
+  if kind == "step":
+    return optax.exponential_decay(lr, int(cfg.decay_every), float(cfg.decay_factor),
+                                   staircase=True)
+  raise ValueError(f"unknown learning-rate schedule {kind!r}; "
+                   "expected constant, cosine, warmup_cosine or step")
+
+
+def make_optimizer(cfg, num_steps: int) -> optax.GradientTransformation:
+  """An optax optimiser from a config: ``name`` (``adam``, ``adamw``, ``sgd``),
+  schedule fields (``make_schedule``), ``weight_decay``, ``momentum``,
+  ``grad_clip_norm`` (0: off)."""
+  sched = make_schedule(cfg, num_steps)
+  name = cfg.get("name", "adam")
+  if name == "adam":
+    tx = optax.adam(sched, b1=float(cfg.get("b1", 0.9)), b2=float(cfg.get("b2", 0.999)))
+  elif name == "adamw":
+    tx = optax.adamw(sched, weight_decay=float(cfg.get("weight_decay", 1e-4)))
+  elif name == "sgd":
+    tx = optax.sgd(sched, momentum=float(cfg.get("momentum", 0.9)), nesterov=True)
+  else:
+    raise ValueError(f"unknown optimizer {name!r}; expected adam, adamw or sgd")
+  clip = float(cfg.get("grad_clip_norm", 0.0))
+  if clip > 0:
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  return tx
+
+
+def _encode_state(state: Any) -> Any:
+  if isinstance(state, bytes):
+    return {"__bytes_b64__": base64.b64encode(state).decode()}
+  return state
+
+
+def _decode_state(state: Any) -> Any:
+  if isinstance(state, dict) and "__bytes_b64__" in state:
+    return base64.b64decode(state["__bytes_b64__"])
+  return state
+
+
+def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
+                       read_only: bool = False) -> ocp.CheckpointManager:
+  """The manager of ``<workdir>/checkpoints``: last ``keep`` + best by ``nme_inter_ocular``."""
+  directory = pathlib.Path(workdir).expanduser().resolve() / "checkpoints"
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=keep),
+      ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m["nme_inter_ocular"], reverse=True, n=1,
+          keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policy, create=not read_only, read_only=read_only,
+      enable_async_checkpointing=not read_only)
+  return ocp.CheckpointManager(directory, options=options,
+                               item_names=("state", "meta"))
+
+
+def best_or_latest_step(mngr: ocp.CheckpointManager) -> int | None:
+  """The best-validation step recorded in the latest checkpoint, else the latest."""
+  latest = mngr.latest_step()
+  if latest is None:
+    return None
+  meta = mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  best = meta.get("best_step")
+  if best is not None and best in mngr.all_steps():
+    return int(best)
+  return latest
+
+
+def restore_meta(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def restore_state(mngr: ocp.CheckpointManager, step: int, template: TrainState,
+                  sharding: jax.sharding.Sharding | None = None) -> TrainState:
+  """Restores the ``TrainState`` of ``step`` with the structure of ``template``."""
+  def abstract(x):
+    x = jnp.asarray(x) if not hasattr(x, "shape") else x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  target = jax.tree.map(abstract, template)
+  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  return out["state"]
+
+
+def _tree_all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.all(jnp.stack(leaves))
+
+
+class _JsonlWriter:
+  def __init__(self, path: pathlib.Path):
+    self._f = open(path, "a")
+
+  def write(self, step: int, values: Mapping[str, Any]) -> None:
+    row = {"step": int(step)}
+    row.update({k: (float(v) if np.ndim(v) == 0 and not isinstance(v, str) else v)
+                for k, v in values.items()})
+    self._f.write(json.dumps(row) + "\n")
+    self._f.flush()
+
+  def close(self) -> None:
+    self._f.close()
+
+
+class Trainer:
+  """Runs phases of training with sharding, checkpoints, evaluation and logs.
+
+  Args:
+    workdir: output folder (made absolute).
+    scheme: landmark scheme of the data (for the NME normalisations).
+    log_every: steps between logged training scalars.
+    eval_every: steps between validations (0: only at the end of each phase).
+    checkpoint_every: steps between checkpoints (also at each phase end).
+    keep_checkpoints: how many of the latest checkpoints to keep (plus the best).
+    mesh: the device mesh (default: every device, axis ``"data"``).
+    progress: show the tqdm progress bar.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, scheme: str, log_every: int = 50,
+               eval_every: int = 0, checkpoint_every: int = 500, keep_checkpoints: int = 3,
+               mesh: Mesh | None = None, progress: bool = True):
+    self.workdir = pathlib.Path(workdir).expanduser().resolve()
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.scheme = scheme
+    self.log_every = max(1, int(log_every))
+    self.eval_every = int(eval_every)
+    self.checkpoint_every = max(1, int(checkpoint_every))
+    self.keep_checkpoints = int(keep_checkpoints)
+    self.mesh = mesh if mesh is not None else make_mesh()
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P("data"))
+    self.progress = progress
+    self.is_chief = jax.process_index() == 0
+    self.history: list[dict[str, Any]] = []
+
+  # ---------------------------------------------------------------- data
+  def shard_batch(self, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Process-local numpy batch -> global arrays split over the ``"data"`` axis."""
+    n_local = len(self.mesh.local_devices)
+    out = {}
+    for k, v in batch.items():
+      v = np.asarray(v)
+      if v.shape[0] % n_local:
+        raise ValueError(
+            f"batch field {k!r} has {v.shape[0]} rows per process, not divisible by the "
+            f"{n_local} local devices; choose batch_size as a multiple of the device count")
+      out[k] = jax.make_array_from_process_local_data(self.batch_sharding, v)
+    return out
+
+  # ---------------------------------------------------------------- steps
+  def _make_train_step(self, phase: Phase):
+    def step_fn(state: TrainState, batch):
+      key = jax.random.fold_in(state.rng, state.step)
+      grad_fn = jax.value_and_grad(phase.loss_fn, has_aux=True)
+      (loss, (new_ms, aux)), grads = grad_fn(state.params, state.model_state, batch, key)
+      finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+      updates, new_opt = phase.tx.update(grads, state.opt_state, state.params)
+      new_params = optax.apply_updates(state.params, updates)
+      new_state = state.replace(step=state.step + 1, params=new_params, model_state=new_ms,
+                                opt_state=new_opt)
+      # A non-finite step is not applied: the state stays the last good one.
+      new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+      out = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+      out.update(aux)
+      return new_state, out
+
+    return jax.jit(step_fn, in_shardings=(self.replicated, self.batch_sharding),
+                   out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+
+  def make_predict(self, predict_fn: PredictFn):
+    """Jitted ``(params, model_state, images) -> landmarks`` over the mesh."""
+    return jax.jit(predict_fn, in_shardings=(self.replicated, self.replicated,
+                                             self.batch_sharding),
+                   out_shardings=self.batch_sharding)
+
+  # ---------------------------------------------------------------- eval
+  def predict_batches(self, predict, params, model_state,
+                      batches: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs ``predict`` over batches (padded to the device count); returns
+    ``(pred (N, K, 2), gt (N, K, 2))`` for this process's examples."""
+    n_local = len(self.mesh.local_devices)
+    preds, gts = [], []
+    for batch in batches:
+      images = np.asarray(batch["image"], np.float32)
+      n = images.shape[0]
+      pad = (-n) % n_local
+      if pad:
+        images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+      arr = jax.make_array_from_process_local_data(self.batch_sharding, images)
+      out = predict(params, model_state, arr)
+      out = np.asarray(jax.device_get(out.addressable_data(0)) if jax.process_count() > 1
+                       else jax.device_get(out))
+      preds.append(out[:n])
+      gts.append(np.asarray(batch["landmarks"]))
+    return np.concatenate(preds), np.concatenate(gts)
+
+  def evaluate(self, predict, params, model_state,
+               batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validation summary: ``nme_inter_ocular``, ``nme_inter_pupil``, AUC@0.08, FR@0.08, n."""
+    pred, gt = self.predict_batches(predict, params, model_state, batches)
+    return summarize(pred, gt, self.scheme)
+
+  # ---------------------------------------------------------------- main loop
+  def run(self, phases: Sequence[Phase], params: Any, model_state: Any,
+          train_iter: Iterator[Mapping[str, Any]],
+          eval_data: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+          seed: int = 0) -> TrainState:
+    """Trains through ``phases``, resuming from the latest checkpoint if any.
+
+    Args:
+      phases: the phases, in order.
+      params: initial parameters (ignored when resuming).
+      model_state: initial non-trained variables (e.g. ``{"batch_stats": ...}``).
+      train_iter: iterator of process-local batches (dicts with at least
+        ``image`` and ``landmarks``); ``get_state``/``set_state`` are used if present.
+      eval_data: callable returning a fresh iterable of validation batches.
+      seed: PRNG seed of a fresh run.
+
+    Returns:
+      The final ``TrainState``.
+
+    Raises:
+      NonFiniteError: a step produced a NaN/inf loss or gradient.
+    """
+    bounds = np.cumsum([0] + [int(p.num_steps) for p in phases])
+    total = int(bounds[-1])
+    mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+    writer = tensorboard.TensorBoardWriter(str(self.workdir / "tensorboard")) \
+        if self.is_chief else None
+    jsonl = _JsonlWriter(self.workdir / "metrics.jsonl") if self.is_chief else None
+    best = {"step": None, "nme": float("inf")}
+
+    # ---- start or resume
+    rng = jax.random.PRNGKey(seed)
+    phase_idx = 0
+    latest = mngr.latest_step()
+    if latest is not None:
+      meta = restore_meta(mngr, latest)
+      phase_idx = int(meta["phase"])
+      template = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                            model_state=model_state,
+                            opt_state=jax.eval_shape(phases[phase_idx].tx.init, params),
+                            rng=rng)
+      state = restore_state(mngr, latest, template, self.replicated)
+      if meta.get("data_state") is not None and hasattr(train_iter, "set_state"):
+        train_iter.set_state(_decode_state(meta["data_state"]))
+      best = {"step": meta.get("best_step"), "nme": float(meta.get("best_nme", float("inf")))}
+      self.history = list(meta.get("history", []))
+      logging.info("resumed from step %d (phase %s)", latest, phases[phase_idx].name)
+      if int(state.step) >= bounds[phase_idx + 1] and phase_idx + 1 < len(phases):
+        phase_idx += 1
+        state = state.replace(opt_state=phases[phase_idx].tx.init(state.params))
+      state = jax.device_put(state, self.replicated)
+    else:
+      state = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                         model_state=model_state,
+                         opt_state=phases[0].tx.init(params), rng=rng)
+      state = jax.device_put(state, self.replicated)
+
+    step = int(state.step)
+    bar = None
+    if self.progress and self.is_chief:
+      import tqdm  # pylint: disable=g-import-not-at-top
+      bar = tqdm.tqdm(total=total, initial=step, dynamic_ncols=True, unit="step",
+                      desc=phases[min(phase_idx, len(phases) - 1)].name)
+
+    def log(msg):
+      if bar is not None:
+        bar.write(msg)
+      elif self.is_chief:
+        print(msg, flush=True)
+
+    def save(state, step, phase_i, eval_metrics=None):
+      if step in (mngr.all_steps() or []):
+        return
+      meta = {
+          "phase": phase_i,
+          "phase_name": phases[phase_i].name,
+          "data_state": _encode_state(train_iter.get_state())
+                        if hasattr(train_iter, "get_state") else None,
+          "best_step": best["step"],
+          "best_nme": best["nme"] if np.isfinite(best["nme"]) else None,
+          "history": self.history,
+      }
+      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)),
+                metrics=eval_metrics, force=True)
+
+    try:
+      while phase_idx < len(phases) and step < total:
+        phase = phases[phase_idx]
+        end = int(bounds[phase_idx + 1])
+        train_step = self._make_train_step(phase)
+        predict = self.make_predict(phase.predict_fn)
+        if bar is not None:
+          bar.set_description(phase.name)
+        acc: dict[str, list] = {}
+        t_last = time.time()
+        while step < end:
+          batch = self.shard_batch(next(train_iter))
+          new_state, out = train_step(state, batch)
+          out = jax.device_get(out)
+          if not bool(out["finite"]):
+            mngr.wait_until_finished()
+            last = mngr.latest_step()
+            where = (f"the last good checkpoint is step {last} in {mngr.directory}"
+                     if last is not None else "no checkpoint had been written yet")
+            msg = (f"non-finite training step {step + 1} in phase {phase.name!r}: "
+                   f"loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}. "
+                   f"Training stopped; {where}.")
+            log(msg)
+            if jsonl is not None:
+              jsonl.write(step + 1, {"error": msg})
+            raise NonFiniteError(msg)
+          state = new_state
+          step += 1
+          for k, v in out.items():
+            if k != "finite":
+              acc.setdefault(k, []).append(float(v))
+          if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(out['loss']):.4f}")
+          if step % self.log_every == 0 or step == end:
+            now = time.time()
+            scalars = {f"train/{k}": float(np.mean(v)) for k, v in acc.items()}
+            scalars["train/steps_per_sec"] = len(acc.get("loss", [1])) / max(now - t_last, 1e-9)
+            t_last = now
+            acc = {}
+            if writer is not None:
+              writer.write_scalars(step, scalars)
+              jsonl.write(step, {"phase": phase.name, **scalars})
+          eval_metrics = None
+          do_eval = eval_data is not None and (
+              step == end or (self.eval_every > 0 and step % self.eval_every == 0))
+          if do_eval:
+            eval_metrics = self.evaluate(predict, state.params, state.model_state, eval_data())
+            if eval_metrics["nme_inter_ocular"] < best["nme"]:
+              best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"])}
+            record = {"step": step, "phase": phase.name,
+                      **{k: v for k, v in eval_metrics.items() if k != "errors"}}
+            self.history.append(record)
+            scal = {f"valid/{k}": v for k, v in record.items()
+                    if k not in ("step", "phase") and np.ndim(v) == 0}
+            if writer is not None:
+              writer.write_scalars(step, scal)
+              jsonl.write(step, {"phase": phase.name, **scal})
+              writer.flush()
+            log(f"step {step} [{phase.name}] valid: n={record['n']} "
+                f"NME(inter_ocular)={100 * record['nme_inter_ocular']:.3f}% "
+                f"NME(inter_pupil)={100 * record['nme_inter_pupil']:.3f}% "
+                f"AUC@0.08={record['auc_inter_ocular']:.4f} "
+                f"FR@0.08={100 * record['failure_rate_inter_ocular']:.2f}%")
+          if step % self.checkpoint_every == 0 or step == end or do_eval:
+            m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"])}
+                 if eval_metrics is not None else None)
+            save(state, step, phase_idx, m)
+        if phase_idx + 1 < len(phases):
+          phase_idx += 1
+          state = state.replace(opt_state=phases[phase_idx].tx.init(state.params))
+          state = jax.device_put(state, self.replicated)
+        else:
+          break
+    finally:
+      mngr.wait_until_finished()
+      mngr.close()
+      if bar is not None:
+        bar.close()
+      if writer is not None:
+        writer.close()
+        jsonl.close()
+    return state
+
+
+def summarize(pred: np.ndarray, gt: np.ndarray, scheme: str,
+              threshold: float = 0.08) -> dict[str, Any]:
+  """NME / AUC / failure rate under inter-ocular and inter-pupil normalisation.
+
+  Returns a flat dict: ``n``, ``nme_inter_ocular``, ``auc_inter_ocular``,
+  ``failure_rate_inter_ocular`` and the same for ``inter_pupil``, plus
+  ``errors`` (``{"inter_ocular": (N,), "inter_pupil": (N,)}`` numpy arrays).
+  """
+  out: dict[str, Any] = {"n": int(pred.shape[0]), "threshold": threshold}
+  errors = {}
+  for norm in ("inter_ocular", "inter_pupil"):
+    e = np.asarray(metrics_lib.nme(pred, gt, scheme, norm), np.float64)
+    errors[norm] = e
+    s = metrics_lib.summary(e, threshold, norm)
+    out[f"nme_{norm}"] = s["nme"]
+    out[f"auc_{norm}"] = s["auc"]
+    out[f"failure_rate_{norm}"] = s["failure_rate"]
+  out["errors"] = errors
+  return out
