@@ -92,19 +92,24 @@ def parse_asf(text: str, path: pathlib.Path | str) -> AsfShape:
   if not lines:
     raise landmark_io.LandmarkDataError(f"{path}: empty .asf file (no point count)")
   lineno, first = lines[0]
-  try:
-    count = int(first.split()[0])
-  except ValueError:
+  if not first.isdigit():
     raise landmark_io.LandmarkDataError(
-        f"{path}:{lineno}: expected the number of points, got {first!r}") from None
+        f"{path}:{lineno}: expected the number of points, got {first!r}")
+  count = int(first)
   rows = []
   rest = lines[1:]
-  for lineno, line in rest[:count]:
+  used = 0
+  for lineno, line in rest:
+    if len(rows) == count:
+      break
     fields = line.split()
     if len(fields) < 7:
-      raise landmark_io.LandmarkDataError(
-          f"{path}:{lineno}: expected '<path#> <type> <x rel.> <y rel.> <point#> "
-          f"<connects from> <connects to>', got {line!r}")
+      if len(fields) > 1 and fields[0].lstrip("-").isdigit():
+        raise landmark_io.LandmarkDataError(
+            f"{path}:{lineno}: expected '<path#> <type> <x rel.> <y rel.> <point#> "
+            f"<connects from> <connects to>', got {line!r}")
+      break  # the host image line: fewer points than declared
+    used += 1
     try:
       row = (int(fields[0]), int(fields[1]), float(fields[2]), float(fields[3]),
              int(fields[4]), int(fields[5]), int(fields[6]))
@@ -120,7 +125,7 @@ def parse_asf(text: str, path: pathlib.Path | str) -> AsfShape:
   if len(rows) != count:
     raise landmark_io.LandmarkDataError(
         f"{path}: the file declares {count} points but lists {len(rows)}")
-  trailing = rest[count:]
+  trailing = rest[used:]
   if any(len(line.split()) >= 7 for _, line in trailing):
     lineno = next(i for i, line in trailing if len(line.split()) >= 7)
     raise landmark_io.LandmarkDataError(
