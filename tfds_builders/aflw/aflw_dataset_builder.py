@@ -79,7 +79,7 @@ def read_faces(db_path: pathlib.Path):
       feature id outside 1..21 or a face whose image is not in ``FaceImages``.
   """
   try:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
   except sqlite3.Error as e:
     raise landmark_io.LandmarkDataError(f"cannot open {db_path}: {e}") from e
   try:
