@@ -40,7 +40,18 @@ def require_data(subpath: str = "") -> pathlib.Path:
 
 # --- datasets built from the real data, cached per machine ----------------------------
 
+CACHE_ENV_VAR = "JAXMARKS_TEST_CACHE"
+# Default folder of ``prepared_builder``'s datasets (``$JAXMARKS_TEST_CACHE`` overrides).
 CACHE_DIR = REPO_ROOT / ".cache" / "test_datasets"
+
+
+
+
+def cache_dir() -> pathlib.Path:
+  """The folder of ``prepared_builder``'s datasets (``$JAXMARKS_TEST_CACHE`` or default)."""
+  value = os.environ.get(CACHE_ENV_VAR)
+  return pathlib.Path(value).expanduser().resolve() if value else CACHE_DIR
+
 # Modules every landmark builder imports (their source is part of each cache key).
 _SHARED_BUILDER_MODULES = ("tfds_builders/ibug300w/landmark_io.py",)
 
@@ -72,10 +83,12 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
 
   The dataset is built from ``data_root()/manual_subdir`` into
   ``<repo>/.cache/test_datasets/<name>[-<config>]-<fingerprint>-<data hash>/`` the
-  first time it is asked for; later calls (other tests, other pytest-xdist workers,
+  first time it is asked for (``$JAXMARKS_TEST_CACHE`` replaces
+  ``<repo>/.cache/test_datasets``); later calls (other tests, other pytest-xdist workers,
   later runs) reuse it. An exclusive ``fcntl.flock`` on a lock file next to it makes
   concurrent callers wait for one build instead of building the same dataset twice.
-  The key includes a hash of the builder's source, so editing a builder rebuilds.
+  The key includes a hash of the builder's source and of the data folder's listing
+  (names, sizes, mtimes), so editing a builder or the data rebuilds.
 
   Skips the test (fails under ``CI=true``) if the real data folder is absent.
 
@@ -95,11 +108,18 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
   from jaxmarks import datasets
 
   manual_dir = require_data(manual_subdir)
-  where = hashlib.sha256(str(manual_dir).encode()).hexdigest()[:8]
+  # The data's identity: its path and every file's name, size and mtime.
+  where = hashlib.sha256(str(manual_dir).encode())
+  for f in sorted(manual_dir.rglob("*")):
+    if f.is_file():
+      st = f.stat()
+      where.update(f"{f.relative_to(manual_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  where = where.hexdigest()[:8]
   key = "-".join([name] + ([config] if config else []) + [builder_fingerprint(name), where])
-  CACHE_DIR.mkdir(parents=True, exist_ok=True)
-  data_dir = CACHE_DIR / key
-  with open(CACHE_DIR / f"{key}.lock", "a") as lock:
+  cache = cache_dir()
+  cache.mkdir(parents=True, exist_ok=True)
+  data_dir = cache / key
+  with open(cache / f"{key}.lock", "a") as lock:
     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
     try:
       return datasets.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
@@ -135,41 +155,63 @@ def decode_source_image(path) -> "np.ndarray":
   return np.ascontiguousarray(image[..., ::-1])
 
 
+def encoded_image_size(data: bytes) -> tuple[int, int]:
+  """``(height, width)`` read from a JPEG or PNG header without decoding the image."""
+  if data[:8] == b"\x89PNG\r\n\x1a\n":
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+  if data[:2] == b"\xff\xd8":
+    i = 2
+    while i + 9 <= len(data):
+      if data[i] != 0xFF:
+        break
+      marker = data[i + 1]
+      if marker == 0xFF:
+        i += 1
+        continue
+      if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+        return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+      i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+  raise ValueError("not a JPEG or PNG with a readable header")
+
+
 def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
-                           compare_images: int | None = None,
+                           decode_images: int | None = None,
                            landmarks_inside: bool = True) -> dict:
   """Checks every example of a built landmark dataset against the common contract.
 
   Checks: the split sizes; the scheme in the metadata and K against
-  ``jaxmarks.schemes``; dtypes and shapes of ``image`` (H, W, 3) uint8,
-  ``landmarks`` (K, 2) float32, ``visible`` (K,) bool, ``box`` (4,) float32 with
-  ``x0 <= x1``, ``y0 <= y1``; finite visible landmarks, inside the image when
-  ``landmarks_inside`` (``-0.5 <= x <= W - 0.5``); and, when ``manual_dir`` is given,
-  that the stored image equals OpenCV's decoding of ``manual_dir/filename`` (for the
-  first ``compare_images`` examples of each split, all if None).
+  ``jaxmarks.schemes``; dtypes and shapes of ``landmarks`` (K, 2) float32,
+  ``visible`` (K,) bool, ``box`` (4,) float32 with ``x0 <= x1``, ``y0 <= y1``; finite
+  visible landmarks, inside the image when ``landmarks_inside``
+  (``-0.5 <= x <= W - 0.5``, the size read from the stored JPEG/PNG header). For
+  ``decode_images`` examples per split, evenly spread (all if None), the stored
+  image is decoded the way ``as_data_source`` does it (``(H, W, 3)`` uint8) and, when
+  ``manual_dir`` is given, compared with OpenCV's decoding of
+  ``manual_dir/filename``.
 
   Returns:
-    ``{split: source}`` of the data sources read.
+    ``{split: source}`` of the data sources (images decoded).
   """
   import numpy as np
+  import tensorflow_datasets as tfds
 
   from jaxmarks import datasets, schemes
 
   scheme = schemes.get_scheme(datasets.scheme_of(builder))
   k = scheme.num_points
+  image_feature = builder.info.features["image"]
   got = {split: info.num_examples for split, info in builder.info.splits.items()}
   assert got == dict(expected_splits), f"{builder.name}: splits {got} != {expected_splits}"
   sources = {}
-  for split in expected_splits:
-    source = builder.as_data_source(split)
-    assert len(source) == expected_splits[split]
-    for i in range(len(source)):
-      ex = source[i]
+  for split, n in expected_splits.items():
+    raw = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+    assert len(raw) == n
+    step = 1 if decode_images is None else max(1, n // max(1, decode_images))
+    examples = (ex for start in range(0, n, 256)
+                for ex in raw.__getitems__(range(start, min(start + 256, n))))
+    for i, ex in enumerate(examples):
       name = ex["filename"].decode() if isinstance(ex["filename"], bytes) else ex["filename"]
       where = f"{builder.name} {split}[{i}] ({name})"
-      image = ex["image"]
-      assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, (
-          f"{where}: image {image.dtype} {image.shape}")
       assert ex["landmarks"].dtype == np.float32 and ex["landmarks"].shape == (k, 2), where
       assert ex["visible"].dtype == np.bool_ and ex["visible"].shape == (k,), where
       assert ex["box"].dtype == np.float32 and ex["box"].shape == (4,), where
@@ -177,16 +219,20 @@ def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
       assert box[0] <= box[2] and box[1] <= box[3], f"{where}: box {box}"
       pts = ex["landmarks"][ex["visible"]]
       assert len(pts) and np.all(np.isfinite(pts)), f"{where}: no finite visible landmark"
+      h, w = encoded_image_size(ex["image"])
       if landmarks_inside:
-        h, w = image.shape[:2]
         inside = ((pts[:, 0] >= -0.5) & (pts[:, 0] <= w - 0.5)
                   & (pts[:, 1] >= -0.5) & (pts[:, 1] <= h - 0.5))
         assert inside.all(), f"{where}: landmarks outside the {w}x{h} image: {pts[~inside]}"
-      if manual_dir is not None and (compare_images is None or i < compare_images):
-        expected = decode_source_image(pathlib.Path(manual_dir) / name)
-        assert expected.shape == image.shape and np.array_equal(expected, image), (
-            f"{where}: stored image differs from OpenCV's decoding of the source")
-    sources[split] = source
+      if i % step == 0:
+        image = image_feature.decode_example_np(ex["image"])
+        assert image.dtype == np.uint8 and image.shape == (h, w, 3), (
+            f"{where}: image {image.dtype} {image.shape}, header says {h}x{w}")
+        if manual_dir is not None:
+          expected = decode_source_image(pathlib.Path(manual_dir) / name)
+          assert expected.shape == image.shape and np.array_equal(expected, image), (
+              f"{where}: stored image differs from OpenCV's decoding of the source")
+    sources[split] = builder.as_data_source(split)
   return sources
 
 
