@@ -29,8 +29,10 @@ What varies per face, all drawn from the generator passed in:
 
 Landmarks follow the 300-W / iBUG 68-point markup order (jaw 0-16, brows 17-26,
 nose 27-35, eyes 36-47, outer lip 48-59, inner lip 60-67), image-left face side
-first; they are 0-based pixel coordinates, x then y, of the point's projection
-(also when an occluder hides it: ``visible`` says which are uncovered).
+first; they are 0-based pixel coordinates, x then y, of the point's projection.
+Every point is annotated, also when an occluder hides it (as in 300-W), so the
+builder's ``visible`` is all True; ``occluded`` says which points an occluder
+covers.
 
 Example ``i`` of a data set depends only on ``(seed, i)``: the builder calls
 ``render_face(np.random.default_rng([seed, i]))``.
@@ -58,7 +60,7 @@ class RenderedFace:
   Attributes:
     image: ``(H, W, 3)`` uint8 RGB.
     landmarks: ``(68, 2)`` float32 0-based pixels, x then y (iBUG-68 order).
-    visible: ``(68,)`` bool, False where an occluder covers the point.
+    occluded: ``(68,)`` bool, True where an occluder covers the point.
     box: ``(4,)`` float32 ``(x0, y0, x1, y1)``, a detector-like face box (the
       landmark box made square-ish, enlarged and shifted by a few per cent).
     params: the sampled pose/expression parameters (for inspection and tests).
@@ -66,7 +68,7 @@ class RenderedFace:
 
   image: np.ndarray
   landmarks: np.ndarray
-  visible: np.ndarray
+  occluded: np.ndarray
   box: np.ndarray
   params: dict[str, Any]
 
@@ -646,8 +648,7 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
   lm32 = lm.astype(np.float32)
   xi = np.clip(np.round(lm32[:, 0]).astype(int), 0, w - 1)
   yi = np.clip(np.round(lm32[:, 1]).astype(int), 0, h - 1)
-  inside = (lm32[:, 0] >= 0) & (lm32[:, 0] <= w - 1) & (lm32[:, 1] >= 0) & (lm32[:, 1] <= h - 1)
-  visible = inside & (occ[yi, xi] < 128)
+  occluded = occ[yi, xi] >= 128
   # A detector-like box: the landmark box made square-ish and perturbed a little.
   lo, hi = lm32.min(0), lm32.max(0)
   ctr = (lo + hi) / 2 + rng.normal(0, 0.03, 2) * (hi - lo)
@@ -655,4 +656,4 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
   side = np.maximum(side, 0.85 * side.max())
   box = np.concatenate([ctr - side / 2, ctr + side / 2]).astype(np.float32)
   params = {**p, **pose, "scale": scale, "hair_style": hair_style, "occluders": n_occ}
-  return RenderedFace(image=image, landmarks=lm32, visible=visible, box=box, params=params)
+  return RenderedFace(image=image, landmarks=lm32, occluded=occluded, box=box, params=params)

@@ -13,6 +13,12 @@ changing its first examples. Splits of 1,000 or more are rendered by 2 worker
 processes (``JAXMARKS_SYNTHETIC_WORKERS=n`` overrides; 1 = in process). Records are stored unshuffled: record ``i`` of a
 split is example ``i`` (``filename`` = ``"<split>/<i:06d>.jpg"``).
 
+Features: the common ``image``, ``landmarks`` ``(68, 2)``, ``box`` ``(4,)``,
+``visible`` ``(68,)`` (all True: every point is annotated, also behind an
+occluder, as in 300-W), ``filename``; plus ``occluded`` ``(68,)`` bool, True
+where a drawn occluder covers the point. ``box`` is detector-like: the landmark
+box, made square-ish, enlarged by ~5% and shifted by ~3% at random.
+
 Configs (``tfds.builder("synthetic_faces/<config>")``):
 
 * ``default``: 4,000 train + 500 validation faces (the main job's data).
@@ -70,6 +76,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "landmarks": tfds.features.Tensor(shape=(68, 2), dtype=np.float32),
             "box": tfds.features.Tensor(shape=(4,), dtype=np.float32),
             "visible": tfds.features.Tensor(shape=(68,), dtype=np.bool_),
+            "occluded": tfds.features.Tensor(shape=(68,), dtype=np.bool_),
             "filename": tfds.features.Text(),
         }),
         supervised_keys=None,
@@ -124,6 +131,7 @@ def make_example(seed: int, index: int, split: str, occlusion_prob: float = 0.4)
       "image": jpeg.tobytes(),
       "landmarks": face.landmarks.astype(np.float32),
       "box": face.box.astype(np.float32),
-      "visible": face.visible.astype(np.bool_),
+      "visible": np.ones((synthetic.NUM_POINTS,), np.bool_),  # every point is annotated
+      "occluded": face.occluded.astype(np.bool_),
       "filename": f"{split}/{index:06d}.jpg",
   }
