@@ -532,6 +532,8 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
   _line(img, _smooth(np.stack([lm[28], (lm[29] + lm[35]) / 2, lm[35]]), False, 4),
         col(nose_col, lm[35]), side_w)
   _line(img, _smooth(lm[31:36], False, 4), col(nose_col, lm[33]), max(1.0, 0.018 * scale))
+  tip_arc = np.stack([lm[32], lm[30] + 0.35 * (lm[33] - lm[30]), lm[34]])
+  _line(img, _smooth(tip_arc, False, 4), col(skin * 0.8, lm[30]), max(1.0, 0.012 * scale))
   for nc in proj["nostrils"]:
     _ellipse(img, nc, (0.045 * scale, 0.022 * scale), pose["roll"], col(skin * 0.35, nc))
   _ellipse(img, lm[30], (0.05 * scale, 0.04 * scale), 0, col(np.minimum(skin * 1.15, 255), lm[30]))
@@ -634,7 +636,7 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
     img = cv2.GaussianBlur(img, (0, 0), sigma)
   noise = float(rng.uniform(0, 7))
   if noise > 0.5:
-    out = img + rng.standard_normal(img.shape, dtype=np.float32) * noise
+    out = img + rng.standard_normal((h, w, 1), dtype=np.float32) * noise  # luminance noise
     img = np.clip(out, 0, 255).astype(np.uint8)
   cast = rng.uniform(0.85, 1.15, 3)
   gamma = float(rng.uniform(0.75, 1.3))
