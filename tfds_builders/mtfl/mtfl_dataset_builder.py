@@ -14,8 +14,9 @@ profile; they are stored as ``ClassLabel``s with value - 1.
 
 Coordinates are taken as 0-based pixels as written (the release does not state an
 origin); ``box`` is the tight bounding box of the five points and ``visible`` is all
-True. Splits: ``train`` from ``training.txt`` and ``test`` from ``testing.txt``, each
-written when its file is present.
+True; ``filename`` is the image path relative to the manual directory. Splits:
+``train`` from ``training.txt`` and ``test`` from ``testing.txt``, each written when its
+file is present.
 
 The data are read from the manual directory when one is given (holding the files
 above, possibly inside one ``MTFL/`` folder); otherwise ``MTFL.zip`` is downloaded.
@@ -137,13 +138,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     try:
       path = pathlib.Path(dl_manager.manual_dir)
-    except AssertionError:  # no (or an empty) manual directory: download the release
-      path = pathlib.Path(dl_manager.download_and_extract(URL))
+    except AssertionError as no_manual:  # no (or an empty) manual directory: download
+      try:
+        path = pathlib.Path(dl_manager.download_and_extract(URL))
+      except Exception as e:  # pylint: disable=broad-except
+        raise landmark_io.LandmarkDataError(
+            f"MTFL: {no_manual}\nand downloading {URL} failed: {e}") from e
     root = _find_root(path)
-    return {split: self._generate_examples(root, root / name)
+    return {split: self._generate_examples(path, root, root / name)
             for split, name in ANNOTATION_FILES.items() if (root / name).is_file()}
 
-  def _generate_examples(self, root: pathlib.Path, annotation: pathlib.Path):
+  def _generate_examples(self, base: pathlib.Path, root: pathlib.Path,
+                         annotation: pathlib.Path):
+    """Yields the faces of one annotation file (``filename`` relative to ``base``)."""
     try:
       lines = annotation.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -159,4 +166,4 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             f"{annotation}:{lineno}: image {relpath} not found under {root}")
       image, _ = landmark_io.load_image(image_path)
       yield f"{annotation.name}:{lineno}", landmark_io.make_example(
-          image, landmarks, filename=relpath, **attributes)
+          image, landmarks, filename=image_path.relative_to(base).as_posix(), **attributes)

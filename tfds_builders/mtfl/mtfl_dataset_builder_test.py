@@ -41,7 +41,8 @@ def test_only_training_file(tmp_path):
   shutil.copytree(DUMMY, manual / "MTFL")  # one folder below the manual directory
   (manual / "MTFL" / "testing.txt").unlink()
   builder = testing.build_dataset("mtfl", manual, tmp_path / "data")
-  testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual / "MTFL")
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual)
+  assert sources["train"][0]["filename"].decode().startswith("MTFL/")
 
 
 @pytest.mark.parametrize("line, message", [

@@ -121,8 +121,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     try:
       roots = [pathlib.Path(dl_manager.manual_dir)]
-    except AssertionError:  # no (or an empty) manual directory: download the release
-      roots = [pathlib.Path(p) for p in dl_manager.download_and_extract(URLS).values()]
+    except AssertionError as no_manual:  # no (or an empty) manual directory: download
+      try:
+        roots = [pathlib.Path(p) for p in dl_manager.download_and_extract(URLS).values()]
+      except Exception as e:  # pylint: disable=broad-except
+        raise landmark_io.LandmarkDataError(
+            f"MUCT: {no_manual}\nand downloading the release from {_BASE_URL} failed: {e}"
+        ) from e
     csvs = sorted(p for r in roots for p in r.rglob(CSV_NAME))
     if not csvs:
       raise landmark_io.LandmarkDataError(
