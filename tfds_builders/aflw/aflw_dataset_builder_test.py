@@ -33,7 +33,8 @@ def test_builds_dummy_data(tmp_path):
   train = sources["train"]
   faces = {int(train[i]["face_id"]): train[i] for i in range(3)}
   assert sorted(faces) == [39341, 39342, 39343]
-  assert faces[39341]["filename"] == faces[39342]["filename"] == b"aflw/data/flickr/0/image00002.jpg"
+  shared_image = b"aflw/data/flickr/0/image00002.jpg"
+  assert faces[39341]["filename"] == faces[39342]["filename"] == shared_image
   # FeatureCoords -> landmarks by feature_id; box = FaceRect (x, y, x + w, y + h).
   for face_id in (39341, 39342):
     ex = faces[face_id]

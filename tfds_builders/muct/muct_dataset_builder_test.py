@@ -34,10 +34,12 @@ def test_builds_dummy_data(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda lines: lines.__setitem__(2, lines[2].rsplit(",", 1)[0]), r"csv:3: expected 154 fields"),
+    (lambda lines: lines.__setitem__(2, lines[2].rsplit(",", 1)[0]),
+     r"csv:3: expected 154 fields"),
     (lambda lines: lines.__setitem__(2, lines[2].replace(",0000,", ",0000,abc,", 1).rsplit(
         ",", 1)[0]), r"csv:3: a coordinate of 'ir000qa-fn' is not a number"),
-    (lambda lines: lines.__setitem__(0, lines[0].replace("x00", "x0")), r"csv:1: expected the header"),
+    (lambda lines: lines.__setitem__(0, lines[0].replace("x00", "x0")),
+     r"csv:1: expected the header"),
     (lambda lines: lines.__setitem__(3, lines[3].replace("i000qb-fn", "i999qb-fn")),
      r"csv:4: image i999qb-fn\.jpg not found"),
 ])
