@@ -204,10 +204,14 @@ def build_model(model_config: ml_collections.ConfigDict, mean_shape) -> DAN:
              feature_size=int(model_config.feature_size))
 
 
+def _owned(stage: int) -> set[str]:
+  return {f"stage{stage}", f"feature_image{stage}", f"input_bn{stage}"}
+
+
 def stage_param_labels(params, stage: int):
   """Labels ``"train"`` for parameters of stage ``stage`` (its feed-forward net, its
   feature-image layer and its input BatchNorm), ``"frozen"`` for the rest."""
-  owned = {f"stage{stage}", f"feature_image{stage}", f"input_bn{stage}"}
+  owned = _owned(stage)
   return {k: jax.tree.map(lambda _: "train" if k in owned else "frozen", v)
           for k, v in params.items()}
 
@@ -215,7 +219,12 @@ def stage_param_labels(params, stage: int):
 def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter_ocular"):
   """The trainer's ``loss_fn`` for training stage ``stage`` (1-based)."""
 
+  owned = _owned(stage)
+
   def loss_fn(params, model_state, batch, rng):
+    # Frozen stages get no gradient at all (not just a zero update): XLA then drops
+    # their backward pass, which is most of the cost of training a later stage.
+    params = {k: (v if k in owned else jax.lax.stop_gradient(v)) for k, v in params.items()}
     variables = {"params": params, **model_state}
     out, new_state = model.apply(variables, batch["image"], active_stages=stage, train=True,
                                  rngs={"dropout": rng}, mutable=["batch_stats"])

@@ -176,14 +176,21 @@ def _decode_state(state: Any) -> Any:
   return state
 
 
+def _rank_metric(m: Mapping[str, float]) -> float:
+  """Lower is better: validation NME, with any later phase ranked before earlier ones
+  (a later DAN stage is only compared with itself)."""
+  return float(m["nme_inter_ocular"]) - 1e3 * float(m.get("phase", 0))
+
+
 def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
                        read_only: bool = False) -> ocp.CheckpointManager:
-  """The manager of ``<workdir>/checkpoints``: last ``keep`` + best by ``nme_inter_ocular``."""
+  """The manager of ``<workdir>/checkpoints``: the last ``keep`` checkpoints plus the
+  one with the lowest validation ``nme_inter_ocular`` in the latest phase."""
   directory = pathlib.Path(workdir).expanduser().resolve() / "checkpoints"
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=keep),
       ocp.checkpoint_managers.BestN(
-          get_metric_fn=lambda m: m["nme_inter_ocular"], reverse=True, n=1,
+          get_metric_fn=_rank_metric, reverse=True, n=1,
           keep_checkpoints_without_metrics=False),
   ])
   options = ocp.CheckpointManagerOptions(
@@ -194,7 +201,8 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
 
 
 def best_or_latest_step(mngr: ocp.CheckpointManager) -> int | None:
-  """The best-validation step recorded in the latest checkpoint, else the latest."""
+  """The best-validation step of the latest phase (recorded in the latest
+  checkpoint's metadata), else the latest step."""
   latest = mngr.latest_step()
   if latest is None:
     return None
@@ -369,7 +377,7 @@ class Trainer:
     writer = tensorboard.TensorBoardWriter(str(self.workdir / "tensorboard")) \
         if self.is_chief else None
     jsonl = _JsonlWriter(self.workdir / "metrics.jsonl") if self.is_chief else None
-    best = {"step": None, "nme": float("inf")}
+    best = {"step": None, "nme": float("inf"), "phase": 0}
 
     # ---- start or resume
     rng = jax.random.PRNGKey(seed)
@@ -385,7 +393,9 @@ class Trainer:
       state = restore_state(mngr, latest, template, self.replicated)
       if meta.get("data_state") is not None and hasattr(train_iter, "set_state"):
         train_iter.set_state(_decode_state(meta["data_state"]))
-      best = {"step": meta.get("best_step"), "nme": float(meta.get("best_nme", float("inf")))}
+      best = {"step": meta.get("best_step"),
+              "nme": float(meta.get("best_nme") or float("inf")),
+              "phase": int(meta.get("best_phase") or 0)}
       self.history = list(meta.get("history", []))
       logging.info("resumed from step %d (phase %s)", latest, phases[phase_idx].name)
       if int(state.step) >= bounds[phase_idx + 1] and phase_idx + 1 < len(phases):
@@ -421,6 +431,7 @@ class Trainer:
                         if hasattr(train_iter, "get_state") else None,
           "best_step": best["step"],
           "best_nme": best["nme"] if np.isfinite(best["nme"]) else None,
+          "best_phase": best.get("phase", 0),
           "history": self.history,
       }
       mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -475,8 +486,10 @@ class Trainer:
               step == end or (self.eval_every > 0 and step % self.eval_every == 0))
           if do_eval:
             eval_metrics = self.evaluate(predict, state.params, state.model_state, eval_data())
-            if eval_metrics["nme_inter_ocular"] < best["nme"]:
-              best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"])}
+            if (eval_metrics["nme_inter_ocular"] < best["nme"]
+                or best.get("phase", 0) != phase_idx):
+              best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"]),
+                      "phase": phase_idx}
             record = {"step": step, "phase": phase.name,
                       **{k: v for k, v in eval_metrics.items() if k != "errors"}}
             self.history.append(record)
@@ -492,7 +505,8 @@ class Trainer:
                 f"AUC@0.08={record['auc_inter_ocular']:.4f} "
                 f"FR@0.08={100 * record['failure_rate_inter_ocular']:.2f}%")
           if step % self.checkpoint_every == 0 or step == end or do_eval:
-            m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"])}
+            m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"]),
+                  "phase": phase_idx}
                  if eval_metrics is not None else None)
             save(state, step, phase_idx, m)
         if phase_idx + 1 < len(phases):

@@ -1,0 +1,114 @@
+"""DAN configs (ml_collections): ``get_config(variant)``.
+
+Variants (``--config=experiments/configs/dan.py:<variant>``):
+
+- ``""`` / ``"synthetic"`` (default): a small DAN on the built-in ``synthetic_faces``
+  (``small`` builder config: 800 train / 200 validation faces); both stages;
+  about 5 minutes on a 2-core CPU. The README's first command.
+- ``"300w"``: the paper's setting on 300-W (``ibug300w``): full width (64..512
+  channels, fc 256), two stages trained one after the other, DAN's augmentation
+  (translation 0.2, rotation 20 deg, scale 0.25, mirroring), Adam with step
+  size 0.001, batch 64. For a GPU or TPU.
+- ``"300w_cpu"``: a reduced-width DAN (8..64 channels, fc 256) on the shared 300-W
+  training data (``train:fit``), validated on ``train:holdout`` (10 % held out);
+  fits in an hour on a 2-core CPU.
+
+Any field can be overridden: ``--config.train.steps_per_stage='(200, 100)'``,
+``--config.model.base_width=16``, ``--config.data.manual_dir=/path/to/300w``.
+"""
+
+import ml_collections
+
+from jaxmarks import input_pipeline
+from jaxmarks import testing
+
+VARIANTS = ("synthetic", "300w", "300w_cpu")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a named variant (see the module docstring)."""
+  variant = (variant or "synthetic").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown DAN config variant {variant!r}; known variants: "
+                     f"{', '.join(VARIANTS)} (e.g. --config=experiments/configs/dan.py:300w_cpu)")
+  c = ml_collections.ConfigDict()
+  c.method = "dan"
+  c.variant = variant
+  c.seed = 0
+  c.distributed = False  # call jax.distributed.initialize() (multi-host)
+
+  c.data = input_pipeline.get_data_config()
+  c.data.image_size = 112
+  c.data.grayscale = True
+
+  c.model = ml_collections.ConfigDict()
+  c.model.num_stages = 2
+  c.model.image_size = 112
+  c.model.base_width = 64
+  c.model.fc_units = 256
+  c.model.dropout_rate = 0.5
+  c.model.heatmap_half_size = 8
+  c.model.feature_size = 56
+  c.model.loss_normalization = "inter_ocular"
+  # Filled in by experiments.dan from the training data (kept in config.json):
+  c.model.scheme = ml_collections.FieldReference("", field_type=str)
+  c.model.mean_shape = ml_collections.FieldReference(None, field_type=list)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps_per_stage = (40000, 40000)
+  c.train.optimizer = ml_collections.ConfigDict()
+  c.train.optimizer.name = "adam"
+  c.train.optimizer.learning_rate = 1e-3
+  c.train.optimizer.schedule = "constant"
+  c.train.optimizer.warmup_steps = 0
+  c.train.optimizer.end_factor = 0.0
+  c.train.optimizer.grad_clip_norm = 0.0
+  c.train.log_every = 50
+  c.train.eval_every = 2000
+  c.train.checkpoint_every = 2000
+  c.train.keep_checkpoints = 3
+  c.train.eval_batch_size = 64
+  c.train.num_plot_faces = 16
+  c.train.progress = True
+
+  if variant == "synthetic":
+    c.data.dataset = "synthetic_faces"
+    c.data.builder_config = "small"
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.batch_size = 32
+    c.model.base_width = 8
+    c.model.fc_units = 128
+    c.model.dropout_rate = 0.25
+    c.train.steps_per_stage = (150, 90)
+    c.train.optimizer.learning_rate = 2e-3
+    c.train.optimizer.schedule = "cosine"
+    c.train.optimizer.end_factor = 0.1
+    c.train.log_every = 10
+    c.train.eval_every = 50
+    c.train.checkpoint_every = 50
+  elif variant == "300w":
+    c.data.dataset = "ibug300w"
+    c.data.manual_dir = str(testing.data_root() / "300w")
+    c.data.train_split = "train:fit"
+    c.data.eval_split = "train:holdout"
+    c.data.batch_size = 64
+    c.data.num_workers = 2
+    c.train.steps_per_stage = (60000, 60000)
+  elif variant == "300w_cpu":
+    c.data.dataset = "ibug300w"
+    c.data.manual_dir = str(testing.data_root() / "300w")
+    c.data.train_split = "train:fit"
+    c.data.eval_split = "train:holdout"
+    c.data.batch_size = 32
+    c.model.base_width = 8
+    c.model.fc_units = 256
+    c.train.steps_per_stage = (1200, 700)
+    c.train.optimizer.learning_rate = 2e-3
+    c.train.optimizer.schedule = "cosine"
+    c.train.optimizer.warmup_steps = 50
+    c.train.optimizer.end_factor = 0.05
+    c.train.log_every = 20
+    c.train.eval_every = 300
+    c.train.checkpoint_every = 100
+  return c

@@ -1,0 +1,194 @@
+"""The trainer: data parallel == single device, exact resume, NaN guard, logs."""
+
+import json
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxmarks import metrics
+from jaxmarks.train import data, trainer
+
+K = 68
+
+
+class TinyRegressor(nn.Module):
+  """Conv + BatchNorm + dropout + dense: every kind of state the trainer handles."""
+
+  mean_shape: tuple
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = x.mean(axis=(1, 2))
+    x = nn.Dropout(0.2, deterministic=not train)(x)
+    x = nn.Dense(2 * K, kernel_init=nn.initializers.normal(0.1))(x)
+    return jnp.asarray(self.mean_shape)[None] + x.reshape((-1, K, 2))
+
+
+def _problem(n=32, size=16, seed=0):
+  rng = np.random.default_rng(seed)
+  mean = rng.uniform(3, 13, (K, 2)).astype(np.float32)
+  mean[36] = (4, 6)
+  mean[45] = (12, 6)
+  images = rng.normal(size=(n, size, size, 1)).astype(np.float32)
+  shift = images.mean(axis=(1, 2, 3))[:, None, None] * 5
+  lms = (mean[None] + shift + rng.normal(size=(n, K, 2)) * 0.3).astype(np.float32)
+  return mean, {"image": images, "landmarks": lms}
+
+
+def _phases(model, steps=(3, 3), lr=1e-2):
+  def loss_fn(params, model_state, batch, rng):
+    out, new = model.apply({"params": params, **model_state}, batch["image"], train=True,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+    loss = metrics.nme(out, batch["landmarks"], "ibug68").mean()
+    return loss, ({**model_state, **new}, {})
+
+  def predict_fn(params, model_state, images):
+    return model.apply({"params": params, **model_state}, images, train=False)
+
+  return [trainer.Phase(f"p{i}", s, optax.adam(lr * (0.5 ** i)), loss_fn, predict_fn)
+          for i, s in enumerate(steps)]
+
+
+def _init(model, arrays):
+  v = model.init({"params": jax.random.PRNGKey(1)}, arrays["image"][:1], train=False)
+  return v["params"], {"batch_stats": v["batch_stats"]}
+
+
+def _run(workdir, arrays, mean, *, devices=None, steps=(3, 3), iterator=None, **kw):
+  model = TinyRegressor(tuple(map(tuple, mean.tolist())))
+  params, ms = _init(model, arrays)
+  it = iterator if iterator is not None else data.ArrayIterator(arrays, 8, seed=3)
+  t = trainer.Trainer(workdir, scheme="ibug68", log_every=1, progress=False,
+                      mesh=trainer.make_mesh(devices), **kw)
+  return t.run(_phases(model, steps), params, ms, it,
+               eval_data=data.eval_batches({k: v[:12] for k, v in arrays.items()}, 5), seed=7)
+
+
+def _assert_trees_close(a, b, atol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
+
+
+def test_two_devices_match_one_device(tmp_path):
+  assert jax.device_count() >= 2, "conftest sets two host devices"
+  mean, arrays = _problem()
+  one = _run(tmp_path / "one", arrays, mean, devices=jax.devices()[:1], steps=(4,),
+             checkpoint_every=100)
+  two = _run(tmp_path / "two", arrays, mean, devices=jax.devices()[:2], steps=(4,),
+             checkpoint_every=100)
+  assert two.params["Conv_0"]["kernel"].sharding.is_fully_replicated
+  _assert_trees_close(one.params, two.params, 1e-5)
+  _assert_trees_close(one.model_state, two.model_state, 1e-5)  # BN over the global batch
+  # Something was learned, so the comparison is not trivial.
+  init = _init(TinyRegressor(tuple(map(tuple, mean.tolist()))), arrays)[0]
+  assert np.abs(np.asarray(one.params["Dense_0"]["kernel"])
+                - np.asarray(init["Dense_0"]["kernel"])).max() > 1e-3
+
+
+class _Killing:
+  """Wraps an iterator and raises (a simulated kill) on the n-th batch."""
+
+  def __init__(self, inner, kill_at):
+    self.inner, self.kill_at, self.calls = inner, kill_at, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.calls += 1
+    if self.calls == self.kill_at:
+      raise KeyboardInterrupt("simulated kill")
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, s):
+    self.inner.set_state(s)
+
+
+def test_killed_and_resumed_equals_uninterrupted(tmp_path):
+  mean, arrays = _problem()
+  full = _run(tmp_path / "full", arrays, mean, checkpoint_every=2)
+  wd = tmp_path / "killed"
+  with pytest.raises(KeyboardInterrupt):
+    _run(wd, arrays, mean, checkpoint_every=2,
+         iterator=_Killing(data.ArrayIterator(arrays, 8, seed=3), kill_at=6))
+  mngr = trainer.checkpoint_manager(wd, read_only=True)
+  assert mngr.latest_step() == 4  # phase p1 had started (steps 4..6)
+  mngr.close()
+  resumed = _run(wd, arrays, mean, checkpoint_every=2)
+  assert int(resumed.step) == int(full.step) == 6
+  _assert_trees_close(full.params, resumed.params, 0.0)
+  _assert_trees_close(full.model_state, resumed.model_state, 0.0)
+  _assert_trees_close(full.opt_state, resumed.opt_state, 0.0)
+
+
+class _NaNAt:
+  def __init__(self, inner, bad_call):
+    self.inner, self.bad_call, self.calls = inner, bad_call, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.calls += 1
+    batch = next(self.inner)
+    if self.calls == self.bad_call:
+      batch = dict(batch, image=np.full_like(batch["image"], np.nan))
+    return batch
+
+
+def test_nan_batch_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+  mean, arrays = _problem()
+  with pytest.raises(trainer.NonFiniteError, match=r"non-finite training step 5.*step 4"):
+    _run(tmp_path, arrays, mean, checkpoint_every=2, steps=(10,),
+         iterator=_NaNAt(data.ArrayIterator(arrays, 8, seed=3), bad_call=5))
+  mngr = trainer.checkpoint_manager(tmp_path, read_only=True)
+  assert mngr.latest_step() == 4
+  model = TinyRegressor(tuple(map(tuple, mean.tolist())))
+  params, ms = _init(model, arrays)
+  tx = _phases(model, (10,))[0].tx
+  template = trainer.TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                                model_state=ms, opt_state=tx.init(params),
+                                rng=jax.random.PRNGKey(0))
+  state = trainer.restore_state(mngr, 4, template)
+  mngr.close()
+  assert int(state.step) == 4
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert "non-finite" in rows[-1]["error"]
+
+
+def test_logs_best_checkpoint_and_optimizer_config(tmp_path):
+  mean, arrays = _problem()
+  _run(tmp_path, arrays, mean, steps=(4,), checkpoint_every=1, eval_every=2,
+       keep_checkpoints=1)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert any("valid/nme_inter_ocular" in r for r in rows)
+  assert any("train/loss" in r for r in rows)
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and events[0].stat().st_size > 100
+  mngr = trainer.checkpoint_manager(tmp_path, read_only=True)
+  best = trainer.best_or_latest_step(mngr)
+  meta = trainer.restore_meta(mngr, mngr.latest_step())
+  assert best in mngr.all_steps() and best == meta["best_step"]
+  assert len(meta["history"]) == 2
+  mngr.close()
+
+  import ml_collections
+  cfg = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-3,
+                                   "schedule": "warmup_cosine", "warmup_steps": 2,
+                                   "grad_clip_norm": 1.0})
+  tx = trainer.make_optimizer(cfg, 10)
+  tx.init({"w": jnp.zeros(3)})
+  with pytest.raises(ValueError, match="unknown optimizer"):
+    trainer.make_optimizer(ml_collections.ConfigDict({"name": "nope", "learning_rate": 1.0}), 1)
