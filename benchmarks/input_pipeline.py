@@ -1,0 +1,101 @@
+"""Input-pipeline throughput: augmented 112x112 training crops per second, end to end.
+
+Reads a built dataset through ``jaxmarks.input_pipeline.make_loader`` (array_record
+-> JPEG decode -> jittered/flipped similarity crop -> grayscale -> per-image
+normalisation -> batches) with several grain worker counts side by side::
+
+  python -m benchmarks.input_pipeline                       # synthetic_faces + 300-W
+  python -m benchmarks.input_pipeline --workers=0,1,2,3 --num_batches=60
+
+``synthetic_faces`` (default config) is built into ``--data_dir`` if needed; 300-W
+train is built once per machine from ``$JAXMARKS_TEST_DATA/300w`` into the test
+cache (``jaxmarks.testing.prepared_builder``) and skipped if that folder is absent.
+The first batch of each run (worker start-up) is not timed.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+from absl import app, flags
+
+_DATA_DIR = flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"),
+                                "TFDS data_dir for synthetic_faces.")
+_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to compare.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Batch size.")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 40, "Timed batches per run.")
+_DATASETS = flags.DEFINE_list("datasets", ["synthetic_faces", "ibug300w"],
+                              "Datasets to read (synthetic_faces, ibug300w).")
+_GRAYSCALE = flags.DEFINE_bool("grayscale", True, "Grayscale crops (the default config).")
+
+
+def _sources(config):
+  """``{label: (IndexedSource, scheme, description)}`` of the datasets to read."""
+  from jaxmarks import datasets, input_pipeline, testing
+
+  out = {}
+  if "synthetic_faces" in _DATASETS.value:
+    config.data_dir = _DATA_DIR.value
+    src, builder = input_pipeline.load_split(config, "train")
+    out["synthetic_faces train"] = (src, datasets.scheme_of(builder), "160-200 px JPEGs")
+  if "ibug300w" in _DATASETS.value:
+    if not (testing.data_root() / "300w").exists():
+      print(f"300-W skipped: {testing.data_root() / '300w'} not found")
+    else:
+      builder = testing.prepared_builder("ibug300w", "300w")
+      cfg = config.copy_and_resolve_references()
+      cfg.dataset = "ibug300w"
+      cfg.builder_config = ""
+      cfg.data_dir = str(pathlib.Path(builder.data_dir).parents[1])
+      cfg.manual_dir = str(testing.data_root() / "300w")
+      src, builder = input_pipeline.load_split(cfg, "train")
+      out["300-W train"] = (src, datasets.scheme_of(builder), "JPEGs, face box <= 200 px")
+  return out
+
+
+def _run(config, src, scheme, workers: int) -> tuple[float, float]:
+  from jaxmarks import input_pipeline
+
+  loader = input_pipeline.make_loader(config, training=True, source=src, scheme=scheme,
+                                      worker_count=workers, batch_size=_BATCH_SIZE.value)
+  it = iter(loader)
+  t0 = time.perf_counter()
+  next(it)  # start-up: worker processes, first reads
+  startup = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  n = 0
+  for _ in range(_NUM_BATCHES.value):
+    n += len(next(it)["index"])
+  rate = n / (time.perf_counter() - t0)
+  del it, loader
+  return rate, startup
+
+
+def main(argv):
+  del argv
+  import cv2
+
+  from jaxmarks import input_pipeline
+
+  cv2.setNumThreads(1)  # one OpenCV thread per process: the workers are the parallelism
+  config = input_pipeline.get_data_config()
+  config.grayscale = _GRAYSCALE.value
+  workers = [int(w) for w in _WORKERS.value]
+  load = os.getloadavg()[0]
+  print(f"input pipeline: augmented {config.image_size}x{config.image_size} "
+        f"{'grayscale' if config.grayscale else 'RGB'} crops/s, batch {_BATCH_SIZE.value}, "
+        f"{_NUM_BATCHES.value} timed batches; {os.cpu_count()} CPUs, load average {load:.2f}")
+  for label, (src, scheme, desc) in _sources(config).items():
+    row = []
+    for w in workers:
+      rate, startup = _run(config, src, scheme, w)
+      row.append(f"{w} workers: {rate:7.0f}/s (start {startup:4.1f} s)")
+    print(f"{label:22s} ({len(src)} records, {desc})")
+    for cell in row:
+      print(f"  {cell}")
+
+
+if __name__ == "__main__":
+  app.run(main)
