@@ -146,6 +146,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for split, subsets in produced.items()}
 
   def _generate_examples(self, root: pathlib.Path, subsets):
+    faces = []
     for subset in subsets:
       folder = root / SUBSETS[subset]
       pts_files = sorted(folder.glob("*.pts"))
@@ -157,7 +158,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           raise landmark_io.LandmarkDataError(
               f"no image (.jpg/.png) for the points file {pts_path}")
         landmarks = landmark_io.read_pts(pts_path, NUM_POINTS) - 1.0  # 1-based -> 0-based
-        image, _ = landmark_io.load_image(image_path)
-        key = pts_path.relative_to(root).as_posix()
-        yield key, landmark_io.make_example(
-            image, landmarks, filename=image_path.relative_to(root).as_posix())
+        faces.append((pts_path, image_path, landmarks))
+    images = landmark_io.load_images(image_path for _, image_path, _ in faces)
+    for (pts_path, image_path, landmarks), (image, _) in zip(faces, images):
+      yield pts_path.relative_to(root).as_posix(), landmark_io.make_example(
+          image, landmarks, filename=image_path.relative_to(root).as_posix())

@@ -18,9 +18,11 @@ that names it instead of producing a record that cannot be read.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
 import pathlib
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -31,6 +33,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "landmark_features",
     "load_image",
+    "load_images",
     "read_pts",
     "parse_pts",
     "tight_box",
@@ -200,6 +203,29 @@ def load_image(path: os.PathLike | str) -> tuple[bytes, tuple[int, int]]:
   if not ok:
     raise LandmarkDataError(f"image file {path}: re-encoding as PNG failed")
   return encoded.tobytes(), (height, width)
+
+
+def load_images(paths: Iterable[os.PathLike | str], workers: int = 4, window: int = 64
+                ) -> Iterator[tuple[bytes, tuple[int, int]]]:
+  """``load_image`` over ``paths`` in a few threads, yielding results in order.
+
+  OpenCV releases the GIL while decoding, so reading and checking the next images
+  overlaps with TFDS serialising the current one. At most ``window`` images are
+  in flight; the first failing path raises its ``LandmarkDataError`` when its turn
+  comes.
+  """
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    pending = collections.deque()
+    try:
+      for path in paths:
+        pending.append(pool.submit(load_image, path))
+        if len(pending) >= window:
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    finally:
+      for future in pending:
+        future.cancel()
 
 
 def find_image(stem: pathlib.Path, extensions: Sequence[str] = IMAGE_EXTENSIONS

@@ -155,6 +155,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       lines = annotation.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
       raise landmark_io.LandmarkDataError(f"cannot read {annotation}: {e}") from e
+    faces = []
     for lineno, line in enumerate(lines, start=1):
       parsed = parse_annotation_line(line, annotation, lineno)
       if parsed is None:
@@ -164,6 +165,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if not image_path.is_file():
         raise landmark_io.LandmarkDataError(
             f"{annotation}:{lineno}: image {relpath} not found under {root}")
-      image, _ = landmark_io.load_image(image_path)
+      faces.append((lineno, image_path, landmarks, attributes))
+    images = landmark_io.load_images(image_path for _, image_path, _, _ in faces)
+    for (lineno, image_path, landmarks, attributes), (image, _) in zip(faces, images):
       yield f"{annotation.name}:{lineno}", landmark_io.make_example(
           image, landmarks, filename=image_path.relative_to(base).as_posix(), **attributes)
