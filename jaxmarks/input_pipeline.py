@@ -55,9 +55,15 @@ Order, epochs, hosts
   ``seed``; the iterator's ``get_state()`` / ``set_state()`` resume exactly.
   Evaluation: no augmentation, record order, one pass, every record exactly once;
   the last batch is smaller unless ``eval_pad=True``, which pads it to
-  ``batch_size`` with ``mask=False`` rows (zeros). Each host reads its own
-  contiguous part of the (fit/holdout) index list: ``jax.process_index()`` of
-  ``jax.process_count()`` unless ``shard_index``/``shard_count`` are given.
+  ``batch_size`` with ``mask=False`` rows (zeros, ``index`` -1). With
+  ``num_workers > 0`` grain's workers take records round-robin and batch their
+  own, so the order is still deterministic but interleaved and each worker's
+  last batch may be short: evaluate with ``worker_count=0`` for record order.
+  Each host reads its own contiguous part of the (fit/holdout) index list, part
+  ``jax.process_index()`` of ``jax.process_count()`` (``grain.ShardByJaxProcess``)
+  unless ``shard_index``/``shard_count`` are given; the first ``N % count`` parts
+  are one record longer, so evaluation still sees every record once (grain's own
+  DataLoader sharding would drop the remainder).
 
 Workers
   ``num_workers > 0`` runs the per-record work in grain worker processes. grain
@@ -615,14 +621,13 @@ def _shard(indices: np.ndarray, shard_index: int, shard_count: int) -> np.ndarra
 
 
 def _process_shard(shard_index, shard_count) -> tuple[int, int]:
+  """Explicit ``(index, count)``, or this JAX process's (``grain.ShardByJaxProcess``)."""
   if shard_index is None or shard_count is None:
-    import jax
-
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    shard_count = jax.process_count() if shard_count is None else shard_count
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f"shard_index must be in [0, {shard_count}); got {shard_index}")
-  return int(shard_index), int(shard_count)
+    jax_shard = grain.ShardByJaxProcess()
+    shard_index = jax_shard.shard_index if shard_index is None else shard_index
+    shard_count = jax_shard.shard_count if shard_count is None else shard_count
+  options = grain.ShardOptions(int(shard_index), int(shard_count))  # validates the pair
+  return options.shard_index, options.shard_count
 
 
 def make_loader(config, split: str | None = None, *, training: bool,
