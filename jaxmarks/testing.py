@@ -53,7 +53,7 @@ def cache_dir() -> pathlib.Path:
   return pathlib.Path(value).expanduser().resolve() if value else CACHE_DIR
 
 # Modules every landmark builder imports (their source is part of each cache key).
-_SHARED_BUILDER_MODULES = ("tfds_builders/ibug300w/landmark_io.py",)
+_SHARED_BUILDER_MODULES = ("tfds_builders/landmark_io.py",)
 
 
 def builder_fingerprint(name: str) -> str:

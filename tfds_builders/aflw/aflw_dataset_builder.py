@@ -32,7 +32,7 @@ import sqlite3
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 NUM_POINTS = 21
 SCHEME = "aflw21"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import testing
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 DB = DUMMY / "aflw" / "data" / "aflw.sqlite"

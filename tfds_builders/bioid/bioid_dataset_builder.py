@@ -27,7 +27,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 NUM_POINTS = 20
 SCHEME = "bioid20"

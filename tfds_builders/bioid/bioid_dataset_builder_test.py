@@ -13,7 +13,7 @@ import pytest
 
 from jaxmarks import testing
 from tfds_builders.bioid import bioid_dataset_builder as bioid
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 

@@ -34,7 +34,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 NUM_POINTS = 68
 SCHEME = "ibug68"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import testing
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 SPLITS = {"train": 5, "common": 2, "challenging": 1, "full": 3, "private": 2}

@@ -31,7 +31,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 _CITATION = r"""
 @techreport{nordstrom2004imm,

@@ -29,7 +29,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 NUM_POINTS = 5
 SCHEME = "mtfl5"

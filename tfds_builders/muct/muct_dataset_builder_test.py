@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import testing
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 from tfds_builders.muct import muct_dataset_builder as muct
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"

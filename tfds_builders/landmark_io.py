@@ -1,8 +1,6 @@
 """Readers shared by the landmark dataset builders: images, ``.pts`` files, features.
 
-These helpers are used by every builder under ``tfds_builders`` (they live in the
-``ibug300w`` package only because that is the folder this code's owner holds;
-nothing in them is 300-W specific).
+These helpers are used by every builder under ``tfds_builders``.
 
 Conventions (see ``docs/DEVELOPING.md``): landmarks are ``(K, 2)`` float32, x then y,
 in 0-based pixels where integer coordinates are pixel *centres* (the centre of the

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import testing
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 
 
 def _decode(data: bytes) -> np.ndarray:
