@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import testing
-from tfds_builders.ibug300w import landmark_io
+from tfds_builders import landmark_io
 from tfds_builders.imm_faces import imm_faces_dataset_builder as imm
 from tfds_builders.mtfl import mtfl_dataset_builder as mtfl
 
