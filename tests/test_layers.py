@@ -1,0 +1,81 @@
+"""DAN's connection layers, each on its own."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarks import transforms
+from jaxmarks.layers import dan_layers
+
+
+def _authors_heatmap(landmarks, size, half):
+  """A direct numpy port of the authors' LandmarkImageLayer (scatter, then max)."""
+  offsets = np.array(list(itertools.product(range(-half, half + 1), range(-half, half + 1))))
+  img = np.zeros((size, size))
+  for lm in np.asarray(landmarks, np.float64):
+    lm = np.array([np.clip(lm[0], half, size - 1 - half), np.clip(lm[1], half, size - 1 - half)])
+    il = lm.astype(np.int32)
+    loc = offsets + il
+    d = offsets - (lm - il)
+    vals = 1 / (1 + np.sqrt((d * d).sum(1) + 1e-6))
+    one = np.zeros((size, size))
+    one[loc[:, 1], loc[:, 0]] = vals
+    img = np.maximum(img, one)
+  return img
+
+
+def test_heatmap_matches_authors_layer():
+  rng = np.random.default_rng(0)
+  lms = rng.uniform(-5, 117, (2, 68, 2)).astype(np.float32)  # some outside: clamped
+  out = np.asarray(dan_layers.landmark_heatmap(lms, (112, 112), 8))
+  assert out.shape == (2, 112, 112, 1)
+  for b in range(2):
+    np.testing.assert_allclose(out[b, ..., 0], _authors_heatmap(lms[b], 112, 8), atol=1e-6)
+
+
+def test_heatmap_values_and_patch_limit():
+  lm = np.array([[[40.0, 50.0]]], np.float32)
+  h = np.asarray(dan_layers.landmark_heatmap(lm, (112, 112), 8))[0, ..., 0]
+  assert abs(h[50, 40] - 1.0) < 1e-3  # 1 / (1 + 0)
+  assert abs(h[50, 41] - 0.5) < 1e-4  # 1 / (1 + 1)
+  assert h[50, 48] > 0 and h[50, 49] == 0  # patch is +-8 pixels
+  assert h[58, 40] > 0 and h[59, 40] == 0
+
+
+def test_similarity_to_reference_recovers_transform():
+  rng = np.random.default_rng(1)
+  ref = rng.uniform(20, 90, (68, 2)).astype(np.float32)
+  t_true = transforms.similarity_matrix(jnp.array([1.3, 0.7]), jnp.array([0.3, -0.5]),
+                                        jnp.array([[5.0, -3.0], [10.0, 2.0]]))
+  shapes = transforms.apply_affine(transforms.invert_affine(t_true), ref[None])
+  t = dan_layers.similarity_to_reference(shapes, ref)
+  np.testing.assert_allclose(np.asarray(t), np.asarray(t_true), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(transforms.apply_affine(t, shapes)),
+                             np.broadcast_to(ref, (2, 68, 2)), atol=1e-3)
+
+
+def test_transform_image_moves_content_with_points():
+  img = np.zeros((1, 112, 112, 1), np.float32)
+  img[0, 30, 20, 0] = 1.0  # (x=20, y=30)
+  t = transforms.similarity_matrix(jnp.array([1.0]), jnp.array([0.0]), jnp.array([[7.0, 5.0]]))
+  out = np.asarray(dan_layers.transform_image(img, t, (112, 112)))
+  assert out.shape == (1, 112, 112, 1)
+  assert out[0, 35, 27, 0] == 1.0 and out.sum() == 1.0
+  ident = dan_layers.transform_image(img, transforms.identity_affine((1,)), (112, 112))
+  np.testing.assert_allclose(np.asarray(ident), img)
+
+
+def test_feature_image_shape_and_upscaling():
+  layer = dan_layers.FeatureImage(size=56, factor=2)
+  feats = jnp.asarray(np.random.default_rng(2).normal(size=(3, 16)), jnp.float32)
+  params = layer.init(jax.random.PRNGKey(0), feats)
+  assert params["params"]["dense"]["kernel"].shape == (16, 56 * 56)
+  out = np.asarray(layer.apply(params, feats))
+  assert out.shape == (3, 112, 112, 1)
+  assert (out >= 0).all()  # ReLU
+  np.testing.assert_array_equal(out[:, 0::2, 0::2], out[:, 1::2, 1::2])  # nearest 2x
+  np.testing.assert_array_equal(
+      np.asarray(dan_layers.upscale_nearest(jnp.arange(4.0).reshape(1, 2, 2, 1), 2))[0, ..., 0],
+      [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
