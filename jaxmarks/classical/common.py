@@ -1,0 +1,195 @@
+"""Helpers shared by the classical methods: sampling, image channels, divergence, I/O.
+
+All array functions are pure and jittable; shapes are given in the docstrings.
+Models are saved without pickle: ``numpy.savez`` of the flattened parameter
+NamedTuple plus a JSON sidecar naming the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import typing
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarks import transforms
+
+__all__ = [
+    "to_gray",
+    "sample",
+    "gradients",
+    "gaussian_blur",
+    "downsample2",
+    "divergence_flags",
+    "safe_shapes",
+    "save_params",
+    "load_params",
+]
+
+
+def to_gray(images):
+  """``(B, H, W, C)`` float images -> ``(B, H, W)`` luminance (C in {1, 3})."""
+  images = jnp.asarray(images, jnp.float32)
+  if images.ndim == 3:
+    return images
+  if images.shape[-1] == 1:
+    return images[..., 0]
+  w = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+  return images[..., :3] @ w
+
+
+def sample(image, points):
+  """Bilinear samples of an ``(H, W)`` or ``(H, W, C)`` image at ``(..., 2)`` x-y points.
+
+  Points outside the image read the nearest border pixel (clamped coordinates).
+  Point sampling only (a 4-tap gather on the flattened image, which XLA:CPU runs
+  much faster than ``jax.scipy.ndimage.map_coordinates``); image warps go through
+  ``jaxmarks.transforms.warp_affine``.
+
+  Returns:
+    ``(...)`` or ``(..., C)`` float32.
+  """
+  image = jnp.asarray(image, jnp.float32)
+  squeeze = image.ndim == 2
+  if squeeze:
+    image = image[..., None]
+  h, w, c = image.shape
+  x = jnp.clip(points[..., 0], 0.0, w - 1.0)
+  y = jnp.clip(points[..., 1], 0.0, h - 1.0)
+  x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32)
+  y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32)
+  fx = (x - x0)[..., None]
+  fy = (y - y0)[..., None]
+  flat = image.reshape(h * w, c)
+  i00 = y0 * w + x0
+  v00 = flat[i00]
+  v01 = flat[i00 + 1]
+  v10 = flat[i00 + w]
+  v11 = flat[i00 + w + 1]
+  out = (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+  return out[..., 0] if squeeze else out
+
+
+def gaussian_blur(image, sigma: float):
+  """Separable Gaussian blur of ``(H, W)`` (edge-replicated). ``sigma`` is static."""
+  if sigma <= 0:
+    return image
+  r = max(1, int(round(3 * sigma)))
+  x = np.arange(-r, r + 1, dtype=np.float32)
+  k = np.exp(-0.5 * (x / sigma) ** 2)
+  k = jnp.asarray(k / k.sum())
+  padded = jnp.pad(image, ((r, r), (0, 0)), mode="edge")
+  image = sum(k[i] * padded[i:i + image.shape[0]] for i in range(2 * r + 1))
+  padded = jnp.pad(image, ((0, 0), (r, r)), mode="edge")
+  return sum(k[i] * padded[:, i:i + image.shape[1]] for i in range(2 * r + 1))
+
+
+def gradients(image):
+  """Central-difference gradients ``(gx, gy)`` of an ``(H, W)`` image (edge-replicated)."""
+  p = jnp.pad(image, 1, mode="edge")
+  gx = 0.5 * (p[1:-1, 2:] - p[1:-1, :-2])
+  gy = 0.5 * (p[2:, 1:-1] - p[:-2, 1:-1])
+  return gx, gy
+
+
+def downsample2(image):
+  """Blur (sigma 1) and halve an ``(H, W)`` image -> ``(ceil(H/2), ceil(W/2))``.
+
+  Pixel ``(x, y)`` of the result sits at ``(2x, 2y)`` of the input.
+  """
+  return gaussian_blur(image, 1.0)[::2, ::2]
+
+
+def divergence_flags(shapes, reference, image_size, max_scale_ratio: float = 2.0,
+                     max_center_shift: float = 1.5):
+  """Per-face divergence test of fitted shapes.
+
+  A fit has diverged when any coordinate is non-finite, when its size differs from
+  ``reference`` (the initial shape) by more than ``max_scale_ratio`` either way, or when
+  its centre moved by more than ``max_center_shift`` of the reference size.
+
+  Args:
+    shapes: ``(B, K, 2)`` fitted shapes.
+    reference: ``(K, 2)`` or ``(B, K, 2)`` initial shapes.
+    image_size: ``(height, width)`` of the crops (points far outside also diverge).
+
+  Returns:
+    ``(B,)`` bool.
+  """
+  reference = jnp.broadcast_to(reference, shapes.shape)
+  finite = jnp.all(jnp.isfinite(shapes), axis=(-2, -1))
+  safe = jnp.where(jnp.isfinite(shapes), shapes, 0.0)
+
+  def size(s):
+    c = s - s.mean(axis=-2, keepdims=True)
+    return jnp.sqrt((c**2).sum(axis=(-2, -1)) / s.shape[-2])
+
+  ratio = size(safe) / jnp.maximum(size(reference), 1e-6)
+  shift = jnp.linalg.norm(safe.mean(-2) - reference.mean(-2), axis=-1) / jnp.maximum(
+      size(reference), 1e-6)
+  h, w = image_size
+  inside = jnp.all((safe[..., 0] > -w) & (safe[..., 0] < 2 * w) & (safe[..., 1] > -h)
+                   & (safe[..., 1] < 2 * h), axis=-1)
+  ok = (finite & (ratio < max_scale_ratio) & (ratio > 1.0 / max_scale_ratio)
+        & (shift < max_center_shift) & inside)
+  return ~ok
+
+
+def safe_shapes(shapes, diverged, fallback):
+  """Replaces diverged faces' ``(B, K, 2)`` shapes by ``fallback`` (finite, never NaN)."""
+  fallback = jnp.broadcast_to(fallback, shapes.shape)
+  return jnp.where(diverged[:, None, None], fallback, shapes)
+
+
+def similarity_to(reference, shapes):
+  """Similarities ``(B, 2, 3)`` mapping the ``(K, 2)`` reference onto ``(B, K, 2)`` shapes."""
+  return transforms.estimate_similarity(jnp.broadcast_to(reference, shapes.shape), shapes)
+
+
+# ------------------------------------------------------------------------------- I/O
+
+
+def _flatten(tree: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    for name in tree._fields:
+      _flatten(getattr(tree, name), f"{prefix}{name}.", out)
+  else:
+    out[prefix[:-1]] = np.asarray(tree)
+
+
+def _unflatten(cls, arrays: dict[str, np.ndarray], prefix: str):
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for name in cls._fields:
+    sub = hints.get(name)
+    if isinstance(sub, type) and issubclass(sub, tuple) and hasattr(sub, "_fields"):
+      values[name] = _unflatten(sub, arrays, f"{prefix}{name}.")
+    else:
+      values[name] = jnp.asarray(arrays[f"{prefix}{name}"])
+  return cls(**values)
+
+
+def save_params(path: str | pathlib.Path, params: NamedTuple, meta: dict | None = None):
+  """Saves a (nested) NamedTuple of arrays to ``path`` (.npz) + ``path``.json, no pickle."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays: dict[str, np.ndarray] = {}
+  _flatten(params, "", arrays)
+  np.savez(path, **arrays)
+  info = {"class": type(params).__name__, "fields": sorted(arrays), "meta": meta or {}}
+  path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
+
+
+def load_params(path: str | pathlib.Path, cls):
+  """Loads what ``save_params`` wrote into NamedTuple class ``cls``; returns (params, meta)."""
+  path = pathlib.Path(path)
+  info = json.loads(path.with_suffix(".json").read_text())
+  if info["class"] != cls.__name__:
+    raise ValueError(f"{path} holds {info['class']}, not {cls.__name__}")
+  with np.load(path, allow_pickle=False) as data:
+    arrays = {k: data[k] for k in data.files}
+  return _unflatten(cls, arrays, ""), info.get("meta", {})

@@ -1,0 +1,57 @@
+"""CPR: a cascade that improves a mean-shape start, scan under jit, divergence, save/load."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmarks.classical import cpr
+from jaxmarks.classical import toy
+
+
+def _err(a, b):
+  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def trained():
+  x, y = toy.toy_faces(160, seed=1)
+  cfg = cpr.CPRConfig(num_stages=4, grid=3, radius_start=0.3, radius_end=0.1, num_inits=4,
+                      rank=12, ridge=0.1, eye_corners=toy.EYES, chunk=256)
+  params = cpr.train(x, y, cfg, mirror_permutation=toy.MIRROR, log=lambda *a: None)
+  return params
+
+
+def test_cpr_improves_mean_shape(trained):
+  x, y = toy.toy_faces(40, seed=2)
+  pred, diverged = cpr.fit(trained, jnp.asarray(x))
+  init = np.broadcast_to(trained.init_shape, y.shape)
+  assert pred.shape == y.shape and diverged.shape == (40,)
+  assert not np.any(diverged)
+  assert _err(pred, y) < 0.5 * _err(init, y), (_err(pred, y), _err(init, y))
+
+
+def test_cascade_is_a_scan_under_jit(trained):
+  x, _ = toy.toy_faces(2, seed=3)
+  jaxpr = jax.make_jaxpr(lambda p, im: cpr.fit(p, im))(trained, jnp.asarray(x))
+  assert "scan" in str(jaxpr)
+  assert trained.weights.shape[0] == 4  # one stacked regressor per stage
+
+
+def test_divergence_flag_gives_finite_coordinates(trained):
+  x, y = toy.toy_faces(2, seed=4)
+  images = jnp.concatenate([jnp.zeros_like(x[:1]), jnp.asarray(x[1:])])
+  absurd = jnp.stack([jnp.asarray(y[0]) * 40.0 + 1e4, jnp.asarray(y[1])])
+  pred, diverged = cpr.fit(trained, images, absurd)
+  assert bool(diverged[0]) and not bool(diverged[1])
+  assert np.all(np.isfinite(np.asarray(pred)))
+
+
+def test_save_load_identical_predictions(trained, tmp_path):
+  cpr.save(tmp_path, trained)
+  pred = cpr.load_predictor(tmp_path, config=None)
+  x, _ = toy.toy_faces(3, seed=5)
+  a = cpr.Predictor(trained).predict(x)
+  b = pred.predict(x)
+  np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
+  np.testing.assert_array_equal(np.asarray(a["diverged"]), np.asarray(b["diverged"]))
