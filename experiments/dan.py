@@ -68,6 +68,16 @@ def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict):
   return saved
 
 
+def _stage_optimizer(config, num_steps: int, stage: int):
+  """The optimiser of one stage: ``config.train.optimizer`` with the learning rate
+  scaled by ``config.train.stage_lr_factors[stage - 1]``."""
+  opt = ml_collections.ConfigDict(config.train.optimizer.to_dict())
+  factors = list(config.train.get("stage_lr_factors") or [])
+  if stage - 1 < len(factors):
+    opt.learning_rate = float(opt.learning_rate) * float(factors[stage - 1])
+  return trainer_lib.make_optimizer(opt, num_steps)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains DAN per ``config`` into ``workdir`` (resuming), then evaluates the best
   checkpoint on ``config.data.eval_split`` and writes the summary and figures.
@@ -121,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{list(config.train.steps_per_stage)}", flush=True)
   phases = dan.stage_phases(
       model, scheme, list(config.train.steps_per_stage),
-      lambda n: trainer_lib.make_optimizer(config.train.optimizer, n),
+      lambda n, stage: _stage_optimizer(config, n, stage),
       config.model.loss_normalization)
   train_iter = iter(input_pipeline.make_loader(
       data, training=True, source=train_source, scheme=scheme,

@@ -64,6 +64,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.train.optimizer.warmup_steps = 0
   c.train.optimizer.end_factor = 0.0
   c.train.optimizer.grad_clip_norm = 0.0
+  c.train.stage_lr_factors = (1.0, 1.0)  # learning rate of stage i = lr * factor[i]
   c.train.log_every = 50
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
@@ -111,12 +112,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.scale = 0.05
     c.model.base_width = 8
     c.model.fc_units = 256
-    c.train.steps_per_stage = (1200, 700)
+    c.train.steps_per_stage = (1000, 600)
+    c.train.stage_lr_factors = (1.0, 0.5)
     c.train.optimizer.learning_rate = 2e-3
     c.train.optimizer.schedule = "cosine"
     c.train.optimizer.warmup_steps = 50
     c.train.optimizer.end_factor = 0.05
     c.train.log_every = 20
-    c.train.eval_every = 300
+    c.train.eval_every = 200
     c.train.checkpoint_every = 100
   return c

@@ -271,7 +271,8 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
     model: the DAN.
     scheme: landmark scheme name (for the loss normalisation).
     steps_per_stage: steps of each stage's phase (length ``model.num_stages``).
-    optimizer_fn: ``num_steps -> optax.GradientTransformation`` for a trained stage.
+    optimizer_fn: ``(num_steps[, stage]) -> optax.GradientTransformation`` for the
+      trained stage (``stage`` is 1-based).
     normalization: the loss normalisation.
 
   Returns:
@@ -285,12 +286,22 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
   for i, steps in enumerate(steps_per_stage):
     stage = i + 1
     tx = optax.multi_transform(
-        {"train": optimizer_fn(int(steps)), "frozen": optax.set_to_zero()},
+        {"train": _call_optimizer_fn(optimizer_fn, int(steps), stage),
+         "frozen": optax.set_to_zero()},
         lambda p, stage=stage: stage_param_labels(p, stage))
     phases.append(trainer.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
                                 loss_fn=loss_fn_for(model, scheme, stage, normalization),
                                 predict_fn=predict_fn_for(model, stage)))
   return phases
+
+
+def _call_optimizer_fn(optimizer_fn, steps: int, stage: int):
+  import inspect  # pylint: disable=g-import-not-at-top
+  try:
+    n_args = len(inspect.signature(optimizer_fn).parameters)
+  except (TypeError, ValueError):
+    n_args = 1
+  return optimizer_fn(steps, stage) if n_args >= 2 else optimizer_fn(steps)
 
 
 def init_variables(model: DAN, rng, batch_size: int = 1, channels: int = 1):
