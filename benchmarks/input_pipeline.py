@@ -10,7 +10,10 @@ normalisation -> batches) with several grain worker counts side by side::
 ``synthetic_faces`` (default config) is built into ``--data_dir`` if needed; 300-W
 train is built once per machine from ``$JAXMARKS_TEST_DATA/300w`` into the test
 cache (``jaxmarks.testing.prepared_builder``) and skipped if that folder is absent.
-The first batch of each run (worker start-up) is not timed.
+The first batch of each run (worker start-up) is not timed. Rates are wall-clock
+(the machine's other load counts against them: the load average is printed);
+in-process runs also give crops per CPU-second of this process, which other load
+affects much less.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _NUM_BATCHES = flags.DEFINE_integer("num_batches", 40, "Timed batches per run.")
 _DATASETS = flags.DEFINE_list("datasets", ["synthetic_faces", "ibug300w"],
                               "Datasets to read (synthetic_faces, ibug300w).")
 _GRAYSCALE = flags.DEFINE_bool("grayscale", True, "Grayscale crops (the default config).")
+_READ_THREADS = flags.DEFINE_integer("read_threads", None,
+                                     "grain reader threads per process (default: the config's).")
 
 
 def _sources(config):
@@ -64,13 +69,14 @@ def _run(config, src, scheme, workers: int) -> tuple[float, float]:
   t0 = time.perf_counter()
   next(it)  # start-up: worker processes, first reads
   startup = time.perf_counter() - t0
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   n = 0
   for _ in range(_NUM_BATCHES.value):
     n += len(next(it)["index"])
   rate = n / (time.perf_counter() - t0)
+  cpu_rate = n / (time.process_time() - c0) if workers == 0 else None
   del it, loader
-  return rate, startup
+  return rate, startup, cpu_rate
 
 
 def main(argv):
@@ -82,16 +88,20 @@ def main(argv):
   cv2.setNumThreads(1)  # one OpenCV thread per process: the workers are the parallelism
   config = input_pipeline.get_data_config()
   config.grayscale = _GRAYSCALE.value
+  if _READ_THREADS.value is not None:
+    config.read_threads = _READ_THREADS.value
   workers = [int(w) for w in _WORKERS.value]
   load = os.getloadavg()[0]
   print(f"input pipeline: augmented {config.image_size}x{config.image_size} "
         f"{'grayscale' if config.grayscale else 'RGB'} crops/s, batch {_BATCH_SIZE.value}, "
-        f"{_NUM_BATCHES.value} timed batches; {os.cpu_count()} CPUs, load average {load:.2f}")
+        f"{_NUM_BATCHES.value} timed batches, {config.read_threads} read threads per process; "
+        f"{os.cpu_count()} CPUs, load average {load:.2f}")
   for label, (src, scheme, desc) in _sources(config).items():
     row = []
     for w in workers:
-      rate, startup = _run(config, src, scheme, w)
-      row.append(f"{w} workers: {rate:7.0f}/s (start {startup:4.1f} s)")
+      rate, startup, cpu_rate = _run(config, src, scheme, w)
+      cpu = f", {cpu_rate:.0f} per CPU-second" if cpu_rate else ""
+      row.append(f"{w} workers: {rate:7.0f}/s (start {startup:4.1f} s{cpu})")
     print(f"{label:22s} ({len(src)} records, {desc})")
     for cell in row:
       print(f"  {cell}")

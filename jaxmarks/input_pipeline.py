@@ -141,6 +141,8 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.eval_pad = False  # pad the last eval batch to batch_size (mask=False rows)
   c.num_workers = 0  # grain worker processes; 0 = in the calling process
   c.worker_buffer_size = 2
+  c.read_threads = 0  # grain reader threads per process; 0 = read in the processing thread
+  c.read_buffer_size = 64  # records prefetched per process
   c.seed = 0
   return c
 
@@ -690,9 +692,11 @@ def make_loader(config, split: str | None = None, *, training: bool,
     ops = [_EvalMap(_settings(config), mirror), grain.Batch(batch_size, drop_remainder=False)]
     if config.eval_pad:
       ops.append(_PadBatch(batch_size))
+  read = grain.ReadOptions(num_threads=int(config.read_threads),
+                           prefetch_buffer_size=int(config.read_buffer_size))
   return grain.DataLoader(data_source=local, sampler=sampler, operations=ops,
                           worker_count=workers, worker_buffer_size=int(config.worker_buffer_size),
-                          shard_options=grain.NoSharding())
+                          shard_options=grain.NoSharding(), read_options=read)
 
 
 # ----------------------------------------------------------------------------------
