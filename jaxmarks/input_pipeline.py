@@ -443,14 +443,20 @@ def crop_transform(box, config, rng: np.random.Generator | None = None,
 
 
 def normalize_image(crop: np.ndarray, method: str) -> np.ndarray:
-  """float32 ``(S, S, C)`` 0..255 -> normalised (see the module docstring)."""
-  x = crop.astype(np.float32, copy=False)
+  """float ``(S, S, C)`` 0..255 -> normalised float32 (see the module docstring)."""
+  return _normalize_inplace(np.array(crop, np.float32), method)
+
+
+def _normalize_inplace(x: np.ndarray, method: str) -> np.ndarray:
+  """``normalize_image`` overwriting the float32 array ``x``."""
   if method == "per_image":
-    mean = float(x.mean())
-    std = max(float(x.std()), 1.0)
-    return (x - mean) / std
+    mean, std = cv2.meanStdDev(x.reshape(-1, 1))  # over all pixels and channels
+    x -= np.float32(mean[0, 0])
+    x *= np.float32(1.0 / max(float(std[0, 0]), 1.0))
+    return x
   if method == "unit":
-    return x / 255.0
+    x *= np.float32(1.0 / 255.0)
+    return x
   if method == "none":
     return x
   raise ValueError(f"config.data.normalization must be one of {NORMALIZATIONS}; got {method!r}")
@@ -488,9 +494,10 @@ def _warp(image, transform, config, rng: np.random.Generator | None, photometric
     c = float(config.contrast)
     factor = float(rng.uniform(1 - c, 1 + c)) if c else 1.0
     shift = float(rng.uniform(-1, 1)) * float(config.brightness) * 255.0
-    crop = (crop - 127.5) * factor + (127.5 + shift)
+    crop *= np.float32(factor)
+    crop += np.float32(127.5 * (1 - factor) + shift)
     np.clip(crop, 0, 255, out=crop)
-  return normalize_image(crop, config.normalization)
+  return _normalize_inplace(crop, config.normalization)
 
 
 def crop_face(image, box, config, rng: np.random.Generator | None = None):
