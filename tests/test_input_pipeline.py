@@ -300,3 +300,18 @@ def test_end_to_end_from_the_tiny_builder(tmp_path):
   assert set(train["index"].tolist()) <= set(ip.split_indices(48, "all", 0.1, 0).tolist())
   with pytest.raises(ValueError, match="no split"):
     ip.load_split(cfg, "test")
+  # Records come with encoded images decoded by OpenCV: RGB, gray or left encoded.
+  rgb = src[0]["image"]
+  gray = src.with_indices(src.indices, "gray")[0]["image"]
+  encoded = src.with_indices(src.indices, "encoded")[0]["image"]
+  assert rgb.shape[2] == 3 and gray.shape == (*rgb.shape[:2], 1) and isinstance(encoded, bytes)
+  np.testing.assert_array_equal(ip.decode_image(encoded, "rgb"), rgb)
+  expected = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+  assert np.abs(gray[..., 0].astype(int) - expected).mean() < 1.5  # libjpeg luma vs BT.601
+  # The gray-decoded eval crop is the RGB crop converted (up to that rounding).
+  via_gray = ip.process_record(src.with_indices(src.indices, "gray")[0], cfg)
+  via_rgb = ip.process_record(src[0], cfg)
+  assert np.abs(via_gray["image"] - via_rgb["image"]).mean() < 0.05
+  mean = ip.mean_shape_in_crop(src, cfg)
+  shapes = np.stack([src[j]["landmarks"] for j in range(len(src))])
+  np.testing.assert_allclose(mean, ip.mean_shape_in_crop(shapes, cfg), atol=1e-4)
