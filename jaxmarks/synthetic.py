@@ -10,7 +10,10 @@ run end to end on a fresh checkout with no download. Numbers measured on it say
 that the code works; they are not comparable with published 300-W results. To
 switch to real data, point a method's config at the 300-W builder
 (``config.data.dataset = "ibug300w"``, ``config.data.manual_dir`` = the folder
-with ``afw/``, ``helen/`` and ``lfpw/``); nothing else changes.
+with ``afw/``, ``helen/`` and ``lfpw/``, ``train_split = "train:fit"``,
+``eval_split = "train:holdout"``), e.g.
+``python -m experiments.dan --config=experiments/configs/dan.py:300w
+--config.data.manual_dir=/path/to/300w``; nothing else changes.
 
 What varies per face, all drawn from the generator passed in:
 
