@@ -337,8 +337,11 @@ class Trainer:
         images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
       arr = jax.make_array_from_process_local_data(self.batch_sharding, images)
       out = predict(params, model_state, arr)
-      out = np.asarray(jax.device_get(out.addressable_data(0)) if jax.process_count() > 1
-                       else jax.device_get(out))
+      if jax.process_count() > 1:  # this process's rows, in order
+        shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start or 0)
+        out = np.concatenate([np.asarray(s.data) for s in shards])
+      else:
+        out = np.asarray(jax.device_get(out))
       preds.append(out[:n])
       gts.append(np.asarray(batch["landmarks"]))
     return np.concatenate(preds), np.concatenate(gts)
