@@ -95,30 +95,37 @@ def _u(rng, lo, hi):
   return float(rng.uniform(lo, hi))
 
 
+# Identity parameters: name, low, high (uniform).
+_IDENTITY = (
+    ("fw", 0.86, 1.1),  # half face width
+    ("chin_y", 1.0, 1.25),
+    ("jaw_y", -0.12, 0.0),  # level where the jaw contour is widest
+    ("chin_q", 0.75, 1.25),  # <1 square chin, >1 pointed
+    ("eye_sep", 0.36, 0.46),
+    ("eye_w", 0.14, 0.19),
+    ("eye_h", 0.055, 0.085),
+    ("eye_y", -0.32, -0.2),
+    ("eye_tilt", -0.03, 0.035),
+    ("brow_gap", 0.15, 0.25),
+    ("brow_arch", 0.02, 0.08),
+    ("brow_thick", 0.035, 0.075),
+    ("brow_in", 0.08, 0.16),  # x of the inner brow ends
+    ("nose_y", 0.1, 0.25),  # tip
+    ("nose_w", 0.12, 0.19),
+    ("nose_z", 0.5, 0.75),
+    ("mouth_y", 0.5, 0.66),
+    ("mouth_w", 0.26, 0.38),
+    ("lip_up", 0.045, 0.09),
+    ("lip_lo", 0.06, 0.12),
+    ("forehead", 0.45, 0.7),
+)
+_ID_LO = np.array([v[1] for v in _IDENTITY])
+_ID_HI = np.array([v[2] for v in _IDENTITY])
+
+
 def _sample_identity(rng) -> dict[str, float]:
-  return dict(
-      fw=_u(rng, 0.86, 1.1),  # half face width
-      chin_y=_u(rng, 1.0, 1.25),
-      jaw_y=_u(rng, -0.12, 0.0),  # level where the jaw contour is widest
-      chin_q=_u(rng, 0.75, 1.25),  # <1 square chin, >1 pointed
-      eye_sep=_u(rng, 0.36, 0.46),
-      eye_w=_u(rng, 0.14, 0.19),
-      eye_h=_u(rng, 0.055, 0.085),
-      eye_y=_u(rng, -0.32, -0.2),
-      eye_tilt=_u(rng, -0.03, 0.035),
-      brow_gap=_u(rng, 0.15, 0.25),
-      brow_arch=_u(rng, 0.02, 0.08),
-      brow_thick=_u(rng, 0.035, 0.075),
-      brow_in=_u(rng, 0.08, 0.16),  # x of the inner brow ends
-      nose_y=_u(rng, 0.1, 0.25),  # tip
-      nose_w=_u(rng, 0.12, 0.19),
-      nose_z=_u(rng, 0.5, 0.75),
-      mouth_y=_u(rng, 0.5, 0.66),
-      mouth_w=_u(rng, 0.26, 0.38),
-      lip_up=_u(rng, 0.045, 0.09),
-      lip_lo=_u(rng, 0.06, 0.12),
-      forehead=_u(rng, 0.45, 0.7),
-  )
+  values = rng.uniform(_ID_LO, _ID_HI).tolist()
+  return {name: v for (name, _, _), v in zip(_IDENTITY, values)}
 
 
 def _sample_expression(rng) -> dict[str, float]:
@@ -463,8 +470,10 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
     room_hi = np.array([w - 1 - margin, h - 1 - margin]) - hi
   shift = rng.uniform(room_lo, np.maximum(room_hi, room_lo))
   cam = _Camera(rot, scale, shift)
-  lm = cam.project(pts3)
-  proj = {k: cam.project(v) for k, v in aux.items()}
+  every = cam.project(np.concatenate([pts3, *aux.values()]))  # one projection for all
+  lm = every[:NUM_POINTS]
+  ends = np.cumsum([NUM_POINTS] + [len(v) for v in aux.values()])
+  proj = {k: every[a:b] for k, a, b in zip(aux, ends[:-1], ends[1:])}
 
   skin = _SKIN_TONES[int(rng.integers(0, len(_SKIN_TONES) - 1))]
   skin = skin + (_SKIN_TONES[int(rng.integers(0, len(_SKIN_TONES)))] - skin) * rng.uniform(0, 0.5)
@@ -638,9 +647,10 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
   if sigma > 0:
     img = cv2.GaussianBlur(img, (0, 0), sigma)
   noise = float(rng.uniform(0, 7))
-  if noise > 0.5:
-    out = img + rng.standard_normal((h, w, 1), dtype=np.float32) * noise  # luminance noise
-    img = np.clip(out, 0, 255).astype(np.uint8)
+  if noise > 0.5:  # luminance noise, added with saturation
+    n = rng.standard_normal((h, w), dtype=np.float32)
+    n *= np.float32(noise)
+    img = cv2.add(img, cv2.merge([n, n, n]), dtype=cv2.CV_8U)
   cast = rng.uniform(0.85, 1.15, 3)
   gamma = float(rng.uniform(0.75, 1.3))
   levels = np.arange(256, dtype=np.float64)
