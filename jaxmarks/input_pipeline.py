@@ -37,8 +37,8 @@ Normalisation
 Splits
   ``"<split>"`` is every record of a TFDS split; ``"<split>:fit"`` and
   ``"<split>:holdout"`` are a random partition of it: the ``round(holdout_fraction
-  * N)`` records with the smallest ``splitmix64(holdout_seed, index)`` hash are
-  held out. The hash is fixed integer arithmetic (no numpy generator), so the
+  * N)`` records with the smallest hash ``splitmix64(splitmix64(holdout_seed) ^
+  index)`` are held out. The hash is fixed integer arithmetic (no numpy generator), so the
   partition depends only on (N, fraction, seed) and is stable across versions
   and machines. Every reported validation number uses ``train:holdout``.
 
@@ -65,11 +65,18 @@ Order, epochs, hosts
   are one record longer, so evaluation still sees every record once (grain's own
   DataLoader sharding would drop the remainder).
 
-Workers
-  ``num_workers > 0`` runs the per-record work in grain worker processes. grain
-  reads absl flags there; ``make_loader`` marks them parsed if the program did
-  not run under ``absl.app.run``. Each worker also uses OpenCV threads: with
-  workers, ``cv2.setNumThreads(1)`` in the program avoids oversubscription.
+Reading and workers
+  ``load_split`` opens the TFDS split with image decoding skipped;
+  ``IndexedSource`` decodes each JPEG/PNG with OpenCV, straight to luma when the
+  config is grayscale (faster than RGB + conversion). ``num_workers > 0`` runs
+  reading and cropping in grain worker processes, started with ``spawn`` (the
+  program's main module must be import-safe: ``if __name__ == "__main__":``).
+  grain reads absl flags there; ``make_loader`` marks them parsed if the program
+  did not run under ``absl.app.run``. ``read_threads`` grain reader threads per
+  process (0 = read in the processing thread, the fastest on 2 cores).
+  ``OPENCV_FOR_THREADS_NUM=1`` in the environment keeps every process's OpenCV
+  single-threaded (``cv2.setNumThreads`` in the program does not reach spawned
+  workers). Throughput: ``python -m benchmarks.input_pipeline``.
 """
 
 from __future__ import annotations
