@@ -52,7 +52,9 @@ Batches (dicts of numpy arrays; ``S = image_size``, ``C`` = 1 grayscale or 3)
 
 Order, epochs, hosts
   Training: shuffled, endless, ``drop_remainder`` batches; deterministic for
-  ``seed``; the iterator's ``get_state()`` / ``set_state()`` resume exactly.
+  ``(seed, worker count)`` (each record's augmentation depends only on the seed
+  and its position; with W workers, worker w batches positions w, w + W, ...);
+  the iterator's ``get_state()`` / ``set_state()`` resume exactly.
   Evaluation: no augmentation, record order, one pass, every record exactly once;
   the last batch is smaller unless ``eval_pad=True``, which pads it to
   ``batch_size`` with ``mask=False`` rows (zeros, ``index`` -1). With

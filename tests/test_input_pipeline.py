@@ -283,7 +283,13 @@ def test_a_worker_process_gives_the_same_batches(records):
   src = _source(records)
   local = _batches(ip.make_loader(cfg, training=True, source=src, scheme="ibug68"), 2)
   it = iter(ip.make_loader(cfg, training=True, source=src, scheme="ibug68", worker_count=1))
-  _assert_batches_equal([next(it), next(it)], local)
+  first = next(it)
+  state = it.get_state()
+  _assert_batches_equal([first, next(it)], local)
+  # A worker iterator resumes from its state too.
+  it2 = iter(ip.make_loader(cfg, training=True, source=src, scheme="ibug68", worker_count=1))
+  it2.set_state(state)
+  _assert_batches_equal([next(it2)], local[1:])
 
 
 def test_end_to_end_from_the_tiny_builder(tmp_path):
