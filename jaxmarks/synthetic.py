@@ -511,13 +511,18 @@ def render_face(rng: np.random.Generator | int, height: int | None = None,
   shade, (rw, rh) = _shading(cam, light, ambient, h, w, (bx0, by0, bx1, by1), p["fw"], p["chin_y"])
   shade = cv2.resize(shade, (rw, rh), interpolation=cv2.INTER_LINEAR)
   tex = _noise_field(rng, rh, rw, int(rng.integers(4, 10)), 1)[..., 0] * rng.uniform(0.02, 0.08)
-  tex += rng.standard_normal((rh, rw)).astype(np.float32) * rng.uniform(0.0, 0.04)
-  face_rgb = skin[None, None, :] * (shade * (1 + tex))[..., None]
+  tex += rng.standard_normal((rh, rw), dtype=np.float32) * np.float32(rng.uniform(0.0, 0.04))
+  tex += 1.0
+  tex *= shade
+  face_rgb = cv2.merge([tex * skin[0], tex * skin[1], tex * skin[2]])
   mask = np.zeros((rh, rw), np.uint8)
   _fill(mask, hull - (bx0, by0), 255)
-  a = (mask.astype(np.float32) / 255.0)[..., None]
   roi = img[by0:by1, bx0:bx1]
-  roi[...] = np.clip(face_rgb * a + roi * (1 - a), 0, 255).astype(np.uint8)
+  back = roi.astype(np.float32)
+  face_rgb -= back  # back + alpha * (face - back)
+  face_rgb *= cv2.merge([mask, mask, mask]).astype(np.float32) * np.float32(1 / 255)
+  face_rgb += back
+  roi[...] = cv2.convertScaleAbs(face_rgb)  # rounds and saturates to uint8
 
   def shade_at(pt):
     x = min(max(int(pt[0]) - bx0, 0), rw - 1)
