@@ -66,9 +66,9 @@ class ASMParams(NamedTuple):
 @dataclasses.dataclass
 class ASMConfig:
   """Training hyper-parameters (mirrors ``experiments/configs/asm.py``)."""
-  num_levels: int = 3
+  num_levels: int = 2
   profile_half: int = 4  # k: the profile has 2k + 1 samples
-  search_half: int = 3  # m: candidate offsets -m..m along the normal
+  search_half: int = 4  # m: candidate offsets -m..m along the normal
   variance_fraction: float = 0.98
   max_iters: int = 8
   covariance_eps: float = 0.01  # ridge added to the (normalised) profile covariances
@@ -106,7 +106,6 @@ def contour_neighbours(mean_shape, scheme: str = "ibug68"):
     np.fill_diagonal(d, np.inf)
     near = np.argsort(d, axis=1)[:, :2]
     prev, nxt = near[:, 0], near[:, 1]
-    # Orient the pair so the tangent runs from one neighbour to the other through the point.
   return jnp.asarray(prev, jnp.int32), jnp.asarray(nxt, jnp.int32)
 
 
@@ -263,10 +262,10 @@ def load(workdir) -> ASMParams:
 class Predictor:
   """The ``jaxmarks.methods`` predictor for a trained ASM."""
 
-  def __init__(self, params: ASMParams, config=None):
+  def __init__(self, params: ASMParams, config=None, tol: float = 0.25):
     self.params = params
     self.config = config
-    self.tol = float(config.get("fit_tol", 0.25)) if config is not None else 0.25
+    self.tol = tol
 
   def predict(self, images):
     landmarks, diverged = fit(self.params, jnp.asarray(images, jnp.float32), None, self.tol)
@@ -275,8 +274,7 @@ class Predictor:
 
 def load_predictor(workdir, config):
   """Restores the ASM predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  cfg = config.get("asm", None) if config is not None else None
-  pred = Predictor(load(workdir), config)
-  if cfg is not None and "fit_tol" in cfg:
-    pred.tol = float(cfg.fit_tol)
-  return pred
+  tol = 0.25
+  if config is not None and config.get("asm") is not None:
+    tol = float(config.asm.get("fit_tol", tol))
+  return Predictor(load(workdir), config, tol)

@@ -71,15 +71,15 @@ class CPRParams(NamedTuple):
 class CPRConfig:
   """Training hyper-parameters (mirrors ``experiments/configs/cpr.py``)."""
   num_stages: int = 8
-  grid: int = 4
+  grid: int = 3
   radius_start: float = 0.35  # of the inter-ocular distance of the mean shape
   radius_end: float = 0.06
   num_inits: int = 8
   jitter_scale: float = 0.05
   jitter_rotation: float = 0.08  # radians
   jitter_shift: float = 0.05  # of the inter-ocular distance
-  ridge: float = 1.0  # L2 penalty per sample on standardised features
-  rank: int = 60  # rank of each stage's regressor (principal increment directions)
+  ridge: float = 2.0  # L2 penalty per sample on standardised features
+  rank: int = 30  # rank of each stage's regressor (principal increment directions)
   seed: int = 0
   eye_corners: tuple[int, int] = (36, 45)
   chunk: int = 512
@@ -134,7 +134,7 @@ def _fit_one(params: CPRParams, gray, init):
     return stage_update(image, shape, params.ref_shape, *stage), None
 
   stages = (params.offsets, params.weights, params.basis, params.bias)
-  shape, _ = jax.lax.scan(step, init, stages)
+  shape, _ = jax.lax.scan(step, init, stages, unroll=True)
   return shape
 
 

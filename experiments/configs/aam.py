@@ -1,0 +1,42 @@
+"""AAM configs (ml_collections): ``get_config(variant)``.
+
+Variants (``--config=experiments/configs/aam.py:<variant>``):
+
+- ``""`` / ``"300w"`` (default): shared 300-W training data, ``train:fit`` for
+  training and ``train:holdout`` for validation; 128 px gray crops around the
+  ground-truth landmark box (the classical data settings of ``configs/cpr.py``).
+- ``"synthetic"``: the built-in ``synthetic_faces`` (``small``).
+
+Override any field, e.g. ``--config.aam.frame_size=48``.
+"""
+
+import ml_collections
+
+from experiments.configs import cpr as cpr_configs
+
+VARIANTS = ("300w", "synthetic")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a named variant (see the module docstring)."""
+  variant = (variant or "300w").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown AAM config variant {variant!r}; known: {', '.join(VARIANTS)}")
+  c = ml_collections.ConfigDict()
+  c.method = "aam"
+  c.variant = variant
+  c.seed = 0
+  c.max_train_faces = 0
+  c.scheme = ""
+  c.data = cpr_configs.classical_data_config(variant)
+  c.aam = ml_collections.ConfigDict()
+  c.aam.num_levels = 2
+  c.aam.frame_size = 64
+  c.aam.shape_variance = 0.95
+  c.aam.max_shape_modes = 20
+  c.aam.texture_variance = 0.9
+  c.aam.max_texture_modes = 40
+  c.aam.max_iters = 10
+  c.aam.hessian_reg = 1.0
+  c.aam.fit_tol = 0.05
+  return c

@@ -1,0 +1,40 @@
+"""ASM configs (ml_collections): ``get_config(variant)``.
+
+Variants (``--config=experiments/configs/asm.py:<variant>``):
+
+- ``""`` / ``"300w"`` (default): shared 300-W training data, ``train:fit`` for
+  training and ``train:holdout`` for validation; 128 px gray crops around the
+  ground-truth landmark box (the classical data settings of ``configs/cpr.py``).
+- ``"synthetic"``: the built-in ``synthetic_faces`` (``small``).
+
+Override any field, e.g. ``--config.asm.num_levels=3``.
+"""
+
+import ml_collections
+
+from experiments.configs import cpr as cpr_configs
+
+VARIANTS = ("300w", "synthetic")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a named variant (see the module docstring)."""
+  variant = (variant or "300w").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown ASM config variant {variant!r}; known: {', '.join(VARIANTS)}")
+  c = ml_collections.ConfigDict()
+  c.method = "asm"
+  c.variant = variant
+  c.seed = 0
+  c.max_train_faces = 0
+  c.scheme = ""
+  c.data = cpr_configs.classical_data_config(variant)
+  c.asm = ml_collections.ConfigDict()
+  c.asm.num_levels = 2
+  c.asm.profile_half = 4
+  c.asm.search_half = 4
+  c.asm.variance_fraction = 0.98
+  c.asm.max_iters = 8
+  c.asm.covariance_eps = 0.01
+  c.asm.fit_tol = 0.25
+  return c

@@ -1,0 +1,390 @@
+"""Active appearance model (Cootes, Edwards, Taylor, ECCV 1998 / TPAMI 2001).
+
+Shape: the point distribution model (``pdm``). Texture: the gray levels inside the
+mean shape, sampled through a piecewise-affine warp (PAW) over a Delaunay
+triangulation of the mean shape, photometrically normalised (zero mean, unit
+deviation) and reduced by PCA. Fitting: project-out inverse compositional gradient
+descent (Matthews & Baker, "Active Appearance Models Revisited", IJCV 2004): the
+steepest-descent images of the mean texture, with the texture modes projected out,
+and their Gauss-Newton Hessian are precomputed at training time, so an iteration is
+one warp, one matrix-vector product and a warp composition. Multi-scale: a model
+per pyramid level (the reference frame halves with the image), coarse to fine.
+
+The triangulation is computed once at training time on the mean shape
+(``cv2.Subdiv2D``) and stored as an index array; the warp itself (barycentric
+coordinates of every reference pixel, gathered from the current shape) and every
+fitting step are jittable and batched over faces.
+
+Departures from the papers:
+- The shape parameters are the 4 similarity directions and the PDM modes,
+  orthonormalised together in the reference frame (Matthews & Baker's global
+  shape normalising transform folded into one basis).
+- Warp composition: the base mesh displaced by ``-dp`` is mapped through the
+  current PAW with each vertex averaging the affine maps of its incident triangles
+  (Matthews & Baker section 4.1.2's first-order approximation), then projected
+  onto the PDM with parameters clamped to +-3 standard deviations.
+- The Gauss-Newton Hessian is damped (``H + hessian_reg * mean(diag H) * I``,
+  Levenberg-Marquardt style). Without it a person-independent model on in-the-wild
+  300-W faces walks away even from the ground-truth shape (NME 6% after one
+  iteration from the ground truth, 2.5% with damping); generic project-out fitting
+  is known to be fragile there (Tzimiropoulos & Pantic 2013), which is why the
+  deep and regression methods replaced it.
+- Iterations stop when the largest vertex movement is below ``tol`` pixels of the
+  level, or at a cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import NamedTuple
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmarks.classical import common
+from jaxmarks.classical import pdm as pdm_lib
+
+__all__ = ["AAMParams", "AAMConfig", "delaunay", "paw_points", "paw_sample", "fit", "train",
+           "Predictor", "load_predictor", "save", "load"]
+
+
+class AAMParams(NamedTuple):
+  """A trained multi-scale AAM (``L`` levels, ``N`` reference pixels (padded), ``P``
+  shape parameters, ``T`` triangles, ``K`` points).
+
+  Attributes:
+    pdm: the shape model (for the +-3 sd constraint).
+    init_shape: ``(K, 2)`` initial shape in crop pixels.
+    triangles: ``(T, 3)`` int32 vertex indices (Delaunay of the mean shape).
+    base_shape: ``(L, K, 2)`` the mean shape in each level's reference frame.
+    src_inv: ``(L, T, 3, 3)`` inverse homogeneous matrices of the base triangles.
+    incidence: ``(T, K)`` each vertex's incident triangles, rows of a vertex sum to 1
+      (stored transposed as ``(T, K)``: ``incidence[t, v] = 1 / deg(v)``).
+    pixel_tri: ``(L, N)`` int32 triangle of each reference pixel.
+    pixel_bary: ``(L, N, 3)`` its barycentric coordinates.
+    pixel_mask: ``(L, N)`` 1 for real pixels, 0 for padding.
+    mean_texture: ``(L, N)`` normalised mean texture ``A0``.
+    basis: ``(L, P, K, 2)`` orthonormal shape basis (similarity + PDM modes).
+    update: ``(L, P, N)`` the precomputed ``H^-1 SD^T`` with texture modes projected out.
+    max_iters: ``(L,)`` int32 iteration caps.
+  """
+  pdm: pdm_lib.PDM
+  init_shape: jnp.ndarray
+  triangles: jnp.ndarray
+  base_shape: jnp.ndarray
+  src_inv: jnp.ndarray
+  incidence: jnp.ndarray
+  pixel_tri: jnp.ndarray
+  pixel_bary: jnp.ndarray
+  pixel_mask: jnp.ndarray
+  mean_texture: jnp.ndarray
+  basis: jnp.ndarray
+  update: jnp.ndarray
+  max_iters: jnp.ndarray
+
+
+@dataclasses.dataclass
+class AAMConfig:
+  """Training hyper-parameters (mirrors ``experiments/configs/aam.py``)."""
+  num_levels: int = 2
+  frame_size: int = 64  # side of the level-0 reference frame, pixels
+  shape_variance: float = 0.95
+  max_shape_modes: int = 20
+  texture_variance: float = 0.9
+  max_texture_modes: int = 40
+  max_iters: int = 10
+  hessian_reg: float = 1.0  # Levenberg-Marquardt-style damping, times mean diag(H)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def delaunay(points) -> np.ndarray:
+  """Delaunay triangles ``(T, 3)`` int32 of ``(K, 2)`` points (``cv2.Subdiv2D``)."""
+  points = np.asarray(points, np.float64)
+  lo = points.min(0) - 10
+  hi = points.max(0) + 10
+  sub = cv2.Subdiv2D((int(np.floor(lo[0])), int(np.floor(lo[1])),
+                      int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1))
+  for p in points:
+    sub.insert((float(p[0]), float(p[1])))
+  tris = []
+  for t in sub.getTriangleList().reshape(-1, 3, 2):
+    idx = [int(np.argmin(np.linalg.norm(points - v, axis=1))) for v in t]
+    if all(np.linalg.norm(points[i] - v) < 1e-3 for i, v in zip(idx, t)) and len(set(idx)) == 3:
+      tris.append(idx)
+  return np.asarray(sorted(tris), np.int32)
+
+
+def _barycentric(points, tri_pts):
+  """Barycentric coordinates ``(N, T, 3)`` of ``(N, 2)`` points in ``(T, 3, 2)`` triangles."""
+  a, b, c = tri_pts[:, 0], tri_pts[:, 1], tri_pts[:, 2]
+  v0, v1 = b - a, c - a
+  v2 = points[:, None, :] - a[None]
+  d00 = (v0 * v0).sum(-1)
+  d01 = (v0 * v1).sum(-1)
+  d11 = (v1 * v1).sum(-1)
+  d20 = (v2 * v0).sum(-1)
+  d21 = (v2 * v1).sum(-1)
+  den = d00 * d11 - d01 * d01
+  v = (d11 * d20 - d01 * d21) / den
+  w = (d00 * d21 - d01 * d20) / den
+  return np.stack([1 - v - w, v, w], -1)
+
+
+def reference_pixels(base_shape, triangles, size: int):
+  """Pixels of a ``size x size`` frame inside the mesh: ``(xy (N, 2), tri (N,), bary (N, 3))``."""
+  ys, xs = np.mgrid[0:size, 0:size]
+  pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+  bary = _barycentric(pts, np.asarray(base_shape, np.float64)[triangles])
+  inside = np.all(bary >= -1e-9, axis=-1)
+  has = inside.any(1)
+  tri = np.argmax(inside, axis=1)
+  sel = np.flatnonzero(has)
+  return pts[sel], tri[sel].astype(np.int32), bary[sel, tri[sel]].astype(np.float32)
+
+
+def paw_points(shape, triangles, pixel_tri, pixel_bary):
+  """Piecewise-affine warp: image points ``(N, 2)`` of the reference pixels for a
+  ``(K, 2)`` shape (each pixel keeps its barycentric coordinates in its triangle)."""
+  corners = shape[triangles[pixel_tri]]  # (N, 3, 2)
+  return jnp.einsum("nj,njd->nd", pixel_bary, corners)
+
+
+def paw_sample(image, shape, triangles, pixel_tri, pixel_bary):
+  """Samples an ``(H, W)`` image through the PAW of a ``(K, 2)`` shape -> ``(N,)``."""
+  return common.sample(image, paw_points(shape, triangles, pixel_tri, pixel_bary))
+
+
+def _normalise_texture(t, mask):
+  n = jnp.maximum(mask.sum(), 1.0)
+  mean = (t * mask).sum() / n
+  c = (t - mean) * mask
+  return c / (jnp.sqrt((c**2).sum() / n) + 1e-6)
+
+
+def _compose(params: AAMParams, level: int, shape, dp):
+  """Inverse composition: the base mesh moved by ``-dp`` mapped through the current PAW."""
+  base = params.base_shape[level]
+  ds = jnp.einsum("p,pkd->kd", dp, params.basis[level])
+  moved = base - ds  # (K, 2) in the reference frame
+  dst = shape[params.triangles]  # (T, 3, 2)
+  maps = jnp.einsum("tij,tjd->tid", params.src_inv[level], dst)  # (T, 3, 2): [x y 1] @ M
+  homog = jnp.concatenate([moved, jnp.ones_like(moved[:, :1])], -1)  # (K, 3)
+  # Each vertex through each incident triangle's affine map, averaged.
+  per_tri = jnp.einsum("ki,tid->tkd", homog, maps)  # (T, K, 2)
+  return jnp.einsum("tk,tkd->kd", params.incidence, per_tri)
+
+
+def _fit_level(params: AAMParams, image, shape, level: int, tol: float):
+  mask = params.pixel_mask[level]
+  tri = params.pixel_tri[level]
+  bary = params.pixel_bary[level]
+  scale = 2.0**level
+
+  def update(shape):
+    t = _normalise_texture(paw_sample(image, shape, params.triangles, tri, bary), mask)
+    err = (t - params.mean_texture[level]) * mask
+    dp = params.update[level] @ err
+    new = _compose(params, level, shape, dp)
+    return pdm_lib.constrain(params.pdm, new * scale) / scale
+
+  def cond(state):
+    i, _, delta = state
+    return (i < params.max_iters[level]) & (delta > tol)
+
+  def body(state):
+    i, shape, _ = state
+    new = update(shape)
+    ok = jnp.all(jnp.isfinite(new))
+    delta = jnp.where(ok, jnp.max(jnp.linalg.norm(new - shape, axis=-1)), 0.0)
+    return i + 1, jnp.where(ok, new, shape), delta
+
+  _, shape, _ = jax.lax.while_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)))
+  return shape
+
+
+def _fit_one(params: AAMParams, gray, init, tol):
+  levels = params.base_shape.shape[0]
+  pyr = [gray]
+  for _ in range(levels - 1):
+    pyr.append(common.downsample2(pyr[-1]))
+  shape = pdm_lib.constrain(params.pdm, init)
+  for level in reversed(range(levels)):
+    scale = 2.0**level
+    shape = _fit_level(params, pyr[level], shape / scale, level, tol) * scale
+  return shape
+
+
+@jax.jit
+def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05):
+  """Fits the AAM to a batch of crops.
+
+  Args:
+    params: trained ``AAMParams``.
+    images: ``(B, S, S, C)`` float crops.
+    init_shapes: optional ``(B, K, 2)`` initial shapes (default ``params.init_shape``).
+    tol: convergence tolerance (largest vertex movement, pixels of each level).
+
+  Returns:
+    ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
+  """
+  gray = common.to_gray(images)
+  b = gray.shape[0]
+  if init_shapes is None:
+    init_shapes = jnp.broadcast_to(params.init_shape, (b, *params.init_shape.shape))
+  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s, tol))(gray, init_shapes)
+  diverged = common.divergence_flags(shapes, init_shapes, gray.shape[1:3])
+  return common.safe_shapes(shapes, diverged, init_shapes), diverged
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _masked_gradient(img, valid):
+  """Central differences inside ``valid``, one-sided at its border, 0 outside."""
+  def along(axis):
+    fwd = np.roll(img, -1, axis)
+    bwd = np.roll(img, 1, axis)
+    vf = np.roll(valid, -1, axis)
+    vb = np.roll(valid, 1, axis)
+    if axis == 0:
+      vf[-1, :] = False
+      vb[0, :] = False
+    else:
+      vf[:, -1] = False
+      vb[:, 0] = False
+    g = np.where(vf & vb, 0.5 * (fwd - bwd), np.where(vf, fwd - img, np.where(vb, img - bwd, 0)))
+    return np.where(valid, g, 0.0)
+  return along(1), along(0)
+
+
+def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMParams:
+  """Trains a multi-scale AAM on ``(N, S, S, C)`` crops with ``(N, K, 2)`` landmarks."""
+  cfg = cfg or AAMConfig()
+  landmarks = np.asarray(landmarks, np.float32)
+  model = pdm_lib.fit(landmarks, cfg.shape_variance, cfg.max_shape_modes)
+  k = landmarks.shape[1]
+  mean = np.asarray(model.mean, np.float64)
+  span = (mean.max(0) - mean.min(0)).max()
+  gray_all = np.asarray(common.to_gray(jnp.asarray(images)))
+  pyramid = [gray_all]
+  for _ in range(cfg.num_levels - 1):
+    pyramid.append(np.asarray(jax.jit(jax.vmap(common.downsample2))(pyramid[-1])))
+
+  base0 = (mean - (mean.max(0) + mean.min(0)) / 2) * (0.9 * (cfg.frame_size - 1) / span) + (
+      cfg.frame_size - 1) / 2
+  triangles = delaunay(base0)
+  deg = np.zeros(k)
+  for t in triangles:
+    deg[t] += 1
+  incidence = np.zeros((len(triangles), k), np.float32)
+  for i, t in enumerate(triangles):
+    incidence[i, t] = 1.0 / np.maximum(deg[t], 1)
+
+  levels = []
+  for level in range(cfg.num_levels):
+    scale = 2.0**level
+    size = int(np.ceil(cfg.frame_size / scale))
+    base = base0 / scale
+    xy, ptri, pbary = reference_pixels(base, triangles, size)
+    # Textures of the training faces at their ground-truth shapes.
+    sample_fn = jax.jit(jax.vmap(lambda im, s: paw_sample(
+        im, s, jnp.asarray(triangles), jnp.asarray(ptri), jnp.asarray(pbary))))
+    tex = np.concatenate([
+        np.asarray(sample_fn(jnp.asarray(pyramid[level][i:i + 256]),
+                             jnp.asarray(landmarks[i:i + 256] / scale)))
+        for i in range(0, len(landmarks), 256)]).astype(np.float64)
+    tex = tex - tex.mean(1, keepdims=True)
+    tex = tex / (tex.std(1, keepdims=True) + 1e-6)
+    a0 = tex.mean(0)
+    _, sv, vt = np.linalg.svd(tex - a0, full_matrices=False)
+    var = sv**2
+    m_a = int(np.searchsorted(np.cumsum(var) / var.sum(), cfg.texture_variance) + 1)
+    m_a = min(m_a, cfg.max_texture_modes)
+    a_modes = vt[:m_a]  # (M_a, N)
+    # Shape basis in this reference frame: similarity directions + PDM modes, orthonormal.
+    c = base - base.mean(0)
+    sim = [c, np.stack([-c[:, 1], c[:, 0]], -1), np.tile([1.0, 0.0], (k, 1)),
+           np.tile([0.0, 1.0], (k, 1))]
+    modes = np.asarray(model.components, np.float64).reshape(-1, k, 2)
+    q, _ = np.linalg.qr(np.stack([*sim, *modes]).reshape(len(sim) + len(modes), -1).T)
+    basis = q.T.reshape(-1, k, 2)  # (P, K, 2)
+    # Steepest-descent images of A0 (gradient in the reference frame).
+    img = np.zeros((size, size))
+    valid = np.zeros((size, size), bool)
+    ix = xy.astype(int)
+    img[ix[:, 1], ix[:, 0]] = a0
+    valid[ix[:, 1], ix[:, 0]] = True
+    gx, gy = _masked_gradient(img, valid)
+    grad = np.stack([gx[ix[:, 1], ix[:, 0]], gy[ix[:, 1], ix[:, 0]]], -1)  # (N, 2)
+    dwdp = np.einsum("nj,pnjd->npd", pbary, basis[:, triangles[ptri]])  # (N, P, 2)
+    sd = np.einsum("nd,npd->np", grad, dwdp)
+    sd = sd - a_modes.T @ (a_modes @ sd)  # project out the texture subspace
+    hess = sd.T @ sd
+    reg = cfg.hessian_reg * np.trace(hess) / len(hess)
+    update = np.linalg.solve(hess + reg * np.eye(len(hess)), sd.T)
+    tri_pts = np.concatenate([base[triangles], np.ones((len(triangles), 3, 1))], -1)
+    levels.append(dict(base=base, src_inv=np.linalg.inv(tri_pts), tri=ptri, bary=pbary,
+                       a0=a0, basis=basis, update=update))
+    log(f"aam level {level}: {len(ptri)} pixels, {len(triangles)} triangles, "
+        f"{basis.shape[0]} shape params, {m_a} texture modes")
+
+  n_max = max(len(lv["tri"]) for lv in levels)
+
+  def pad(a, fill=0):
+    out = np.full((n_max, *a.shape[1:]), fill, a.dtype)
+    out[:len(a)] = a
+    return out
+
+  f32 = lambda a: jnp.asarray(np.asarray(a), jnp.float32)  # noqa: E731
+  return AAMParams(
+      pdm=model, init_shape=f32(landmarks.mean(0)), triangles=jnp.asarray(triangles),
+      base_shape=f32([lv["base"] for lv in levels]),
+      src_inv=f32([lv["src_inv"] for lv in levels]), incidence=f32(incidence),
+      pixel_tri=jnp.asarray(np.stack([pad(lv["tri"]) for lv in levels]), jnp.int32),
+      pixel_bary=f32([pad(lv["bary"]) for lv in levels]),
+      pixel_mask=f32([pad(np.ones(len(lv["tri"]), np.float32)) for lv in levels]),
+      mean_texture=f32([pad(lv["a0"]) for lv in levels]),
+      basis=f32([lv["basis"] for lv in levels]),
+      update=f32([np.pad(lv["update"], ((0, 0), (0, n_max - lv["update"].shape[1])))
+                  for lv in levels]),
+      max_iters=jnp.full((cfg.num_levels,), cfg.max_iters, jnp.int32))
+
+
+# ------------------------------------------------------------------------ save / predict
+
+
+def save(workdir, params: AAMParams, meta: dict | None = None) -> pathlib.Path:
+  path = pathlib.Path(workdir).expanduser().resolve() / "aam_params.npz"
+  common.save_params(path, params, meta)
+  return path
+
+
+def load(workdir) -> AAMParams:
+  path = pathlib.Path(workdir).expanduser().resolve() / "aam_params.npz"
+  return common.load_params(path, AAMParams)[0]
+
+
+class Predictor:
+  """The ``jaxmarks.methods`` predictor for a trained AAM."""
+
+  def __init__(self, params: AAMParams, config=None, tol: float = 0.05):
+    self.params = params
+    self.config = config
+    self.tol = tol
+
+  def predict(self, images):
+    landmarks, diverged = fit(self.params, jnp.asarray(images, jnp.float32), None, self.tol)
+    return {"landmarks": landmarks, "diverged": diverged}
+
+
+def load_predictor(workdir, config):
+  """Restores the AAM predictor from ``workdir`` (``config`` is its ``config.json``)."""
+  tol = 0.05
+  if config is not None and config.get("aam") is not None:
+    tol = float(config.aam.get("fit_tol", tol))
+  return Predictor(load(workdir), config, tol)
