@@ -57,8 +57,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic faces with 68 iBUG landmarks."""
 
   name = "synthetic_faces"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First version."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First version.",
+      "1.1.0": "Faster renderer (noise, compositing, sampling): different pixels and faces.",
+  }
   BUILDER_CONFIGS = [
       SyntheticFacesConfig(name="default", description="4,000 train + 500 validation faces."),
       SyntheticFacesConfig(name="small", description="800 train + 200 validation faces.",
