@@ -66,11 +66,9 @@ def sample(image, points):
   fy = (y - y0)[..., None]
   flat = image.reshape(h * w, c)
   i00 = y0 * w + x0
-  v00 = flat[i00]
-  v01 = flat[i00 + 1]
-  v10 = flat[i00 + w]
-  v11 = flat[i00 + w + 1]
-  out = (v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy
+  taps = flat[jnp.stack([i00, i00 + 1, i00 + w, i00 + w + 1], axis=-1)]  # (..., 4, C)
+  wts = jnp.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-2)
+  out = (taps * wts).sum(axis=-2)
   return out[..., 0] if squeeze else out
 
 
