@@ -13,13 +13,14 @@ then::
 For each workdir this evaluates the method on its ``config.data.eval_split``
 (300-W: ``train:holdout``, crops from the ground-truth landmark box, the mean
 shape as the initialisation) and prints the inter-ocular and inter-pupil NME,
-AUC@0.08, failure rate, ms per face at batch 1 (best of 3 loops of 200 calls),
+AUC@0.08, failure rate, ms per face at batch 1 (best of 5 loops of 200 calls),
 faces per second at batch 64 and the training time recorded by the experiment.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 from absl import app
@@ -38,6 +39,7 @@ def main(argv):
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.classical import experiment  # pylint: disable=g-import-not-at-top
 
+  print(f"load average before timing: {os.getloadavg()}")
   rows = []
   for wd in _WORKDIRS.value:
     wd = pathlib.Path(wd).expanduser().resolve()
@@ -49,6 +51,7 @@ def main(argv):
                                         output_dir=str(wd / "benchmark"))
     images, _, _ = experiment.load_arrays(config.data, split, max_faces=64)
     speed = experiment.time_predictor(predictor, images, repeats=_REPEATS.value)
+    speed["load_average_1min"] = os.getloadavg()[0]
     metrics_path = wd / f"metrics_{tag}.json"
     train_s = (json.loads(metrics_path.read_text()).get("train_seconds")
                if metrics_path.exists() else float("nan"))
@@ -56,13 +59,13 @@ def main(argv):
 
   print()
   print(f"{'method':6} {'split':14} {'n':>4} {'NME io %':>9} {'NME ip %':>9} {'AUC@.08':>8} "
-        f"{'FR io %':>8} {'div':>4} {'ms/face b1':>10} {'faces/s b64':>11} {'train s':>8}")
+        f"{'FR io %':>8} {'div':>4} {'ms/face b1':>10} {'faces/s b64':>11} {'train s':>8} {'load':>5}")
   for method, split, s, sp, tr in rows:
     print(f"{method:6} {split:14} {s['n']:>4} {100 * s['nme_inter_ocular']:>9.3f} "
           f"{100 * s['nme_inter_pupil']:>9.3f} {s['auc_inter_ocular']:>8.4f} "
           f"{100 * s['failure_rate_inter_ocular']:>8.2f} {s.get('diverged', 0):>4} "
           f"{sp['ms_per_face_batch1']:>10.3f} {sp['faces_per_second_batched']:>11.1f} "
-          f"{float(np.nan_to_num(tr, nan=-1)):>8.1f}")
+          f"{float(np.nan_to_num(tr, nan=-1)):>8.1f} {sp['load_average_1min']:>5.1f}")
 
 
 if __name__ == "__main__":

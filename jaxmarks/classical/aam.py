@@ -61,8 +61,8 @@ class AAMParams(NamedTuple):
     triangles: ``(T, 3)`` int32 vertex indices (Delaunay of the mean shape).
     base_shape: ``(L, K, 2)`` the mean shape in each level's reference frame.
     src_inv: ``(L, T, 3, 3)`` inverse homogeneous matrices of the base triangles.
-    incidence: ``(T, K)`` each vertex's incident triangles, rows of a vertex sum to 1
-      (stored transposed as ``(T, K)``: ``incidence[t, v] = 1 / deg(v)``).
+    incidence: ``(T, K)`` with ``incidence[t, v] = 1 / deg(v)`` when vertex ``v`` is a
+      corner of triangle ``t`` (else 0): averages a vertex over its triangles.
     pixel_tri: ``(L, N)`` int32 triangle of each reference pixel.
     pixel_bary: ``(L, N, 3)`` its barycentric coordinates.
     pixel_mask: ``(L, N)`` 1 for real pixels, 0 for padding.

@@ -45,7 +45,7 @@ def load_arrays(data_config, split: str, max_faces: int | None = None, progress=
 
 
 def time_predictor(predictor, images, batch_size: int = 64, repeats: int = 200,
-                   rounds: int = 3) -> dict[str, float]:
+                   rounds: int = 5) -> dict[str, float]:
   """Wall-clock speed of ``predictor.predict``: ms per face at batch 1, faces/s batched.
 
   Each figure is the best of ``rounds`` timed loops (after a warm-up/compile call),
