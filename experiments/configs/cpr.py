@@ -66,7 +66,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.cpr.jitter_rotation = 0.08
   c.cpr.jitter_shift = 0.05
   c.cpr.ridge = 2.0
-  c.cpr.rank = 30
+  c.cpr.rank = 20
   c.cpr.mirror = True
   if variant == "synthetic":
     c.cpr.num_stages = 6
