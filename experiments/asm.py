@@ -25,6 +25,7 @@ def train_fn(config):
     cfg = asm.ASMConfig(num_levels=c.num_levels, profile_half=c.profile_half,
                         search_half=c.search_half, variance_fraction=c.variance_fraction,
                         max_iters=c.max_iters, covariance_eps=c.covariance_eps,
+                        coarse_variance_fraction=c.get("coarse_variance_fraction", 0.0),
                         scheme=scheme_name)
     params = asm.train(images, landmarks, cfg)
     return params, lambda workdir: asm.save(workdir, params)
