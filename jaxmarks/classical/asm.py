@@ -2,7 +2,7 @@
 
 Shape: a point distribution model (``pdm``). Appearance: for every landmark and
 every pyramid level, the gray-level profile sampled along the normal to the shape
-outline, differentiated and normalised by the sum of its absolute values, modelled
+outline, differentiated and normalised (L2), modelled
 by a Gaussian (mean and covariance). Search (Cootes, Taylor, Lanitis, "Multi-
 resolution search with active shape models", 1994): at each level, coarse to fine,
 every landmark moves along its normal to the offset whose profile has the smallest
@@ -15,6 +15,10 @@ Departures from the paper:
 - Profile normals come from each point's neighbours along the scheme's contours
   (for iBUG-68: jaw, brows, nose, eyes, lips); for other schemes from the two
   nearest points of the mean shape.
+- Profiles are normalised by their L2 norm (plus 1e-3), not by the sum of absolute
+  values: on 300-W holdout 11.2 % against 11.9 % inter-ocular NME (the L1
+  normalisation blows up weak, noisy profiles in flat regions to the same size as
+  real edges; the small constant keeps flat profiles small).
 - Covariances are regularised (``+ eps * I``) so that they stay invertible with a
   few hundred training faces.
 - The PDM constraint is the per-mode clamp of the 1995 paper (no hyper-ellipsoid),
@@ -146,9 +150,12 @@ def _raw_profiles(image, shape, normals, half: int):
 
 
 def _normalised_derivative(raw):
-  """``(..., n + 2)`` raw samples -> ``(..., n)`` central derivatives / sum of |derivative|."""
+  """``(..., n + 2)`` raw samples -> ``(..., n)`` central derivatives / their L2 norm.
+
+  (The paper divides by the sum of absolute values; see the module docstring.)
+  """
   d = 0.5 * (raw[..., 2:] - raw[..., :-2])
-  return d / (jnp.abs(d).sum(-1, keepdims=True) + 1e-6)
+  return d / (jnp.sqrt((d**2).sum(-1, keepdims=True)) + 1e-3)
 
 
 def level_profiles(image, shape, normals, half: int):
