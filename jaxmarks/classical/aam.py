@@ -359,27 +359,18 @@ def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMPara
 
 
 def save(workdir, params: AAMParams, meta: dict | None = None) -> pathlib.Path:
-  path = pathlib.Path(workdir).expanduser().resolve() / "aam_params.npz"
+  path = common.params_path(workdir, "aam")
   common.save_params(path, params, meta)
   return path
 
 
 def load(workdir) -> AAMParams:
-  path = pathlib.Path(workdir).expanduser().resolve() / "aam_params.npz"
-  return common.load_params(path, AAMParams)[0]
+  return common.load_params(common.params_path(workdir, "aam"), AAMParams)[0]
 
 
-class Predictor:
+def Predictor(params: AAMParams, config=None, tol: float = 0.05) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained AAM."""
-
-  def __init__(self, params: AAMParams, config=None, tol: float = 0.05):
-    self.params = params
-    self.config = config
-    self.tol = tol
-
-  def predict(self, images):
-    landmarks, diverged = fit(self.params, jnp.asarray(images, jnp.float32), None, self.tol)
-    return {"landmarks": landmarks, "diverged": diverged}
+  return common.FitPredictor(fit, params, config, tol=tol)
 
 
 def load_predictor(workdir, config):

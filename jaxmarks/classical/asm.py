@@ -280,27 +280,18 @@ def train(images, landmarks, cfg: ASMConfig | None = None, log=print) -> ASMPara
 
 
 def save(workdir, params: ASMParams, meta: dict | None = None) -> pathlib.Path:
-  path = pathlib.Path(workdir).expanduser().resolve() / "asm_params.npz"
+  path = common.params_path(workdir, "asm")
   common.save_params(path, params, meta)
   return path
 
 
 def load(workdir) -> ASMParams:
-  path = pathlib.Path(workdir).expanduser().resolve() / "asm_params.npz"
-  return common.load_params(path, ASMParams)[0]
+  return common.load_params(common.params_path(workdir, "asm"), ASMParams)[0]
 
 
-class Predictor:
+def Predictor(params: ASMParams, config=None, tol: float = 0.25) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained ASM."""
-
-  def __init__(self, params: ASMParams, config=None, tol: float = 0.25):
-    self.params = params
-    self.config = config
-    self.tol = tol
-
-  def predict(self, images):
-    landmarks, diverged = fit(self.params, jnp.asarray(images, jnp.float32), None, self.tol)
-    return {"landmarks": landmarks, "diverged": diverged}
+  return common.FitPredictor(fit, params, config, tol=tol)
 
 
 def load_predictor(workdir, config):

@@ -191,3 +191,28 @@ def load_params(path: str | pathlib.Path, cls):
   with np.load(path, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files}
   return _unflatten(cls, arrays, ""), info.get("meta", {})
+
+
+def params_path(workdir: str | pathlib.Path, method: str) -> pathlib.Path:
+  """Where a classical method keeps its parameters in a workdir: ``<method>_params.npz``."""
+  return pathlib.Path(workdir).expanduser().resolve() / f"{method}_params.npz"
+
+
+class FitPredictor:
+  """The ``jaxmarks.methods`` predictor of a classical method.
+
+  Wraps ``fit(params, images (B, S, S, C), init_shapes, **fit_kwargs) ->
+  (landmarks (B, K, 2), diverged (B,))``; the initial shape is the model's mean
+  shape in the crop frame.
+  """
+
+  def __init__(self, fit_fn, params, config=None, **fit_kwargs):
+    self.fit_fn = fit_fn
+    self.params = params
+    self.config = config
+    self.fit_kwargs = fit_kwargs
+
+  def predict(self, images):
+    landmarks, diverged = self.fit_fn(self.params, jnp.asarray(images, jnp.float32), None,
+                                      **self.fit_kwargs)
+    return {"landmarks": landmarks, "diverged": diverged}

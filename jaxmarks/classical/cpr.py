@@ -319,28 +319,20 @@ def train(images, landmarks, cfg: CPRConfig | None = None, mirror_permutation=No
 
 
 def save(workdir, params: CPRParams, meta: dict | None = None) -> pathlib.Path:
-  path = pathlib.Path(workdir).expanduser().resolve() / "cpr_params.npz"
+  path = common.params_path(workdir, "cpr")
   common.save_params(path, params, meta)
   return path
 
 
 def load(workdir) -> CPRParams:
-  path = pathlib.Path(workdir).expanduser().resolve() / "cpr_params.npz"
-  return common.load_params(path, CPRParams)[0]
+  return common.load_params(common.params_path(workdir, "cpr"), CPRParams)[0]
 
 
-class Predictor:
+def Predictor(params: CPRParams, config=None) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained CPR cascade."""
-
-  def __init__(self, params: CPRParams, config=None):
-    self.params = params
-    self.config = config
-
-  def predict(self, images):
-    landmarks, diverged = fit(self.params, jnp.asarray(images, jnp.float32))
-    return {"landmarks": landmarks, "diverged": diverged}
+  return common.FitPredictor(fit, params, config)
 
 
 def load_predictor(workdir, config):
-  """Restores the CPR predictor from ``workdir`` (``config`` is its ``config.json``)."""
+  """Restores the CPR cascade predictor from ``workdir`` (``config`` is its ``config.json``)."""
   return Predictor(load(workdir), config)
