@@ -30,7 +30,8 @@ from jaxmarks.train import trainer as trainer_lib
 _WIDTH = flags.DEFINE_integer("base_width", 64, "DAN base width (64 = paper).")
 _FC = flags.DEFINE_integer("fc_units", 256, "First fully connected layer width.")
 _STAGES = flags.DEFINE_integer("num_stages", 2, "Number of DAN stages.")
-_BATCHES = flags.DEFINE_list("infer_batches", ["1", "64"], "Inference batch sizes.")
+_BATCHES = flags.DEFINE_list("infer_batches", ["1", "64"], "Inference batch sizes "
+                              "(empty: skip).")
 _TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Training batch size (0: skip).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (median).")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Matrix side for the peak measurement.")
@@ -88,7 +89,7 @@ def main(argv):
              "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
              "inference": [], "train": []}
   predict = jax.jit(lambda p, s, x: model.apply({"params": p, **s}, x)["landmarks"])
-  for b in [int(v) for v in _BATCHES.value]:
+  for b in [int(v) for v in _BATCHES.value if v]:
     x = jnp.asarray(rng.normal(size=(b, 112, 112, 1)), jnp.float32)
     flops = _flops(predict.lower(params, state, x).compile())
     t = _time(lambda: predict(params, state, x), repeats)
@@ -108,8 +109,10 @@ def main(argv):
         "landmarks": (ms[None] + rng.normal(size=(b, 68, 2))).astype(np.float32)})
     for phase in phases:
       step = t._make_train_step(phase)  # pylint: disable=protected-access
-      ts = trainer_lib.TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                                  model_state=state, opt_state=phase.tx.init(params),
+      # Fresh copies: the train step donates its state.
+      p, st = jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state)
+      ts = trainer_lib.TrainState(step=jnp.asarray(0, jnp.int32), params=p,
+                                  model_state=st, opt_state=phase.tx.init(p),
                                   rng=jax.random.PRNGKey(0))
       ts = jax.device_put(ts, t.replicated)
       flops = _flops(step.lower(ts, batch).compile())
