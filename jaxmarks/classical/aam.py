@@ -375,7 +375,4 @@ def Predictor(params: AAMParams, config=None, tol: float = 0.05) -> common.FitPr
 
 def load_predictor(workdir, config):
   """Restores the AAM predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  tol = 0.05
-  if config is not None and config.get("aam") is not None:
-    tol = float(config.aam.get("fit_tol", tol))
-  return Predictor(load(workdir), config, tol)
+  return Predictor(load(workdir), config, common.config_fit_tol(config, "aam", 0.05))

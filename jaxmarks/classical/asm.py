@@ -296,7 +296,4 @@ def Predictor(params: ASMParams, config=None, tol: float = 0.25) -> common.FitPr
 
 def load_predictor(workdir, config):
   """Restores the ASM predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  tol = 0.25
-  if config is not None and config.get("asm") is not None:
-    tol = float(config.asm.get("fit_tol", tol))
-  return Predictor(load(workdir), config, tol)
+  return Predictor(load(workdir), config, common.config_fit_tol(config, "asm", 0.25))

@@ -216,3 +216,9 @@ class FitPredictor:
     landmarks, diverged = self.fit_fn(self.params, jnp.asarray(images, jnp.float32), None,
                                       **self.fit_kwargs)
     return {"landmarks": landmarks, "diverged": diverged}
+
+
+def config_fit_tol(config, method: str, default: float) -> float:
+  """``config.<method>.fit_tol`` from a workdir's config, or ``default`` where it has none."""
+  section = None if config is None else config.get(method)
+  return default if section is None else float(section.get("fit_tol", default))
