@@ -101,3 +101,24 @@ def test_config_variants_and_errors():
     assert "unknown DAN config variant 'nope'" in str(e)
   else:
     raise AssertionError("expected ValueError")
+
+
+def test_microbatched_inference_matches_whole_batch():
+  from jaxmarks import inference  # pylint: disable=g-import-not-at-top
+  model, _ = _tiny()
+  params, state = dan.init_variables(model, jax.random.PRNGKey(0))
+  # Perturb the zero-initialised last layers so the stages' outputs depend on the image.
+  params = jax.tree.map(lambda p: p + 0.01 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
+                        params)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(11, 112, 112, 1)), jnp.float32)
+  whole = jax.jit(dan.predict_fn_for(model, 2, microbatch=0))(params, state, x)
+  for mb in (4, 8):  # 11 is not a multiple of either: padded, then dropped
+    sliced = jax.jit(dan.predict_fn_for(model, 2, microbatch=mb))(params, state, x)
+    assert sliced.shape == (11, model.num_points, 2)
+    np.testing.assert_allclose(sliced, whole, rtol=1e-4, atol=1e-3)
+  # Pytree outputs too (the predictor returns every stage).
+  fn = inference.microbatched(lambda p, s, x: {"a": x.sum(axis=(1, 2, 3)), "b": [x[:, :2, 0, 0]]},
+                              4)
+  out = fn(None, None, x)
+  np.testing.assert_allclose(out["a"], x.sum(axis=(1, 2, 3)), rtol=1e-5)
+  assert out["b"][0].shape == (11, 2)

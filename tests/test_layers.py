@@ -79,3 +79,10 @@ def test_feature_image_shape_and_upscaling():
   np.testing.assert_array_equal(
       np.asarray(dan_layers.upscale_nearest(jnp.arange(4.0).reshape(1, 2, 2, 1), 2))[0, ..., 0],
       [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+
+
+def test_heatmap_gradient_is_finite_and_moves_with_the_nearest_landmark():
+  lms = jnp.asarray([[[40.3, 50.6], [44.1, 52.2], [90.0, 20.0]]], jnp.float32)
+  g = jax.grad(lambda l: dan_layers.landmark_heatmap(l, (112, 112), 8).sum())(lms)
+  assert np.all(np.isfinite(np.asarray(g)))
+  assert float(jnp.abs(g[0, 2]).sum()) > 0  # an isolated landmark gets a gradient

@@ -93,8 +93,12 @@ def landmark_heatmap(landmarks, image_size, half_size: int = 8):
   in_y = jnp.abs(py[None, None, :] - yi[..., None]) <= half_size
   d2 = dy[..., :, None] ** 2 + dx[..., None, :] ** 2  # (B, K, H, W)
   inside = in_y[..., :, None] & in_x[..., None, :]
-  vals = jnp.where(inside, 1.0 / (1.0 + jnp.sqrt(d2 + 1e-6)), 0.0)
-  return vals.max(axis=1)[..., None]
+  # max_i 1 / (1 + d_i) = 1 / (1 + min_i d_i): one square root per pixel, not per
+  # pixel and landmark. Pixels in no patch keep the sentinel and get 0.
+  far = jnp.float32(1e12)
+  m = jnp.where(inside, d2, far).min(axis=1)  # (B, H, W)
+  vals = jnp.where(m < far, 1.0 / (1.0 + jnp.sqrt(jnp.minimum(m, 1e6) + 1e-6)), 0.0)
+  return vals[..., None]
 
 
 def upscale_nearest(x, factor: int):
