@@ -5,11 +5,20 @@ float32 matmul peak.
   python -m benchmarks.dan_speed                       # the paper's full-width DAN, 2 stages
   python -m benchmarks.dan_speed --base_width=8        # the 300w_cpu width
 
+Inference goes through ``dan.predict_fn_for`` (what the evaluator and the
+predictor use), which runs a large batch in slices of ``--microbatch`` images
+(``jaxmarks.inference``); the same batch in one piece is timed beside it.
+
 FLOPs are XLA's own count for the compiled program (``cost_analysis``), so they
 include the connection layers (warp, heatmap) and, for training, the backward
 pass of the trained stage only (earlier stages are frozen). The matmul peak is
 the best of several 2048x2048 float32 ``jnp.dot`` runs on the same devices.
-Times are the median of ``--repeats`` runs after one warm-up (compilation) run.
+
+This machine's speed drifts by up to 2x within a minute (shared host), so each
+measurement is *interleaved* with the peak: ``--repeats`` rounds of (one matmul
+peak run, one timed run), after a warm-up (compilation) run. A figure's
+``fraction_of_peak`` is its best time against the best peak of its own rounds,
+the same statistic for both; the median time is printed too.
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ _FC = flags.DEFINE_integer("fc_units", 256, "First fully connected layer width."
 _STAGES = flags.DEFINE_integer("num_stages", 2, "Number of DAN stages.")
 _BATCHES = flags.DEFINE_list("infer_batches", ["1", "64"], "Inference batch sizes "
                               "(empty: skip).")
+_MICROBATCH = flags.DEFINE_integer(
+    "microbatch", dan.INFERENCE_MICROBATCH, "Inference slice size (the library's default); "
+    "the whole batch at once is measured beside it.")
 _TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Training batch size (0: skip).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (median).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds per measurement.")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Matrix side for the peak measurement.")
 _JSON = flags.DEFINE_string("json_out", "", "Also write the results to this JSON file.")
 
@@ -45,37 +57,46 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def _time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # warm-up
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    ts.append(time.perf_counter() - t0)
-  return float(np.median(ts))
+def _seconds(fn) -> float:
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
 
 
-def matmul_peak(n: int, repeats: int = 5) -> float:
-  """Best achieved float32 GFLOP/s of an ``n x n`` matmul."""
-  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-  a = jax.random.normal(k1, (n, n), jnp.float32)
-  b = jax.random.normal(k2, (n, n), jnp.float32)
-  f = jax.jit(jnp.dot)
-  jax.block_until_ready(f(a, b))
-  best = float("inf")
+class MatmulPeak:
+  """Float32 GFLOP/s of an ``n x n`` matmul on the default device."""
+
+  def __init__(self, n: int):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    self.n = n
+    self._a = jax.random.normal(k1, (n, n), jnp.float32)
+    self._b = jax.random.normal(k2, (n, n), jnp.float32)
+    self._f = jax.jit(jnp.dot)
+    jax.block_until_ready(self._f(self._a, self._b))
+
+  def run(self) -> float:
+    """One timed matmul -> GFLOP/s."""
+    return 2 * self.n ** 3 / _seconds(lambda: self._f(self._a, self._b)) / 1e9
+
+
+def _time_vs_peak(fn, peak: MatmulPeak, repeats: int) -> dict[str, float]:
+  """Warm-up, then ``repeats`` rounds of (peak run, timed ``fn`` run)."""
+  jax.block_until_ready(fn())  # warm-up (compilation)
+  times, peaks = [], []
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(a, b))
-    best = min(best, time.perf_counter() - t0)
-  return 2 * n ** 3 / best / 1e9
+    peaks.append(max(peak.run(), peak.run()))
+    times.append(_seconds(fn))
+  return {"best": min(times), "median": float(np.median(times)), "peak": max(peaks)}
 
 
 def main(argv):
   del argv
   repeats = _REPEATS.value
-  peak = matmul_peak(_MATMUL_N.value)
+  peak = MatmulPeak(_MATMUL_N.value)
+  first_peak = max(peak.run() for _ in range(3))
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
-        f"float32 matmul peak ({_MATMUL_N.value}^2): {peak:.1f} GFLOP/s", flush=True)
+        f"float32 matmul peak ({_MATMUL_N.value}^2): {first_peak:.1f} GFLOP/s "
+        "(re-measured beside each figure)", flush=True)
   rng = np.random.default_rng(0)
   ms = rng.uniform(30, 82, (68, 2)).astype(np.float32)
   ms[36], ms[45] = (35, 45), (77, 45)
@@ -85,20 +106,33 @@ def main(argv):
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   print(f"DAN: {_STAGES.value} stages, base width {_WIDTH.value}, fc {_FC.value}, "
         f"{n_params / 1e6:.2f} M parameters, float32, 112x112x1 input", flush=True)
-  results = {"peak_gflops": peak, "base_width": _WIDTH.value, "num_stages": _STAGES.value,
+  results = {"base_width": _WIDTH.value, "num_stages": _STAGES.value,
              "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
              "inference": [], "train": []}
-  predict = jax.jit(lambda p, s, x: model.apply({"params": p, **s}, x)["landmarks"])
+
+  def figures(flops: float, t: dict[str, float]) -> dict[str, float]:
+    return {"seconds": t["best"], "median_seconds": t["median"], "peak_gflops": t["peak"],
+            "gflops": flops / t["best"] / 1e9,
+            "fraction_of_peak": flops / t["best"] / 1e9 / t["peak"]}
+
+  mb = _MICROBATCH.value
   for b in [int(v) for v in _BATCHES.value if v]:
     x = jnp.asarray(rng.normal(size=(b, 112, 112, 1)), jnp.float32)
-    flops = _flops(predict.lower(params, state, x).compile())
-    t = _time(lambda: predict(params, state, x), repeats)
-    r = {"batch": b, "seconds": t, "images_per_second": b / t, "gflop_per_image": flops / b / 1e9,
-         "gflops": flops / t / 1e9, "fraction_of_peak": flops / t / 1e9 / peak}
-    results["inference"].append(r)
-    print(f"inference batch {b:3d}: {r['images_per_second']:8.2f} img/s  "
-          f"({r['gflop_per_image']:.2f} GFLOP/img, {r['gflops']:.1f} GFLOP/s = "
-          f"{100 * r['fraction_of_peak']:.0f}% of peak)", flush=True)
+    # The library's path (slices of `mb`), and the whole batch at once beside it.
+    for slices in ([mb, 0] if 0 < mb < b else [0]):
+      predict = jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=slices))
+      # FLOPs of the whole-batch program (a lax.map body is counted once, not per slice).
+      flops = _flops(jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=0))
+                     .lower(params, state, x).compile())
+      r = {"batch": b, "microbatch": slices,
+           **figures(flops, _time_vs_peak(lambda: predict(params, state, x), peak, repeats))}
+      r.update(images_per_second=b / r["seconds"], gflop_per_image=flops / b / 1e9)
+      results["inference"].append(r)
+      how = f"slices of {slices}" if slices else "whole batch"
+      print(f"inference batch {b:3d} ({how}): {r['images_per_second']:8.2f} img/s  "
+            f"({r['gflop_per_image']:.2f} GFLOP/img, {r['gflops']:.1f} GFLOP/s = "
+            f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; median "
+            f"{b / r['median_seconds']:.2f} img/s)", flush=True)
   b = _TRAIN_BATCH.value
   if b:
     t = trainer_lib.Trainer("/tmp/jaxmarks_dan_speed", scheme="ibug68", progress=False)
@@ -122,14 +156,13 @@ def main(argv):
         holder["s"], out = step(holder["s"], batch)
         return out
 
-      sec = _time(run, repeats)
-      r = {"phase": phase.name, "batch": b, "seconds_per_step": sec,
-           "gflop_per_step": flops / 1e9, "gflops": flops / sec / 1e9,
-           "fraction_of_peak": flops / sec / 1e9 / peak}
+      r = {"phase": phase.name, "batch": b, "gflop_per_step": flops / 1e9,
+           **figures(flops, _time_vs_peak(run, peak, repeats))}
       results["train"].append(r)
-      print(f"train step batch {b} ({phase.name}, Adam): {sec:.2f} s/step  "
+      print(f"train step batch {b} ({phase.name}, Adam): {r['seconds']:.2f} s/step  "
             f"({r['gflop_per_step']:.0f} GFLOP/step, {r['gflops']:.1f} GFLOP/s = "
-            f"{100 * r['fraction_of_peak']:.0f}% of peak)", flush=True)
+            f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; median "
+            f"{r['median_seconds']:.2f} s)", flush=True)
   print(json.dumps(results))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
