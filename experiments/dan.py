@@ -170,6 +170,7 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  trainer_lib.exit_on_sigterm()
   try:
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (FileNotFoundError, ValueError, trainer_lib.NonFiniteError) as e:

@@ -192,3 +192,55 @@ def test_logs_best_checkpoint_and_optimizer_config(tmp_path):
   tx.init({"w": jnp.zeros(3)})
   with pytest.raises(ValueError, match="unknown optimizer"):
     trainer.make_optimizer(ml_collections.ConfigDict({"name": "nope", "learning_rate": 1.0}), 1)
+
+
+_SIGTERM_CHILD = r"""
+import multiprocessing as mp, pathlib, sys, time
+from jaxmarks.train import trainer
+
+def worker():
+  while True:
+    time.sleep(0.1)
+
+if __name__ == "__main__":
+  trainer.exit_on_sigterm()
+  out = pathlib.Path(sys.argv[1])
+  p = mp.get_context("spawn").Process(target=worker, daemon=True)
+  p.start()
+  (out / "child.pid").write_text(str(p.pid))
+  try:
+    (out / "ready").write_text("1")
+    time.sleep(120)
+  finally:
+    (out / "finally").write_text("ran")
+"""
+
+
+def test_sigterm_unwinds_and_leaves_no_worker_process(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  script = tmp_path / "child.py"
+  script.write_text(_SIGTERM_CHILD)
+  proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 60
+  while not (tmp_path / "ready").exists():
+    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+    time.sleep(0.1)
+  child = int((tmp_path / "child.pid").read_text())
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=30)
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert "received SIGTERM" in err
+  assert (tmp_path / "finally").read_text() == "ran"  # the training loop's cleanup runs
+  for _ in range(50):  # the worker process is gone, not orphaned
+    try:
+      os.kill(child, 0)
+    except ProcessLookupError:
+      break
+    time.sleep(0.1)
+  else:
+    raise AssertionError(f"worker process {child} outlived its parent")

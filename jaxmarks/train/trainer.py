@@ -38,6 +38,8 @@ import json
 import logging
 import os
 import pathlib
+import signal
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -61,6 +63,7 @@ __all__ = [
     "maybe_initialize_distributed",
     "make_optimizer",
     "best_or_latest_step",
+    "exit_on_sigterm",
 ]
 
 # loss_fn(params, model_state, batch, rng) -> (loss, (new_model_state, metrics dict))
@@ -198,6 +201,23 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
       enable_async_checkpointing=not read_only)
   return ocp.CheckpointManager(directory, options=options,
                                item_names=("state", "meta"))
+
+
+def exit_on_sigterm() -> None:
+  """Makes SIGTERM (``kill``, a preempted VM or notebook) raise ``SystemExit(143)``
+  in the main thread, so training unwinds as on an error: pending checkpoint
+  writes finish, the metric files close, and the input pipeline's worker
+  processes are shut down instead of being left orphaned. Training then resumes
+  from the latest checkpoint when run again. Call it from a program's main
+  thread (``experiments.dan`` does)."""
+
+  def handler(signum, frame):
+    del frame
+    print("received SIGTERM: stopping; checkpoints already written are kept, and the same "
+          "command resumes from the latest", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+  signal.signal(signal.SIGTERM, handler)
 
 
 def best_or_latest_step(mngr: ocp.CheckpointManager) -> int | None:
