@@ -9,9 +9,11 @@ Inference goes through ``dan.predict_fn_for`` (what the evaluator and the
 predictor use), which runs a large batch in slices of ``--microbatch`` images
 (``jaxmarks.inference``); the same batch in one piece is timed beside it.
 
-FLOPs are XLA's own count for the compiled program (``cost_analysis``), so they
-include the connection layers (warp, heatmap) and, for training, the backward
-pass of the trained stage only (earlier stages are frozen). The matmul peak is
+FLOPs are XLA's own count for the compiled program (``cost_analysis``), the
+primary figure, so they include the connection layers (warp, heatmap) and, for
+training, the backward pass of the trained stage only (earlier stages are
+frozen). Inference also prints the conventional paper count
+(``conventional_flops_per_image``), which is about 4 % higher for DAN. The matmul peak is
 the best of several 2048x2048 float32 ``jnp.dot`` runs on the same devices.
 
 This machine's speed drifts by up to 2x within a minute (shared host), so each
@@ -55,6 +57,26 @@ def _flops(compiled) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost.get("flops", float("nan")))
+
+
+def conventional_flops_per_image(params, image_size: int = 112) -> float:
+  """The usual paper count of multiply-adds x 2 for one image: ``2 * 9 * Cin * Cout
+  * H * W`` per 3x3 convolution (``H x W`` = its output, padded taps included) and
+  ``2 * in * out`` per dense layer; the connection layers (warp, heatmap) and the
+  element-wise layers are left out. XLA's own count differs: it skips the taps
+  that fall on the zero padding and adds the element-wise work."""
+  total = 0.0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    keys = [getattr(k, "key", str(k)) for k in path]
+    if keys[-1] != "kernel":
+      continue
+    if leaf.ndim == 4:  # conv{block}_{j}: spatial size halves after each block
+      block = int(keys[-2][len("conv")])
+      side = image_size // 2 ** (block - 1)
+      total += 2.0 * float(np.prod(leaf.shape)) * side * side
+    elif leaf.ndim == 2:
+      total += 2.0 * float(np.prod(leaf.shape))
+  return total
 
 
 def _seconds(fn) -> float:
@@ -126,12 +148,17 @@ def main(argv):
                      .lower(params, state, x).compile())
       r = {"batch": b, "microbatch": slices,
            **figures(flops, _time_vs_peak(lambda: predict(params, state, x), peak, repeats))}
-      r.update(images_per_second=b / r["seconds"], gflop_per_image=flops / b / 1e9)
+      conv_flops = b * conventional_flops_per_image(params)
+      r.update(images_per_second=b / r["seconds"], gflop_per_image=flops / b / 1e9,
+               conventional_gflop_per_image=conv_flops / b / 1e9,
+               conventional_fraction_of_peak=conv_flops / r["seconds"] / 1e9 / r["peak_gflops"])
       results["inference"].append(r)
       how = f"slices of {slices}" if slices else "whole batch"
       print(f"inference batch {b:3d} ({how}): {r['images_per_second']:8.2f} img/s  "
             f"({r['gflop_per_image']:.2f} GFLOP/img, {r['gflops']:.1f} GFLOP/s = "
-            f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; median "
+            f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; conventional "
+            f"count {r['conventional_gflop_per_image']:.2f} GFLOP/img = "
+            f"{100 * r['conventional_fraction_of_peak']:.0f}%; median "
             f"{b / r['median_seconds']:.2f} img/s)", flush=True)
   b = _TRAIN_BATCH.value
   if b:
