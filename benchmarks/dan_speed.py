@@ -138,17 +138,18 @@ def main(argv):
             "fraction_of_peak": flops / t["best"] / 1e9 / t["peak"]}
 
   mb = _MICROBATCH.value
+  conv_flops_per_image = conventional_flops_per_image(params)
   for b in [int(v) for v in _BATCHES.value if v]:
     x = jnp.asarray(rng.normal(size=(b, 112, 112, 1)), jnp.float32)
+    # FLOPs of the whole-batch program (a lax.map body is counted once, not per slice).
+    flops = _flops(jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=0))
+                   .lower(params, state, x).compile())
+    conv_flops = b * conv_flops_per_image
     # The library's path (slices of `mb`), and the whole batch at once beside it.
     for slices in ([mb, 0] if 0 < mb < b else [0]):
       predict = jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=slices))
-      # FLOPs of the whole-batch program (a lax.map body is counted once, not per slice).
-      flops = _flops(jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=0))
-                     .lower(params, state, x).compile())
       r = {"batch": b, "microbatch": slices,
            **figures(flops, _time_vs_peak(lambda: predict(params, state, x), peak, repeats))}
-      conv_flops = b * conventional_flops_per_image(params)
       r.update(images_per_second=b / r["seconds"], gflop_per_image=flops / b / 1e9,
                conventional_gflop_per_image=conv_flops / b / 1e9,
                conventional_fraction_of_peak=conv_flops / r["seconds"] / 1e9 / r["peak_gflops"])

@@ -76,7 +76,8 @@ from jaxmarks import metrics as metrics_lib
 from jaxmarks import transforms
 from jaxmarks.layers import dan_layers
 
-__all__ = ["DANStage", "DAN", "build_model", "loss_fn", "stage_phases", "load_predictor",
+__all__ = ["DANStage", "DAN", "build_model", "loss_fn_for", "stage_phases", "load_predictor",
+           "apply_fn_for", "predict_fn_for",
            "DANPredictor", "stage_param_labels"]
 
 _relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # Glorot, ReLU gain
@@ -258,15 +259,22 @@ def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter
 INFERENCE_MICROBATCH = 8
 
 
+def apply_fn_for(model: DAN, stage: int, microbatch: int = INFERENCE_MICROBATCH):
+  """``(params, model_state, images (B, S, S, C)) -> DAN.__call__``'s dict for stages
+  ``1..stage`` in inference mode, ``microbatch`` images at a time."""
+
+  def apply_fn(params, model_state, images):
+    return model.apply({"params": params, **model_state}, images, active_stages=stage,
+                       train=False)
+
+  return inference.microbatched(apply_fn, microbatch)
+
+
 def predict_fn_for(model: DAN, stage: int, microbatch: int = INFERENCE_MICROBATCH):
   """``(params, model_state, images (B, S, S, C)) -> (B, K, 2)`` landmarks of stage
   ``stage``, ``microbatch`` images at a time."""
-
-  def predict_fn(params, model_state, images):
-    return model.apply({"params": params, **model_state}, images, active_stages=stage,
-                       train=False)["landmarks"]
-
-  return inference.microbatched(predict_fn, microbatch)
+  apply_fn = apply_fn_for(model, stage, microbatch)
+  return lambda params, model_state, images: apply_fn(params, model_state, images)["landmarks"]
 
 
 def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimizer_fn,
@@ -338,10 +346,7 @@ class DANPredictor:
   microbatch: int = INFERENCE_MICROBATCH
 
   def __post_init__(self):
-    model, n = self.model, self.active_stages
-    self._apply = jax.jit(inference.microbatched(
-        lambda p, s, x: model.apply({"params": p, **s}, x, active_stages=n, train=False),
-        self.microbatch))
+    self._apply = jax.jit(apply_fn_for(self.model, self.active_stages, self.microbatch))
 
   def predict(self, images) -> dict[str, Any]:
     images = jnp.asarray(images, jnp.float32)
