@@ -239,11 +239,13 @@ def train(images, landmarks, cfg: ASMConfig | None = None, log=print) -> ASMPara
   """Trains an ASM on ``(N, S, S, C)`` crops with ``(N, K, 2)`` landmarks (crop pixels)."""
   cfg = cfg or ASMConfig()
   landmarks = np.asarray(landmarks, np.float32)
-  model = pdm_lib.fit(landmarks, cfg.variance_fraction)
+  spec = pdm_lib.spectrum(landmarks)
+  model = pdm_lib.from_spectrum(spec, cfg.variance_fraction)
   m_all = int(model.stddev.shape[0])
   m_coarse = m_all
   if cfg.coarse_variance_fraction > 0:
-    m_coarse = min(m_all, int(pdm_lib.fit(landmarks, cfg.coarse_variance_fraction).stddev.shape[0]))
+    m_coarse = min(m_all, int(pdm_lib.from_spectrum(spec, cfg.coarse_variance_fraction)
+                              .stddev.shape[0]))
   num_modes = np.array([m_all] + [m_coarse] * (cfg.num_levels - 1), np.int32)
   init_shape = landmarks.mean(0)
   prev_idx, next_idx = contour_neighbours(init_shape, cfg.scheme)

@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxmarks import transforms
 
-__all__ = ["PDM", "fit", "to_params", "from_params", "clamp", "constrain", "procrustes_batched"]
+__all__ = ["PDM", "Spectrum", "spectrum", "from_spectrum", "fit", "to_params", "from_params", "clamp", "constrain", "procrustes_batched"]
 
 
 class PDM(NamedTuple):
@@ -51,6 +51,48 @@ def procrustes_batched(shape_sets, max_iters: int = 100, tol: float = 1e-7):
   return jax.vmap(lambda s: transforms.generalized_procrustes(s, max_iters, tol))(shape_sets)
 
 
+class Spectrum(NamedTuple):
+  """Every mode of a shape set, before truncation (``spectrum``).
+
+  Attributes:
+    mean: ``(K, 2)`` Procrustes mean.
+    evals: ``(2K,)`` eigenvalues of the aligned shapes' covariance, descending, >= 0.
+    evecs: ``(2K, 2K)`` matching eigenvectors (columns).
+  """
+  mean: np.ndarray
+  evals: np.ndarray
+  evecs: np.ndarray
+
+
+def spectrum(shapes) -> Spectrum:
+  """Procrustes-aligns ``(N, K, 2)`` shapes (any frame) and diagonalises their
+  covariance; ``from_spectrum`` then keeps any number of modes without redoing it."""
+  shapes = jnp.asarray(shapes, jnp.float32)
+  aligned, mean, _ = _procrustes(shapes)
+  x = np.asarray(aligned, np.float64).reshape(len(shapes), -1)
+  mu = np.asarray(mean, np.float64).reshape(-1)
+  cov = (x - mu).T @ (x - mu) / max(len(x) - 1, 1)
+  evals, evecs = np.linalg.eigh(cov)
+  order = np.argsort(evals)[::-1]
+  return Spectrum(np.asarray(mean), np.maximum(evals[order], 0.0), evecs[:, order])
+
+
+def from_spectrum(spec: Spectrum, variance_fraction: float = 0.98,
+                  max_components: int | None = None) -> PDM:
+  """The PDM keeping the fewest modes of ``spec`` whose eigenvalues sum to at least
+  ``variance_fraction`` of the total (at most ``max_components``)."""
+  evals = spec.evals
+  frac = np.cumsum(evals) / max(evals.sum(), 1e-30)
+  m = int(np.searchsorted(frac, variance_fraction) + 1)
+  m = min(m, len(evals) - 4)  # the 4 similarity directions carry (almost) no variance
+  if max_components is not None:
+    m = min(m, max_components)
+  m = max(m, 1)
+  return PDM(mean=jnp.asarray(spec.mean, jnp.float32),
+             components=jnp.asarray(spec.evecs[:, :m].T, jnp.float32),
+             stddev=jnp.asarray(np.sqrt(evals[:m]), jnp.float32))
+
+
 def fit(shapes, variance_fraction: float = 0.98, max_components: int | None = None) -> PDM:
   """Trains a PDM on ``(N, K, 2)`` shapes (any frame: each is aligned first).
 
@@ -60,24 +102,7 @@ def fit(shapes, variance_fraction: float = 0.98, max_components: int | None = No
       fraction of the total variance.
     max_components: optional cap on the number of modes.
   """
-  shapes = jnp.asarray(shapes, jnp.float32)
-  aligned, mean, _ = _procrustes(shapes)
-  x = np.asarray(aligned, np.float64).reshape(len(shapes), -1)
-  mu = np.asarray(mean, np.float64).reshape(-1)
-  cov = (x - mu).T @ (x - mu) / max(len(x) - 1, 1)
-  evals, evecs = np.linalg.eigh(cov)
-  order = np.argsort(evals)[::-1]
-  evals = np.maximum(evals[order], 0.0)
-  evecs = evecs[:, order]
-  frac = np.cumsum(evals) / max(evals.sum(), 1e-30)
-  m = int(np.searchsorted(frac, variance_fraction) + 1)
-  m = min(m, len(evals) - 4)  # the 4 similarity directions carry (almost) no variance
-  if max_components is not None:
-    m = min(m, max_components)
-  m = max(m, 1)
-  return PDM(mean=jnp.asarray(mean, jnp.float32),
-             components=jnp.asarray(evecs[:, :m].T, jnp.float32),
-             stddev=jnp.asarray(np.sqrt(evals[:m]), jnp.float32))
+  return from_spectrum(spectrum(shapes), variance_fraction, max_components)
 
 
 def to_params(pdm: PDM, shapes, weights=None):
