@@ -22,12 +22,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 def train_fn(config):
   def fn(images, landmarks, scheme_name):
     del scheme_name
-    c = config.aam
-    cfg = aam.AAMConfig(num_levels=c.num_levels, frame_size=c.frame_size,
-                        shape_variance=c.shape_variance, max_shape_modes=c.max_shape_modes,
-                        texture_variance=c.texture_variance,
-                        max_texture_modes=c.max_texture_modes, max_iters=c.max_iters,
-                        hessian_reg=c.hessian_reg)
+    cfg = experiment.config_dataclass(aam.AAMConfig, config.aam)
     params = aam.train(images, landmarks, cfg)
     return params, lambda workdir: aam.save(workdir, params)
   return fn

@@ -21,12 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 
 def train_fn(config):
   def fn(images, landmarks, scheme_name):
-    c = config.asm
-    cfg = asm.ASMConfig(num_levels=c.num_levels, profile_half=c.profile_half,
-                        search_half=c.search_half, variance_fraction=c.variance_fraction,
-                        max_iters=c.max_iters, covariance_eps=c.covariance_eps,
-                        coarse_variance_fraction=c.get("coarse_variance_fraction", 0.0),
-                        scheme=scheme_name)
+    cfg = experiment.config_dataclass(asm.ASMConfig, config.asm, scheme=scheme_name)
     params = asm.train(images, landmarks, cfg)
     return params, lambda workdir: asm.save(workdir, params)
   return fn

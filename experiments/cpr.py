@@ -25,11 +25,8 @@ def train_fn(config):
     import tqdm  # pylint: disable=g-import-not-at-top
     scheme = schemes.get_scheme(scheme_name)
     c = config.cpr
-    cfg = cpr.CPRConfig(
-        num_stages=c.num_stages, grid=c.grid, radius_start=c.radius_start,
-        radius_end=c.radius_end, num_inits=c.num_inits, jitter_scale=c.jitter_scale,
-        jitter_rotation=c.jitter_rotation, jitter_shift=c.jitter_shift, ridge=c.ridge,
-        rank=c.rank, seed=config.seed, eye_corners=scheme.outer_eye_corners)
+    cfg = experiment.config_dataclass(cpr.CPRConfig, c, seed=config.seed,
+                                      eye_corners=scheme.outer_eye_corners)
     params = cpr.train(images, landmarks, cfg,
                        mirror_permutation=scheme.mirror if c.mirror else None,
                        progress=tqdm.tqdm, log=tqdm.tqdm.write)

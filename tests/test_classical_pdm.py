@@ -82,3 +82,26 @@ def test_save_load_nested(tmp_path):
     np.testing.assert_array_equal(a, b)
   raw = np.load(tmp_path / "p.npz", allow_pickle=False)  # no pickle inside
   assert set(raw.files) == {"mean", "components", "stddev"}
+
+
+def test_from_spectrum_truncates_one_decomposition_like_fit():
+  rng = np.random.default_rng(3)
+  shapes = rng.normal(size=(40, 12, 2)).astype(np.float32) * 0.1 + rng.normal(size=(12, 2))
+  spec = pdm_lib.spectrum(shapes)
+  assert np.all(np.diff(spec.evals) <= 0) and spec.evecs.shape == (24, 24)
+  for fraction in (0.5, 0.9, 0.98):
+    a, b = pdm_lib.fit(shapes, fraction), pdm_lib.from_spectrum(spec, fraction)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert (pdm_lib.from_spectrum(spec, 0.5).stddev.shape[0]
+          < pdm_lib.from_spectrum(spec, 0.98).stddev.shape[0])
+
+
+def test_config_dataclass_takes_matching_fields_and_overrides():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxmarks.classical import asm  # pylint: disable=g-import-not-at-top
+  from jaxmarks.classical import experiment  # pylint: disable=g-import-not-at-top
+  section = ml_collections.ConfigDict({"num_levels": 5, "fit_tol": 0.3})  # fit_tol: not a field
+  cfg = experiment.config_dataclass(asm.ASMConfig, section, scheme="mtfl5")
+  assert cfg.num_levels == 5 and cfg.scheme == "mtfl5"
+  assert cfg.search_half == asm.ASMConfig().search_half  # absent: the default

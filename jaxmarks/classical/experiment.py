@@ -10,6 +10,8 @@ and writes ``metrics_<split>.json`` with the NMEs, AUC, failure rate, time per f
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import pathlib
 import time
@@ -42,6 +44,14 @@ def load_arrays(data_config, split: str, max_faces: int | None = None, progress=
     images.append(np.asarray(batch["image"], np.float32))
     landmarks.append(np.asarray(batch["landmarks"], np.float32))
   return np.concatenate(images), np.concatenate(landmarks), scheme
+
+
+def config_dataclass(cls, section: ml_collections.ConfigDict, **overrides):
+  """``cls(...)`` (a method's training-config dataclass) from the config section's
+  fields of the same names; fields the section lacks keep their defaults, and
+  ``overrides`` (values not in the section, e.g. the scheme) win."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  return cls(**{k: section[k] for k in section.keys() if k in names}, **overrides)
 
 
 def time_predictor(predictor, images, batch_size: int = 64, repeats: int = 200,
