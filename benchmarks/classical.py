@@ -35,9 +35,9 @@ def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from experiments import evaluate  # pylint: disable=g-import-not-at-top
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.classical import experiment  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
 
   print(f"load average before timing: {os.getloadavg()}")
   rows = []
@@ -47,10 +47,10 @@ def main(argv):
     config = predictor.config
     split = _SPLIT.value or config.data.eval_split
     tag = split.replace(":", "_")
-    summary = evaluate.evaluate_workdir(wd, split=split, predictor=predictor, batch_size=64,
-                                        output_dir=str(wd / "benchmark"))
-    images, _, _ = experiment.load_arrays(config.data, split, max_faces=64)
-    speed = experiment.time_predictor(predictor, images, repeats=_REPEATS.value)
+    summary = evaluation.evaluate_trained(wd, split=split, predictor=predictor, batch_size=64,
+                                          output_dir=str(wd / "benchmark"))
+    images, _, _ = classical.load_arrays(config.data, split, max_faces=64)
+    speed = evaluation.time_predictor(predictor, images, repeats=_REPEATS.value)
     speed["load_average_1min"] = os.getloadavg()[0]
     metrics_path = wd / f"metrics_{tag}.json"
     train_s = (json.loads(metrics_path.read_text()).get("train_seconds")

@@ -165,7 +165,7 @@ def main(argv):
   if b:
     t = trainer_lib.Trainer("/tmp/jaxmarks_dan_speed", scheme="ibug68", progress=False)
     phases = dan.stage_phases(model, "ibug68", [1] * _STAGES.value,
-                              lambda n: optax.adam(1e-3))
+                              lambda n, i: optax.adam(1e-3))
     batch = t.shard_batch({
         "image": rng.normal(size=(b, 112, 112, 1)).astype(np.float32),
         "landmarks": (ms[None] + rng.normal(size=(b, 68, 2))).astype(np.float32)})

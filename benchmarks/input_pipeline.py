@@ -1,15 +1,15 @@
 """Input-pipeline throughput: augmented 112x112 training crops per second, end to end.
 
-Reads a built dataset through ``jaxmarks.input_pipeline.make_loader`` (array_record
+Reads a built dataset through ``jaxmarks.data.make_loader`` (array_record
 -> JPEG decode -> jittered/flipped similarity crop -> grayscale -> per-image
 normalisation -> batches) with several grain worker counts side by side::
 
   python -m benchmarks.input_pipeline                       # synthetic_faces + 300-W
   python -m benchmarks.input_pipeline --workers=0,1,2,3 --num_batches=60
 
-``synthetic_faces`` (default config) is built into ``--data_dir`` if needed; 300-W
-train is built once per machine from ``$JAXMARKS_TEST_DATA/300w`` into the test
-cache (``jaxmarks.testing.prepared_builder``) and skipped if that folder is absent.
+Both datasets are built into ``--data_dir`` if needed: ``synthetic_faces`` (default
+config) and 300-W train from ``$JAXMARKS_DATASETS/300w`` (``jaxmarks.data.paths``;
+skipped if that folder is absent).
 The first batch of each run (worker start-up) is not timed. Rates are wall-clock
 (the machine's other load counts against them: the load average is printed);
 in-process runs also give crops per CPU-second of this process, which other load
@@ -38,32 +38,32 @@ _READ_THREADS = flags.DEFINE_integer("read_threads", None,
 
 def _sources(config):
   """``{label: (IndexedSource, scheme, description)}`` of the datasets to read."""
-  from jaxmarks import datasets, input_pipeline, testing
+  from jaxmarks import data
+  from jaxmarks.data import builders, paths
 
   out = {}
+  config.data_dir = _DATA_DIR.value
   if "synthetic_faces" in _DATASETS.value:
-    config.data_dir = _DATA_DIR.value
-    src, builder = input_pipeline.load_split(config, "train")
-    out["synthetic_faces train"] = (src, datasets.scheme_of(builder), "160-200 px JPEGs")
+    src, builder = data.load_split(config, "train")
+    out["synthetic_faces train"] = (src, builders.scheme_of(builder), "160-200 px JPEGs")
   if "ibug300w" in _DATASETS.value:
-    if not (testing.data_root() / "300w").exists():
-      print(f"300-W skipped: {testing.data_root() / '300w'} not found")
+    manual_dir = paths.dataset_dir("300w")
+    if not pathlib.Path(manual_dir).exists():
+      print(f"300-W skipped: {manual_dir} not found (set {paths.ENV_VAR})")
     else:
-      builder = testing.prepared_builder("ibug300w", "300w")
       cfg = config.copy_and_resolve_references()
       cfg.dataset = "ibug300w"
       cfg.builder_config = ""
-      cfg.data_dir = str(pathlib.Path(builder.data_dir).parents[1])
-      cfg.manual_dir = str(testing.data_root() / "300w")
-      src, builder = input_pipeline.load_split(cfg, "train")
-      out["300-W train"] = (src, datasets.scheme_of(builder), "JPEGs, face box <= 200 px")
+      cfg.manual_dir = manual_dir
+      src, builder = data.load_split(cfg, "train")
+      out["300-W train"] = (src, builders.scheme_of(builder), "JPEGs, face box <= 200 px")
   return out
 
 
 def _run(config, src, scheme, workers: int) -> tuple[float, float]:
-  from jaxmarks import input_pipeline
+  from jaxmarks import data
 
-  loader = input_pipeline.make_loader(config, training=True, source=src, scheme=scheme,
+  loader = data.make_loader(config, training=True, source=src, scheme=scheme,
                                       worker_count=workers, batch_size=_BATCH_SIZE.value)
   it = iter(loader)
   t0 = time.perf_counter()
@@ -83,10 +83,10 @@ def main(argv):
   del argv
   import cv2
 
-  from jaxmarks import input_pipeline
+  from jaxmarks import data
 
   cv2.setNumThreads(1)  # one OpenCV thread per process: the workers are the parallelism
-  config = input_pipeline.get_data_config()
+  config = data.get_data_config()
   config.grayscale = _GRAYSCALE.value
   if _READ_THREADS.value is not None:
     config.read_threads = _READ_THREADS.value

@@ -5,15 +5,13 @@ the NME of one face is the mean point-to-point error divided by a normalising
 distance; the CED is the fraction of faces with NME <= t; AUC integrates the CED
 from 0 to the threshold (Simpson's rule on a grid of step 1e-4, as in DAN) and
 divides by the threshold; the failure rate is the fraction with NME > threshold.
+The summary of an evaluation (every normalisation, AUC, failure rate, per-stage
+errors) is ``jaxmarks.evaluation.summarize``.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmarks import schemes as schemes_lib
 from jaxmarks import shapes as shapes_lib
@@ -25,8 +23,6 @@ __all__ = [
     "ced",
     "auc",
     "failure_rate",
-    "summary",
-    "format_summary",
 ]
 
 NORMALIZATIONS = ("inter_ocular", "inter_pupil", "bbox_diagonal", "bbox_size")
@@ -115,39 +111,3 @@ def auc(errors, threshold: float = 0.08, step: float = 1e-4):
 def failure_rate(errors, threshold: float = 0.08):
   """Fraction of ``(N,)`` errors strictly above ``threshold``."""
   return jnp.mean(jnp.asarray(errors) > threshold)
-
-
-def summary(errors, threshold: float = 0.08, normalization: str | None = None) -> dict[str, Any]:
-  """Host-side summary of ``(N,)`` errors.
-
-  Returns ``{"nme", "auc", "failure_rate", "threshold", "n"}`` (plus
-  ``"normalization"`` when given), as Python floats/ints.
-  """
-  errors = np.asarray(errors, dtype=np.float64).reshape(-1)
-  if errors.size == 0:
-    raise ValueError("summary() needs at least one error")
-  out: dict[str, Any] = {
-      "nme": float(errors.mean()),
-      "auc": float(auc(errors, threshold)),
-      "failure_rate": float(failure_rate(errors, threshold)),
-      "threshold": float(threshold),
-      "n": int(errors.size),
-  }
-  if normalization is not None:
-    out["normalization"] = normalization
-  return out
-
-
-def format_summary(s: dict[str, Any], split: str | None = None) -> str:
-  """One line for a console, naming the normalisation (and split)."""
-  norm = s.get("normalization", "unspecified normalization")
-  where = f"[{split}] " if split else ""
-  return (
-      f"{where}n={s['n']} NME({norm})={100 * s['nme']:.3f}% "
-      f"AUC@{s['threshold']:g}({norm})={s['auc']:.4f} "
-      f"FR@{s['threshold']:g}({norm})={100 * s['failure_rate']:.2f}%"
-  )
-
-
-def to_json(obj: dict[str, Any]) -> str:
-  return json.dumps(obj, indent=2, sort_keys=True)

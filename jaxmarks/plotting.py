@@ -1,4 +1,9 @@
-"""Figures written at the end of runs: CED curves and landmark grids (PNG, Agg backend)."""
+"""Figures written at the end of runs: CED curves and landmark grids (PNG).
+
+Figures are drawn on matplotlib's object API with an Agg canvas of their own
+(``matplotlib.figure.Figure``), never through ``pyplot``: no global backend is
+set, no figure registry is touched, and a notebook's own backend is left alone.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,17 @@ import math
 import pathlib
 from typing import Mapping, Sequence
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402
+from jaxmarks import metrics
 
-from jaxmarks import metrics  # noqa: E402
+
+def _figure(figsize, dpi) -> Figure:
+  fig = Figure(figsize=figsize, dpi=dpi)
+  FigureCanvasAgg(fig)
+  return fig
 
 __all__ = ["plot_ced", "plot_landmark_grid"]
 
@@ -34,7 +43,8 @@ def plot_ced(errors: Mapping[str, np.ndarray], path, threshold: float = 0.08,
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   xs = np.linspace(0.0, threshold, 161)
-  fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
+  fig = _figure((5.5, 4.2), 110)
+  ax = fig.subplots()
   for name, e in errors.items():
     e = np.asarray(e, np.float64).reshape(-1)
     ys = np.asarray(metrics.ced(e, xs))
@@ -50,7 +60,6 @@ def plot_ced(errors: Mapping[str, np.ndarray], path, threshold: float = 0.08,
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
   return path
 
 
@@ -89,8 +98,8 @@ def plot_landmark_grid(images: np.ndarray, predictions: np.ndarray,
     raise ValueError("plot_landmark_grid needs at least one image")
   ncols = max(1, min(ncols, n))
   nrows = math.ceil(n / ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.5 * nrows), dpi=100,
-                           squeeze=False)
+  fig = _figure((2.4 * ncols, 2.5 * nrows), 100)
+  axes = fig.subplots(nrows, ncols, squeeze=False)
   for i, ax in enumerate(axes.reshape(-1)):
     ax.axis("off")
     if i >= n:
@@ -108,5 +117,4 @@ def plot_landmark_grid(images: np.ndarray, predictions: np.ndarray,
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
   return path

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxmarks.transforms import array_namespace
+
 __all__ = [
     "to_relative",
     "to_absolute",
@@ -52,9 +54,13 @@ def to_absolute(rel_shape, box):
 
 
 def landmark_box(shape):
-  """Tight bounding box ``(..., 4)`` = ``(x0, y0, x1, y1)`` of a ``(..., K, 2)`` shape."""
-  shape = jnp.asarray(shape)
-  return jnp.concatenate([shape.min(axis=-2), shape.max(axis=-2)], axis=-1)
+  """Tight bounding box ``(..., 4)`` = ``(x0, y0, x1, y1)`` of a ``(..., K, 2)`` shape.
+
+  NumPy in, NumPy out (host code); JAX arrays otherwise.
+  """
+  xp = array_namespace(shape)
+  shape = xp.asarray(shape)
+  return xp.concatenate([shape.min(axis=-2), shape.max(axis=-2)], axis=-1)
 
 
 def box_from_landmarks(shape, margin: float = 0.0, square: bool = False):

@@ -4,14 +4,21 @@ An affine transform is a ``(..., 2, 3)`` array ``A`` acting on row points
 ``p`` as ``p' = A[:, :2] @ p + A[:, 2]``; a similarity is the special case
 ``A[:, :2] = [[a, -b], [b, a]]`` (scale ``sqrt(a^2 + b^2)``, rotation
 ``atan2(b, a)``). The same matrix is the one ``cv2.warpAffine`` takes.
+
+``apply_affine`` and ``invert_affine`` compute with NumPy when none of their
+inputs is a JAX array (host code such as the input pipeline's workers, where a
+JAX dispatch per face would cost more than the maths) and with ``jax.numpy``
+otherwise (inside ``jit``, on device arrays); the maths is the same.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
+    "array_namespace",
     "estimate_similarity",
     "similarity_matrix",
     "apply_affine",
@@ -21,6 +28,11 @@ __all__ = [
     "generalized_procrustes",
     "warp_affine",
 ]
+
+
+def array_namespace(*arrays):
+  """``jax.numpy`` if any of ``arrays`` is a JAX array (or tracer), else ``numpy``."""
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def identity_affine(batch_shape=(), dtype=jnp.float32):
@@ -78,22 +90,30 @@ def estimate_similarity(src, dst, weights=None):
 
 
 def apply_affine(transform, points):
-  """Applies ``(..., 2, 3)`` transforms to ``(..., K, 2)`` points -> ``(..., K, 2)``."""
-  transform = jnp.asarray(transform)
-  points = jnp.asarray(points)
+  """Applies ``(..., 2, 3)`` transforms to ``(..., K, 2)`` points -> ``(..., K, 2)``.
+
+  NumPy in, NumPy out (see the module docstring); JAX arrays otherwise.
+  """
+  xp = array_namespace(transform, points)
+  transform = xp.asarray(transform)
+  points = xp.asarray(points)
   lin = transform[..., :2]
-  return jnp.einsum("...ij,...kj->...ki", lin, points) + transform[..., None, :, 2]
+  return xp.einsum("...ij,...kj->...ki", lin, points) + transform[..., None, :, 2]
 
 
 def invert_affine(transform):
-  """Inverse of ``(..., 2, 3)`` affine transforms."""
-  transform = jnp.asarray(transform)
+  """Inverse of ``(..., 2, 3)`` affine transforms (e.g. crop -> image).
+
+  NumPy in, NumPy out (see the module docstring); JAX arrays otherwise.
+  """
+  xp = array_namespace(transform)
+  transform = xp.asarray(transform)
   lin = transform[..., :2]
   a, b, c, d = lin[..., 0, 0], lin[..., 0, 1], lin[..., 1, 0], lin[..., 1, 1]
   det = a * d - b * c
-  inv = jnp.stack([jnp.stack([d, -b], -1), jnp.stack([-c, a], -1)], -2) / det[..., None, None]
-  t = -jnp.einsum("...ij,...j->...i", inv, transform[..., 2])
-  return jnp.concatenate([inv, t[..., None]], axis=-1)
+  inv = xp.stack([xp.stack([d, -b], -1), xp.stack([-c, a], -1)], -2) / det[..., None, None]
+  t = -xp.einsum("...ij,...j->...i", inv, transform[..., 2])
+  return xp.concatenate([inv, t[..., None]], axis=-1)
 
 
 def compose_affine(outer, inner):

@@ -7,10 +7,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
-from jaxmarks import testing  # noqa: E402
+from tests import helpers  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def data_root():
   """The real-data folder (``JAXMARKS_TEST_DATA``); skips (fails under CI) if absent."""
-  return testing.require_data()
+  return helpers.require_data()

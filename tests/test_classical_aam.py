@@ -2,12 +2,16 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxmarks import transforms
 from jaxmarks.classical import aam
-from jaxmarks.classical import toy
+from jaxmarks import methods
+from jaxmarks.methods import classical
+from jaxmarks.methods import export
+from tests import classical_toy as toy
 
 
 def _err(a, b):
@@ -68,8 +72,14 @@ def test_aam_divergence_flag_finite(trained):
 
 
 def test_aam_save_load_identical(trained, tmp_path):
-  aam.save(tmp_path, trained)
+  _export(tmp_path, "aam", trained)
   x, _ = toy.toy_faces(2, size=64, seed=7)
   a = aam.Predictor(trained).predict(x)
-  b = aam.load_predictor(tmp_path, None).predict(x)
+  b = methods.load_predictor(tmp_path).predict(x)
   np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
+
+
+def _export(path, method, params):
+  """Writes ``params`` as the classical driver does (an export folder, no pickle)."""
+  config = ml_collections.ConfigDict({"method": method, "scheme": "ibug68"})
+  export.write(path, config, classical.params_to_arrays(params))

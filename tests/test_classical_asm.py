@@ -1,11 +1,15 @@
 """ASM: beats the mean shape, undoes a pose error; divergence flag; save/load."""
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxmarks.classical import asm
-from jaxmarks.classical import toy
+from jaxmarks import methods
+from jaxmarks.methods import classical
+from jaxmarks.methods import export
+from tests import classical_toy as toy
 
 
 def _err(a, b):
@@ -44,10 +48,10 @@ def test_asm_divergence_flag_finite(trained):
 
 
 def test_asm_save_load_identical(trained, tmp_path):
-  asm.save(tmp_path, trained)
+  _export(tmp_path, "asm", trained)
   x, _ = toy.toy_faces(2, size=64, seed=4)
   a = asm.Predictor(trained).predict(x)
-  b = asm.load_predictor(tmp_path, None).predict(x)
+  b = methods.load_predictor(tmp_path).predict(x)
   np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
 
 
@@ -59,3 +63,9 @@ def test_asm_recovers_shifted_truth(trained):
   pred, diverged = asm.fit(trained, jnp.asarray(x), jnp.asarray(start))
   assert not np.any(diverged)
   assert _err(pred, y) < 1.0, _err(pred, y)
+
+
+def _export(path, method, params):
+  """Writes ``params`` as the classical driver does (an export folder, no pickle)."""
+  config = ml_collections.ConfigDict({"method": method, "scheme": "ibug68"})
+  export.write(path, config, classical.params_to_arrays(params))

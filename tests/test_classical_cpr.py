@@ -2,11 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxmarks.classical import cpr
-from jaxmarks.classical import toy
+from jaxmarks import methods
+from jaxmarks.methods import classical
+from jaxmarks.methods import export
+from tests import classical_toy as toy
 
 
 def _err(a, b):
@@ -48,10 +52,16 @@ def test_divergence_flag_gives_finite_coordinates(trained):
 
 
 def test_save_load_identical_predictions(trained, tmp_path):
-  cpr.save(tmp_path, trained)
-  pred = cpr.load_predictor(tmp_path, config=None)
+  _export(tmp_path, "cpr", trained)
+  pred = methods.load_predictor(tmp_path)
   x, _ = toy.toy_faces(3, seed=5)
   a = cpr.Predictor(trained).predict(x)
   b = pred.predict(x)
   np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
   np.testing.assert_array_equal(np.asarray(a["diverged"]), np.asarray(b["diverged"]))
+
+
+def _export(path, method, params):
+  """Writes ``params`` as the classical driver does (an export folder, no pickle)."""
+  config = ml_collections.ConfigDict({"method": method, "scheme": "ibug68"})
+  export.write(path, config, classical.params_to_arrays(params))

@@ -3,11 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmarks import transforms
 from jaxmarks.classical import common
 from jaxmarks.classical import pdm as pdm_lib
-from jaxmarks.classical import toy
+from tests import classical_toy as toy
 
 
 def _shapes(n=60, seed=0):
@@ -73,15 +74,22 @@ def test_divergence_flags_and_safe_shapes():
   assert np.all(np.isfinite(safe))
 
 
-def test_save_load_nested(tmp_path):
+def test_params_round_trip_through_an_export(tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
   model = pdm_lib.fit(_shapes(), 0.95)
-  common.save_params(tmp_path / "p.npz", model, {"note": "x"})
-  back, meta = common.load_params(tmp_path / "p.npz", pdm_lib.PDM)
-  assert meta == {"note": "x"}
+  config = ml_collections.ConfigDict({"method": "asm"})
+  export.write(tmp_path / "export", config, classical.params_to_arrays(model), {"note": "x"})
+  back_config, arrays, info = export.read(tmp_path / "export")
+  assert info == {"note": "x"} and back_config.method == "asm"
+  back = classical.params_from_arrays(pdm_lib.PDM, arrays)
   for a, b in zip(model, back):
     np.testing.assert_array_equal(a, b)
-  raw = np.load(tmp_path / "p.npz", allow_pickle=False)  # no pickle inside
+  raw = np.load(tmp_path / "export" / "arrays.npz", allow_pickle=False)  # no pickle inside
   assert set(raw.files) == {"mean", "components", "stddev"}
+  with pytest.raises(ValueError, match="no array 'mean'"):
+    classical.params_from_arrays(pdm_lib.PDM, {})
 
 
 def test_from_spectrum_truncates_one_decomposition_like_fit():
@@ -100,8 +108,8 @@ def test_from_spectrum_truncates_one_decomposition_like_fit():
 def test_config_dataclass_takes_matching_fields_and_overrides():
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxmarks.classical import asm  # pylint: disable=g-import-not-at-top
-  from jaxmarks.classical import experiment  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
   section = ml_collections.ConfigDict({"num_levels": 5, "fit_tol": 0.3})  # fit_tol: not a field
-  cfg = experiment.config_dataclass(asm.ASMConfig, section, scheme="mtfl5")
+  cfg = classical.config_dataclass(asm.ASMConfig, section, scheme="mtfl5")
   assert cfg.num_levels == 5 and cfg.scheme == "mtfl5"
   assert cfg.search_half == asm.ASMConfig().search_half  # absent: the default

@@ -7,18 +7,18 @@ import numpy as np
 from experiments.configs import cpr as cpr_configs
 from jaxmarks import metrics
 from jaxmarks import schemes
-from jaxmarks import testing
+from tests import helpers
 from jaxmarks.classical import cpr
-from jaxmarks.classical import experiment
+from jaxmarks.methods import classical
 
 
 def test_tiny_cpr_on_300w_beats_mean_shape():
-  builder = testing.prepared_builder("ibug300w", "300w")
+  builder = helpers.prepared_builder("ibug300w", "300w")
   data = cpr_configs.classical_data_config("300w")
   data.data_dir = str(pathlib.Path(builder.data_dir).parents[1])  # TFDS data_dir
   data.image_size = 96
-  x, y, scheme = experiment.load_arrays(data, "train:fit", max_faces=300)
-  vx, vy, _ = experiment.load_arrays(data, "train:holdout", max_faces=60)
+  x, y, scheme = classical.load_arrays(data, "train:fit", max_faces=300)
+  vx, vy, _ = classical.load_arrays(data, "train:holdout", max_faces=60)
   s = schemes.get_scheme(scheme)
   cfg = cpr.CPRConfig(num_stages=3, grid=3, num_inits=3, rank=20,
                       eye_corners=s.outer_eye_corners)

@@ -64,7 +64,7 @@ def test_untrained_stages_return_mean_shape_through_connection_layers():
 def test_stage_two_trains_with_stage_one_frozen():
   model, ms = _tiny()
   params, state = dan.init_variables(model, jax.random.PRNGKey(0))
-  phases = dan.stage_phases(model, "ibug68", [1, 1], lambda n: optax.adam(1e-2))
+  phases = dan.stage_phases(model, "ibug68", [1, 1], lambda n, i: optax.adam(1e-2))
   rng = np.random.default_rng(2)
   batch = {"image": jnp.asarray(rng.normal(size=(4, 112, 112, 1)), jnp.float32),
            "landmarks": jnp.asarray(ms[None] + rng.normal(size=(4, K, 2)) * 3, jnp.float32)}

@@ -1,7 +1,7 @@
-"""The dataset builders on the real data (``JAXMARKS_TEST_DATA``, see jaxmarks.testing).
+"""The dataset builders on the real data (``JAXMARKS_TEST_DATA``, see tests/helpers.py).
 
 Each dataset is built once per machine into ``<repo>/.cache/test_datasets`` by
-``jaxmarks.testing.prepared_builder`` (keyed by the builder's source), then checked:
+``tests.helpers.prepared_builder`` (keyed by the builder's source), then checked:
 split sizes, the common feature contract, every visible landmark inside its image,
 images decoding like OpenCV decodes the source files, and coordinates converted as
 documented.
@@ -10,7 +10,7 @@ documented.
 import numpy as np
 import pytest
 
-from jaxmarks import testing
+from tests import helpers
 from tfds_builders import landmark_io
 from tfds_builders.imm_faces import imm_faces_dataset_builder as imm
 from tfds_builders.mtfl import mtfl_dataset_builder as mtfl
@@ -22,9 +22,9 @@ def _by_filename(source, n=None):
 
 
 def test_ibug300w_train():
-  builder = testing.prepared_builder("ibug300w", "300w")
-  manual = testing.data_root() / "300w"
-  sources = testing.check_landmark_dataset(builder, {"train": 2012}, manual_dir=manual)
+  builder = helpers.prepared_builder("ibug300w", "300w")
+  manual = helpers.data_root() / "300w"
+  sources = helpers.check_landmark_dataset(builder, {"train": 2012}, manual_dir=manual)
   assert builder.info.metadata["scheme"] == "ibug68"
   train = sources["train"]
   by_subset = {}
@@ -38,9 +38,9 @@ def test_ibug300w_train():
 
 
 def test_mtfl_train():
-  builder = testing.prepared_builder("mtfl", "mtfl")
-  manual = testing.data_root() / "mtfl"
-  sources = testing.check_landmark_dataset(
+  builder = helpers.prepared_builder("mtfl", "mtfl")
+  manual = helpers.data_root() / "mtfl"
+  sources = helpers.check_landmark_dataset(
       builder, {"train": 10000}, manual_dir=manual, decode_images=1000)
   assert builder.info.metadata["scheme"] == "mtfl5"
   lines = (manual / "training.txt").read_text().splitlines()
@@ -62,9 +62,9 @@ def test_mtfl_train():
 
 
 def test_imm_frontal():
-  builder = testing.prepared_builder("imm_faces", "imm_frontal", config="frontal")
-  manual = testing.data_root() / "imm_frontal"
-  sources = testing.check_landmark_dataset(builder, {"train": 120}, manual_dir=manual)
+  builder = helpers.prepared_builder("imm_faces", "imm_frontal", config="frontal")
+  manual = helpers.data_root() / "imm_frontal"
+  sources = helpers.check_landmark_dataset(builder, {"train": 120}, manual_dir=manual)
   assert builder.info.metadata["scheme"] == "imm73"
   train = _by_filename(sources["train"])
   assert sorted({int(ex["person_id"]) for ex in train.values()}) == list(range(1, 13))
@@ -78,8 +78,8 @@ def test_imm_frontal():
                                     "imm_frontal", "mtfl/lfw_5590"])
 def test_real_images_pass_the_completeness_checks(subdir):
   """The truncation checks accept every real file (first 300 per folder)."""
-  folder = testing.require_data(subdir)
+  folder = helpers.require_data(subdir)
   for path in sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))[:300]:
     data, (h, w) = landmark_io.load_image(path)
     assert data == path.read_bytes()  # JPEG/PNG pass through unchanged
-    assert (h, w) == testing.encoded_image_size(data)
+    assert (h, w) == helpers.encoded_image_size(data)

@@ -1,4 +1,4 @@
-"""experiments.dan end to end on tiny synthetic data, and experiments.evaluate."""
+"""The deep driver end to end on tiny synthetic data (DAN), the export, and evaluation."""
 
 import json
 import os
@@ -10,8 +10,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import evaluate
 from experiments.configs import dan as dan_configs
+from jaxmarks import evaluation
+from jaxmarks import methods
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -34,10 +35,9 @@ def _tiny_config(data_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  from experiments import dan as dan_exp  # defines the experiment's absl flags
   root = tmp_path_factory.mktemp("dan_e2e")
   config = _tiny_config(root / "tfds")
-  summary = dan_exp.train_and_evaluate(config, root / "workdir")
+  summary = methods.train(config, root / "workdir")
   return root, summary
 
 
@@ -45,7 +45,8 @@ def test_training_run_leaves_a_complete_workdir(trained):
   root, summary = trained
   wd = root / "workdir"
   for name in ("config.json", "metrics.jsonl", "eval_summary.json", "ced.png",
-               "landmarks_grid.png"):
+               "landmarks_grid.png", "export/config.json", "export/arrays.npz",
+               "export/export.json"):
     assert (wd / name).is_file(), name
   assert list((wd / "tensorboard").glob("events.out.tfevents.*"))
   assert sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
@@ -57,20 +58,22 @@ def test_training_run_leaves_a_complete_workdir(trained):
               "failure_rate_inter_ocular"):
     assert np.isfinite(saved[key])
   config = json.loads((wd / "config.json").read_text())
-  assert config["method"] == "dan" and config["model"]["scheme"] == "ibug68"
-  assert np.asarray(config["model"]["mean_shape"]).shape == (68, 2)
+  assert config["method"] == "dan" and config["scheme"] == "ibug68"
+  assert np.asarray(config["mean_shape"]).shape == (68, 2)
+  assert summary["nme_inter_ocular"] == saved["nme_inter_ocular"]
 
 
 def test_evaluate_any_split_prints_and_writes(trained, capsys):
   root, _ = trained
   wd = root / "workdir"
-  s = evaluate.evaluate_workdir(wd, dataset="synthetic_faces", split="train:holdout",
-                                builder_config="tiny", data_dir=str(root / "tfds"),
-                                batch_size=8, num_faces=4)
+  s = evaluation.evaluate_trained(wd, dataset="synthetic_faces", split="train:holdout",
+                                 builder_config="tiny", data_dir=str(root / "tfds"),
+                                 batch_size=8, num_faces=4)
   out = capsys.readouterr().out
   assert "n=5" in out  # round(0.1 * 48) held out
   assert "NME(inter_ocular)=" in out and "NME(inter_pupil)=" in out
-  assert "AUC@0.08" in out and "FR@0.08" in out
+  assert "NME(bbox_diagonal)=" in out
+  assert "AUC@0.08(inter_ocular)" in out and "FR@0.08(inter_ocular)" in out
   assert s["checkpoint_step"] == 4
   for f in s["files"].values():
     assert pathlib.Path(f).is_file()
@@ -92,26 +95,63 @@ class _FakePredictor:
 def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsys):
   root, _ = trained
   saved = json.loads((root / "workdir" / "config.json").read_text())
-  ms = np.asarray(saved["model"]["mean_shape"], np.float32)
+  ms = np.asarray(saved["mean_shape"], np.float32)
   config = ml_collections.ConfigDict({"method": "fake", "scheme": "ibug68",
                                       "data": saved["data"]})
-  s = evaluate.evaluate_workdir(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
-                                num_faces=3)
+  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
+                                 num_faces=3)
   assert s["diverged"] == 8 and s["n"] == 16  # batches of 8: rows 0, 2, 4, 6
   assert "diverged fits: 8 of 16" in capsys.readouterr().out
   bad = ml_collections.ConfigDict({"method": "fake", "scheme": "mtfl5", "data": saved["data"]})
   with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'mtfl5'"):
-    evaluate.evaluate_workdir(tmp_path, predictor=_FakePredictor(bad, ms[:5]))
+    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, ms[:5]))
 
 
 def test_workdir_without_checkpoint_is_a_clear_error(trained, tmp_path):
-  from jaxmarks import methods
   with pytest.raises(FileNotFoundError, match="not a jaxmarks workdir"):
     methods.load_predictor(tmp_path)
   root, _ = trained
   (tmp_path / "config.json").write_text((root / "workdir" / "config.json").read_text())
   with pytest.raises(FileNotFoundError, match="no checkpoints"):
     methods.load_predictor(tmp_path)
+
+
+def test_export_travels_and_equals_the_checkpoint(trained, tmp_path):
+  """The export alone (copied elsewhere) restores the predictor, with the same
+  predictions as the best checkpoint it came from."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  root, _ = trained
+  wd = root / "workdir"
+  shutil.copytree(wd / "export", tmp_path / "moved")
+  from_export = methods.load_predictor(tmp_path / "moved")
+  assert type(from_export).__name__ == "DeepPredictor" and from_export.phase == 1
+  _, arrays, info = methods.read_trained(wd)
+  assert info["step"] == from_export.step == 4
+  assert not any(k.startswith("opt_state") for k in arrays)  # no optimizer in an export
+  # Without its export, a workdir restores from its best checkpoint (no optimizer built).
+  shutil.copytree(wd, tmp_path / "no_export", ignore=shutil.ignore_patterns("export"))
+  from_ckpt = methods.load_predictor(tmp_path / "no_export")
+  assert from_ckpt.step == from_export.step
+  x = np.random.default_rng(0).normal(size=(3, 112, 112, 1)).astype(np.float32)
+  a, b = from_export.predict(x), from_ckpt.predict(x)
+  np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+  assert len(a["stages"]) == 2 and a["landmarks"].shape == (3, 68, 2)
+
+
+def test_workdir_of_another_method_or_config_is_refused(trained, tmp_path):
+  root, _ = trained
+  wd = root / "workdir"
+  before = (wd / "config.json").read_text()
+  cpr = dan_configs.get_config("")
+  cpr = ml_collections.ConfigDict(cpr.to_dict())
+  cpr.method = "cpr"
+  with pytest.raises(ValueError, match="holds a 'dan' run, not 'cpr'"):
+    methods.get("cpr").train(cpr, wd)
+  wider = _tiny_config(root / "tfds")
+  wider.model.base_width = 4
+  with pytest.raises(ValueError, match="model.base_width=2, this config has 4"):
+    methods.train(wider, wd)
+  assert (wd / "config.json").read_text() == before  # nothing was written
 
 
 def _run(args):
@@ -128,3 +168,7 @@ def test_command_line_errors(tmp_path):
   r = _run(["experiments.dan", f"--workdir={tmp_path}",
             "--config=experiments/configs/dan.py:bogus"])
   assert r.returncode != 0 and "unknown DAN config variant 'bogus'" in r.stderr
+  r = _run(["experiments.dan", f"--workdir={tmp_path}", "--config=experiments/configs/cpr.py"])
+  assert r.returncode != 0 and "this command trains 'dan' but the config is for 'cpr'" in r.stderr
+  r = _run(["experiments.train", f"--workdir={tmp_path}"])
+  assert r.returncode != 0 and "--config is required" in r.stderr

@@ -4,8 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxmarks import input_pipeline as ip
-from jaxmarks import schemes, synthetic, testing
+from jaxmarks import data as ip
+from jaxmarks import transforms
+from jaxmarks import schemes
+from tests import helpers
+from tfds_builders.synthetic_faces import renderer as synthetic
 
 
 def _config(**overrides):
@@ -78,7 +81,7 @@ def test_dots_land_on_their_transformed_landmarks(flip):
   out = ip.process_record(record, cfg, mirror, rng=np.random.default_rng(3))
   t = out["transform"]
   assert (np.linalg.det(t[:, :2]) < 0) == flip
-  expected = ip.apply_transform(t, pts)
+  expected = transforms.apply_affine(t, pts)
   if flip:
     expected = expected[mirror]
   np.testing.assert_allclose(out["landmarks"], expected, atol=1e-3)
@@ -87,7 +90,7 @@ def test_dots_land_on_their_transformed_landmarks(flip):
     np.testing.assert_allclose(_centroid(out["image"], x, y), (x, y), atol=0.25,
                                err_msg=f"point {j}")
   # crop -> image maps back.
-  np.testing.assert_allclose(ip.apply_transform(ip.invert_transform(t), out["landmarks"]),
+  np.testing.assert_allclose(transforms.apply_affine(transforms.invert_affine(t), out["landmarks"]),
                              pts[mirror] if flip else pts, atol=1e-3)
 
 
@@ -97,11 +100,11 @@ def test_crop_transform_matches_jaxmarks_transforms():
   cfg = _config(image_size=112, crop_scale=2.0)
   box = np.array([40.0, 50.0, 100.0, 130.0])
   t = ip.crop_transform(box, cfg)
-  centre = ip.apply_transform(t, [[70.0, 90.0]])[0]
+  centre = transforms.apply_affine(t, [[70.0, 90.0]])[0]
   np.testing.assert_allclose(centre, [55.5, 55.5], atol=1e-9)
   assert np.isclose(np.linalg.det(t[:, :2]), (112 / (2.0 * 80)) ** 2)
   pts = np.random.default_rng(0).uniform(0, 150, (7, 2))
-  np.testing.assert_allclose(ip.apply_transform(t, pts),
+  np.testing.assert_allclose(transforms.apply_affine(t, pts),
                              np.asarray(transforms.apply_affine(t, pts)), atol=1e-3)
   jitter = ip.crop_transform(box, _config(), rng=np.random.default_rng(0))
   scale = np.sqrt(abs(np.linalg.det(jitter[:, :2])))
@@ -233,7 +236,7 @@ def test_training_batches_are_deterministic_and_resumable(records):
   # Augmented landmarks are still the transformed ground truth.
   for j in range(4):
     rec = records[int(b["index"][j])]
-    lm = ip.apply_transform(b["transform"][j], rec["landmarks"])
+    lm = transforms.apply_affine(b["transform"][j], rec["landmarks"])
     if np.linalg.det(b["transform"][j][:, :2]) < 0:
       lm = lm[schemes.get_scheme("ibug68").mirror_array]
     np.testing.assert_allclose(b["landmarks"][j], lm, atol=1e-3)
@@ -279,6 +282,7 @@ def test_shards_split_the_records(records):
 
 def test_a_worker_process_gives_the_same_batches(records):
   """grain worker processes (spawned) compute the same batches as the main process."""
+  ip.parse_flags_with_defaults()  # grain's workers read absl flags; pytest parsed none
   cfg = _config()
   src = _source(records)
   local = _batches(ip.make_loader(cfg, training=True, source=src, scheme="ibug68"), 2)
@@ -293,7 +297,7 @@ def test_a_worker_process_gives_the_same_batches(records):
 
 
 def test_end_to_end_from_the_tiny_builder(tmp_path):
-  builder = testing.build_dataset("synthetic_faces", None, tmp_path, config="tiny")
+  builder = helpers.build_dataset("synthetic_faces", None, tmp_path, config="tiny")
   del builder
   cfg = _config(data_dir=str(tmp_path), builder_config="tiny", eval_split="train:holdout",
                 batch_size=8)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmarks import metrics, schemes
+from jaxmarks import evaluation, metrics, schemes
 
 
 def _face(k=68):
@@ -56,20 +56,25 @@ def test_nme_wrong_point_count_is_clear():
 def test_perfect_prediction_summary():
   gt = jnp.stack([_face()] * 5)
   e = metrics.nme(gt, gt)
-  s = metrics.summary(e, normalization="inter_ocular")
-  assert s["nme"] == 0.0 and s["auc"] == pytest.approx(1.0) and s["failure_rate"] == 0.0
-  assert s["n"] == 5 and s["threshold"] == 0.08 and s["normalization"] == "inter_ocular"
-  assert "inter_ocular" in metrics.format_summary(s, "valid")
+  s = evaluation.summarize(gt, gt, "ibug68")
+  for norm in ("inter_ocular", "inter_pupil", "bbox_diagonal"):
+    assert s[f"nme_{norm}"] == 0.0 and s[f"failure_rate_{norm}"] == 0.0
+    assert s[f"auc_{norm}"] == pytest.approx(1.0)
+  assert s["n"] == 5 and s["threshold"] == 0.08 and s["scheme"] == "ibug68"
+  lines = evaluation.format_lines(s, "valid")
+  assert all(line.startswith("[valid]") for line in lines)
+  assert any("NME(inter_ocular)=0.000%" in line for line in lines)
+  assert any("NME(bbox_diagonal)" in line for line in lines)
+  assert float(e.sum()) == 0.0
 
 
 def test_uniform_errors_auc_half_and_failure_rate():
   errors = np.linspace(0, 0.08, 10001)
-  assert metrics.summary(errors)["auc"] == pytest.approx(0.5, abs=2e-3)
+  assert float(metrics.auc(errors)) == pytest.approx(0.5, abs=2e-3)
   errors = np.array([0.01, 0.02, 0.09, 0.2])
-  s = metrics.summary(errors)
-  assert s["failure_rate"] == pytest.approx(0.5)
+  assert float(metrics.failure_rate(errors)) == pytest.approx(0.5)
   # CED step function by hand: (0.08-0.01 + 0.08-0.02)/0.08/4 = 0.40625
-  assert s["auc"] == pytest.approx(0.40625, abs=1e-3)
+  assert float(metrics.auc(errors)) == pytest.approx(0.40625, abs=1e-3)
 
 
 def test_ced_values():

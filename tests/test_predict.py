@@ -1,71 +1,130 @@
-"""experiments.predict: photo (+ box) -> landmarks JSON + overlay PNG; clear errors."""
+"""The photo pipeline and experiments.predict: photo (+ boxes) -> landmarks JSON + overlay."""
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments import predict
 from experiments.configs import dan as dan_configs
-from jaxmarks import input_pipeline, methods
+from jaxmarks import data
+from jaxmarks import methods
+from jaxmarks import pipeline
+from jaxmarks import transforms
+from jaxmarks.methods import export
 from jaxmarks.models import dan
-from jaxmarks.train import trainer
+from tests import helpers
 
 
-def _untrained_workdir(path):
-  """A DAN workdir with an initial (untrained) checkpoint, written without training."""
+def _untrained_export(path):
+  """A DAN export of an initial (untrained) model: it predicts the mean shape."""
   config = dan_configs.get_config("")
   config.model.base_width = 2
   config.model.fc_units = 8
-  config.train.steps_per_stage = (1, 1)
   config = config.copy_and_resolve_references()
   config.unlock()
   rng = np.random.default_rng(0)
   ms = rng.uniform(35, 77, (68, 2)).astype(np.float32)
-  config.model.scheme = "ibug68"
-  config.model.mean_shape = ms.tolist()
-  methods.save_config(path, config)
+  config.scheme = "ibug68"
+  config.mean_shape = ms.tolist()
   model = dan.build_model(config.model, ms)
   params, state = dan.init_variables(model, jax.random.PRNGKey(0))
-  phases = dan.stage_phases(model, "ibug68", [1, 1],
-                            lambda n: trainer.make_optimizer(config.train.optimizer, n))
-  ts = trainer.TrainState(step=jnp.asarray(2, jnp.int32), params=params, model_state=state,
-                          opt_state=phases[1].tx.init(params), rng=jax.random.PRNGKey(0))
-  mngr = trainer.checkpoint_manager(path)
-  mngr.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(ts),
-                                        meta=ocp.args.JsonSave({"phase": 1})))
-  mngr.wait_until_finished()
-  mngr.close()
+  export.write(path, config, export.flatten({"params": params, "model_state": state}),
+               {"step": 0, "phase": 1})
   return ms, config
 
 
-def test_predict_writes_json_and_overlay(tmp_path):
-  ms, config = _untrained_workdir(tmp_path / "wd")
-  img = (np.random.default_rng(1).uniform(0, 255, (240, 320, 3))).astype(np.uint8)
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  path = tmp_path_factory.mktemp("export") / "export"
+  ms, config = _untrained_export(path)
+  return path, ms, config
+
+
+def _photo(tmp_path, h=240, w=320):
+  img = (np.random.default_rng(1).uniform(0, 255, (h, w, 3))).astype(np.uint8)
   cv2.imwrite(str(tmp_path / "photo.png"), img)
-  box = "100,60,200,160"
-  rec = predict.run(tmp_path / "wd", tmp_path / "photo.png", box, tmp_path / "out")
+  return tmp_path / "photo.png"
+
+
+def _expected(ms, box, config):
+  t = data.crop_transform(np.asarray(box, np.float64), config.data)
+  return transforms.apply_affine(transforms.invert_affine(t), ms)
+
+
+def test_predict_writes_json_and_overlay(model, tmp_path):
+  path, ms, config = model
+  rec = predict.run(path, _photo(tmp_path), ["100,60,200,160", "10,20,60,70"],
+                    tmp_path / "out")
   saved = json.loads((tmp_path / "out" / "photo_landmarks.json").read_text())
-  assert saved["scheme"] == "ibug68" and len(saved["landmarks"]) == 68
+  assert saved["scheme"] == "ibug68" and saved["method"] == "dan"
+  assert len(saved["faces"]) == 2 and len(saved["faces"][0]["landmarks"]) == 68
   assert (tmp_path / "out" / "photo_landmarks.png").is_file()
-  # Untrained: the prediction is the mean shape, mapped back from the crop to the photo.
-  t = input_pipeline.crop_transform(np.array([100, 60, 200, 160.0]), config.data)
-  expected = input_pipeline.apply_transform(input_pipeline.invert_transform(t), ms)
-  np.testing.assert_allclose(np.asarray(saved["landmarks"]), expected, atol=0.05)
-  assert rec["box"] == [100.0, 60.0, 200.0, 160.0]
+  # Untrained: each face's prediction is the mean shape, mapped back from its crop.
+  for face, box in zip(saved["faces"], ([100, 60, 200, 160], [10, 20, 60, 70])):
+    assert face["box"] == box
+    np.testing.assert_allclose(np.asarray(face["landmarks"]), _expected(ms, box, config),
+                               atol=0.05)
+  assert rec["faces"][1]["score"] == 1.0
 
 
-def test_predict_bad_inputs(tmp_path):
+def test_pipeline_batches_faces_of_several_photos(model):
+  path, ms, config = model
+  predictor = methods.load_predictor(path)
+  images = [np.zeros((100, 120, 3), np.uint8), np.zeros((80, 60, 3), np.uint8)]
+  boxes = [np.array([[10, 10, 50, 50], [60, 20, 110, 70]]), np.array([[5, 5, 40, 40]])]
+
+  calls = []
+  original = predictor.predict
+
+  def counting(x):
+    calls.append(len(x))
+    return original(x)
+
+  predictor.predict = counting
+  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes))
+  assert [len(f) for f in faces] == [2, 1] and calls == [3]  # one batch for all faces
+  np.testing.assert_allclose(faces[1][0].landmarks, _expected(ms, boxes[1][0], config),
+                             atol=0.05)
+  central = pipeline.CentralSquare(2.0).detect([np.zeros((120, 160, 3), np.uint8)])[0]
+  np.testing.assert_allclose(central.boxes[0], [49.5, 29.5, 109.5, 89.5])
+
+
+def test_bad_inputs_are_named(tmp_path):
   (tmp_path / "notes.txt").write_text("not a picture")
   with pytest.raises(ValueError, match="not an image file"):
-    predict.read_image(tmp_path / "notes.txt")
+    pipeline.read_image(tmp_path / "notes.txt")
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    predict.read_image(tmp_path / "missing.jpg")
+    pipeline.read_image(tmp_path / "missing.jpg")
   with pytest.raises(ValueError, match="--box must be"):
     predict.parse_box("10,10,5,20")
-  np.testing.assert_allclose(predict.default_box(np.zeros((120, 160, 3)), 2.0),
-                             [49.5, 29.5, 109.5, 89.5])
+  with pytest.raises(ValueError, match="--box must be"):
+    predict.parse_box("0,0,inf,400")
+  shape = (401, 401, 3)
+  with pytest.raises(ValueError, match="outside the 401x401 image"):
+    pipeline.check_box([5000, 5000, 5200, 5200], shape)
+  with pytest.raises(ValueError, match="finite"):
+    pipeline.check_box([0, 0, np.inf, 400], shape)
+  np.testing.assert_array_equal(pipeline.check_box([-10, -10, 50, 50], shape), [-10, -10, 50, 50])
+
+
+def test_predict_command_line(model, tmp_path):
+  path, _, _ = model
+  photo = _photo(tmp_path)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  run = lambda *a: subprocess.run(  # noqa: E731
+      [sys.executable, "-m", "experiments.predict", f"--workdir={path}", *a],
+      cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  r = run(f"--image={photo}", "--box=100,60,200,160", f"--output_dir={tmp_path / 'cli'}")
+  assert r.returncode == 0, r.stderr
+  assert "1 face(s), 68 landmarks each" in r.stdout
+  r = run(f"--image={photo}", "--box=5000,5000,5200,5200")
+  assert r.returncode == 2 and "outside the 320x240 image" in r.stderr
+  (tmp_path / "notes.txt").write_text("x")
+  r = run(f"--image={tmp_path / 'notes.txt'}")
+  assert r.returncode == 2 and "not an image file" in r.stderr

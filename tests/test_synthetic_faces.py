@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxmarks import schemes, synthetic
+from jaxmarks import schemes
+from tfds_builders.synthetic_faces import renderer as synthetic
 
 
 def _frontal_points(**overrides):

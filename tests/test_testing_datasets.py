@@ -1,4 +1,4 @@
-"""``jaxmarks.testing.prepared_builder``: one build per machine, locked, keyed by source.
+"""``tests.helpers.prepared_builder``: one build per machine, locked, keyed by source.
 
 These tests point ``JAXMARKS_TEST_DATA`` at the IMM builder's dummy data and
 ``JAXMARKS_TEST_CACHE`` at a tmp dir, so they need no real data.
@@ -10,21 +10,22 @@ import shutil
 import subprocess
 import sys
 
-from jaxmarks import testing
+from tests import helpers
 
-DUMMY_ROOT = testing.REPO_ROOT / "tfds_builders" / "imm_faces" / "dummy_data"
+DUMMY_ROOT = helpers.REPO_ROOT / "tfds_builders" / "imm_faces" / "dummy_data"
 
 # The build is slowed down (3 s before TFDS looks for existing data) so that, without the
 # lock, both processes would find no dataset and build it.
 _SCRIPT = """
 import time
-from jaxmarks import datasets, testing
-_prepare = datasets.prepare
+from jaxmarks.data import builders
+from tests import helpers
+_prepare = builders.prepare
 def slow_prepare(*args, **kwargs):
   time.sleep(3)
   return _prepare(*args, **kwargs)
-datasets.prepare = slow_prepare
-builder = testing.prepared_builder("imm_faces", "frontal", config="frontal")
+builders.prepare = slow_prepare
+builder = helpers.prepared_builder("imm_faces", "frontal", config="frontal")
 print("DATA_DIR", builder.data_dir)
 print("EXAMPLES", len(builder.as_data_source("train")))
 """
@@ -32,8 +33,8 @@ print("EXAMPLES", len(builder.as_data_source("train")))
 
 def test_concurrent_callers_build_once(tmp_path):
   env = dict(os.environ, JAXMARKS_TEST_DATA=str(DUMMY_ROOT),
-             JAXMARKS_TEST_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(testing.REPO_ROOT))
-  procs = [subprocess.Popen([sys.executable, "-c", _SCRIPT], cwd=testing.REPO_ROOT, env=env,
+             JAXMARKS_TEST_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(helpers.REPO_ROOT))
+  procs = [subprocess.Popen([sys.executable, "-c", _SCRIPT], cwd=helpers.REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for _ in range(2)]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
@@ -52,29 +53,29 @@ def test_concurrent_callers_build_once(tmp_path):
 def test_second_call_reuses_the_cache(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXMARKS_TEST_DATA", str(DUMMY_ROOT))
   monkeypatch.setenv("JAXMARKS_TEST_CACHE", str(tmp_path))
-  first = testing.prepared_builder("imm_faces", "full", config="full")
+  first = helpers.prepared_builder("imm_faces", "full", config="full")
   info = pathlib.Path(first.data_dir) / "dataset_info.json"
   stamp = info.stat().st_mtime_ns
-  second = testing.prepared_builder("imm_faces", "full", config="full")
+  second = helpers.prepared_builder("imm_faces", "full", config="full")
   assert second.data_dir == first.data_dir and info.stat().st_mtime_ns == stamp
   assert second.info.splits["train"].num_examples == 3
 
 
 def test_fingerprint_follows_the_builder_source(tmp_path, monkeypatch):
-  shutil.copytree(testing.REPO_ROOT / "tfds_builders/mtfl", tmp_path / "tfds_builders/mtfl",
+  shutil.copytree(helpers.REPO_ROOT / "tfds_builders/mtfl", tmp_path / "tfds_builders/mtfl",
                   ignore=shutil.ignore_patterns("dummy_data", "__pycache__"))
-  shutil.copy(testing.REPO_ROOT / "tfds_builders/landmark_io.py",
+  shutil.copy(helpers.REPO_ROOT / "tfds_builders/landmark_io.py",
               tmp_path / "tfds_builders/landmark_io.py")
-  monkeypatch.setattr(testing, "REPO_ROOT", tmp_path)
-  base = testing.builder_fingerprint("mtfl")
-  assert testing.builder_fingerprint("mtfl") == base
+  monkeypatch.setattr(helpers, "REPO_ROOT", tmp_path)
+  base = helpers.builder_fingerprint("mtfl")
+  assert helpers.builder_fingerprint("mtfl") == base
   test_file = tmp_path / "tfds_builders/mtfl/mtfl_dataset_builder_test.py"
   test_file.write_text(test_file.read_text() + "\n# a test edit\n")
-  assert testing.builder_fingerprint("mtfl") == base  # tests are not part of the key
+  assert helpers.builder_fingerprint("mtfl") == base  # tests are not part of the key
   builder_file = tmp_path / "tfds_builders/mtfl/mtfl_dataset_builder.py"
   builder_file.write_text(builder_file.read_text() + "\n# an edit\n")
-  edited = testing.builder_fingerprint("mtfl")
+  edited = helpers.builder_fingerprint("mtfl")
   assert edited != base
   shared = tmp_path / "tfds_builders/landmark_io.py"
   shared.write_text(shared.read_text() + "\n# an edit\n")
-  assert testing.builder_fingerprint("mtfl") not in (base, edited)
+  assert helpers.builder_fingerprint("mtfl") not in (base, edited)

@@ -1,14 +1,12 @@
 """The trainer: data parallel == single device, exact resume, NaN guard, logs."""
 
 import json
-import pathlib
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxmarks import metrics

@@ -9,21 +9,22 @@ Variants (``--config=experiments/configs/cpr.py:<variant>``):
 - ``"synthetic"``: the built-in ``synthetic_faces`` (``small``: 800 train / 200
   validation faces); under a minute.
 
-Any field can be overridden, e.g. ``--config.cpr.num_stages=6``,
-``--config.data.manual_dir=/path/to/300w``.
+The ``300w`` variants of the classical methods read ``$JAXMARKS_DATASETS/300w``
+(``jaxmarks.data.paths``). Any field can be overridden, e.g.
+``--config.cpr.num_stages=6``, ``--config.data.manual_dir=/path/to/300w``.
 """
 
 import ml_collections
 
-from jaxmarks import input_pipeline
-from jaxmarks import testing
+from jaxmarks import data
+from jaxmarks.data import paths
 
 VARIANTS = ("300w", "synthetic")
 
 
 def classical_data_config(variant: str) -> ml_collections.ConfigDict:
   """The input-pipeline settings shared by the classical methods."""
-  d = input_pipeline.get_data_config()
+  d = data.get_data_config()
   d.image_size = 128
   d.crop_scale = 1.3  # the landmark box spans ~77 % of the crop: more pixels per face
   d.grayscale = True
@@ -33,7 +34,7 @@ def classical_data_config(variant: str) -> ml_collections.ConfigDict:
   d.batch_size = 64
   if variant == "300w":
     d.dataset = "ibug300w"
-    d.manual_dir = str(testing.data_root() / "300w")
+    d.manual_dir = paths.dataset_dir("300w")
     d.train_split = "train:fit"
     d.eval_split = "train:holdout"
   elif variant == "synthetic":

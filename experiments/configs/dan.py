@@ -13,14 +13,16 @@ Variants (``--config=experiments/configs/dan.py:<variant>``):
   training data (``train:fit``), validated on ``train:holdout`` (10 % held out);
   about 50 minutes on a 2-core CPU (4.34 % inter-ocular NME on train:holdout; BENCHMARKS.md).
 
-Any field can be overridden: ``--config.train.steps_per_stage='(200, 100)'``,
-``--config.model.base_width=16``, ``--config.data.manual_dir=/path/to/300w``.
+The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
+(``jaxmarks.data.paths``). Any field can be overridden:
+``--config.train.steps_per_stage='(200, 100)'``, ``--config.model.base_width=16``,
+``--config.data.manual_dir=/path/to/300w``.
 """
 
 import ml_collections
 
-from jaxmarks import input_pipeline
-from jaxmarks import testing
+from jaxmarks import data
+from jaxmarks.data import paths
 
 VARIANTS = ("synthetic", "300w", "300w_cpu")
 
@@ -35,9 +37,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.method = "dan"
   c.variant = variant
   c.seed = 0
-  c.distributed = False  # call jax.distributed.initialize() (multi-host)
+  c.distributed = False  # call jax.distributed.initialize() (multi-host; see the README)
+  # Where auto-detection (Cloud TPU, SLURM, Open MPI) does not apply: the coordinator
+  # "host:port", the number of processes and this process's id (0-based).
+  c.coordinator_address = ""
+  c.num_processes = 0
+  c.process_id = -1
+  # Filled in by the deep driver from the training data (kept in config.json):
+  c.scheme = ""
+  c.mean_shape = ml_collections.FieldReference(None, field_type=list)
 
-  c.data = input_pipeline.get_data_config()
+  c.data = data.get_data_config()
   c.data.image_size = 112
   c.data.grayscale = True
 
@@ -51,9 +61,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.feature_size = 56
   c.model.output_scale = 14.0  # pixels per unit of the last layer (see jaxmarks.models.dan)
   c.model.loss_normalization = "inter_ocular"
-  # Filled in by experiments.dan from the training data (kept in config.json):
-  c.model.scheme = ml_collections.FieldReference("", field_type=str)
-  c.model.mean_shape = ml_collections.FieldReference(None, field_type=list)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps_per_stage = (40000, 40000)
@@ -64,7 +71,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.train.optimizer.warmup_steps = 0
   c.train.optimizer.end_factor = 0.0
   c.train.optimizer.grad_clip_norm = 0.0
-  c.train.stage_lr_factors = (1.0, 1.0)  # learning rate of stage i = lr * factor[i]
+  c.train.phase_lr_factors = (1.0, 1.0)  # learning rate of stage i = lr * factor[i]
   c.train.log_every = 50
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
@@ -91,7 +98,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 50
   elif variant == "300w":
     c.data.dataset = "ibug300w"
-    c.data.manual_dir = str(testing.data_root() / "300w")
+    c.data.manual_dir = paths.dataset_dir("300w")
     c.data.train_split = "train:fit"
     c.data.eval_split = "train:holdout"
     c.data.batch_size = 64
@@ -99,7 +106,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.train.steps_per_stage = (60000, 60000)
   elif variant == "300w_cpu":
     c.data.dataset = "ibug300w"
-    c.data.manual_dir = str(testing.data_root() / "300w")
+    c.data.manual_dir = paths.dataset_dir("300w")
     c.data.train_split = "train:fit"
     c.data.eval_split = "train:holdout"
     c.data.batch_size = 32

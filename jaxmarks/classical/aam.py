@@ -36,7 +36,6 @@ Departures from the papers:
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import NamedTuple
 
 import cv2
@@ -45,10 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks.classical import common
+from jaxmarks.methods import classical
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["AAMParams", "AAMConfig", "delaunay", "paw_points", "paw_sample", "fit", "train",
-           "Predictor", "load_predictor", "save", "load"]
+           "Predictor", "UNIT"]
 
 
 class AAMParams(NamedTuple):
@@ -358,21 +358,24 @@ def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMPara
 # ------------------------------------------------------------------------ save / predict
 
 
-def save(workdir, params: AAMParams, meta: dict | None = None) -> pathlib.Path:
-  path = common.params_path(workdir, "aam")
-  common.save_params(path, params, meta)
-  return path
-
-
-def load(workdir) -> AAMParams:
-  return common.load_params(common.params_path(workdir, "aam"), AAMParams)[0]
-
-
 def Predictor(params: AAMParams, config=None, tol: float = 0.05) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained AAM."""
   return common.FitPredictor(fit, params, config, tol=tol)
 
 
-def load_predictor(workdir, config):
-  """Restores the AAM predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  return Predictor(load(workdir), config, common.config_fit_tol(config, "aam", 0.05))
+def _fit(images, landmarks, scheme_name: str, config):
+  """The classical driver's fit: ``config.aam`` -> ``AAMParams``."""
+  del scheme_name
+  return train(images, landmarks, classical.config_dataclass(AAMConfig, config.aam))
+
+
+UNIT = classical.unit(classical.ClassicalMethod(
+    name="aam",
+    paper="Cootes, Edwards and Taylor, Active Appearance Models, ECCV 1998 / TPAMI 2001 (project-out inverse compositional fitting: Matthews and Baker, IJCV 2004)",
+    config_file="experiments/configs/aam.py",
+    params_class=AAMParams,
+    fit=_fit,
+    predictor=lambda params, config: Predictor(params, config,
+                                           common.config_fit_tol(config, "aam", 0.05)),
+    time_repeats=20,
+))

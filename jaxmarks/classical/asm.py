@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
 from typing import NamedTuple
 
 import jax
@@ -49,10 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks.classical import common
+from jaxmarks.methods import classical
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["ASMParams", "ASMConfig", "contour_neighbours", "fit", "train", "Predictor",
-           "load_predictor", "save", "load"]
+           "UNIT"]
 
 
 class ASMParams(NamedTuple):
@@ -281,21 +281,24 @@ def train(images, landmarks, cfg: ASMConfig | None = None, log=print) -> ASMPara
       num_modes=jnp.asarray(num_modes))
 
 
-def save(workdir, params: ASMParams, meta: dict | None = None) -> pathlib.Path:
-  path = common.params_path(workdir, "asm")
-  common.save_params(path, params, meta)
-  return path
-
-
-def load(workdir) -> ASMParams:
-  return common.load_params(common.params_path(workdir, "asm"), ASMParams)[0]
-
-
 def Predictor(params: ASMParams, config=None, tol: float = 0.25) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained ASM."""
   return common.FitPredictor(fit, params, config, tol=tol)
 
 
-def load_predictor(workdir, config):
-  """Restores the ASM predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  return Predictor(load(workdir), config, common.config_fit_tol(config, "asm", 0.25))
+def _fit(images, landmarks, scheme_name: str, config):
+  """The classical driver's fit: ``config.asm`` -> ``ASMParams``."""
+  return train(images, landmarks, classical.config_dataclass(ASMConfig, config.asm,
+                                                             scheme=scheme_name))
+
+
+UNIT = classical.unit(classical.ClassicalMethod(
+    name="asm",
+    paper="Cootes, Taylor, Cooper and Graham, Active Shape Models: their training and application, CVIU 1995 (multi-resolution search: Cootes, Taylor and Lanitis, BMVC 1994)",
+    config_file="experiments/configs/asm.py",
+    params_class=ASMParams,
+    fit=_fit,
+    predictor=lambda params, config: Predictor(params, config,
+                                           common.config_fit_tol(config, "asm", 0.25)),
+    time_repeats=20,
+))

@@ -1,18 +1,12 @@
-"""Helpers shared by the classical methods: sampling, image channels, divergence, I/O.
+"""Helpers shared by the classical methods: sampling, image channels, divergence, the predictor.
 
 All array functions are pure and jittable; shapes are given in the docstrings.
-Models are saved without pickle: ``numpy.savez`` of the flattened parameter
-NamedTuple plus a JSON sidecar naming the fields.
+Parameters are saved by the classical driver (``jaxmarks.methods.classical``) in
+the inference export, without pickle.
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
-import typing
-from typing import Any, NamedTuple
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -26,8 +20,9 @@ __all__ = [
     "downsample2",
     "divergence_flags",
     "safe_shapes",
-    "save_params",
-    "load_params",
+    "similarity_to",
+    "FitPredictor",
+    "config_fit_tol",
 ]
 
 
@@ -146,56 +141,6 @@ def safe_shapes(shapes, diverged, fallback):
 def similarity_to(reference, shapes):
   """Similarities ``(B, 2, 3)`` mapping the ``(K, 2)`` reference onto ``(B, K, 2)`` shapes."""
   return transforms.estimate_similarity(jnp.broadcast_to(reference, shapes.shape), shapes)
-
-
-# ------------------------------------------------------------------------------- I/O
-
-
-def _flatten(tree: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
-  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-    for name in tree._fields:
-      _flatten(getattr(tree, name), f"{prefix}{name}.", out)
-  else:
-    out[prefix[:-1]] = np.asarray(tree)
-
-
-def _unflatten(cls, arrays: dict[str, np.ndarray], prefix: str):
-  hints = typing.get_type_hints(cls)
-  values = {}
-  for name in cls._fields:
-    sub = hints.get(name)
-    if isinstance(sub, type) and issubclass(sub, tuple) and hasattr(sub, "_fields"):
-      values[name] = _unflatten(sub, arrays, f"{prefix}{name}.")
-    else:
-      values[name] = jnp.asarray(arrays[f"{prefix}{name}"])
-  return cls(**values)
-
-
-def save_params(path: str | pathlib.Path, params: NamedTuple, meta: dict | None = None):
-  """Saves a (nested) NamedTuple of arrays to ``path`` (.npz) + ``path``.json, no pickle."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  arrays: dict[str, np.ndarray] = {}
-  _flatten(params, "", arrays)
-  np.savez(path, **arrays)
-  info = {"class": type(params).__name__, "fields": sorted(arrays), "meta": meta or {}}
-  path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True))
-
-
-def load_params(path: str | pathlib.Path, cls):
-  """Loads what ``save_params`` wrote into NamedTuple class ``cls``; returns (params, meta)."""
-  path = pathlib.Path(path)
-  info = json.loads(path.with_suffix(".json").read_text())
-  if info["class"] != cls.__name__:
-    raise ValueError(f"{path} holds {info['class']}, not {cls.__name__}")
-  with np.load(path, allow_pickle=False) as data:
-    arrays = {k: data[k] for k in data.files}
-  return _unflatten(cls, arrays, ""), info.get("meta", {})
-
-
-def params_path(workdir: str | pathlib.Path, method: str) -> pathlib.Path:
-  """Where a classical method keeps its parameters in a workdir: ``<method>_params.npz``."""
-  return pathlib.Path(workdir).expanduser().resolve() / f"{method}_params.npz"
 
 
 class FitPredictor:

@@ -39,18 +39,19 @@ Choices and departures from the paper:
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmarks import schemes
 from jaxmarks import transforms
 from jaxmarks.classical import common
+from jaxmarks.methods import classical
 
-__all__ = ["CPRParams", "CPRConfig", "channels", "features", "fit", "train", "Predictor",
-           "load_predictor", "save", "load"]
+__all__ = ["CPRParams", "CPRConfig", "features", "fit", "train", "Predictor",
+           "UNIT"]
 
 
 class CPRParams(NamedTuple):
@@ -318,21 +319,28 @@ def train(images, landmarks, cfg: CPRConfig | None = None, mirror_permutation=No
 # ------------------------------------------------------------------------ save / predict
 
 
-def save(workdir, params: CPRParams, meta: dict | None = None) -> pathlib.Path:
-  path = common.params_path(workdir, "cpr")
-  common.save_params(path, params, meta)
-  return path
-
-
-def load(workdir) -> CPRParams:
-  return common.load_params(common.params_path(workdir, "cpr"), CPRParams)[0]
-
-
 def Predictor(params: CPRParams, config=None) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained CPR cascade."""
   return common.FitPredictor(fit, params, config)
 
 
-def load_predictor(workdir, config):
-  """Restores the CPR cascade predictor from ``workdir`` (``config`` is its ``config.json``)."""
-  return Predictor(load(workdir), config)
+def _fit(images, landmarks, scheme_name: str, config):
+  """The classical driver's fit: ``config.cpr`` -> ``CPRParams``."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  scheme = schemes.get_scheme(scheme_name)
+  c = config.cpr
+  cfg = classical.config_dataclass(CPRConfig, c, seed=int(config.seed),
+                                   eye_corners=scheme.outer_eye_corners)
+  return train(images, landmarks, cfg, mirror_permutation=scheme.mirror if c.mirror else None,
+               progress=tqdm.tqdm, log=tqdm.tqdm.write)
+
+
+UNIT = classical.unit(classical.ClassicalMethod(
+    name="cpr",
+    paper="Dollar, Welinder and Perona, Cascaded Pose Regression, CVPR 2010 (with the shape-indexed features and ridge stages of Cao, Wei, Wen and Sun, Face Alignment by Explicit Shape Regression, CVPR 2012; see the module docstring)",
+    config_file="experiments/configs/cpr.py",
+    params_class=CPRParams,
+    fit=_fit,
+    predictor=lambda params, config: Predictor(params, config),
+    time_repeats=200,
+))

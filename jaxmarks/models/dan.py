@@ -5,7 +5,7 @@ A cascade of stages, each a VGG-style network on a 112x112 input:
 - **Stage 1** sees the face crop (grayscale) and regresses a correction to the
   initial shape ``S0``, the mean shape fitted to the face box. In jaxmarks the
   crop itself is made by fitting the face box to the mean shape's place in the
-  112x112 frame (``jaxmarks.input_pipeline``), so ``S0`` is the constant mean shape
+  112x112 frame (``jaxmarks.data.crop``), so ``S0`` is the constant mean shape
   in crop pixels and stage 1 outputs ``S1 = S0 + dS1``.
 - **Stage t > 1** first computes, from ``S_{t-1}``, the closed-form similarity
   ``T_t`` that maps ``S_{t-1}`` onto ``S0`` (``jaxmarks.transforms``), and builds
@@ -60,8 +60,6 @@ Where this departs from the paper or the authors' code, and why:
 
 from __future__ import annotations
 
-import dataclasses
-import pathlib
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -75,10 +73,11 @@ from jaxmarks import inference
 from jaxmarks import metrics as metrics_lib
 from jaxmarks import transforms
 from jaxmarks.layers import dan_layers
+from jaxmarks.methods import deep
+from jaxmarks.train import trainer as trainer_lib
 
-__all__ = ["DANStage", "DAN", "build_model", "loss_fn_for", "stage_phases", "load_predictor",
-           "apply_fn_for", "predict_fn_for",
-           "DANPredictor", "stage_param_labels"]
+__all__ = ["DANStage", "DAN", "build_model", "loss_fn_for", "stage_phases", "apply_fn_for",
+           "predict_fn_for", "init_variables", "stage_param_labels", "METHOD", "UNIT"]
 
 _relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")  # Glorot, ReLU gain
 
@@ -286,14 +285,13 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
     model: the DAN.
     scheme: landmark scheme name (for the loss normalisation).
     steps_per_stage: steps of each stage's phase (length ``model.num_stages``).
-    optimizer_fn: ``(num_steps[, stage]) -> optax.GradientTransformation`` for the
-      trained stage (``stage`` is 1-based).
+    optimizer_fn: ``(num_steps, phase_index) -> optax.GradientTransformation`` for the
+      trained stage (``phase_index = stage - 1``).
     normalization: the loss normalisation.
 
   Returns:
     a list of ``jaxmarks.train.Phase``.
   """
-  from jaxmarks.train import trainer  # pylint: disable=g-import-not-at-top
   if len(steps_per_stage) != model.num_stages:
     raise ValueError(f"steps_per_stage has {len(steps_per_stage)} entries for "
                      f"{model.num_stages} stages")
@@ -301,22 +299,12 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
   for i, steps in enumerate(steps_per_stage):
     stage = i + 1
     tx = optax.multi_transform(
-        {"train": _call_optimizer_fn(optimizer_fn, int(steps), stage),
-         "frozen": optax.set_to_zero()},
+        {"train": optimizer_fn(int(steps), i), "frozen": optax.set_to_zero()},
         lambda p, stage=stage: stage_param_labels(p, stage))
-    phases.append(trainer.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
+    phases.append(trainer_lib.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
                                 loss_fn=loss_fn_for(model, scheme, stage, normalization),
                                 predict_fn=predict_fn_for(model, stage)))
   return phases
-
-
-def _call_optimizer_fn(optimizer_fn, steps: int, stage: int):
-  import inspect  # pylint: disable=g-import-not-at-top
-  try:
-    n_args = len(inspect.signature(optimizer_fn).parameters)
-  except (TypeError, ValueError):
-    n_args = 1
-  return optimizer_fn(steps, stage) if n_args >= 2 else optimizer_fn(steps)
 
 
 def init_variables(model: DAN, rng, batch_size: int = 1, channels: int = 1):
@@ -329,70 +317,41 @@ def init_variables(model: DAN, rng, batch_size: int = 1, channels: int = 1):
   return params, variables
 
 
-@dataclasses.dataclass
-class DANPredictor:
-  """A trained DAN restored from a workdir (the ``jaxmarks.methods`` contract).
+# ----------------------------------------------------------------------------- the method unit
 
-  ``predict(images)`` takes ``(B, S, S, C)`` crops made with ``config.data`` and
-  returns ``{"landmarks": (B, K, 2), "stages": [(B, K, 2), ...]}`` in crop pixels.
-  """
-
-  config: ml_collections.ConfigDict
-  model: DAN
-  params: Any
-  model_state: Any
-  active_stages: int
-  step: int
-  microbatch: int = INFERENCE_MICROBATCH
-
-  def __post_init__(self):
-    self._apply = jax.jit(apply_fn_for(self.model, self.active_stages, self.microbatch))
-
-  def predict(self, images) -> dict[str, Any]:
-    images = jnp.asarray(images, jnp.float32)
-    if images.ndim != 4:
-      raise ValueError(f"images must be (B, S, S, C); got shape {images.shape}")
-    out = self._apply(self.params, self.model_state, images)
-    return {"landmarks": np.asarray(out["landmarks"]),
-            "stages": [np.asarray(s) for s in out["stages"]]}
+# Config fields a resumed workdir must share with the new config.
+_RESUME_KEYS = ("model.num_stages", "model.image_size", "model.base_width", "model.fc_units",
+                "model.heatmap_half_size", "model.feature_size", "train.steps_per_stage")
 
 
-def mean_shape_from_config(config: ml_collections.ConfigDict) -> np.ndarray:
-  """The ``(K, 2)`` mean shape stored in the config (``config.model.mean_shape``)."""
-  ms = config.model.get("mean_shape")
-  if ms is None:
-    raise ValueError("config.model.mean_shape is missing: the workdir's config.json was not "
-                     "written by experiments.dan")
-  return np.asarray(ms, np.float32)
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  if len(config.train.steps_per_stage) != int(config.model.num_stages):
+    raise ValueError(f"config.train.steps_per_stage has {len(config.train.steps_per_stage)} "
+                     f"entries for {config.model.num_stages} stages")
 
 
-def load_predictor(workdir, config: ml_collections.ConfigDict) -> DANPredictor:
-  """Restores the best (else latest) checkpoint of ``workdir`` as a ``DANPredictor``."""
-  from jaxmarks.train import trainer  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir).expanduser().resolve()
-  ckpt_dir = workdir / "checkpoints"
-  if not ckpt_dir.exists():
-    raise FileNotFoundError(f"{workdir} has no checkpoints/ folder: train DAN into it first "
-                            "(python -m experiments.dan --workdir=...)")
-  mngr = trainer.checkpoint_manager(workdir, read_only=True)
-  try:
-    step = trainer.best_or_latest_step(mngr)
-    if step is None:
-      raise FileNotFoundError(f"{ckpt_dir} holds no checkpoint")
-    meta = trainer.restore_meta(mngr, step)
-    model = build_model(config.model, mean_shape_from_config(config))
-    params, model_state = init_variables(model, jax.random.PRNGKey(0))
-    phase = int(meta["phase"])
-    steps = list(config.train.steps_per_stage)
-    phases = stage_phases(model, config.model.scheme, steps,
-                          lambda n: trainer.make_optimizer(config.train.optimizer, n))
-    template = trainer.TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                                  model_state=model_state,
-                                  opt_state=jax.eval_shape(phases[phase].tx.init, params),
-                                  rng=jax.random.PRNGKey(0))
-    state = trainer.restore_state(mngr, step, template,
-                                  jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  finally:
-    mngr.close()
-  return DANPredictor(config=config, model=model, params=state.params,
-                      model_state=state.model_state, active_stages=phase + 1, step=step)
+def _phases(model: DAN, config: ml_collections.ConfigDict, scheme: str, optimizer_fn):
+  return stage_phases(model, scheme, list(config.train.steps_per_stage), optimizer_fn,
+                      config.model.loss_normalization)
+
+
+def _describe(model: DAN, config: ml_collections.ConfigDict, n_params: int) -> str:
+  return (f"DAN: {model.num_stages} stages, base width {model.base_width}, "
+          f"{n_params / 1e6:.2f} M parameters; steps per stage "
+          f"{list(config.train.steps_per_stage)}")
+
+
+METHOD = deep.DeepMethod(
+    name="dan",
+    paper=("Kowalski, Naruniec and Trzcinski, Deep Alignment Network: A convolutional "
+           "neural network for robust face alignment, CVPR Workshops 2017"),
+    config_file="experiments/configs/dan.py",
+    build_model=lambda config, mean_shape: build_model(config.model, mean_shape),
+    init_variables=lambda model, rng: init_variables(model, rng),
+    phases=_phases,
+    inference_fn=lambda model, phase_index: apply_fn_for(model, phase_index + 1),
+    resume_keys=_RESUME_KEYS,
+    check_config=_check_config,
+    describe=_describe,
+)
+UNIT = deep.unit(METHOD)

@@ -13,5 +13,4 @@ from jaxmarks.train.trainer import (  # noqa: F401
     maybe_initialize_distributed,
     restore_meta,
     restore_state,
-    summarize,
 )

@@ -51,7 +51,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmarks import metrics as metrics_lib
+from jaxmarks import evaluation
 from jaxmarks.train import tensorboard
 
 __all__ = [
@@ -111,10 +111,14 @@ class Phase:
 
 
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
-  """Calls ``jax.distributed.initialize(**kwargs)`` (once) when ``enabled``."""
-  if enabled and not getattr(maybe_initialize_distributed, "_done", False):
+  """Calls ``jax.distributed.initialize(**kwargs)`` when ``enabled`` and JAX's
+  distributed runtime is not up yet (``jax.distributed.is_initialized()``).
+
+  With no ``kwargs`` JAX reads the cluster from the environment (Cloud TPU, SLURM,
+  Open MPI, or ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``).
+  """
+  if enabled and not jax.distributed.is_initialized():
     jax.distributed.initialize(**kwargs)
-    maybe_initialize_distributed._done = True  # pylint: disable=protected-access
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -248,6 +252,17 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, template: TrainState,
   return out["state"]
 
 
+def _gather_rows(x: np.ndarray) -> np.ndarray:
+  """Every process's rows of ``x`` (leading axes may differ in length), in process order."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  sizes = multihost_utils.process_allgather(np.asarray([x.shape[0]]))[:, 0]
+  most = int(sizes.max())
+  padded = np.zeros((most,) + x.shape[1:], x.dtype)
+  padded[:x.shape[0]] = x
+  everyone = np.asarray(multihost_utils.process_allgather(padded))
+  return np.concatenate([everyone[p, :int(k)] for p, k in enumerate(sizes)])
+
+
 def _tree_all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
@@ -283,11 +298,12 @@ class Trainer:
     keep_checkpoints: how many of the latest checkpoints to keep (plus the best).
     mesh: the device mesh (default: every device, axis ``"data"``).
     progress: show the tqdm progress bar.
+    eval_chunk: validation images per predict call when several processes train.
   """
 
   def __init__(self, workdir: str | os.PathLike, *, scheme: str, log_every: int = 50,
                eval_every: int = 0, checkpoint_every: int = 500, keep_checkpoints: int = 3,
-               mesh: Mesh | None = None, progress: bool = True):
+               mesh: Mesh | None = None, progress: bool = True, eval_chunk: int = 64):
     self.workdir = pathlib.Path(workdir).expanduser().resolve()
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.scheme = scheme
@@ -299,6 +315,7 @@ class Trainer:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self.progress = progress
+    self.eval_chunk = int(eval_chunk)
     self.is_chief = jax.process_index() == 0
     self.history: list[dict[str, Any]] = []
 
@@ -346,31 +363,62 @@ class Trainer:
   def predict_batches(self, predict, params, model_state,
                       batches: Iterable[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Runs ``predict`` over batches (padded to the device count); returns
-    ``(pred (N, K, 2), gt (N, K, 2))`` for this process's examples."""
+    ``(pred (N, K, 2), gt (N, K, 2))`` for this process's examples.
+
+    With several processes, each holds its own part of the validation split, and
+    the parts may differ in size; every process must still launch the same
+    programs on the same global shapes. So the processes first agree on the
+    largest part (``process_allgather``), pad theirs to it and run it in equal
+    chunks.
+    """
+    if jax.process_count() == 1:
+      preds, gts = [], []
+      for batch in batches:
+        preds.append(self._predict_rows(predict, params, model_state,
+                                        np.asarray(batch["image"], np.float32)))
+        gts.append(np.asarray(batch["landmarks"]))
+      return np.concatenate(preds), np.concatenate(gts)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    batches = list(batches)
+    if not batches:
+      raise ValueError(f"process {jax.process_index()} has no validation faces")
+    images = np.concatenate([np.asarray(b["image"], np.float32) for b in batches])
+    gt = np.concatenate([np.asarray(b["landmarks"]) for b in batches])
+    n = images.shape[0]
+    most = int(np.max(multihost_utils.process_allgather(np.asarray([n]))))
     n_local = len(self.mesh.local_devices)
-    preds, gts = [], []
-    for batch in batches:
-      images = np.asarray(batch["image"], np.float32)
-      n = images.shape[0]
-      pad = (-n) % n_local
-      if pad:
-        images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-      arr = jax.make_array_from_process_local_data(self.batch_sharding, images)
-      out = predict(params, model_state, arr)
-      if jax.process_count() > 1:  # this process's rows, in order
-        shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start or 0)
-        out = np.concatenate([np.asarray(s.data) for s in shards])
-      else:
-        out = np.asarray(jax.device_get(out))
-      preds.append(out[:n])
-      gts.append(np.asarray(batch["landmarks"]))
-    return np.concatenate(preds), np.concatenate(gts)
+    chunk = -(-self.eval_chunk // n_local) * n_local
+    total = -(-most // chunk) * chunk
+    images = np.concatenate([images, np.repeat(images[-1:], total - n, axis=0)])
+    preds = [self._predict_rows(predict, params, model_state, images[i:i + chunk])
+             for i in range(0, total, chunk)]
+    return np.concatenate(preds)[:n], gt
+
+  def _predict_rows(self, predict, params, model_state, images: np.ndarray) -> np.ndarray:
+    """``predict`` on this process's ``images`` (padded to the local device count);
+    returns this process's rows."""
+    n = images.shape[0]
+    pad = (-n) % len(self.mesh.local_devices)
+    if pad:
+      images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+    arr = jax.make_array_from_process_local_data(self.batch_sharding, images)
+    out = predict(params, model_state, arr)
+    if jax.process_count() > 1:  # this process's rows, in order
+      shards = sorted(out.addressable_shards, key=lambda s: s.index[0].start or 0)
+      out = np.concatenate([np.asarray(s.data) for s in shards])
+    else:
+      out = np.asarray(jax.device_get(out))
+    return out[:n]
 
   def evaluate(self, predict, params, model_state,
                batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Validation summary: ``nme_inter_ocular``, ``nme_inter_pupil``, AUC@0.08, FR@0.08, n."""
+    """The validation summary (``jaxmarks.evaluation.summarize``) over every process's
+    faces (gathered, so that all processes see the same numbers and keep the same
+    best checkpoint)."""
     pred, gt = self.predict_batches(predict, params, model_state, batches)
-    return summarize(pred, gt, self.scheme)
+    if jax.process_count() > 1:
+      pred, gt = _gather_rows(pred), _gather_rows(gt)
+    return evaluation.summarize(pred, gt, self.scheme)
 
   # ---------------------------------------------------------------- main loop
   def run(self, phases: Sequence[Phase], params: Any, model_state: Any,
@@ -514,10 +562,10 @@ class Trainer:
               best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"]),
                       "phase": phase_idx}
             record = {"step": step, "phase": phase.name,
-                      **{k: v for k, v in eval_metrics.items() if k != "errors"}}
+                      **{k: v for k, v in eval_metrics.items() if np.ndim(v) == 0}}
             self.history.append(record)
             scal = {f"valid/{k}": v for k, v in record.items()
-                    if k not in ("step", "phase") and np.ndim(v) == 0}
+                    if k not in ("step", "phase", "scheme") and np.ndim(v) == 0}
             if writer is not None:
               writer.write_scalars(step, scal)
               jsonl.write(step, {"phase": phase.name, **scal})
@@ -525,8 +573,8 @@ class Trainer:
             log(f"step {step} [{phase.name}] valid: n={record['n']} "
                 f"NME(inter_ocular)={100 * record['nme_inter_ocular']:.3f}% "
                 f"NME(inter_pupil)={100 * record['nme_inter_pupil']:.3f}% "
-                f"AUC@0.08={record['auc_inter_ocular']:.4f} "
-                f"FR@0.08={100 * record['failure_rate_inter_ocular']:.2f}%")
+                f"AUC@0.08(inter_ocular)={record['auc_inter_ocular']:.4f} "
+                f"FR@0.08(inter_ocular)={100 * record['failure_rate_inter_ocular']:.2f}%")
           if step % self.checkpoint_every == 0 or step == end or do_eval:
             m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"]),
                   "phase": phase_idx}
@@ -547,24 +595,3 @@ class Trainer:
         writer.close()
         jsonl.close()
     return state
-
-
-def summarize(pred: np.ndarray, gt: np.ndarray, scheme: str,
-              threshold: float = 0.08) -> dict[str, Any]:
-  """NME / AUC / failure rate under inter-ocular and inter-pupil normalisation.
-
-  Returns a flat dict: ``n``, ``nme_inter_ocular``, ``auc_inter_ocular``,
-  ``failure_rate_inter_ocular`` and the same for ``inter_pupil``, plus
-  ``errors`` (``{"inter_ocular": (N,), "inter_pupil": (N,)}`` numpy arrays).
-  """
-  out: dict[str, Any] = {"n": int(pred.shape[0]), "threshold": threshold}
-  errors = {}
-  for norm in ("inter_ocular", "inter_pupil"):
-    e = np.asarray(metrics_lib.nme(pred, gt, scheme, norm), np.float64)
-    errors[norm] = e
-    s = metrics_lib.summary(e, threshold, norm)
-    out[f"nme_{norm}"] = s["nme"]
-    out[f"auc_{norm}"] = s["auc"]
-    out[f"failure_rate_{norm}"] = s["failure_rate"]
-  out["errors"] = errors
-  return out

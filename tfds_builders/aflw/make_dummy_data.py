@@ -1,7 +1,7 @@
 """Writes ``dummy_data/`` for the AFLW builder: synthetic images, the published sqlite schema.
 
 Run from the repository root: ``python -m tfds_builders.aflw.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not AFLW data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not AFLW data.
 
 Layout as in the release: ``aflw/data/aflw.sqlite`` and ``aflw/data/flickr/<n>/...``.
 The database has the tables Faces, FaceImages, FaceRect, FeatureCoords,
@@ -18,7 +18,7 @@ import sqlite3
 
 import cv2
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 

@@ -1,7 +1,7 @@
 """Writes ``dummy_data/`` for the BioID builder: synthetic PGM images, real file layouts.
 
 Run from the repository root: ``python -m tfds_builders.bioid.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not BioID data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not BioID data.
 
 ``BioID-FaceDatabase-V1.2/BioID_XXXX.pgm`` (binary grey PGM) + ``BioID_XXXX.eye``
 (``#LX LY RX RY`` header and one tab-separated line) and
@@ -12,7 +12,7 @@ import pathlib
 
 import cv2
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 

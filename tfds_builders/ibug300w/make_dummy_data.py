@@ -1,7 +1,7 @@
 """Writes ``dummy_data/`` for the 300-W builder: synthetic images, real ``.pts`` layout.
 
 Run from the repository root: ``python -m tfds_builders.ibug300w.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not 300-W data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not 300-W data.
 
 Layout (faces per split: train 5, common 2, challenging 1, full 3, private 2):
   afw/1000_1.pts, afw/1000_2.pts -> afw/1000.jpg (two faces, one image)
@@ -14,7 +14,7 @@ import pathlib
 
 import cv2
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 

@@ -1,7 +1,7 @@
 """Writes ``dummy_data/{frontal,full}/`` for the IMM builder in the AAM-API ``.asf`` format.
 
 Run from the repository root: ``python -m tfds_builders.imm_faces.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not IMM data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not IMM data.
 
 * ``frontal/``: ``NN_MM.jpg`` + ``asf/NN_MM.asf`` with 73 points and the three user
   columns of the frontal set (LF line ends), 3 faces of 2 people.
@@ -13,7 +13,7 @@ import pathlib
 
 import cv2
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 

@@ -1,7 +1,7 @@
 """Writes ``dummy_data/`` for the MTFL builder: synthetic images, the release's text format.
 
 Run from the repository root: ``python -m tfds_builders.mtfl.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not MTFL data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not MTFL data.
 ``training.txt`` (3 faces) and ``testing.txt`` (2 faces) are written like the release:
 backslash paths, a leading space, x1..x5 then y1..y5, four attributes, CRLF line ends.
 """
@@ -10,7 +10,7 @@ import pathlib
 
 import cv2
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 

@@ -1,7 +1,7 @@
 """Writes ``dummy_data/`` for the MUCT builder: synthetic images, the release's csv layout.
 
 Run from the repository root: ``python -m tfds_builders.muct.make_dummy_data``.
-The images are synthetic (``jaxmarks.testing.synthetic_face``), not MUCT data.
+The images are synthetic (``tfds_builders.dummy_faces.synthetic_face``), not MUCT data.
 
 ``muct-landmarks/muct76-opencv.csv`` (header ``name,tag,x00,y00,...,x75,y75``) lists
 three faces with images in ``jpg/`` -- one with two unavailable points written
@@ -14,7 +14,7 @@ import pathlib
 import cv2
 import numpy as np
 
-from jaxmarks.testing import synthetic_face
+from tfds_builders.dummy_faces import synthetic_face
 
 ROOT = pathlib.Path(__file__).parent / "dummy_data"
 NAMES = ["i000qa-fn", "i000qb-fn", "i001sc-mg"]

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxmarks import synthetic
+from tfds_builders.synthetic_faces import renderer as synthetic
 
 _SPLIT_OFFSETS = {"train": 0, "validation": 1_000_003, "test": 2_000_003}
 _JPEG_QUALITY = 92

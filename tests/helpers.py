@@ -1,4 +1,5 @@
-"""Helpers for tests that need the real face data (``JAXMARKS_TEST_DATA``).
+"""Helpers of the tests (not part of the installed package): real face data (``JAXMARKS_TEST_DATA``),
+datasets built from it once per machine, and the landmark-dataset contract check.
 
 The data folder defaults to ``../shared/datasets`` relative to the repository
 root. Without it, tests skip with a reason; under ``CI=true`` a missing folder
@@ -105,7 +106,7 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
   import fcntl
   import hashlib
 
-  from jaxmarks import datasets
+  from jaxmarks.data import builders
 
   manual_dir = require_data(manual_subdir)
   # The data's identity: its path and every file's name, size and mtime.
@@ -122,7 +123,7 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
   with open(cache / f"{key}.lock", "a") as lock:
     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
     try:
-      return datasets.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
+      return builders.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
                               config=config)
     finally:
       fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
@@ -134,13 +135,13 @@ def build_dataset(name: str, manual_dir, data_dir, config: str | None = None):
   For tests over small inputs (dummy data, copies in a tmp dir); array_record
   files, no TensorFlow. Returns the prepared builder.
   """
-  from jaxmarks import datasets
+  from jaxmarks.data import builders
 
-  return datasets.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
-                          config=config)
+  return builders.prepare(name, data_dir=str(data_dir),
+                          manual_dir=str(manual_dir) if manual_dir else None, config=config)
 
 
-def decode_source_image(path) -> "np.ndarray":
+def decode_source_image(path):
   """A source image decoded by OpenCV the way the builders store it: (H, W, 3) RGB uint8.
 
   EXIF orientation is ignored (as TFDS' decoder does); grey images get three equal
@@ -195,9 +196,10 @@ def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
   import numpy as np
   import tensorflow_datasets as tfds
 
-  from jaxmarks import datasets, schemes
+  from jaxmarks import schemes
+  from jaxmarks.data import builders
 
-  scheme = schemes.get_scheme(datasets.scheme_of(builder))
+  scheme = schemes.get_scheme(builders.scheme_of(builder))
   k = scheme.num_points
   image_feature = builder.info.features["image"]
   got = {split: info.num_examples for split, info in builder.info.splits.items()}
@@ -234,32 +236,3 @@ def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
               f"{where}: stored image differs from OpenCV's decoding of the source")
     sources[split] = builder.as_data_source(split)
   return sources
-
-
-def synthetic_face(height: int, width: int, num_points: int, seed: int, gray: bool = False):
-  """A small synthetic "face" image and landmarks inside it, for builders' dummy data.
-
-  Not a real face: a smooth random background, an ellipse and a dot at every landmark.
-
-  Returns:
-    ``(image, landmarks)``: (H, W, 3) BGR uint8 (or (H, W) if ``gray``) and (K, 2)
-    float64 0-based pixel coordinates, rounded to 0.001 px, inside the central 60%.
-  """
-  import cv2
-  import numpy as np
-
-  rng = np.random.default_rng(seed)
-  small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-  image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-  centre = (width // 2, height // 2)
-  cv2.ellipse(image, centre, (int(width * 0.3), int(height * 0.38)), 0, 0, 360,
-              tuple(int(v) for v in rng.integers(60, 255, 3)), -1)
-  t = np.linspace(0.0, 2 * np.pi, num_points, endpoint=False) + rng.uniform(0, 0.3)
-  r = rng.uniform(0.3, 1.0, num_points)
-  landmarks = np.stack([width / 2 + r * np.cos(t) * width * 0.28,
-                        height / 2 + r * np.sin(t) * height * 0.28], axis=1).round(3)
-  for x, y in landmarks:
-    cv2.circle(image, (int(round(x)), int(round(y))), 1, (0, 0, 0), -1)
-  if gray:
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-  return image, landmarks

@@ -1,14 +1,15 @@
-"""Access to the face datasets through their TFDS builders, without TensorFlow.
+"""The face datasets' TFDS builders, opened and built without TensorFlow.
 
-``import jaxmarks.datasets`` registers every builder in ``tfds_builders`` with
-TFDS, after which ``tfds.builder("ibug300w", data_dir=...)`` finds them.
-Records are read with ``builder.as_data_source(split)`` (array_record, random
-access, no TensorFlow).
+Importing this module registers every builder in ``tfds_builders`` with TFDS,
+after which ``tfds.builder("ibug300w", data_dir=...)`` finds them. Records are
+read with ``builder.as_data_source(split)`` (array_record, random access, no
+TensorFlow).
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -34,6 +35,11 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
             config: str | None = None):
   """Builds the dataset if it is not built yet (reading ``manual_dir``); returns the builder."""
   builder = get_builder(name, data_dir, config)
+  if manual_dir and not builder.is_prepared() and not pathlib.Path(manual_dir).is_dir():
+    raise FileNotFoundError(
+        f"the manual directory of dataset {name!r}, {manual_dir}, does not exist: set "
+        "JAXMARKS_DATASETS to the folder holding your copies of the datasets, or pass "
+        "--config.data.manual_dir=/path/to/it (see the README)")
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(manual_dir) if manual_dir else None)
   builder.download_and_prepare(download_config=download_config, file_format="array_record")

@@ -1,0 +1,37 @@
+"""Where a user's copies of the real face datasets are: one setting, ``JAXMARKS_DATASETS``.
+
+The real datasets (300-W, MTFL, IMM, ...) cannot be downloaded by the library
+(their licences ask for a manual download). Keep them under one folder, one
+subfolder each, as they are distributed::
+
+  $JAXMARKS_DATASETS/300w/{afw,helen,lfpw,ibug,01_Indoor,02_Outdoor}/...
+  $JAXMARKS_DATASETS/mtfl/...
+  $JAXMARKS_DATASETS/imm_frontal/...
+
+and point ``JAXMARKS_DATASETS`` at it. Unset, it is ``../shared/datasets`` from
+the current directory (the layout this project is developed in). A config's
+``data.manual_dir`` is ``dataset_dir(<subfolder>)`` made absolute when the
+config is built; ``--config.data.manual_dir=/path/to/300w`` overrides it for one
+run. This setting is for users' runs; the tests have their own
+(``JAXMARKS_TEST_DATA``, see ``tests/helpers.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+__all__ = ["ENV_VAR", "DEFAULT_ROOT", "datasets_root", "dataset_dir"]
+
+ENV_VAR = "JAXMARKS_DATASETS"
+DEFAULT_ROOT = "../shared/datasets"
+
+
+def datasets_root() -> pathlib.Path:
+  """``$JAXMARKS_DATASETS`` (default ``../shared/datasets``), absolute; may not exist."""
+  return pathlib.Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT).expanduser().resolve()
+
+
+def dataset_dir(subfolder: str) -> str:
+  """The manual directory of one dataset, e.g. ``dataset_dir("300w")``, as an absolute path."""
+  return str(datasets_root() / subfolder)

@@ -1,0 +1,344 @@
+"""Evaluation of any trained method on any split: the one summary, printed and written.
+
+Used by the deep driver (validation during training and the final evaluation),
+the classical driver, ``experiments/evaluate.py`` and the benchmarks::
+
+  summary = evaluation.evaluate(predictor, data_config, "train:holdout", output_dir=...)
+
+A predictor (``jaxmarks.methods.Predictor``) maps face crops made with its
+``config.data`` settings to landmarks in crop pixels. Crops are similarity
+transforms of the original images, so errors normalised by an eye or box
+distance are the same in crop and image pixels.
+
+The summary names every number's normalisation (``nme_inter_ocular``,
+``nme_inter_pupil``, ``nme_bbox_diagonal``; AUC and failure rate at 0.08 for
+each), as DAN's and menpofit's evaluation code define them
+(``jaxmarks.metrics``).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import time
+from typing import Any, Iterable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxmarks import metrics as metrics_lib
+from jaxmarks import plotting
+from jaxmarks import schemes as schemes_lib
+
+__all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "summarize", "format_lines",
+           "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
+           "time_predictor"]
+
+THRESHOLD = 0.08
+# Every summary reports these normalisations (outer eye corners, eye centres,
+# landmark-box diagonal).
+REPORTED_NORMALIZATIONS = ("inter_ocular", "inter_pupil", "bbox_diagonal")
+
+
+def _error_summary(errors: np.ndarray, threshold: float) -> tuple[float, float, float]:
+  """``(mean NME, AUC@threshold, failure rate@threshold)`` of ``(N,)`` errors."""
+  e = np.asarray(errors, np.float64).reshape(-1)
+  return (float(e.mean()), float(metrics_lib.auc(e, threshold)),
+          float(metrics_lib.failure_rate(e, threshold)))
+
+
+def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
+              threshold: float = THRESHOLD) -> dict[str, Any]:
+  """The evaluation summary of predictions against ground truth (JSON-able).
+
+  Args:
+    pred: ``(N, K, 2)`` predicted landmarks.
+    gt: ``(N, K, 2)`` ground truth, same units.
+    scheme: the landmark scheme (for the eye-based normalisations).
+    stages: optional list of ``(N, K, 2)`` predictions of each stage of a cascade.
+    diverged: optional ``(N,)`` bool: fits the method flagged as failed.
+    threshold: the AUC / failure-rate threshold.
+
+  Returns:
+    ``n``, ``threshold``, ``scheme``; for each normalisation ``norm`` of
+    ``REPORTED_NORMALIZATIONS``: ``nme_<norm>``, ``auc_<norm>``,
+    ``failure_rate_<norm>`` (fractions, not percent); ``diverged`` (a count)
+    when given; ``stages`` (per stage: ``stage``, ``nme_inter_ocular``,
+    ``nme_inter_pupil``, ``auc_inter_ocular``) when there is more than one.
+  """
+  pred = np.asarray(pred)
+  gt = np.asarray(gt)
+  if pred.shape[0] == 0:
+    raise ValueError("the evaluation has no faces")
+  out: dict[str, Any] = {"n": int(pred.shape[0]), "threshold": float(threshold),
+                         "scheme": str(scheme)}
+  for norm in REPORTED_NORMALIZATIONS:
+    e = np.asarray(metrics_lib.nme(pred, gt, scheme, norm))
+    out[f"nme_{norm}"], out[f"auc_{norm}"], out[f"failure_rate_{norm}"] = _error_summary(
+        e, threshold)
+  if diverged is not None:
+    out["diverged"] = int(np.sum(np.asarray(diverged, bool)))
+  if stages is not None and len(stages) > 1:
+    out["stages"] = []
+    for i, sp in enumerate(stages):
+      eo = np.asarray(metrics_lib.nme(sp, gt, scheme, "inter_ocular"))
+      ep = np.asarray(metrics_lib.nme(sp, gt, scheme, "inter_pupil"))
+      out["stages"].append({"stage": i + 1, "nme_inter_ocular": float(eo.mean()),
+                            "nme_inter_pupil": float(ep.mean()),
+                            "auc_inter_ocular": _error_summary(eo, threshold)[1]})
+  return out
+
+
+def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
+  """Console lines of a summary, each naming its split (``label``) and normalisation."""
+  t = f"{summary['threshold']:g}"
+  lines = [f"[{label}] n={summary['n']}"]
+  for norm in REPORTED_NORMALIZATIONS:
+    if f"nme_{norm}" not in summary:
+      continue
+    lines.append(
+        f"[{label}] NME({norm})={100 * summary[f'nme_{norm}']:.3f}% "
+        f"AUC@{t}({norm})={summary[f'auc_{norm}']:.4f} "
+        f"FR@{t}({norm})={100 * summary[f'failure_rate_{norm}']:.2f}%")
+  if "diverged" in summary:
+    lines.append(f"[{label}] diverged fits: {summary['diverged']} of {summary['n']}")
+  for s in summary.get("stages", []):
+    lines.append(f"[{label}] stage {s['stage']}: NME(inter_ocular)="
+                 f"{100 * s['nme_inter_ocular']:.3f}% NME(inter_pupil)="
+                 f"{100 * s['nme_inter_pupil']:.3f}%")
+  return lines
+
+
+def eval_data_config(config: ml_collections.ConfigDict, dataset: str | None = None,
+                     builder_config: str | None = None, data_dir: str | None = None,
+                     manual_dir: str | None = None, box_source: str | None = None,
+                     batch_size: int | None = None) -> ml_collections.ConfigDict:
+  """A trained method's data settings with the evaluation data's location swapped in.
+
+  The crop settings (size, scale, grayscale, normalisation) stay the method's own;
+  ``dataset`` (with its ``builder_config``/``data_dir``/``manual_dir``) and
+  ``box_source`` may change.
+  """
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  data = data_lib.get_data_config()
+  if config.get("data") is not None:
+    for k, v in config.data.items():
+      if k in data:
+        data[k] = v
+  if dataset and dataset != data.dataset:
+    data.dataset = dataset
+    data.builder_config = ""
+    data.manual_dir = ""
+  if builder_config is not None:
+    data.builder_config = builder_config
+  if data_dir is not None:
+    data.data_dir = data_dir
+  if manual_dir is not None:
+    data.manual_dir = manual_dir
+  if box_source is not None:
+    data.box_source = box_source
+  if batch_size is not None:
+    data.batch_size = int(batch_size)
+  data.eval_pad = False
+  return data
+
+
+def run_predictor(predictor, batches: Iterable[Mapping[str, Any]],
+                  num_keep: int = 16) -> dict[str, Any]:
+  """Runs ``predictor.predict`` over evaluation batches (``jaxmarks.data.make_loader``).
+
+  Returns dict: ``pred``/``gt`` ``(N, K, 2)``, ``images`` (the first ``num_keep``
+  crops), ``diverged`` ``(N,)`` bool or None, ``stages`` list of ``(N, K, 2)`` or
+  None, ``seconds`` spent in ``predict``.
+  """
+  preds, gts, kept, diverged, stages = [], [], [], [], []
+  seconds = 0.0
+  for batch in batches:
+    mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), bool)), bool)
+    images = np.asarray(batch["image"], np.float32)
+    t0 = time.perf_counter()
+    out = predictor.predict(images)
+    lm = np.asarray(out["landmarks"])
+    seconds += time.perf_counter() - t0
+    preds.append(lm[mask])
+    gts.append(np.asarray(batch["landmarks"])[mask])
+    if sum(len(k) for k in kept) < num_keep:
+      kept.append(images[mask])
+    if out.get("diverged") is not None:
+      diverged.append(np.asarray(out["diverged"], bool)[mask])
+    if out.get("stages") is not None:
+      stages.append([np.asarray(s)[mask] for s in out["stages"]])
+  if not preds:
+    raise ValueError("the evaluation split yielded no faces")
+  return {
+      "pred": np.concatenate(preds),
+      "gt": np.concatenate(gts),
+      "images": np.concatenate(kept)[:num_keep],
+      "diverged": np.concatenate(diverged) if diverged else None,
+      "stages": ([np.concatenate([s[i] for s in stages]) for i in range(len(stages[0]))]
+                 if stages else None),
+      "seconds": seconds,
+  }
+
+
+def write_results(outdir, result: Mapping[str, Any], summary: Mapping[str, Any], *,
+                  label: str, names: Mapping[str, str], ncols: int = 4) -> dict[str, str]:
+  """Writes the summary JSON, the CED PNG (inter-ocular, one curve per stage) and the
+  landmark-grid PNG into ``outdir`` under ``names["json"|"ced"|"grid"]``; returns the paths."""
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  scheme = summary["scheme"]
+  json_path = outdir / names["json"]
+  json_path.write_text(json.dumps(dict(summary), indent=2, sort_keys=True))
+  curves = {}
+  if result.get("stages") is not None and len(result["stages"]) > 1:
+    for i, sp in enumerate(result["stages"]):
+      curves[f"stage {i + 1}"] = np.asarray(
+          metrics_lib.nme(sp, result["gt"], scheme, "inter_ocular"))
+  else:
+    curves["prediction"] = np.asarray(
+        metrics_lib.nme(result["pred"], result["gt"], scheme, "inter_ocular"))
+  ced_path = plotting.plot_ced(curves, outdir / names["ced"], float(summary["threshold"]),
+                               title=f"CED, {label} (inter-ocular)")
+  n = len(result["images"])
+  e = np.asarray(metrics_lib.nme(result["pred"][:n], result["gt"][:n], scheme, "inter_ocular"))
+  grid_path = plotting.plot_landmark_grid(
+      result["images"], result["pred"][:n], result["gt"][:n], outdir / names["grid"],
+      ncols=ncols, titles=[f"NME io {100 * x:.1f}%" for x in e],
+      title=f"{label}: prediction (red), ground truth (green)")
+  return {"json": str(json_path), "ced": str(ced_path), "grid": str(grid_path)}
+
+
+def _safe(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | None = None, *,
+             output_dir=None, batch_size: int = 64, num_faces: int = 16,
+             names: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
+             quiet: bool = False) -> dict[str, Any]:
+  """Evaluates a predictor on one split; prints the summary and writes JSON + PNGs.
+
+  Args:
+    predictor: a restored method (``jaxmarks.methods.load_predictor``).
+    data_config: the data settings (``eval_data_config`` of the method's config).
+    split: split spec (default ``data_config.eval_split``).
+    output_dir: where to write (None: nothing written).
+    batch_size: evaluation batch size.
+    num_faces: faces in the landmark grid.
+    names: output file names ``{"json", "ced", "grid"}`` (default: named after the
+      dataset and split).
+    extra: more fields for the summary JSON.
+    quiet: do not print.
+
+  Returns:
+    the summary (``summarize``) with the dataset, split, box source, method,
+    throughput, ``extra`` and (when written) ``files``.
+
+  Raises:
+    ValueError: the dataset's landmark scheme is not the method's.
+  """
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  data = data_config
+  split = split or data.eval_split
+  source, builder = data_lib.load_split(data, split)
+  scheme = builders.scheme_of(builder)
+  config = predictor.config
+  trained = workdir_lib.scheme_of(config)
+  if trained and trained != scheme:
+    k_data = schemes_lib.get_scheme(scheme).num_points
+    k_model = schemes_lib.get_scheme(trained).num_points
+    raise ValueError(
+        f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
+        f"method predicts scheme {trained!r} ({k_model} points); evaluate it on a dataset "
+        f"with the {trained!r} scheme")
+  loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
+                                batch_size=batch_size, worker_count=0)
+  result = run_predictor(predictor, loader, num_keep=num_faces)
+  k = result["pred"].shape[1]
+  if k != schemes_lib.get_scheme(scheme).num_points:
+    raise ValueError(f"the method predicts {k} points but dataset {data.dataset!r} has scheme "
+                     f"{scheme!r} with {schemes_lib.get_scheme(scheme).num_points}")
+  summary = summarize(result["pred"], result["gt"], scheme, stages=result["stages"],
+                      diverged=result["diverged"])
+  # Wall time of predict() over the split, first-call compilation included.
+  summary["images_per_second_incl_compile"] = float(
+      summary["n"] / max(result["seconds"], 1e-9))
+  summary.update({"dataset": data.dataset, "builder_config": data.builder_config,
+                  "split": split, "box_source": data.box_source,
+                  "data_dir": data.data_dir, "manual_dir": data.manual_dir,
+                  "method": config.get("method")})
+  if getattr(predictor, "step", None) is not None:
+    summary["checkpoint_step"] = int(predictor.step)
+  if extra:
+    summary.update(extra)
+  label = f"{data.dataset} {split}"
+  if output_dir is not None:
+    stem = _safe(f"{data.dataset}_{split}")
+    names = names or {"json": f"evaluation_{stem}.json", "ced": f"ced_{stem}.png",
+                      "grid": f"landmarks_{stem}.png"}
+    summary["files"] = write_results(output_dir, result, summary, label=label, names=names)
+    pathlib.Path(summary["files"]["json"]).write_text(
+        json.dumps(summary, indent=2, sort_keys=True))
+  if not quiet:
+    for line in format_lines(summary, label):
+      print(line, flush=True)
+    if "files" in summary:
+      files = summary["files"]
+      print(f"wrote {files['json']}, {files['ced']}, {files['grid']}", flush=True)
+  return summary
+
+
+def evaluate_trained(path, dataset: str | None = None, split: str | None = None, *,
+                     builder_config: str | None = None, data_dir: str | None = None,
+                     manual_dir: str | None = None, box_source: str | None = None,
+                     batch_size: int = 64, output_dir=None, num_faces: int = 16,
+                     predictor=None) -> dict[str, Any]:
+  """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
+  split of any dataset with its scheme; writes into ``output_dir`` (default ``path``).
+
+  The dataset and its location default to the method's own ``config.data``; the
+  crop settings are always the method's. ``predictor`` skips restoring it again.
+  """
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path).expanduser().resolve()
+  if predictor is None:
+    predictor = methods.load_predictor(path)
+  data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
+                          box_source, batch_size)
+  return evaluate(predictor, data, split, output_dir=output_dir or path, batch_size=batch_size,
+                  num_faces=num_faces, extra={"trained": str(path)})
+
+
+def time_predictor(predictor, images, batch_size: int = 64, repeats: int = 200,
+                   rounds: int = 5) -> dict[str, float]:
+  """Wall-clock speed of ``predictor.predict``: ms per face at batch 1, faces/s batched.
+
+  Each figure is the best of ``rounds`` timed loops (after a warm-up/compile call),
+  which removes most of the noise of a shared machine.
+  """
+  images = np.asarray(images, np.float32)
+  one = images[:1]
+  jax.block_until_ready(predictor.predict(one)["landmarks"])
+  best1 = np.inf
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      jax.block_until_ready(predictor.predict(one)["landmarks"])
+    best1 = min(best1, (time.perf_counter() - t0) / repeats)
+  reps = -(-batch_size // len(images))
+  batch = np.concatenate([images] * reps)[:batch_size]
+  jax.block_until_ready(predictor.predict(batch)["landmarks"])
+  bestb = np.inf
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    for _ in range(max(1, repeats // 20)):
+      jax.block_until_ready(predictor.predict(batch)["landmarks"])
+    bestb = min(bestb, (time.perf_counter() - t0) / max(1, repeats // 20))
+  return {"ms_per_face_batch1": 1e3 * best1, "faces_per_second_batched": batch_size / bestb,
+          "timing_batch_size": batch_size}

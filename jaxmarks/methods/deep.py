@@ -1,0 +1,325 @@
+"""The one driver of every deep method: a ``DeepMethod`` spec in, a trained workdir out.
+
+A deep method supplies only what is its own (``DeepMethod``): how to build its
+Flax model from the config and the mean shape, how to initialise it, its
+training phases (losses, which parameters train) and its inference function.
+``train(spec, config, workdir)`` does the rest, the same for every method:
+
+1. checks the config (data/model image size, batch vs devices) and that the
+   workdir is new or holds a compatible run of the same method
+   (``workdir.claim``), before writing anything;
+2. opens the training and validation splits (``config.data``), records the
+   landmark scheme in ``config.scheme`` and the mean shape of the training
+   faces in their crops in ``config.mean_shape``, writes ``config.json``;
+3. builds the model, the phases and the grain loaders, and runs the one
+   ``Trainer`` (data parallel over every device, checkpoints, resume, NaN guard,
+   TensorBoard, progress bar);
+4. writes the inference export (``<workdir>/export``) from the best checkpoint of
+   the last phase, restores the predictor from it alone, evaluates it on
+   ``config.data.eval_split`` and writes ``eval_summary.json``, ``ced.png`` and
+   ``landmarks_grid.png``.
+
+Config fields the driver reads (beyond the method's own): ``method``, ``seed``,
+``distributed`` (with optional ``coordinator_address``, ``num_processes`` and
+``process_id`` where the cluster is not auto-detected), ``data``
+(``jaxmarks.data.get_data_config()``), ``train`` (``optimizer``,
+``phase_lr_factors``, ``log_every``, ``eval_every``, ``checkpoint_every``,
+``keep_checkpoints``, ``eval_batch_size``, ``num_plot_faces``, ``progress``) and,
+if present, ``model.image_size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jaxmarks import evaluation
+from jaxmarks.methods import export as export_lib
+from jaxmarks.methods import registry
+from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks.train import trainer as trainer_lib
+
+__all__ = ["DeepMethod", "unit", "train", "optimizer_fn", "DeepPredictor", "read_checkpoint",
+           "export_workdir"]
+
+# (num_steps, phase_index) -> the optax optimiser of that phase.
+OptimizerFn = Callable[[int, int], optax.GradientTransformation]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepMethod:
+  """What a deep method supplies; the driver does everything else.
+
+  Attributes:
+    name: the registry name (``config.method``).
+    paper: citation of what it reproduces.
+    config_file: its config file, e.g. ``experiments/configs/dan.py``.
+    build_model: ``(config, mean_shape (K, 2) crop pixels) -> flax Module``.
+    init_variables: ``(model, rng) -> (params, model_state)``; ``model_state`` holds
+      the non-trained collections (e.g. ``{"batch_stats": ...}``).
+    phases: ``(model, config, scheme, optimizer_fn) -> [trainer.Phase, ...]``;
+      ``optimizer_fn(num_steps, phase_index)`` gives each phase's optimiser from
+      ``config.train`` (``optimizer_fn`` below).
+    inference_fn: ``(model, phase_index) -> fn(params, model_state, images (B, S, S, C))
+      -> {"landmarks": (B, K, 2), optional "stages": [(B, K, 2), ...]}``: the
+      model as trained up to that phase, in inference mode (jittable).
+    resume_keys: dotted config paths that must match to resume a workdir
+      (the model's shapes, the phases' lengths).
+    check_config: optional ``config -> None`` raising ValueError on a bad config.
+    describe: optional ``(model, config, num_params) -> str`` printed at start.
+    scheme: the scheme it always predicts, or None for the training data's.
+  """
+
+  name: str
+  paper: str
+  config_file: str
+  build_model: Callable[[ml_collections.ConfigDict, np.ndarray], nn.Module]
+  init_variables: Callable[[nn.Module, jax.Array], tuple[Any, Any]]
+  phases: Callable[[nn.Module, ml_collections.ConfigDict, str, OptimizerFn],
+                   Sequence[trainer_lib.Phase]]
+  inference_fn: Callable[[nn.Module, int], Callable[..., dict[str, Any]]]
+  resume_keys: tuple[str, ...] = ()
+  check_config: Callable[[ml_collections.ConfigDict], None] | None = None
+  describe: Callable[[nn.Module, ml_collections.ConfigDict, int], str] | None = None
+  scheme: str | None = None
+
+
+def unit(spec: DeepMethod) -> registry.MethodUnit:
+  """The registry unit of a deep method."""
+  return registry.unit_for(spec, "deep", train, DeepPredictor)
+
+
+def optimizer_fn(config: ml_collections.ConfigDict) -> OptimizerFn:
+  """Phase optimisers from ``config.train``: ``optimizer`` (``trainer.make_optimizer``)
+  with the learning rate scaled by ``phase_lr_factors[phase_index]`` (default 1)."""
+
+  def make(num_steps: int, phase_index: int) -> optax.GradientTransformation:
+    opt = ml_collections.ConfigDict(config.train.optimizer.to_dict())
+    factors = list(config.train.get("phase_lr_factors") or [])
+    if phase_index < len(factors):
+      opt.learning_rate = float(opt.learning_rate) * float(factors[phase_index])
+    return trainer_lib.make_optimizer(opt, num_steps)
+
+  return make
+
+
+def _check_config(spec: DeepMethod, config: ml_collections.ConfigDict) -> None:
+  if config.get("method") != spec.name:
+    raise ValueError(f"config.method is {config.get('method')!r}; this is the {spec.name!r} "
+                     "driver")
+  model = config.get("model") or {}
+  if model.get("image_size") is not None and (
+      int(config.data.image_size) != int(model.get("image_size"))):
+    raise ValueError(f"config.data.image_size={config.data.image_size} must equal "
+                     f"config.model.image_size={model.get('image_size')}")
+  global_batch = int(config.data.batch_size)
+  if global_batch % jax.device_count():
+    raise ValueError(f"config.data.batch_size={global_batch} must be a multiple of the "
+                     f"{jax.device_count()} devices")
+  if spec.check_config is not None:
+    spec.check_config(config)
+
+
+def _distributed_args(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``jax.distributed.initialize`` arguments given in the config (the rest auto-detected)."""
+  args: dict[str, Any] = {}
+  if config.get("coordinator_address"):
+    args["coordinator_address"] = str(config.coordinator_address)
+  if int(config.get("num_processes") or 0) > 0:
+    args["num_processes"] = int(config.num_processes)
+  if config.get("process_id") is not None and int(config.process_id) >= 0:
+    args["process_id"] = int(config.process_id)
+  return args
+
+
+def _chief_print(*args) -> None:
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+def train(spec: DeepMethod, config: ml_collections.ConfigDict,
+          workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Trains ``spec``'s method per ``config`` into ``workdir`` (resuming), exports it and
+  evaluates the export on ``config.data.eval_split`` (see the module docstring).
+
+  Returns:
+    the evaluation summary (``eval_summary.json``); ``{}`` on processes other than 0.
+
+  Raises:
+    ValueError: a bad config, or a workdir holding another or incompatible run.
+    FileNotFoundError: missing data.
+    trainer.NonFiniteError: a training step gave a NaN/inf (the last good
+      checkpoint stays on disk).
+  """
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+
+  t_start = time.time()
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy to fill in
+  trainer_lib.maybe_initialize_distributed(bool(config.get("distributed", False)),
+                                           **_distributed_args(config))
+  _check_config(spec, config)
+  saved = workdir_lib.claim(workdir, config, spec.resume_keys)
+  if int(config.data.num_workers) > 0:
+    import cv2  # pylint: disable=g-import-not-at-top
+    cv2.setNumThreads(1)
+
+  data = config.data
+  _chief_print(f"loading {data.dataset} {data.train_split} / {data.eval_split} ...")
+  train_source, builder = data_lib.load_split(data, data.train_split)
+  eval_source, _ = data_lib.load_split(data, data.eval_split)
+  scheme = spec.scheme or builders.scheme_of(builder)
+  if saved is not None and saved.get("mean_shape"):
+    mean_shape = np.asarray(saved.mean_shape, np.float32)
+  else:
+    mean_shape = data_lib.mean_shape_in_crop(train_source, data)
+  config.scheme = scheme
+  config.mean_shape = mean_shape.tolist()
+  if jax.process_index() == 0:
+    workdir_lib.save_config(workdir, config)
+  global_batch = int(data.batch_size)
+  _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
+               f"({data.train_split}), {len(eval_source)} validation faces ({data.eval_split}); "
+               f"{jax.device_count()} device(s) [{jax.devices()[0].platform}] in "
+               f"{jax.process_count()} process(es), global batch {global_batch}")
+
+  model = spec.build_model(config, mean_shape)
+  params, model_state = spec.init_variables(model, jax.random.PRNGKey(int(config.seed)))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  _chief_print(spec.describe(model, config, n_params) if spec.describe else
+               f"{spec.name}: {n_params / 1e6:.2f} M parameters")
+  phases = list(spec.phases(model, config, scheme, optimizer_fn(config)))
+  train_iter = iter(data_lib.make_loader(
+      data, training=True, source=train_source, scheme=scheme,
+      batch_size=global_batch // jax.process_count()))
+  eval_bs = int(config.train.eval_batch_size)
+  eval_data = lambda: data_lib.make_loader(  # noqa: E731
+      data, training=False, source=eval_source, scheme=scheme, batch_size=eval_bs,
+      worker_count=0)
+  tc = config.train
+  trainer = trainer_lib.Trainer(
+      workdir, scheme=scheme, log_every=tc.log_every, eval_every=tc.eval_every,
+      checkpoint_every=tc.checkpoint_every, keep_checkpoints=tc.keep_checkpoints,
+      progress=bool(tc.progress))
+  trainer.run(phases, params, model_state, train_iter, eval_data, seed=int(config.seed))
+  train_seconds = time.time() - t_start
+
+  trained = read_checkpoint(workdir, config)  # every process: orbax reads collectively
+  if jax.process_index() != 0:
+    return {}
+  export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
+  predictor = DeepPredictor(spec, *export_lib.read(export_dir))
+  history = trainer.history
+  summary = evaluation.evaluate(
+      predictor, evaluation.eval_data_config(config), data.eval_split, output_dir=workdir,
+      batch_size=eval_bs, num_faces=int(tc.num_plot_faces),
+      names={"json": "eval_summary.json", "ced": "ced.png", "grid": "landmarks_grid.png"},
+      extra={"validation_curve": history, "train_seconds": train_seconds,
+             "variant": config.get("variant"), "workdir": str(workdir),
+             "export": str(export_dir)})
+  print("validation NME (inter-ocular) during training: " + ", ".join(
+      f"step {h['step']} [{h['phase']}] {100 * h['nme_inter_ocular']:.2f}%" for h in history),
+        flush=True)
+  print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
+        f"{export_dir}", flush=True)
+  return summary
+
+
+def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDict
+                    ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
+  """The best (else latest) checkpoint's parameters and model state, without the
+  optimizer: ``(config, arrays, info)`` as ``export.read`` gives them."""
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  ckpt_dir = workdir / "checkpoints"
+  if not ckpt_dir.exists():
+    raise FileNotFoundError(f"{workdir} has no checkpoints/ folder and no export/: train "
+                            f"{config.get('method')} into it first")
+  mngr = trainer_lib.checkpoint_manager(workdir, read_only=True)
+  try:
+    step = trainer_lib.best_or_latest_step(mngr)
+    if step is None:
+      raise FileNotFoundError(f"{ckpt_dir} holds no checkpoint")
+    meta = trainer_lib.restore_meta(mngr, step)
+    state_dir = pathlib.Path(str(mngr.directory)) / str(step) / "state"
+  finally:
+    mngr.close()
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(state_dir)
+  tree = tree.item_metadata if hasattr(tree, "item_metadata") else tree
+  wanted = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[k])
+            for k in ("params", "model_state")}
+  restored = checkpointer.restore(
+      state_dir, args=ocp.args.PyTreeRestore(
+          item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+          partial_restore=True))
+  arrays = export_lib.flatten(jax.device_get(restored))
+  info = {"step": int(step), "phase": int(meta["phase"]),
+          "phase_name": meta.get("phase_name"), "source": "checkpoint"}
+  return config, arrays, info
+
+
+def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
+  """(Re)writes ``<workdir>/export`` from the workdir's best (else latest) checkpoint."""
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  config = workdir_lib.load_config(workdir)
+  return export_lib.write(workdir / workdir_lib.EXPORT_DIR,
+                          *read_checkpoint(workdir, config))
+
+
+class DeepPredictor:
+  """A trained deep method restored from its export (the ``Predictor`` contract).
+
+  ``predict(images)`` takes ``(B, S, S, C)`` crops made with ``config.data`` and
+  returns ``{"landmarks": (B, K, 2), ...}`` (plus ``"stages"`` for cascades) in
+  crop pixels, as NumPy arrays. The model is the one trained up to the exported
+  phase (``info["phase"]``).
+  """
+
+  def __init__(self, spec: DeepMethod, config: ml_collections.ConfigDict,
+               arrays: dict[str, np.ndarray], info: dict[str, Any]):
+    self.config = config
+    self.spec = spec
+    self.step = info.get("step")
+    self.phase = int(info.get("phase", 0))
+    mean_shape = config.get("mean_shape")
+    if mean_shape is None:
+      raise ValueError(f"the {spec.name} config has no mean_shape: it was not written by "
+                       "the deep driver")
+    self.model = spec.build_model(config, np.asarray(mean_shape, np.float32))
+    variables = export_lib.unflatten(arrays)
+    expected = jax.eval_shape(lambda: spec.init_variables(self.model, jax.random.PRNGKey(0)))
+    expected = {"params": expected[0], "model_state": expected[1]}
+    got = {k: variables.get(k, {}) for k in expected}
+    flat_expected = {"/".join(str(getattr(p, "key", p)) for p in path): leaf
+                     for path, leaf in jax.tree_util.tree_leaves_with_path(expected)}
+    flat_got = export_lib.flatten(got)
+    missing = sorted(set(flat_expected) - set(flat_got))
+    if missing:
+      raise ValueError(f"the {spec.name} export lacks {len(missing)} arrays the model needs, "
+                       f"e.g. {missing[0]}: it was made for a different model config")
+    for name, leaf in flat_expected.items():
+      if tuple(flat_got[name].shape) != tuple(leaf.shape):
+        raise ValueError(f"the {spec.name} export's {name} has shape "
+                         f"{tuple(flat_got[name].shape)}; the model config needs "
+                         f"{tuple(leaf.shape)}")
+    self.params = jax.tree.map(jnp.asarray, got["params"])
+    self.model_state = jax.tree.map(jnp.asarray, got["model_state"])
+    self._apply = jax.jit(spec.inference_fn(self.model, self.phase))
+
+  def predict(self, images) -> dict[str, Any]:
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4:
+      raise ValueError(f"images must be (B, S, S, C); got shape {images.shape}")
+    out = self._apply(self.params, self.model_state, images)
+    return jax.tree.map(np.asarray, out)

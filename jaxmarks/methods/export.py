@@ -1,0 +1,147 @@
+"""The inference export: a trained method as a folder that travels.
+
+::
+
+  export/
+    config.json     the config the method was trained with (scheme, crop settings, ...)
+    arrays.npz      every parameter array (NumPy ``savez``; read with allow_pickle=False)
+    export.json     format and version, method, what the arrays are (names, shapes,
+                    dtypes) and method facts (e.g. the checkpoint step it came from)
+
+No optimizer state, no pickle, no code: ``jaxmarks.methods.load_predictor(folder)``
+rebuilds the predictor from the config and the arrays alone, on any machine with
+jaxmarks installed. Training writes it into ``<workdir>/export``; a copy of that
+folder anywhere works the same.
+
+Array names are ``/``-joined paths into the parameter tree (``params/stage1/conv1_1/kernel``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from jaxmarks.methods import workdir as workdir_lib
+
+__all__ = ["FORMAT", "VERSION", "write", "read", "locate", "flatten", "unflatten"]
+
+FORMAT = "jaxmarks-export"
+VERSION = 1
+_INFO = "export.json"
+_ARRAYS = "arrays.npz"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+  """Nested dicts of arrays -> ``{"a/b/c": array}`` (host NumPy arrays)."""
+  out: dict[str, np.ndarray] = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if "/" in str(key):
+      raise ValueError(f"parameter name {name!r} contains '/'")
+    if isinstance(value, Mapping):
+      out.update(flatten(value, f"{name}/"))
+    else:
+      out[name] = np.asarray(value)
+  return out
+
+
+def unflatten(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Inverse of ``flatten``."""
+  tree: dict[str, Any] = {}
+  for name, value in arrays.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def write(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
+          arrays: Mapping[str, np.ndarray], info: Mapping[str, Any] | None = None
+          ) -> pathlib.Path:
+  """Writes an export folder (replacing one that is there, atomically).
+
+  Args:
+    directory: the export folder, e.g. ``<workdir>/export``.
+    config: the trained method's config (must name ``method``).
+    arrays: ``{name: array}`` of every parameter (numeric dtypes only).
+    info: JSON-able facts for the loader (e.g. ``{"step": 5400, "phase": 1}``).
+
+  Returns:
+    the folder.
+  """
+  directory = pathlib.Path(directory).expanduser().resolve()
+  if not config.get("method"):
+    raise ValueError("an export needs config.method")
+  for name, a in arrays.items():
+    if np.asarray(a).dtype.kind not in "biuf":
+      raise ValueError(f"export array {name!r} has dtype {np.asarray(a).dtype}; only numeric "
+                       "arrays are exported")
+  tmp = directory.with_name(directory.name + ".tmp")
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  workdir_lib.save_config(tmp, config)
+  np.savez(tmp / _ARRAYS, **{k: np.asarray(v) for k, v in arrays.items()})
+  manifest = {
+      "format": FORMAT, "version": VERSION, "method": config.method,
+      "info": dict(info or {}),
+      "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                 for k, v in sorted(arrays.items())},
+  }
+  (tmp / _INFO).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+  old = directory.with_name(directory.name + ".old")
+  shutil.rmtree(old, ignore_errors=True)
+  if directory.exists():
+    os.replace(directory, old)
+  os.replace(tmp, directory)
+  shutil.rmtree(old, ignore_errors=True)
+  return directory
+
+
+def locate(path: str | pathlib.Path) -> pathlib.Path | None:
+  """The export folder of ``path``: ``path`` itself if it is one, else
+  ``path/export`` if that is one, else None."""
+  path = pathlib.Path(path).expanduser().resolve()
+  for candidate in (path, path / workdir_lib.EXPORT_DIR):
+    if (candidate / _INFO).is_file():
+      return candidate
+  return None
+
+
+def read(directory: str | pathlib.Path
+         ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
+  """Reads an export folder: ``(config, arrays, info)``; clear errors if it is damaged."""
+  directory = pathlib.Path(directory).expanduser().resolve()
+  try:
+    manifest = json.loads((directory / _INFO).read_text())
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{directory} is not a jaxmarks export ({_INFO} missing)") from e
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{directory / _INFO} is not valid JSON ({e})") from e
+  if manifest.get("format") != FORMAT:
+    raise ValueError(f"{directory / _INFO} is not a {FORMAT} manifest")
+  if int(manifest.get("version", 0)) > VERSION:
+    raise ValueError(f"{directory} was exported by a newer jaxmarks (format version "
+                     f"{manifest['version']} > {VERSION}): upgrade jaxmarks to load it")
+  config = workdir_lib.load_config(directory)
+  try:
+    with np.load(directory / _ARRAYS, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{directory / _ARRAYS} cannot be read ({e}); the export is damaged: "
+                     "export it again from the workdir's checkpoints") from e
+  expected = manifest.get("arrays", {})
+  for name, spec in expected.items():
+    if name not in arrays:
+      raise ValueError(f"{directory / _ARRAYS} lacks array {name!r} listed in {_INFO}")
+    if list(arrays[name].shape) != list(spec["shape"]):
+      raise ValueError(f"{directory / _ARRAYS}: array {name!r} has shape "
+                       f"{list(arrays[name].shape)}, {_INFO} says {spec['shape']}")
+  return config, arrays, dict(manifest.get("info", {}))

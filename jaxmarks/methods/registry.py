@@ -1,0 +1,90 @@
+"""The registry of method units: one entry per method, nothing else switches on names.
+
+A unit (``MethodUnit``) says what a method is and how to drive it: its name and
+paper, its config file, where its landmark scheme comes from, how it trains into
+a workdir and how a predictor is restored from an export. Training
+(``experiments/train.py``), evaluation, prediction and the benchmarks look
+methods up here.
+
+Entries are ``"module:attribute"`` strings, imported on first use, so that
+listing the methods loads no model code. Adding a method is one line in
+``_ENTRIES`` (see ``docs/DEVELOPING.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pathlib
+from typing import Any, Callable
+
+import ml_collections
+
+__all__ = ["MethodUnit", "unit_for", "get", "names"]
+
+# name -> "module:attribute" of its MethodUnit.
+_ENTRIES: dict[str, str] = {
+    "dan": "jaxmarks.models.dan:UNIT",
+    "cpr": "jaxmarks.classical.cpr:UNIT",
+    "asm": "jaxmarks.classical.asm:UNIT",
+    "aam": "jaxmarks.classical.aam:UNIT",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodUnit:
+  """One method, as training, evaluation and prediction see it.
+
+  Attributes:
+    name: the registry name, also ``config.method`` of its configs.
+    kind: ``"deep"`` (a Flax model trained by ``jaxmarks.methods.deep``) or
+      ``"classical"`` (pure functions fitted by ``jaxmarks.methods.classical``).
+    paper: the citation of what it reproduces.
+    config_file: its config file with named variants (``get_config(variant)``),
+      relative to the repository root, e.g. ``experiments/configs/dan.py``.
+    scheme: the landmark scheme it always predicts, or None when the scheme is
+      the training dataset's (read from the builder's metadata and recorded in
+      ``config.scheme``).
+    train: ``(config, workdir) -> summary dict``: trains into ``workdir``
+      (resuming where the method can), writes the export and the final evaluation.
+    load_predictor: ``(config, arrays, info) -> Predictor``: rebuilds the trained
+      method from what its export holds (``jaxmarks.methods.export.read``).
+  """
+
+  name: str
+  kind: str
+  paper: str
+  config_file: str
+  train: Callable[[ml_collections.ConfigDict, pathlib.Path], dict[str, Any]]
+  load_predictor: Callable[..., Any]
+  scheme: str | None = None
+
+  def __post_init__(self):
+    if self.kind not in ("deep", "classical"):
+      raise ValueError(f"method {self.name!r}: kind must be 'deep' or 'classical'")
+
+
+def unit_for(spec, kind: str, train, load_predictor) -> MethodUnit:
+  """The unit of a driver's method spec (``spec.name``, ``.paper``, ``.config_file``,
+  ``.scheme``): ``train(spec, config, workdir)`` and ``load_predictor(spec, config,
+  arrays, info)`` with the spec bound."""
+  return MethodUnit(name=spec.name, kind=kind, paper=spec.paper, config_file=spec.config_file,
+                    scheme=spec.scheme, train=functools.partial(train, spec),
+                    load_predictor=functools.partial(load_predictor, spec))
+
+
+def names() -> list[str]:
+  """The registered method names."""
+  return sorted(_ENTRIES)
+
+
+def get(name: str) -> MethodUnit:
+  """The unit of method ``name``; a clear error for an unknown one."""
+  if name not in _ENTRIES:
+    raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(names())}")
+  module_name, attr = _ENTRIES[name].split(":")
+  unit = getattr(importlib.import_module(module_name), attr)
+  if not isinstance(unit, MethodUnit) or unit.name != name:
+    raise TypeError(f"{_ENTRIES[name]} is not the MethodUnit of {name!r}")
+  return unit

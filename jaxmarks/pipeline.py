@@ -1,0 +1,190 @@
+"""Photos in, landmarks in image pixels out: detector -> crops -> predictor -> back.
+
+::
+
+  faces = pipeline.detect_and_predict([photo], predictor, detector)
+  faces[0][j].landmarks          # (K, 2) image pixels of face j of the first photo
+
+1. The detector (the ``jaxmarks.methods.Detector`` contract) finds face boxes in
+   each photo. Until a learned detector is registered, boxes come from the user
+   (``GivenBoxes``, the predict command's ``--box``) or the photo is taken to be
+   a face crop (``CentralSquare``); the rest of the pipeline does not change when
+   one arrives.
+2. Each face is cropped with the landmark method's own data settings
+   (``jaxmarks.data.crop_face`` with ``predictor.config.data``: the same crop
+   the method was trained on).
+3. The crops of every face of every photo go through ``predictor.predict`` in
+   batches.
+4. Each face's landmarks are mapped back through the inverse of its crop
+   transform to image pixels (0-based, x then y).
+
+The boxes should be like the boxes the method was trained with: for models
+trained with ``box_source="landmarks"`` (the default), the tight box around the
+face's landmarks (brows to chin, ear to ear).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from jaxmarks import data as data_lib
+from jaxmarks import transforms
+from jaxmarks.methods.base import Detections, Detector, Predictor
+
+__all__ = ["Face", "GivenBoxes", "CentralSquare", "read_image", "check_box",
+           "detect_and_predict", "draw_faces"]
+
+
+@dataclasses.dataclass
+class Face:
+  """One face found in a photo.
+
+  Attributes:
+    box: ``(4,)`` the detector's box ``(x0, y0, x1, y1)``, image pixels.
+    score: the detector's confidence.
+    landmarks: ``(K, 2)`` the landmark method's points, image pixels.
+    points: ``(5, 2)`` the detector's own five points, or None.
+    diverged: whether the landmark fit flagged itself as failed (classical
+      methods), or None.
+  """
+
+  box: np.ndarray
+  score: float
+  landmarks: np.ndarray
+  points: np.ndarray | None = None
+  diverged: bool | None = None
+
+
+def read_image(path) -> np.ndarray:
+  """Reads a photo as ``(H, W, 3)`` uint8 RGB; a clear error if it is not one."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"image file {path} does not exist")
+  raw = np.fromfile(str(path), np.uint8)
+  image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+  if image is None:
+    raise ValueError(f"{path} is not an image file OpenCV can decode "
+                     "(expected e.g. JPEG, PNG, BMP, TIFF)")
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_box(box, image_shape, what: str = "box") -> np.ndarray:
+  """A face box ``(4,)`` that is finite, has positive size and overlaps the image.
+
+  Raises:
+    ValueError: naming the box and the image size.
+  """
+  b = np.asarray(box, np.float64).reshape(-1)
+  h, w = int(image_shape[0]), int(image_shape[1])
+  if b.shape != (4,) or not np.all(np.isfinite(b)):
+    raise ValueError(f"{what} must be four finite numbers x0,y0,x1,y1; got {b.tolist()}")
+  if not (b[2] > b[0] and b[3] > b[1]):
+    raise ValueError(f"{what} must have x1 > x0 and y1 > y0; got {b.tolist()}")
+  if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+    raise ValueError(f"{what} {b.tolist()} lies outside the {w}x{h} image")
+  return b
+
+
+class GivenBoxes:
+  """A detector that returns boxes it was given (e.g. typed with ``--box``), score 1.
+
+  Args:
+    boxes: one ``(N, 4)`` array per image the detector will be called on, or a
+      single ``(N, 4)`` array used for every image.
+  """
+
+  def __init__(self, boxes):
+    self.boxes = boxes
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    per_image = (self.boxes if isinstance(self.boxes, (list, tuple))
+                 else [self.boxes] * len(images))
+    if len(per_image) != len(images):
+      raise ValueError(f"{len(per_image)} box lists for {len(images)} images")
+    out = []
+    for image, boxes in zip(images, per_image):
+      boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+      boxes = np.stack([check_box(b, image.shape) for b in boxes]) if len(boxes) else boxes
+      out.append(Detections(boxes, np.ones(len(boxes), np.float32)))
+    return out
+
+
+class CentralSquare:
+  """A detector for photos that are face crops already (e.g. the 300-W faces cut
+  like the training crops): one box, the central square of side
+  ``min(H, W) / crop_scale``.
+
+  Args:
+    crop_scale: the landmark method's ``config.data.crop_scale``.
+  """
+
+  def __init__(self, crop_scale: float):
+    self.crop_scale = float(crop_scale)
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    out = []
+    for image in images:
+      h, w = image.shape[:2]
+      side = min(h, w) / self.crop_scale
+      c = np.array([(w - 1) / 2, (h - 1) / 2])
+      out.append(Detections(np.concatenate([c - side / 2, c + side / 2])[None],
+                            np.ones(1, np.float32)))
+    return out
+
+
+def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor, detector: Detector,
+                       batch_size: int = 64) -> list[list[Face]]:
+  """Landmarks of every face in every photo.
+
+  Args:
+    images: ``(H, W, 3)`` uint8 RGB photos (any sizes).
+    predictor: a restored landmark method (``jaxmarks.methods.load_predictor``).
+    detector: finds the faces (``jaxmarks.methods.Detector``).
+    batch_size: faces per ``predictor.predict`` call.
+
+  Returns:
+    one list of ``Face`` per photo, in the detector's order.
+  """
+  detections = detector.detect(images)
+  if len(detections) != len(images):
+    raise ValueError(f"the detector returned {len(detections)} results for {len(images)} images")
+  config = predictor.config.data
+  crops, inverse, owner = [], [], []
+  for i, (image, dets) in enumerate(zip(images, detections)):
+    for j, box in enumerate(dets.boxes):
+      crop, t = data_lib.crop_face(image, check_box(box, image.shape, f"face box {j}"), config)
+      crops.append(crop)
+      inverse.append(transforms.invert_affine(t.astype(np.float64)))
+      owner.append((i, j))
+  faces: list[list[Face]] = [[] for _ in images]
+  for start in range(0, len(crops), batch_size):
+    out = predictor.predict(np.stack(crops[start:start + batch_size]))
+    lm = np.asarray(out["landmarks"], np.float64)
+    diverged = out.get("diverged")
+    for r in range(lm.shape[0]):
+      i, j = owner[start + r]
+      dets = detections[i]
+      faces[i].append(Face(
+          box=dets.boxes[j], score=float(dets.scores[j]),
+          landmarks=transforms.apply_affine(inverse[start + r], lm[r]),
+          points=None if dets.points is None else dets.points[j],
+          diverged=None if diverged is None else bool(np.asarray(diverged)[r])))
+  return faces
+
+
+def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+  """The photo (RGB) with each face's box (green) and landmarks (red) drawn."""
+  canvas = image.copy()
+  scale = max(1, int(round(max(image.shape[:2]) / 400)))
+  for face in faces:
+    b = np.round(np.asarray(face.box)).astype(int)
+    cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0), scale)
+    for x, y in np.asarray(face.landmarks):
+      cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1,
+                 lineType=cv2.LINE_AA)
+  return canvas
