@@ -16,8 +16,10 @@ with that method's config file as the default.
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -31,13 +33,92 @@ _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 
 
-def define_flags(default_config: str | None = None, default_workdir: str | None = None) -> None:
-  """``--config`` (a config file[:variant]) and ``--workdir``."""
-  config_flags.DEFINE_config_file(
-      "config", default_config,
-      "Config file and variant, e.g. experiments/configs/dan.py:300w_cpu.", lock_config=True)
+def define_flags(default_config: str | None = None, default_workdir: str | None = None,
+                 argv: Sequence[str] | None = None) -> None:
+  """``--config`` (a config file[:variant]) and ``--workdir``.
+
+  ml_collections loads the config file and applies the ``--config.*`` overrides of
+  ``argv`` (default ``sys.argv``) already here; a config that does not load or an
+  override naming no field ends the program with one line that says which (exit 2).
+  """
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    config_flags.DEFINE_config_file(
+        "config", default_config,
+        "Config file and variant, e.g. experiments/configs/dan.py:300w_cpu.", lock_config=True)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"error: {_explain_config_error(argv, default_config, e)}", file=sys.stderr,
+          flush=True)
+    sys.exit(2)
   flags.DEFINE_string("workdir", default_workdir, "Output and resume folder.",
                       required=default_workdir is None)
+
+
+def _config_spec(argv: Sequence[str], default: str | None) -> str | None:
+  spec = default
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      spec = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec
+
+
+def _load_config_file(spec: str):
+  """``path[:variant]`` -> the ConfigDict its ``get_config(variant)`` returns."""
+  path, _, variant = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_jaxmarks_config", path)
+  if module_spec is None or not pathlib.Path(path).is_file():
+    raise FileNotFoundError(f"config file {path} does not exist")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant or None)
+
+
+def _explain_config_error(argv: Sequence[str], default: str | None, error: Exception) -> str:
+  """One line for a failure to load the config or apply an override."""
+  spec = _config_spec(argv, default)
+  if spec is None:
+    return str(error)
+  try:
+    config = _load_config_file(spec)
+  except Exception as e:  # pylint: disable=broad-except
+    return f"cannot load config {spec}: {e}"
+  return _missing_override(argv, config) or f"bad config override: {error}"
+
+
+def _missing_override(argv, config) -> str | None:
+  """The first ``--config.a.b=...`` of ``argv`` naming a field ``config`` lacks, as a
+  message listing the fields of the section it names."""
+  for arg in argv[1:]:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node, where = config, "config"
+    for key in path:
+      keys = list(node.keys()) if hasattr(node, "keys") else []
+      if key not in keys:
+        known = ", ".join(sorted(keys)) if keys else f"none ({where} is not a section)"
+        return (f"unknown config field {where}.{key} (from {arg.split('=', 1)[0]}); "
+                f"the fields of {where} are: {known}")
+      node, where = node[key], f"{where}.{key}"
+  return None
+
+
+def parse_flags(argv):
+  """absl's flag parsing with a one-line error (exit 2) instead of a traceback: for a
+  config file that does not load, an override naming no field, or an unknown flag."""
+  try:
+    rest = FLAGS(argv)
+    if FLAGS.config is not None:
+      FLAGS.config.get("method")  # config_flags reports a failed load only when used
+    return rest
+  except flags.UnrecognizedFlagError as e:
+    message = str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    message = _explain_config_error(argv, None, e)
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
 
 
 def main(argv, expected_method: str | None = None) -> None:
@@ -65,9 +146,9 @@ def run_method(name: str) -> None:
   the default ``--config`` and ``/tmp/jaxmarks_<name>`` as the default ``--workdir``."""
   unit = methods.get(name)
   define_flags(str(_REPO_ROOT / unit.config_file), f"/tmp/jaxmarks_{name}")
-  app.run(lambda argv: main(argv, expected_method=name))
+  app.run(lambda argv: main(argv, expected_method=name), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -32,7 +32,7 @@ from jaxmarks import metrics as metrics_lib
 from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
 
-__all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "summarize", "format_lines",
+__all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
            "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
            "time_predictor"]
 
@@ -40,6 +40,23 @@ THRESHOLD = 0.08
 # Every summary reports these normalisations (outer eye corners, eye centres,
 # landmark-box diagonal).
 REPORTED_NORMALIZATIONS = ("inter_ocular", "inter_pupil", "bbox_diagonal")
+
+
+def to_json(obj: Any) -> str:
+  """Standard JSON (no ``NaN``/``Infinity``: non-finite numbers become ``null``)."""
+
+  def clean(x):
+    if isinstance(x, Mapping):
+      return {str(k): clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+      return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+      return int(x)
+    return x
+
+  return json.dumps(clean(obj), indent=2, sort_keys=True, allow_nan=False)
 
 
 def _error_summary(errors: np.ndarray, threshold: float) -> tuple[float, float, float]:
@@ -191,7 +208,7 @@ def write_results(outdir, result: Mapping[str, Any], summary: Mapping[str, Any],
   outdir.mkdir(parents=True, exist_ok=True)
   scheme = summary["scheme"]
   json_path = outdir / names["json"]
-  json_path.write_text(json.dumps(dict(summary), indent=2, sort_keys=True))
+  json_path.write_text(to_json(summary))
   curves = {}
   if result.get("stages") is not None and len(result["stages"]) > 1:
     for i, sp in enumerate(result["stages"]):
@@ -246,8 +263,9 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
 
   data = data_config
   split = split or data.eval_split
-  source, builder = data_lib.load_split(data, split)
-  scheme = builders.scheme_of(builder)
+  # The scheme is in the builder's metadata: check it before building anything.
+  scheme = builders.scheme_of(builders.get_builder(
+      data.dataset, data.data_dir or None, data.builder_config or None))
   config = predictor.config
   trained = workdir_lib.scheme_of(config)
   if trained and trained != scheme:
@@ -257,6 +275,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
         f"method predicts scheme {trained!r} ({k_model} points); evaluate it on a dataset "
         f"with the {trained!r} scheme")
+  source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
   result = run_predictor(predictor, loader, num_keep=num_faces)
@@ -271,7 +290,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
       summary["n"] / max(result["seconds"], 1e-9))
   summary.update({"dataset": data.dataset, "builder_config": data.builder_config,
                   "split": split, "box_source": data.box_source,
-                  "data_dir": data.data_dir, "manual_dir": data.manual_dir,
+                  "data_dir": str(builder.data_dir), "manual_dir": data.manual_dir,
                   "method": config.get("method")})
   if getattr(predictor, "step", None) is not None:
     summary["checkpoint_step"] = int(predictor.step)
@@ -283,8 +302,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
     names = names or {"json": f"evaluation_{stem}.json", "ced": f"ced_{stem}.png",
                       "grid": f"landmarks_{stem}.png"}
     summary["files"] = write_results(output_dir, result, summary, label=label, names=names)
-    pathlib.Path(summary["files"]["json"]).write_text(
-        json.dumps(summary, indent=2, sort_keys=True))
+    pathlib.Path(summary["files"]["json"]).write_text(to_json(summary))
   if not quiet:
     for line in format_lines(summary, label):
       print(line, flush=True)

@@ -73,8 +73,13 @@ def read_image(path) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# A face box may stick out of its photo, but not be this many times larger than it.
+MAX_BOX_TO_IMAGE = 4.0
+
+
 def check_box(box, image_shape, what: str = "box") -> np.ndarray:
-  """A face box ``(4,)`` that is finite, has positive size and overlaps the image.
+  """A face box ``(4,)`` that is finite, has positive size, overlaps the image and is
+  at most ``MAX_BOX_TO_IMAGE`` times the image's larger side.
 
   Raises:
     ValueError: naming the box and the image size.
@@ -87,6 +92,9 @@ def check_box(box, image_shape, what: str = "box") -> np.ndarray:
     raise ValueError(f"{what} must have x1 > x0 and y1 > y0; got {b.tolist()}")
   if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
     raise ValueError(f"{what} {b.tolist()} lies outside the {w}x{h} image")
+  if max(b[2] - b[0], b[3] - b[1]) > MAX_BOX_TO_IMAGE * max(h, w):
+    raise ValueError(f"{what} {b.tolist()} is more than {MAX_BOX_TO_IMAGE:g} times larger "
+                     f"than the {w}x{h} image: it cannot be a face in it")
   return b
 
 

@@ -75,6 +75,7 @@ def test_evaluate_any_split_prints_and_writes(trained, capsys):
   assert "NME(bbox_diagonal)=" in out
   assert "AUC@0.08(inter_ocular)" in out and "FR@0.08(inter_ocular)" in out
   assert s["checkpoint_step"] == 4
+  assert s["data_dir"].startswith(str(root / "tfds")) and "manual_dir" in s  # what it read
   for f in s["files"].values():
     assert pathlib.Path(f).is_file()
   assert pathlib.Path(s["files"]["json"]).name == "evaluation_synthetic_faces_train-holdout.json"
@@ -142,11 +143,9 @@ def test_workdir_of_another_method_or_config_is_refused(trained, tmp_path):
   root, _ = trained
   wd = root / "workdir"
   before = (wd / "config.json").read_text()
-  cpr = dan_configs.get_config("")
-  cpr = ml_collections.ConfigDict(cpr.to_dict())
-  cpr.method = "cpr"
+  from experiments.configs import cpr as cpr_configs  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="holds a 'dan' run, not 'cpr'"):
-    methods.get("cpr").train(cpr, wd)
+    methods.train(cpr_configs.get_config("synthetic"), wd)
   wider = _tiny_config(root / "tfds")
   wider.model.base_width = 4
   with pytest.raises(ValueError, match="model.base_width=2, this config has 4"):
@@ -172,3 +171,49 @@ def test_command_line_errors(tmp_path):
   assert r.returncode != 0 and "this command trains 'dan' but the config is for 'cpr'" in r.stderr
   r = _run(["experiments.train", f"--workdir={tmp_path}"])
   assert r.returncode != 0 and "--config is required" in r.stderr
+
+
+# ---- bad input with a trained model (the bad-input issue's cases 1, 5, 8 and 12)
+
+
+def test_1_a_classical_command_refuses_a_dan_workdir(trained):
+  root, _ = trained
+  wd = root / "workdir"
+  before = (wd / "config.json").read_text()
+  r = _run(["experiments.cpr", "--config=experiments/configs/cpr.py:synthetic",
+            f"--workdir={wd}"])
+  assert r.returncode == 2 and "holds a 'dan' run, not 'cpr'" in r.stderr, r.stderr
+  assert (wd / "config.json").read_text() == before
+
+
+def test_5_an_unreadable_best_checkpoint_falls_back_with_a_warning(trained, tmp_path, capsys):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root, _ = trained
+  wd = tmp_path / "wd"
+  shutil.copytree(root / "workdir", wd, ignore=shutil.ignore_patterns("export"))
+  for f in (wd / "checkpoints" / "4" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  predictor = methods.load_predictor(wd)
+  assert predictor.step == 2
+  err = capsys.readouterr().err
+  assert f"checkpoint {wd / 'checkpoints' / '4'} cannot be read" in err
+
+
+def test_8_evaluate_with_an_empty_manual_dir_names_it(trained, tmp_path):
+  root, _ = trained
+  (tmp_path / "empty").mkdir()
+  r = _run(["experiments.evaluate", f"--workdir={root / 'workdir'}", "--dataset=ibug300w",
+            "--split=train", f"--manual_dir={tmp_path / 'empty'}",
+            f"--data_dir={tmp_path / 'tfds'}"])
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+  assert f"{tmp_path / 'empty'}, holds no files" in r.stderr
+
+
+def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_path):
+  root, _ = trained
+  with pytest.raises(ValueError, match=r"scheme 'mtfl5' \(5 points\).*predicts scheme 'ibug68'"):
+    evaluation.evaluate_trained(root / "workdir", dataset="mtfl", split="train",
+                                data_dir=str(tmp_path / "tfds"),
+                                manual_dir=str(tmp_path / "not_needed"))
+  assert not list((tmp_path / "tfds").rglob("*.array_record*"))

@@ -110,6 +110,8 @@ def test_bad_inputs_are_named(tmp_path):
     pipeline.check_box([5000, 5000, 5200, 5200], shape)
   with pytest.raises(ValueError, match="finite"):
     pipeline.check_box([0, 0, np.inf, 400], shape)
+  with pytest.raises(ValueError, match="more than 4 times larger than the 401x401 image"):
+    pipeline.check_box([-1e9, -1e9, 1e9, 1e9], shape)
   np.testing.assert_array_equal(pipeline.check_box([-10, -10, 50, 50], shape), [-10, -10, 50, 50])
 
 

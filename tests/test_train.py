@@ -242,3 +242,55 @@ def test_sigterm_unwinds_and_leaves_no_worker_process(tmp_path):
     time.sleep(0.1)
   else:
     raise AssertionError(f"worker process {child} outlived its parent")
+
+
+def _strict_json_rows(path):
+  def no_constants(name):
+    raise AssertionError(f"{path} holds {name}, which is not JSON")
+  return [json.loads(line, parse_constant=no_constants)
+          for line in path.read_text().splitlines()]
+
+
+def test_non_finite_validation_stops_like_a_nan_loss(tmp_path):
+  """The loss stays finite but predictions blow up: training stops at that validation,
+  keeps the last good checkpoint, and metrics.jsonl stays standard JSON."""
+  mean, arrays = _problem()
+  model = TinyRegressor(tuple(map(tuple, mean.tolist())))
+  params, ms = _init(model, arrays)
+  phase = _phases(model, (8,))[0]
+  step0 = float(params["Dense_0"]["bias"][0])  # (params are donated to the train step)
+
+  def exploding_predict(p, s, images):  # finite until the parameters have moved
+    out = phase.predict_fn(p, s, images)
+    return out * jnp.where(p["Dense_0"]["bias"][0] != step0, jnp.inf, 1.0)
+
+  phases = [trainer.Phase("p0", 8, phase.tx, phase.loss_fn, exploding_predict)]
+  t = trainer.Trainer(tmp_path, scheme="ibug68", log_every=1, progress=False, eval_every=4,
+                      checkpoint_every=2)
+  with pytest.raises(trainer.NonFiniteError, match=r"non-finite validation at step 4.*step 2"):
+    t.run(phases, params, ms, data.ArrayIterator(arrays, 8, seed=3),
+          eval_data=data.eval_batches({k: v[:12] for k, v in arrays.items()}, 5), seed=7)
+  mngr = trainer.checkpoint_manager(tmp_path, read_only=True)
+  assert mngr.all_steps() == [2]  # the state with the inf validation was not saved
+  mngr.close()
+  rows = _strict_json_rows(tmp_path / "metrics.jsonl")
+  assert "non-finite validation" in rows[-1]["error"]
+
+
+def test_unreadable_latest_checkpoint_is_set_aside_and_resume_is_exact(tmp_path, capsys):
+  mean, arrays = _problem()
+  full = _run(tmp_path / "full", arrays, mean, checkpoint_every=2)
+  wd = tmp_path / "damaged"
+  with pytest.raises(KeyboardInterrupt):
+    _run(wd, arrays, mean, checkpoint_every=2,
+         iterator=_Killing(data.ArrayIterator(arrays, 8, seed=3), kill_at=6))
+  # A half-written last checkpoint: every file of its state truncated.
+  for f in (wd / "checkpoints" / "4" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  resumed = _run(wd, arrays, mean, checkpoint_every=2)
+  err = capsys.readouterr().err
+  assert "checkpoint step 4 cannot be read" in err and "unreadable-4" in err
+  assert (wd / "checkpoints" / "unreadable-4").is_dir()  # set aside, not deleted
+  _assert_trees_close(full.params, resumed.params, 0.0)  # resumed from step 2, exactly
+  _assert_trees_close(full.opt_state, resumed.opt_state, 0.0)

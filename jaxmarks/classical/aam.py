@@ -45,6 +45,7 @@ import numpy as np
 
 from jaxmarks.classical import common
 from jaxmarks.methods import classical
+from jaxmarks.methods import validate
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["AAMParams", "AAMConfig", "delaunay", "paw_points", "paw_sample", "fit", "train",
@@ -369,13 +370,26 @@ def _fit(images, landmarks, scheme_name: str, config):
   return train(images, landmarks, classical.config_dataclass(AAMConfig, config.aam))
 
 
+def _check_config(config) -> None:
+  """Ranges of ``config.aam`` (named in the error)."""
+  for key in ("num_levels", "max_shape_modes", "max_texture_modes", "max_iters"):
+    validate.check_int(config, f"aam.{key}", 1)
+  validate.check_int(config, "aam.frame_size", 8)
+  for key in ("shape_variance", "texture_variance"):
+    validate.check_float(config, f"aam.{key}", 0.0, 1.0, low_open=True)
+  validate.check_float(config, "aam.hessian_reg", 0.0)
+  validate.check_float(config, "aam.fit_tol", 0.0)
+
+
 UNIT = classical.unit(classical.ClassicalMethod(
     name="aam",
-    paper="Cootes, Edwards and Taylor, Active Appearance Models, ECCV 1998 / TPAMI 2001 (project-out inverse compositional fitting: Matthews and Baker, IJCV 2004)",
+    paper=("Cootes, Edwards and Taylor, Active Appearance Models, ECCV 1998 / TPAMI 2001 "
+           "(project-out inverse compositional fitting: Matthews and Baker, IJCV 2004)"),
     config_file="experiments/configs/aam.py",
     params_class=AAMParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config,
                                            common.config_fit_tol(config, "aam", 0.05)),
     time_repeats=20,
+    check_config=_check_config,
 ))

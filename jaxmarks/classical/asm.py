@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxmarks.classical import common
 from jaxmarks.methods import classical
+from jaxmarks.methods import validate
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["ASMParams", "ASMConfig", "contour_neighbours", "fit", "train", "Predictor",
@@ -292,13 +293,26 @@ def _fit(images, landmarks, scheme_name: str, config):
                                                              scheme=scheme_name))
 
 
+def _check_config(config) -> None:
+  """Ranges of ``config.asm`` (named in the error)."""
+  for key in ("num_levels", "profile_half", "search_half", "max_iters"):
+    validate.check_int(config, f"asm.{key}", 1)
+  for key in ("variance_fraction", "coarse_variance_fraction"):
+    validate.check_float(config, f"asm.{key}", 0.0, 1.0, low_open=True)
+  validate.check_float(config, "asm.covariance_eps", 0.0)
+  validate.check_float(config, "asm.fit_tol", 0.0)
+
+
 UNIT = classical.unit(classical.ClassicalMethod(
     name="asm",
-    paper="Cootes, Taylor, Cooper and Graham, Active Shape Models: their training and application, CVIU 1995 (multi-resolution search: Cootes, Taylor and Lanitis, BMVC 1994)",
+    paper=("Cootes, Taylor, Cooper and Graham, Active Shape Models: their training and "
+           "application, CVIU 1995 (multi-resolution search: Cootes, Taylor and Lanitis, BMVC "
+           "1994)"),
     config_file="experiments/configs/asm.py",
     params_class=ASMParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config,
                                            common.config_fit_tol(config, "asm", 0.25)),
     time_repeats=20,
+    check_config=_check_config,
 ))

@@ -49,6 +49,7 @@ from jaxmarks import schemes
 from jaxmarks import transforms
 from jaxmarks.classical import common
 from jaxmarks.methods import classical
+from jaxmarks.methods import validate
 
 __all__ = ["CPRParams", "CPRConfig", "features", "fit", "train", "Predictor",
            "UNIT"]
@@ -335,12 +336,25 @@ def _fit(images, landmarks, scheme_name: str, config):
                progress=tqdm.tqdm, log=tqdm.tqdm.write)
 
 
+def _check_config(config) -> None:
+  """Ranges of ``config.cpr`` (named in the error)."""
+  for key in ("num_stages", "grid", "num_inits", "rank"):
+    validate.check_int(config, f"cpr.{key}", 1)
+  for key in ("radius_start", "radius_end", "ridge"):
+    validate.check_float(config, f"cpr.{key}", 0.0, low_open=True)
+  for key in ("jitter_scale", "jitter_rotation", "jitter_shift"):
+    validate.check_float(config, f"cpr.{key}", 0.0)
+
+
 UNIT = classical.unit(classical.ClassicalMethod(
     name="cpr",
-    paper="Dollar, Welinder and Perona, Cascaded Pose Regression, CVPR 2010 (with the shape-indexed features and ridge stages of Cao, Wei, Wen and Sun, Face Alignment by Explicit Shape Regression, CVPR 2012; see the module docstring)",
+    paper=("Dollar, Welinder and Perona, Cascaded Pose Regression, CVPR 2010 (with the shape-"
+           "indexed features and ridge stages of Cao, Wei, Wen and Sun, Face Alignment by "
+           "Explicit Shape Regression, CVPR 2012; see the module docstring)"),
     config_file="experiments/configs/cpr.py",
     params_class=CPRParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config),
     time_repeats=200,
+    check_config=_check_config,
 ))

@@ -8,8 +8,11 @@ TensorFlow).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
+import shutil
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -18,7 +21,11 @@ import tfds_builders
 
 tfds_builders.register_all()
 
-__all__ = ["get_builder", "prepare", "load_source", "scheme_of"]
+__all__ = ["SOURCE_FILE", "get_builder", "prepare", "source_fingerprint", "load_source",
+           "scheme_of"]
+
+# Written into a build made from a manual directory: what it was made from.
+SOURCE_FILE = "jaxmarks_source.json"
 
 
 def get_builder(name: str, data_dir: str | None = None, config: str | None = None):
@@ -31,19 +38,84 @@ def get_builder(name: str, data_dir: str | None = None, config: str | None = Non
                      f"{', '.join(tfds_builders.BUILDERS)}") from e
 
 
+def source_fingerprint(manual_dir: str | os.PathLike) -> dict[str, Any]:
+  """What a build was made from: the manual directory's path and a digest of its file
+  list (relative names and sizes), which changes when files are added, removed or
+  replaced by others of another size."""
+  root = pathlib.Path(manual_dir).expanduser().resolve()
+  digest = hashlib.sha256()
+  count = size = 0
+  for path in sorted(root.rglob("*")):
+    if path.is_file():
+      n = path.stat().st_size
+      digest.update(f"{path.relative_to(root).as_posix()}\0{n}\n".encode())
+      count += 1
+      size += n
+  return {"manual_dir": str(root), "files": count, "bytes": size,
+          "digest": digest.hexdigest()[:16]}
+
+
+def _instructions(builder) -> str:
+  text = " ".join(str(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or "").split())
+  return f" The {builder.name} builder expects: {text}" if text else ""
+
+
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None,
             config: str | None = None):
-  """Builds the dataset if it is not built yet (reading ``manual_dir``); returns the builder."""
+  """Builds the dataset if it is not built yet (reading ``manual_dir``); returns the builder.
+
+  A build made from a manual directory records where it came from
+  (``SOURCE_FILE``, ``source_fingerprint``). When ``manual_dir`` is given and its
+  files are no longer those the build was made from (faces added or removed, a test
+  set added, another folder), or the build does not say, the build is made again
+  (it is derived data: nothing is lost) instead of silently serving the old one.
+
+  Raises:
+    FileNotFoundError: ``manual_dir`` is missing or empty (naming it and what the
+      builder expects in it).
+    ValueError: the build failed (naming the folder and the builder's expectations).
+  """
   builder = get_builder(name, data_dir, config)
-  if manual_dir and not builder.is_prepared() and not pathlib.Path(manual_dir).is_dir():
-    raise FileNotFoundError(
-        f"the manual directory of dataset {name!r}, {manual_dir}, does not exist: set "
-        "JAXMARKS_DATASETS to the folder holding your copies of the datasets, or pass "
-        "--config.data.manual_dir=/path/to/it (see the README)")
+  fingerprint = None
+  if manual_dir:
+    folder = pathlib.Path(manual_dir).expanduser()
+    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+      what = "does not exist" if not folder.exists() else (
+          "is not a folder" if not folder.is_dir() else "holds no files")
+      raise FileNotFoundError(
+          f"the manual directory of dataset {name!r}, {folder}, {what}: set "
+          "JAXMARKS_DATASETS to the folder holding your copies of the datasets, or pass "
+          f"--config.data.manual_dir=/path/to/it (see the README).{_instructions(builder)}")
+    fingerprint = source_fingerprint(folder)
+    if builder.is_prepared():
+      recorded = _recorded_source(builder)
+      if recorded is None or recorded.get("digest") != fingerprint["digest"]:
+        was = (f"{recorded.get('manual_dir')} ({recorded.get('files')} files)" if recorded
+               else "an unrecorded source")
+        print(f"dataset {name!r} in {builder.data_dir} was built from {was}; "
+              f"{fingerprint['manual_dir']} now holds {fingerprint['files']} files: "
+              "building it again", flush=True)
+        shutil.rmtree(builder.data_dir)
+        builder = get_builder(name, data_dir, config)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(manual_dir) if manual_dir else None)
-  builder.download_and_prepare(download_config=download_config, file_format="array_record")
+  try:
+    builder.download_and_prepare(download_config=download_config, file_format="array_record")
+  except (AssertionError, tfds.core.download.download_manager.NonMatchingChecksumError) as e:
+    raise ValueError(f"building dataset {name!r} from {manual_dir} failed: {e}."
+                     f"{_instructions(builder)}") from e
+  if fingerprint is not None and _recorded_source(builder) != fingerprint:
+    (pathlib.Path(builder.data_dir) / SOURCE_FILE).write_text(
+        json.dumps(fingerprint, indent=2, sort_keys=True))
   return builder
+
+
+def _recorded_source(builder) -> dict[str, Any] | None:
+  path = pathlib.Path(builder.data_dir) / SOURCE_FILE
+  try:
+    return json.loads(path.read_text())
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
 
 
 def load_source(name: str, split: str, data_dir: str | None = None,

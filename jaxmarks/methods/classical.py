@@ -20,7 +20,6 @@ workdir)`` does the rest:
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 import typing
@@ -33,6 +32,7 @@ import numpy as np
 from jaxmarks import evaluation
 from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import registry
+from jaxmarks.methods import validate
 from jaxmarks.methods import workdir as workdir_lib
 
 __all__ = ["ClassicalMethod", "unit", "train", "load_arrays", "params_to_arrays",
@@ -52,6 +52,8 @@ class ClassicalMethod:
     predictor: ``(params, config) -> Predictor``.
     time_repeats: batch-1 calls per timing round (slow methods use fewer).
     scheme: the scheme it always predicts, or None for the training data's.
+    check_config: optional ``config -> None`` raising ValueError on a bad config
+      (run before any data is loaded or anything written).
   """
 
   name: str
@@ -62,6 +64,7 @@ class ClassicalMethod:
   predictor: Callable[[Any, ml_collections.ConfigDict], Any]
   time_repeats: int = 200
   scheme: str | None = None
+  check_config: Callable[[ml_collections.ConfigDict], None] | None = None
 
 
 def unit(spec: ClassicalMethod) -> registry.MethodUnit:
@@ -156,6 +159,12 @@ def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
   if config.get("method") != spec.name:
     raise ValueError(f"config.method is {config.get('method')!r}; this is the {spec.name!r} "
                      "driver")
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  data_lib.check_data_config(config.data)
+  validate.check_int(config, "seed", 0)
+  validate.check_int(config, "max_train_faces", 0)
+  if spec.check_config is not None:
+    spec.check_config(config)
   workdir_lib.claim(workdir, config)
   data = config.data
   images, landmarks, scheme = load_arrays(data, data.train_split,
@@ -198,7 +207,7 @@ def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
       **speed,
   }
   path = workdir / f"metrics_{tag}.json"
-  path.write_text(json.dumps(out, indent=2, sort_keys=True))
-  print(json.dumps(out, indent=2, sort_keys=True), flush=True)
+  path.write_text(evaluation.to_json(out))
+  print(evaluation.to_json(out), flush=True)
   print(f"wrote {path}; inference export in {export_dir}", flush=True)
   return out

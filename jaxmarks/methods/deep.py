@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -46,6 +47,7 @@ import orbax.checkpoint as ocp
 from jaxmarks import evaluation
 from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import registry
+from jaxmarks.methods import validate
 from jaxmarks.methods import workdir as workdir_lib
 from jaxmarks.train import trainer as trainer_lib
 
@@ -122,6 +124,13 @@ def _check_config(spec: DeepMethod, config: ml_collections.ConfigDict) -> None:
       int(config.data.image_size) != int(model.get("image_size"))):
     raise ValueError(f"config.data.image_size={config.data.image_size} must equal "
                      f"config.model.image_size={model.get('image_size')}")
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  data_lib.check_data_config(config.data)
+  for key, low in (("log_every", 1), ("eval_every", 0), ("checkpoint_every", 1),
+                   ("keep_checkpoints", 1), ("eval_batch_size", 1), ("num_plot_faces", 1)):
+    validate.check_int(config, f"train.{key}", low)
+  validate.check_int(config, "data.batch_size", 1)
+  validate.check_int(config, "seed", 0)
   global_batch = int(config.data.batch_size)
   if global_batch % jax.device_count():
     raise ValueError(f"config.data.batch_size={global_batch} must be a multiple of the "
@@ -186,8 +195,6 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
     mean_shape = data_lib.mean_shape_in_crop(train_source, data)
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
-  if jax.process_index() == 0:
-    workdir_lib.save_config(workdir, config)
   global_batch = int(data.batch_size)
   _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
                f"({data.train_split}), {len(eval_source)} validation faces ({data.eval_split}); "
@@ -212,6 +219,9 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
       workdir, scheme=scheme, log_every=tc.log_every, eval_every=tc.eval_every,
       checkpoint_every=tc.checkpoint_every, keep_checkpoints=tc.keep_checkpoints,
       progress=bool(tc.progress))
+  # Everything that can reject the config has run: only now is the workdir written.
+  if jax.process_index() == 0:
+    workdir_lib.save_config(workdir, config)
   trainer.run(phases, params, model_state, train_iter, eval_data, seed=int(config.seed))
   train_seconds = time.time() - t_start
 
@@ -239,7 +249,11 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
 def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDict
                     ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
   """The best (else latest) checkpoint's parameters and model state, without the
-  optimizer: ``(config, arrays, info)`` as ``export.read`` gives them."""
+  optimizer: ``(config, arrays, info)`` as ``export.read`` gives them.
+
+  A checkpoint that cannot be read (truncated, half-written) is skipped with a
+  warning naming it; the newest readable one is used instead.
+  """
   workdir = pathlib.Path(workdir).expanduser().resolve()
   ckpt_dir = workdir / "checkpoints"
   if not ckpt_dir.exists():
@@ -247,13 +261,37 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
                             f"{config.get('method')} into it first")
   mngr = trainer_lib.checkpoint_manager(workdir, read_only=True)
   try:
-    step = trainer_lib.best_or_latest_step(mngr)
-    if step is None:
-      raise FileNotFoundError(f"{ckpt_dir} holds no checkpoint")
-    meta = trainer_lib.restore_meta(mngr, step)
-    state_dir = pathlib.Path(str(mngr.directory)) / str(step) / "state"
+    steps = sorted(mngr.all_steps(), reverse=True)
+    directory = pathlib.Path(str(mngr.directory))
+    best = None
+    for step in steps:  # the best step, as the newest readable metadata records it
+      try:
+        best = trainer_lib.restore_meta(mngr, step).get("best_step")
+        break
+      except Exception:  # pylint: disable=broad-except
+        continue
+    order = ([best] if best in steps else []) + [s for s in steps if s != best]
+    for step in order:
+      try:
+        meta = trainer_lib.restore_meta(mngr, step)
+        arrays = _restore_variables(directory / str(step) / "state")
+      except Exception as e:  # pylint: disable=broad-except
+        print(f"warning: checkpoint {directory / str(step)} cannot be read "
+              f"({trainer_lib.error_line(e)}); trying an older one", file=sys.stderr,
+              flush=True)
+        continue
+      info = {"step": int(step), "phase": int(meta["phase"]),
+              "phase_name": meta.get("phase_name"), "source": "checkpoint"}
+      return config, arrays, info
   finally:
     mngr.close()
+  raise FileNotFoundError(f"{ckpt_dir} holds no readable checkpoint"
+                          + (f" (tried steps {order})" if steps else ""))
+
+
+def _restore_variables(state_dir: pathlib.Path) -> dict[str, np.ndarray]:
+  """``params`` and ``model_state`` of one saved ``TrainState`` (orbax partial restore:
+  the optimizer state is neither read nor needed), flattened."""
   checkpointer = ocp.PyTreeCheckpointer()
   tree = checkpointer.metadata(state_dir)
   tree = tree.item_metadata if hasattr(tree, "item_metadata") else tree
@@ -263,10 +301,7 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
       state_dir, args=ocp.args.PyTreeRestore(
           item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
           partial_restore=True))
-  arrays = export_lib.flatten(jax.device_get(restored))
-  info = {"step": int(step), "phase": int(meta["phase"]),
-          "phase_name": meta.get("phase_name"), "source": "checkpoint"}
-  return config, arrays, info
+  return export_lib.flatten(jax.device_get(restored))
 
 
 def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:

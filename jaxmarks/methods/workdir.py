@@ -11,13 +11,14 @@ predictor needs, and a folder that can be copied to another machine.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, Sequence
 
 import ml_collections
 
 __all__ = ["CONFIG_FILE", "EXPORT_DIR", "save_config", "load_config", "scheme_of", "claim",
-           "config_value"]
+           "check_writable", "config_value"]
 
 CONFIG_FILE = "config.json"
 EXPORT_DIR = "export"
@@ -25,10 +26,13 @@ EXPORT_DIR = "export"
 
 def save_config(directory: str | pathlib.Path,
                 config: ml_collections.ConfigDict) -> pathlib.Path:
-  """Writes ``config.json`` into ``directory`` (created if needed)."""
+  """Writes ``config.json`` into ``directory`` (created if needed), atomically: a
+  temporary file renamed over it, so a crash never leaves half a config."""
   path = pathlib.Path(directory).expanduser().resolve() / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  tmp = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
   return path
 
 
@@ -74,6 +78,19 @@ def config_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
   return json.loads(json.dumps(node, default=str))
 
 
+def check_writable(workdir: pathlib.Path) -> None:
+  """A clear ValueError unless ``workdir`` is (or can be made) a writable folder."""
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir {workdir} is a file, not a folder: choose another path")
+  probe = workdir
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir():
+    raise ValueError(f"--workdir {workdir} cannot be created: {probe} is a file")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {workdir} cannot be written: no write permission on {probe}")
+
+
 def claim(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
           resume_keys: Sequence[str] = ()) -> ml_collections.ConfigDict | None:
   """Checks, before anything is written, that ``config`` may train into ``workdir``.
@@ -86,9 +103,11 @@ def claim(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
     the saved config of the run being resumed, or None for a new workdir.
 
   Raises:
-    ValueError: the workdir holds another method's run, or an incompatible one.
+    ValueError: the workdir holds another method's run, or an incompatible one, or
+      is a file, or cannot be written.
   """
   workdir = pathlib.Path(workdir).expanduser().resolve()
+  check_writable(workdir)
   if not (workdir / CONFIG_FILE).exists():
     return None
   saved = load_config(workdir)

@@ -74,6 +74,7 @@ from jaxmarks import metrics as metrics_lib
 from jaxmarks import transforms
 from jaxmarks.layers import dan_layers
 from jaxmarks.methods import deep
+from jaxmarks.methods import validate
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["DANStage", "DAN", "build_model", "loss_fn_for", "stage_phases", "apply_fn_for",
@@ -325,9 +326,19 @@ _RESUME_KEYS = ("model.num_stages", "model.image_size", "model.base_width", "mod
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-  if len(config.train.steps_per_stage) != int(config.model.num_stages):
-    raise ValueError(f"config.train.steps_per_stage has {len(config.train.steps_per_stage)} "
-                     f"entries for {config.model.num_stages} stages")
+  for key in ("num_stages", "image_size", "base_width", "fc_units", "feature_size"):
+    validate.check_int(config, f"model.{key}", 1)
+  validate.check_int(config, "model.heatmap_half_size", 0)
+  steps = list(config.train.steps_per_stage)
+  if len(steps) != int(config.model.num_stages):
+    raise ValueError(f"config.train.steps_per_stage has {len(steps)} entries for "
+                     f"{config.model.num_stages} stages")
+  if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in steps):
+    raise ValueError(f"config.train.steps_per_stage must hold positive integers; got {steps}")
+  validate.check_float(config, "model.dropout_rate", 0.0, 0.99)
+  if config.model.image_size % config.model.feature_size:
+    raise ValueError(f"config.model.image_size ({config.model.image_size}) must be a multiple "
+                     f"of config.model.feature_size ({config.model.feature_size})")
 
 
 def _phases(model: DAN, config: ml_collections.ConfigDict, scheme: str, optimizer_fn):

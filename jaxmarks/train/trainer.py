@@ -21,9 +21,12 @@ holds the train state (step, parameters, model state, optimiser state, PRNG key)
 and JSON metadata (phase, data iterator state, best step so far), so a resumed
 run continues exactly where the saved one was.
 
-NaN guard: a step whose loss or gradients are not finite is not applied;
-training stops with ``NonFiniteError`` naming the step and the last good
-checkpoint, which stays on disk.
+NaN guard: a step whose loss or gradients are not finite is not applied, and a
+validation whose NME is not finite is not saved; training stops with
+``NonFiniteError`` naming the step and the last good checkpoint, which stays on
+disk. A checkpoint that cannot be read when resuming (truncated, half-written)
+is moved to ``checkpoints/unreadable-<step>`` with a warning, and training
+resumes from the one before.
 
 Logging: a tqdm progress bar with ETA on the console; scalars through a CLU
 ``MetricWriter`` into TensorBoard event files (``<workdir>/tensorboard``) and
@@ -263,6 +266,30 @@ def _gather_rows(x: np.ndarray) -> np.ndarray:
   return np.concatenate([everyone[p, :int(k)] for p, k in enumerate(sizes)])
 
 
+def error_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+def set_aside(workdir: str | os.PathLike, step: int) -> pathlib.Path:
+  """Moves the unreadable checkpoint ``step`` to ``checkpoints/unreadable-<step>[-n]``
+  (out of orbax's sight, kept on disk); returns the new path. With several
+  processes, process 0 moves it and the others wait for it."""
+  directory = pathlib.Path(workdir).expanduser().resolve() / "checkpoints"
+  src = directory / str(step)
+  dst = directory / f"unreadable-{step}"
+  n = 1
+  while dst.exists():
+    n += 1
+    dst = directory / f"unreadable-{step}-{n}"
+  if jax.process_index() == 0 and src.exists():
+    os.replace(src, dst)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"jaxmarks set aside checkpoint {step}")
+  return dst
+
+
 def _tree_all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
@@ -276,10 +303,14 @@ class _JsonlWriter:
     self._f = open(path, "a")
 
   def write(self, step: int, values: Mapping[str, Any]) -> None:
+    """One JSON object per line; non-finite numbers are written as null (standard JSON)."""
     row = {"step": int(step)}
-    row.update({k: (float(v) if np.ndim(v) == 0 and not isinstance(v, str) else v)
-                for k, v in values.items()})
-    self._f.write(json.dumps(row) + "\n")
+    for k, v in values.items():
+      if np.ndim(v) == 0 and not isinstance(v, str):
+        v = float(v)
+        v = v if np.isfinite(v) else None
+      row[k] = v
+    self._f.write(json.dumps(row, allow_nan=False) + "\n")
     self._f.flush()
 
   def close(self) -> None:
@@ -454,14 +485,28 @@ class Trainer:
     rng = jax.random.PRNGKey(seed)
     phase_idx = 0
     latest = mngr.latest_step()
+    while latest is not None:
+      try:
+        meta = restore_meta(mngr, latest)
+        phase_idx = int(meta["phase"])
+        template = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
+                              model_state=model_state,
+                              opt_state=jax.eval_shape(phases[phase_idx].tx.init, params),
+                              rng=rng)
+        state = restore_state(mngr, latest, template, self.replicated)
+        break
+      except Exception as e:  # pylint: disable=broad-except
+        # A truncated or half-written checkpoint: set it aside (never delete it) and
+        # resume from the one before.
+        mngr.close()
+        aside = set_aside(self.workdir, latest)
+        print(f"warning: checkpoint step {latest} cannot be read ({error_line(e)}); moved "
+              f"it to {aside} and resuming from the checkpoint before it", file=sys.stderr,
+              flush=True)
+        mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+        latest = mngr.latest_step()
+        phase_idx = 0
     if latest is not None:
-      meta = restore_meta(mngr, latest)
-      phase_idx = int(meta["phase"])
-      template = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                            model_state=model_state,
-                            opt_state=jax.eval_shape(phases[phase_idx].tx.init, params),
-                            rng=rng)
-      state = restore_state(mngr, latest, template, self.replicated)
       if meta.get("data_state") is not None and hasattr(train_iter, "set_state"):
         train_iter.set_state(_decode_state(meta["data_state"]))
       best = {"step": meta.get("best_step"),
@@ -491,6 +536,18 @@ class Trainer:
         bar.write(msg)
       elif self.is_chief:
         print(msg, flush=True)
+
+    def stop(at_step: int, what: str):
+      """Stops training on a non-finite step or validation, keeping the checkpoints."""
+      mngr.wait_until_finished()
+      last = mngr.latest_step()
+      where = (f"the last good checkpoint is step {last} in {mngr.directory}"
+               if last is not None else "no checkpoint had been written yet")
+      msg = f"{what}. Training stopped; {where}."
+      log(msg)
+      if jsonl is not None:
+        jsonl.write(at_step, {"error": msg})
+      raise NonFiniteError(msg)
 
     def save(state, step, phase_i, eval_metrics=None):
       if step in (mngr.all_steps() or []):
@@ -524,17 +581,8 @@ class Trainer:
           new_state, out = train_step(state, batch)
           out = jax.device_get(out)
           if not bool(out["finite"]):
-            mngr.wait_until_finished()
-            last = mngr.latest_step()
-            where = (f"the last good checkpoint is step {last} in {mngr.directory}"
-                     if last is not None else "no checkpoint had been written yet")
-            msg = (f"non-finite training step {step + 1} in phase {phase.name!r}: "
-                   f"loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}. "
-                   f"Training stopped; {where}.")
-            log(msg)
-            if jsonl is not None:
-              jsonl.write(step + 1, {"error": msg})
-            raise NonFiniteError(msg)
+            stop(step + 1, f"non-finite training step {step + 1} in phase {phase.name!r}: "
+                 f"loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}")
           state = new_state
           step += 1
           for k, v in out.items():
@@ -557,6 +605,14 @@ class Trainer:
               step == end or (self.eval_every > 0 and step % self.eval_every == 0))
           if do_eval:
             eval_metrics = self.evaluate(predict, state.params, state.model_state, eval_data())
+            if not all(np.isfinite(float(eval_metrics[f"nme_{norm}"]))
+                       for norm in ("inter_ocular", "inter_pupil")):
+              # The loss stayed finite but the model's predictions are not (e.g. a learning
+              # rate so large that validation NME is inf): as bad as a NaN loss.
+              stop(step, f"non-finite validation at step {step} in phase {phase.name!r}: "
+                   f"NME(inter_ocular)={eval_metrics['nme_inter_ocular']}, "
+                   f"NME(inter_pupil)={eval_metrics['nme_inter_pupil']}; this state is not "
+                   "saved")
             if (eval_metrics["nme_inter_ocular"] < best["nme"]
                 or best.get("phase", 0) != phase_idx):
               best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"]),

@@ -1,0 +1,135 @@
+"""Bad input never costs a user their work, and every error names what is wrong.
+
+Each test is one case of the bad-input issue (numbered as there); the cases that
+need a trained model are in test_evaluate.py (the workdir of another method, a
+damaged checkpoint, a missing manual directory, the wrong scheme).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from experiments.configs import cpr as cpr_configs
+from experiments.configs import dan as dan_configs
+from jaxmarks import methods
+from jaxmarks.data import builders
+from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks.models import dan
+from tests import helpers
+
+DUMMY_300W = helpers.REPO_ROOT / "tfds_builders" / "ibug300w" / "dummy_data"
+
+
+def _cli(*args, cwd=helpers.REPO_ROOT):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(helpers.REPO_ROOT))
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_2_a_changed_manual_directory_rebuilds_the_dataset(tmp_path, capsys):
+  manual = tmp_path / "300w"
+  shutil.copytree(DUMMY_300W, manual, ignore=shutil.ignore_patterns("ibug", "2000_1.*"))
+  b = builders.prepare("ibug300w", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+  n_before = len(b.as_data_source("train"))
+  assert "challenging" not in b.info.splits
+  source = json.loads((tmp_path / "tfds" / "ibug300w" / "1.0.0" / builders.SOURCE_FILE)
+                      .read_text())
+  assert source["manual_dir"] == str(manual.resolve())
+  # The user adds a face and the iBUG test set: the stale build is noticed and remade.
+  for f in DUMMY_300W.glob("afw/2000_1.*"):
+    shutil.copy(f, manual / "afw" / f.name)
+  shutil.copytree(DUMMY_300W / "ibug", manual / "ibug")
+  b = builders.prepare("ibug300w", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+  assert "building it again" in capsys.readouterr().out
+  assert len(b.as_data_source("train")) > n_before and "challenging" in b.info.splits
+  # Unchanged: reused as it is.
+  builders.prepare("ibug300w", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
+  assert "building it again" not in capsys.readouterr().out
+
+
+def test_4_a_rejected_config_writes_nothing_and_the_fix_runs(tmp_path):
+  wd = tmp_path / "wd"
+  bad = dan_configs.get_config("")
+  bad.train.steps_per_stage = ("a", "b")
+  with pytest.raises(ValueError, match=r"steps_per_stage must hold positive integers"):
+    methods.train(bad, wd)
+  bad = ml_collections.ConfigDict(dan_configs.get_config("").to_dict())
+  bad.data.builder_config = "tiny"
+  bad.data.data_dir = str(tmp_path / "tfds")
+  bad.train.optimizer.name = "adamax-typo"
+  with pytest.raises(ValueError, match="unknown optimizer 'adamax-typo'"):
+    methods.train(bad, wd)  # fails after the data is loaded, before anything is written
+  assert not (wd / "config.json").exists()
+  good = dan_configs.get_config("")
+  assert workdir_lib.claim(wd, good, dan.METHOD.resume_keys) is None
+  workdir_lib.save_config(wd, good)  # atomic: no temporary file left behind
+  assert [p.name for p in wd.iterdir()] == ["config.json"]
+
+
+def test_6_an_unknown_override_is_one_line_naming_the_section(tmp_path):
+  r = _cli("experiments.train", "--config=experiments/configs/dan.py",
+           f"--workdir={tmp_path}", "--config.train.nope=1")
+  assert r.returncode == 2, r.stderr
+  assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line, no traceback
+  assert "unknown config field config.train.nope" in r.stderr and "steps_per_stage" in r.stderr
+  r = _cli("experiments.cpr", f"--workdir={tmp_path}", "--config.cpr.nope=1")
+  assert r.returncode == 2 and "the fields of config.cpr are:" in r.stderr
+  assert "num_stages" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_7_a_workdir_that_is_a_file_is_refused_first(tmp_path):
+  f = tmp_path / "a_file"
+  f.write_text("mine")
+  with pytest.raises(ValueError, match="is a file, not a folder"):
+    methods.train(cpr_configs.get_config("synthetic"), f)
+  with pytest.raises(ValueError, match="cannot be created"):
+    methods.train(dan_configs.get_config(""), f / "sub")
+  assert f.read_text() == "mine"
+  if os.geteuid() != 0:  # root may write anywhere
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(ValueError, match="no write permission"):
+      methods.train(dan_configs.get_config(""), ro / "wd")
+
+
+def test_8_a_missing_or_empty_manual_directory_says_what_it_needs(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"nowhere, does not exist.*JAXMARKS_DATASETS"):
+    builders.prepare("ibug300w", data_dir=str(tmp_path / "tfds"),
+                     manual_dir=str(tmp_path / "nowhere"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match=r"empty, holds no files.*expects"):
+    builders.prepare("ibug300w", data_dir=str(tmp_path / "tfds"),
+                     manual_dir=str(tmp_path / "empty"))
+
+
+def test_9_an_unreadable_config_json_is_named(tmp_path):
+  (tmp_path / "config.json").write_text('{"method": "dan", ')
+  with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+    methods.load_predictor(tmp_path)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_stages", 0, r"config.cpr.num_stages must be an integer >= 1; got 0"),
+    ("num_inits", -1, r"config.cpr.num_inits must be an integer >= 1; got -1"),
+    ("grid", 0, r"config.cpr.grid must be an integer >= 1; got 0"),
+    ("ridge", -2.0, r"config.cpr.ridge must be a number > 0.0; got -2.0"),
+])
+def test_10_classical_configs_are_validated(tmp_path, field, value, message):
+  config = cpr_configs.get_config("synthetic")
+  config.cpr[field] = value
+  with pytest.raises(ValueError, match=message):
+    methods.train(config, tmp_path / "wd")
+  assert not (tmp_path / "wd").exists()
+
+
+def test_13_classical_commands_run_from_any_folder(tmp_path):
+  r = _cli("experiments.cpr", f"--workdir={tmp_path / 'wd'}", "--config.cpr.num_stages=0",
+           cwd=tmp_path)
+  assert r.returncode == 2, r.stderr
+  assert "config.cpr.num_stages must be an integer >= 1" in r.stderr
