@@ -81,7 +81,8 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
   Returns:
     ``n``, ``threshold``, ``scheme``; for each normalisation ``norm`` of
     ``REPORTED_NORMALIZATIONS``: ``nme_<norm>``, ``auc_<norm>``,
-    ``failure_rate_<norm>`` (fractions, not percent); ``diverged`` (a count)
+    ``failure_rate_<norm>`` (fractions, not percent); ``failure_rate_0.1_inter_ocular``
+    and ``per_landmark_nme_inter_ocular`` (K values); ``diverged`` (a count)
     when given; ``stages`` (per stage: ``stage``, ``nme_inter_ocular``,
     ``nme_inter_pupil``, ``auc_inter_ocular``) when there is more than one.
   """
@@ -95,6 +96,12 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
     e = np.asarray(metrics_lib.nme(pred, gt, scheme, norm))
     out[f"nme_{norm}"], out[f"auc_{norm}"], out[f"failure_rate_{norm}"] = _error_summary(
         e, threshold)
+  # The MTFL papers' failure threshold (10 % of the eye distance) and per-point errors.
+  e = np.asarray(metrics_lib.nme(pred, gt, scheme, "inter_ocular"))
+  out["failure_rate_0.1_inter_ocular"] = float(np.mean(e > 0.1))
+  dist = np.asarray(metrics_lib.normalizing_distance(gt, scheme, "inter_ocular"))
+  per_point = np.linalg.norm(pred - gt, axis=-1) / dist[:, None]
+  out["per_landmark_nme_inter_ocular"] = [float(v) for v in per_point.mean(axis=0)]
   if diverged is not None:
     out["diverged"] = int(np.sum(np.asarray(diverged, bool)))
   if stages is not None and len(stages) > 1:
@@ -119,6 +126,14 @@ def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
         f"[{label}] NME({norm})={100 * summary[f'nme_{norm}']:.3f}% "
         f"AUC@{t}({norm})={summary[f'auc_{norm}']:.4f} "
         f"FR@{t}({norm})={100 * summary[f'failure_rate_{norm}']:.2f}%")
+  if "failure_rate_0.1_inter_ocular" in summary:
+    lines.append(f"[{label}] FR@0.1(inter_ocular)="
+                 f"{100 * summary['failure_rate_0.1_inter_ocular']:.2f}%")
+  per_point = summary.get("per_landmark_nme_inter_ocular") or []
+  if 0 < len(per_point) <= 10:
+    names = schemes_lib.get_scheme(summary["scheme"]).point_names
+    lines.append(f"[{label}] per landmark NME(inter_ocular): " + ", ".join(
+        f"{n} {100 * v:.2f}%" for n, v in zip(names, per_point)))
   if "diverged" in summary:
     lines.append(f"[{label}] diverged fits: {summary['diverged']} of {summary['n']}")
   for s in summary.get("stages", []):
@@ -267,24 +282,36 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   scheme = builders.scheme_of(builders.get_builder(
       data.dataset, data.data_dir or None, data.builder_config or None))
   config = predictor.config
-  trained = workdir_lib.scheme_of(config)
-  if trained and trained != scheme:
+  trained = workdir_lib.scheme_of(config) or scheme
+  # Compared in the scheme both can be brought to (e.g. a 5-point model on 300-W: the
+  # ground truth's 68 points become 5).
+  if schemes_lib.can_convert(scheme, trained):
+    common = trained
+  elif schemes_lib.can_convert(trained, scheme):
+    common = scheme
+  else:
     k_data = schemes_lib.get_scheme(scheme).num_points
     k_model = schemes_lib.get_scheme(trained).num_points
     raise ValueError(
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
-        f"method predicts scheme {trained!r} ({k_model} points); evaluate it on a dataset "
-        f"with the {trained!r} scheme")
+        f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
+        f"other; evaluate it on a dataset with the {trained!r} scheme")
   source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
   result = run_predictor(predictor, loader, num_keep=num_faces)
   k = result["pred"].shape[1]
-  if k != schemes_lib.get_scheme(scheme).num_points:
-    raise ValueError(f"the method predicts {k} points but dataset {data.dataset!r} has scheme "
-                     f"{scheme!r} with {schemes_lib.get_scheme(scheme).num_points}")
-  summary = summarize(result["pred"], result["gt"], scheme, stages=result["stages"],
+  if k != schemes_lib.get_scheme(trained).num_points:
+    raise ValueError(f"the method predicts {k} points but its scheme {trained!r} has "
+                     f"{schemes_lib.get_scheme(trained).num_points}")
+  result["gt"] = schemes_lib.convert(result["gt"], scheme, common)
+  result["pred"] = schemes_lib.convert(result["pred"], trained, common)
+  if result["stages"] is not None:
+    result["stages"] = [schemes_lib.convert(s, trained, common) for s in result["stages"]]
+  summary = summarize(result["pred"], result["gt"], common, stages=result["stages"],
                       diverged=result["diverged"])
+  if common != scheme:
+    summary["dataset_scheme"] = scheme
   # Wall time of predict() over the split, first-call compilation included.
   summary["images_per_second_incl_compile"] = float(
       summary["n"] / max(result["seconds"], 1e-9))

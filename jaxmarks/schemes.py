@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Scheme", "get_scheme", "scheme_names", "SCHEMES"]
+__all__ = ["Scheme", "get_scheme", "scheme_names", "SCHEMES", "can_convert", "convert"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,3 +296,39 @@ def get_scheme(scheme: str | Scheme) -> Scheme:
     raise ValueError(
         f"unknown landmark scheme {scheme!r}; known schemes: {', '.join(scheme_names())}"
     ) from None
+
+
+# --- Conversions between schemes ----------------------------------------------------
+# target point -> the source points whose mean it is. iBUG 68 -> MTFL 5: the eye centres
+# are the means of the eye contours (36-41 is the eye on the image's left, as MTFL's
+# first point), the nose tip is point 30, the mouth corners 48 and 54.
+_CONVERSIONS: dict[tuple[str, str], tuple[tuple[int, ...], ...]] = {
+    ("ibug68", "mtfl5"): (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,)),
+}
+
+
+def can_convert(source: str, target: str) -> bool:
+  """Whether ``convert(shapes, source, target)`` is defined (the same scheme always is)."""
+  return source == target or (source, target) in _CONVERSIONS
+
+
+def convert(shapes, source: str, target: str):
+  """Shapes ``(..., K_source, 2)`` of scheme ``source`` -> ``(..., K_target, 2)`` of ``target``.
+
+  Each target point is the mean of some source points (``_CONVERSIONS``), so 68-point
+  shapes can be compared with 5-point ones (MTFL-style errors of a 68-point method,
+  300-W evaluation of a 5-point method). NumPy in, NumPy out; JAX arrays otherwise.
+  """
+  if source == target:
+    return shapes
+  if (source, target) not in _CONVERSIONS:
+    raise ValueError(f"no conversion from scheme {source!r} to {target!r}; defined: "
+                     f"{', '.join(f'{a}->{b}' for a, b in _CONVERSIONS)}")
+  from jaxmarks.transforms import array_namespace  # pylint: disable=g-import-not-at-top
+  xp = array_namespace(shapes)
+  shapes = xp.asarray(shapes)
+  k = get_scheme(source).num_points
+  if shapes.shape[-2] != k:
+    raise ValueError(f"shapes have {shapes.shape[-2]} points; scheme {source!r} has {k}")
+  return xp.stack([shapes[..., list(idx), :].mean(axis=-2) for idx in _CONVERSIONS[
+      (source, target)]], axis=-2)

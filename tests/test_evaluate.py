@@ -13,6 +13,7 @@ import pytest
 from experiments.configs import dan as dan_configs
 from jaxmarks import evaluation
 from jaxmarks import methods
+from jaxmarks import schemes
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -103,9 +104,17 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
                                  num_faces=3)
   assert s["diverged"] == 8 and s["n"] == 16  # batches of 8: rows 0, 2, 4, 6
   assert "diverged fits: 8 of 16" in capsys.readouterr().out
-  bad = ml_collections.ConfigDict({"method": "fake", "scheme": "mtfl5", "data": saved["data"]})
-  with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'mtfl5'"):
-    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, ms[:5]))
+  # A 5-point method on 68-point data: the ground truth is brought to 5 points.
+  five = ml_collections.ConfigDict({"method": "fake", "scheme": "mtfl5", "data": saved["data"]})
+  ms5 = schemes.convert(ms, "ibug68", "mtfl5")
+  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(five, ms5), batch_size=8,
+                                  num_faces=3)
+  assert s["scheme"] == "mtfl5" and s["dataset_scheme"] == "ibug68"
+  assert len(s["per_landmark_nme_inter_ocular"]) == 5 and 0 <= s["failure_rate_0.1_inter_ocular"] <= 1
+  assert "per landmark NME(inter_ocular): left_eye" in capsys.readouterr().out
+  bad = ml_collections.ConfigDict({"method": "fake", "scheme": "imm73", "data": saved["data"]})
+  with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'imm73'"):
+    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))
 
 
 def test_workdir_without_checkpoint_is_a_clear_error(trained, tmp_path):
@@ -212,8 +221,8 @@ def test_8_evaluate_with_an_empty_manual_dir_names_it(trained, tmp_path):
 
 def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_path):
   root, _ = trained
-  with pytest.raises(ValueError, match=r"scheme 'mtfl5' \(5 points\).*predicts scheme 'ibug68'"):
-    evaluation.evaluate_trained(root / "workdir", dataset="mtfl", split="train",
-                                data_dir=str(tmp_path / "tfds"),
+  with pytest.raises(ValueError, match=r"scheme 'imm73' \(73 points\).*predicts scheme 'ibug68'"):
+    evaluation.evaluate_trained(root / "workdir", dataset="imm_faces", split="train",
+                                builder_config="frontal", data_dir=str(tmp_path / "tfds"),
                                 manual_dir=str(tmp_path / "not_needed"))
   assert not list((tmp_path / "tfds").rglob("*.array_record*"))

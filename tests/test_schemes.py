@@ -48,3 +48,19 @@ def test_ibug68_mirror_matches_geometry_of_mean_face():
       shape[i, 0] = 0.0
   flipped = shape * np.array([-1.0, 1.0])
   np.testing.assert_allclose(flipped[s.mirror_array], shape)
+
+
+def test_ibug68_to_mtfl5_conversion():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 68, 2))
+  y = schemes.convert(x, "ibug68", "mtfl5")
+  assert y.shape == (3, 5, 2) and isinstance(y, np.ndarray)
+  np.testing.assert_allclose(y[:, 0], x[:, 36:42].mean(1))
+  np.testing.assert_allclose(y[:, 1], x[:, 42:48].mean(1))
+  np.testing.assert_allclose(y[:, 2:], x[:, [30, 48, 54]])
+  assert schemes.can_convert("mtfl5", "mtfl5") and not schemes.can_convert("mtfl5", "ibug68")
+  # The conversion commutes with mirroring (its points are symmetric partners).
+  m68, m5 = schemes.get_scheme("ibug68").mirror_array, schemes.get_scheme("mtfl5").mirror_array
+  np.testing.assert_allclose(schemes.convert(x[:, m68], "ibug68", "mtfl5"), y[:, m5])
+  with pytest.raises(ValueError, match="no conversion"):
+    schemes.convert(y, "mtfl5", "ibug68")
