@@ -325,3 +325,20 @@ def test_end_to_end_from_the_tiny_builder(tmp_path):
   mean = ip.mean_shape_in_crop(src, cfg)
   shapes = np.stack([src[j]["landmarks"] for j in range(len(src))])
   np.testing.assert_allclose(mean, ip.mean_shape_in_crop(shapes, cfg), atol=1e-4)
+
+
+def test_extra_features_are_carried_and_relabelled_by_flips(records):
+  rec = dict(records[0], pose=np.int64(1), glasses=np.int64(0))
+  mirror = schemes.get_scheme("ibug68").mirror_array
+  cfg = _config(extra_features=("pose", "glasses"), flip_prob=1.0)
+  cfg.flip_feature_maps = {"pose": (4, 3, 2, 1, 0)}
+  flipped = ip.process_record(rec, cfg, mirror, rng=np.random.default_rng(0))
+  assert flipped["pose"] == 3 and flipped["glasses"] == 0  # left -> right; glasses stay
+  assert flipped["pose"].dtype == np.int32
+  plain = ip.process_record(rec, cfg, mirror, rng=None)
+  assert plain["pose"] == 1
+  batch = next(iter(ip.make_loader(cfg, training=True, source=ip.IndexedSource(
+      [rec] * 8, np.arange(8)), scheme="ibug68")))
+  assert batch["pose"].shape == (4,) and set(batch["pose"].tolist()) <= {1, 3}
+  with pytest.raises(ValueError, match="extra_features names 'smile'"):
+    ip.process_record(rec, _config(extra_features=("smile",)), mirror)

@@ -39,6 +39,11 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.brightness = 0.1  # +- fraction of 255, uniform
   c.contrast = 0.2  # factor uniform in [1 - contrast, 1 + contrast]
   c.normalization = "per_image"  # "per_image", "unit" or "none"
+  # Per-face labels carried into the batches as int32 (e.g. MTFL's attributes
+  # ("gender", "smile", "glasses", "pose")), and how a horizontal flip relabels them
+  # ({"pose": (4, 3, 2, 1, 0)}: left profile <-> right profile, ...).
+  c.extra_features = ()
+  c.flip_feature_maps = ml_collections.ConfigDict()
   # Loading.
   c.batch_size = 32
   c.eval_pad = False  # pad the last eval batch to batch_size (mask=False rows)

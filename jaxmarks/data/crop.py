@@ -203,7 +203,8 @@ def process_record(record, config, mirror: np.ndarray | None = None,
   Returns:
     dict: ``image`` ``(S, S, C)`` float32, ``landmarks`` ``(K, 2)`` float32,
     ``visible`` ``(K,)`` bool, ``transform`` ``(2, 3)`` float32, ``box`` ``(4,)``
-    float32, ``index`` int64, ``mask`` bool.
+    float32, ``index`` int64, ``mask`` bool, and each of ``config.extra_features``
+    as int32 (relabelled by ``config.flip_feature_maps`` when the crop is flipped).
   """
   config = config_lib.settings(config)
   landmarks = np.asarray(record["landmarks"], np.float64)
@@ -229,7 +230,7 @@ def process_record(record, config, mirror: np.ndarray | None = None,
       raise ValueError(f"mirror permutation has shape {perm.shape}; landmarks have {k} points")
     lm = lm[perm]
     visible = visible[perm]
-  return {
+  out = {
       "image": image,
       "landmarks": lm.astype(np.float32),
       "visible": visible,
@@ -238,6 +239,16 @@ def process_record(record, config, mirror: np.ndarray | None = None,
       "index": np.int64(record.get("index", -1)),
       "mask": np.bool_(True),
   }
+  maps = getattr(config, "flip_feature_maps", None) or {}
+  for name in getattr(config, "extra_features", ()) or ():
+    if name not in record:
+      raise ValueError(f"config.data.extra_features names {name!r}, which the records do not "
+                       f"have; they have: {', '.join(sorted(record))}")
+    value = np.asarray(record[name])
+    if flip and name in maps:
+      value = np.asarray(maps[name])[value]
+    out[name] = value.astype(np.int32)
+  return out
 
 
 
