@@ -1,10 +1,12 @@
-"""DAN's connection layers, each on its own."""
+"""The special layers, each on its own: DAN's connection layers, the locally shared convolution."""
 
 import itertools
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
+import pytest
 
 from jaxmarks import transforms
 from jaxmarks.layers import dan_layers
@@ -86,3 +88,60 @@ def test_heatmap_gradient_is_finite_and_moves_with_the_nearest_landmark():
   g = jax.grad(lambda l: dan_layers.landmark_heatmap(l, (112, 112), 8).sum())(lms)
   assert np.all(np.isfinite(np.asarray(g)))
   assert float(jnp.abs(g[0, 2]).sum()) > 0  # an isolated landmark gets a gradient
+
+
+# ---- the locally shared convolution (DCNN)
+
+
+def _lsc(x, features, kernel, regions, seed=0):
+  from jaxmarks.layers import LocallySharedConv  # pylint: disable=g-import-not-at-top
+  layer = LocallySharedConv(features, kernel, regions)
+  params = layer.init(jax.random.PRNGKey(seed), x)
+  return layer, params
+
+
+def test_locally_shared_conv_with_one_region_is_a_convolution():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 11, 3))
+  layer, params = _lsc(x, 4, (3, 2), (1, 1))
+  conv = nn.Conv(4, (3, 2), padding="VALID")
+  ref = conv.apply({"params": {"kernel": params["params"]["kernel"][0, 0],
+                               "bias": params["params"]["bias"][0, 0]}}, x)
+  np.testing.assert_allclose(layer.apply(params, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_locally_shared_conv_regions_are_separate_convolutions():
+  from jaxmarks.layers import region_edges  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.PRNGKey(2), (3, 10, 8, 2))
+  layer, params = _lsc(x, 5, (3, 3), (3, 2))
+  out = layer.apply(params, x)
+  assert out.shape == (3, 8, 6, 5)
+  k, b = params["params"]["kernel"], params["params"]["bias"]
+  assert k.shape == (3, 2, 3, 3, 2, 5) and not np.allclose(k[0, 0], k[1, 1])
+  for i, (r0, r1) in enumerate(region_edges(8, 3)):
+    for j, (c0, c1) in enumerate(region_edges(6, 2)):
+      conv = nn.Conv(5, (3, 3), padding="VALID")
+      ref = conv.apply({"params": {"kernel": k[i, j], "bias": b[i, j]}}, x)[:, r0:r1, c0:c1]
+      np.testing.assert_allclose(out[:, r0:r1, c0:c1], ref, rtol=1e-5, atol=1e-5)
+  assert region_edges(8, 3) == [(0, 3), (3, 6), (6, 8)]
+
+
+def test_locally_shared_conv_unshared_limit_jit_and_vmap():
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 5, 1))
+  layer, params = _lsc(x, 2, (2, 2), (4, 4))  # one kernel per output position
+  out = jax.jit(layer.apply)(params, x)
+  # Each output position (r, c) only sees its own kernel: a dot product by hand.
+  k, b = params["params"]["kernel"], params["params"]["bias"]
+  for r in range(4):
+    for c in range(4):
+      ref = jnp.einsum("bhwc,hwcf->bf", x[:, r:r + 2, c:c + 2], k[r, c]) + b[r, c]
+      np.testing.assert_allclose(out[:, r, c], ref, rtol=1e-5, atol=1e-5)
+  many = jax.vmap(lambda xi: layer.apply(params, xi[None])[0])(x)
+  np.testing.assert_allclose(many, out, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="cannot split 4 output positions into 5"):
+    _lsc(x, 2, (2, 2), (5, 1))
+
+
+def test_abs_tanh():
+  from jaxmarks.layers import abs_tanh  # pylint: disable=g-import-not-at-top
+  x = jnp.array([-2.0, 0.0, 0.5])
+  np.testing.assert_allclose(abs_tanh(x, 1.5), 1.5 * np.abs(np.tanh([-2.0, 0.0, 0.5])), rtol=1e-6)

@@ -1,5 +1,6 @@
 """Special layers of the deep methods, each usable and tested on its own."""
 
+from jaxmarks.layers.activations import abs_tanh  # noqa: F401
 from jaxmarks.layers.dan_layers import (  # noqa: F401
     FeatureImage,
     landmark_heatmap,
@@ -7,3 +8,4 @@ from jaxmarks.layers.dan_layers import (  # noqa: F401
     transform_image,
     upscale_nearest,
 )
+from jaxmarks.layers.local_conv import LocallySharedConv, region_edges  # noqa: F401
