@@ -25,12 +25,16 @@ Config fields the driver reads (beyond the method's own): ``method``, ``seed``,
 (``jaxmarks.data.get_data_config()``), ``train`` (``optimizer``,
 ``phase_lr_factors``, ``log_every``, ``eval_every``, ``checkpoint_every``,
 ``keep_checkpoints``, ``eval_batch_size``, ``num_plot_faces``, ``progress``) and,
-if present, ``model.image_size``.
+if present, ``model.image_size`` and ``ablations``: ``{name: {section: {field:
+value}}}``, variants of the config trained after the main run (same split,
+schedule and seed) into ``<workdir>/ablations/<name>``, their validation errors
+printed beside the full model's and kept in ``eval_summary.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 import sys
 import time
@@ -80,6 +84,7 @@ class DeepMethod:
     check_config: optional ``config -> None`` raising ValueError on a bad config.
     describe: optional ``(model, config, num_params) -> str`` printed at start.
     scheme: the scheme it always predicts, or None for the training data's.
+    paper_speed: the speed its paper reports, for the benchmarks.
   """
 
   name: str
@@ -94,6 +99,7 @@ class DeepMethod:
   check_config: Callable[[ml_collections.ConfigDict], None] | None = None
   describe: Callable[[nn.Module, ml_collections.ConfigDict, int], str] | None = None
   scheme: str | None = None
+  paper_speed: str = ""
 
 
 def unit(spec: DeepMethod) -> registry.MethodUnit:
@@ -188,7 +194,10 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   _chief_print(f"loading {data.dataset} {data.train_split} / {data.eval_split} ...")
   train_source, builder = data_lib.load_split(data, data.train_split)
   eval_source, _ = data_lib.load_split(data, data.eval_split)
-  scheme = spec.scheme or builders.scheme_of(builder)
+  scheme = builders.scheme_of(builder)
+  if spec.scheme and scheme != spec.scheme:
+    raise ValueError(f"{spec.name} predicts scheme {spec.scheme!r}; dataset {data.dataset!r} "
+                     f"has scheme {scheme!r}")
   if saved is not None and saved.get("mean_shape"):
     mean_shape = np.asarray(saved.mean_shape, np.float32)
   else:
@@ -243,13 +252,61 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
         flush=True)
   print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
         f"{export_dir}", flush=True)
+  if config.get("ablations"):
+    summary["ablations"] = _run_ablations(spec, config, workdir, summary)
+    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
   return summary
 
 
-def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDict
+def _merged(config: ml_collections.ConfigDict, changes) -> ml_collections.ConfigDict:
+  """``config`` with the (nested) ``changes`` written over it; unknown keys are errors."""
+  out = ml_collections.ConfigDict(config.to_dict())
+
+  def put(node, change, where):
+    for key, value in change.items():
+      if key not in node:
+        raise ValueError(f"an ablation sets {where}{key}, which the config does not have")
+      if hasattr(value, "items") and hasattr(node[key], "items"):
+        put(node[key], value, f"{where}{key}.")
+      else:
+        node[key] = value.to_dict() if hasattr(value, "to_dict") else value
+
+  put(out, changes, "config.")
+  return out
+
+
+def _run_ablations(spec: DeepMethod, config: ml_collections.ConfigDict,
+                   workdir: pathlib.Path, summary: dict[str, Any]) -> dict[str, Any]:
+  """Trains each ``config.ablations[name]`` variant (the config with those fields
+  changed; same schedule, split and seed) into ``<workdir>/ablations/<name>`` and
+  prints its validation error beside the full model's."""
+  results = {}
+  rows = [("full model", summary)]
+  for name, changes in config.ablations.items():
+    variant = _merged(config, changes)
+    variant.ablations = ml_collections.ConfigDict()
+    variant.variant = f"{config.get('variant')}+ablation:{name}"
+    print(f"ablation {name!r}: {changes.to_dict() if hasattr(changes, 'to_dict') else changes}",
+          flush=True)
+    s = train(spec, variant, workdir / "ablations" / name)
+    results[name] = {k: s[k] for k in ("nme_inter_ocular", "nme_inter_pupil",
+                                       "failure_rate_0.1_inter_ocular", "n") if k in s}
+    rows.append((name, s))
+  split = f"{config.data.dataset} {config.data.eval_split}"
+  print(f"ablations on {split} (NME normalised by the inter-ocular distance):", flush=True)
+  for name, s in rows:
+    print(f"  {name:24s} NME(inter_ocular)={100 * s['nme_inter_ocular']:.3f}% "
+          f"FR@0.1(inter_ocular)={100 * s.get('failure_rate_0.1_inter_ocular', float('nan')):.2f}%",
+          flush=True)
+  return results
+
+
+def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
+                    step: int | None = None
                     ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
   """The best (else latest) checkpoint's parameters and model state, without the
-  optimizer: ``(config, arrays, info)`` as ``export.read`` gives them.
+  optimizer: ``(config, arrays, info)`` as ``export.read`` gives them. ``step``
+  asks for one checkpoint in particular.
 
   A checkpoint that cannot be read (truncated, half-written) is skipped with a
   warning naming it; the newest readable one is used instead.
@@ -259,32 +316,40 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   if not ckpt_dir.exists():
     raise FileNotFoundError(f"{workdir} has no checkpoints/ folder and no export/: train "
                             f"{config.get('method')} into it first")
+  quiet = logging.getLogger("absl")  # orbax warns about read-only managers and item metadata
+  level = quiet.level
+  quiet.setLevel(max(level, logging.ERROR))
   mngr = trainer_lib.checkpoint_manager(workdir, read_only=True)
   try:
     steps = sorted(mngr.all_steps(), reverse=True)
     directory = pathlib.Path(str(mngr.directory))
     best = None
-    for step in steps:  # the best step, as the newest readable metadata records it
+    for candidate in steps:  # the best step, as the newest readable metadata records it
       try:
-        best = trainer_lib.restore_meta(mngr, step).get("best_step")
+        best = trainer_lib.restore_meta(mngr, candidate).get("best_step")
         break
       except Exception:  # pylint: disable=broad-except
         continue
     order = ([best] if best in steps else []) + [s for s in steps if s != best]
-    for step in order:
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(f"{ckpt_dir} has no checkpoint of step {step}; it has {steps}")
+      order = [step]
+    for candidate in order:
       try:
-        meta = trainer_lib.restore_meta(mngr, step)
-        arrays = _restore_variables(directory / str(step) / "state")
+        meta = trainer_lib.restore_meta(mngr, candidate)
+        arrays = _restore_variables(directory / str(candidate) / "state")
       except Exception as e:  # pylint: disable=broad-except
-        print(f"warning: checkpoint {directory / str(step)} cannot be read "
+        print(f"warning: checkpoint {directory / str(candidate)} cannot be read "
               f"({trainer_lib.error_line(e)}); trying an older one", file=sys.stderr,
               flush=True)
         continue
-      info = {"step": int(step), "phase": int(meta["phase"]),
+      info = {"step": int(candidate), "phase": int(meta["phase"]),
               "phase_name": meta.get("phase_name"), "source": "checkpoint"}
       return config, arrays, info
   finally:
     mngr.close()
+    quiet.setLevel(level)
   raise FileNotFoundError(f"{ckpt_dir} holds no readable checkpoint"
                           + (f" (tried steps {order})" if steps else ""))
 

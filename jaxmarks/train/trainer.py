@@ -104,6 +104,11 @@ class Phase:
       ``batch`` holds the global batch (sharded), metrics are scalars.
     predict_fn: ``(params, model_state, images) -> (B, K, 2)`` landmarks used by
       validation in this phase.
+    after_eval: optional ``(params, model_state, eval_data, step, log) -> model_state``,
+      called after each validation (``eval_data()`` gives fresh validation batches,
+      ``log(str)`` prints above the progress bar). Whatever it decides must live in
+      the returned model state, so that it is checkpointed and a resumed run decides
+      the same (TCDCN's task-wise early stopping).
   """
 
   name: str
@@ -111,6 +116,7 @@ class Phase:
   tx: optax.GradientTransformation
   loss_fn: LossFn
   predict_fn: PredictFn
+  after_eval: Callable[..., Any] | None = None
 
 
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
@@ -631,6 +637,9 @@ class Trainer:
                 f"NME(inter_pupil)={100 * record['nme_inter_pupil']:.3f}% "
                 f"AUC@0.08(inter_ocular)={record['auc_inter_ocular']:.4f} "
                 f"FR@0.08(inter_ocular)={100 * record['failure_rate_inter_ocular']:.2f}%")
+            if phase.after_eval is not None:
+              new_ms = phase.after_eval(state.params, state.model_state, eval_data, step, log)
+              state = state.replace(model_state=jax.device_put(new_ms, self.replicated))
           if step % self.checkpoint_every == 0 or step == end or do_eval:
             m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"]),
                   "phase": phase_idx}
