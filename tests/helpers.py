@@ -236,3 +236,31 @@ def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
               f"{where}: stored image differs from OpenCV's decoding of the source")
     sources[split] = builder.as_data_source(split)
   return sources
+
+
+def fake_mtfl(root, num_faces: int, seed: int = 0):
+  """An MTFL-format manual directory (``training.txt`` + JPEGs) of ``num_faces``
+  synthetic faces: five face-like points (eyes, nose, mouth corners, image-left
+  first) on a drawn face, random attributes. For tests of 5-point methods."""
+  import cv2
+  import numpy as np
+
+  root = pathlib.Path(root)
+  (root / "lfw_5590").mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  template = np.array([[30, 35], [50, 35], [40, 47], [32, 58], [48, 58]], np.float64)
+  lines = []
+  for i in range(num_faces):
+    image = np.full((80, 80, 3), rng.integers(60, 120), np.uint8)
+    pts = template + rng.normal(0, 1.5, template.shape) + rng.normal(0, 3, (1, 2))
+    cv2.ellipse(image, (40, 45), (22, 28), 0, 0, 360, (180, 170, 160), -1)
+    for x, y in pts:
+      cv2.circle(image, (int(round(x)), int(round(y))), 3, (20, 20, 20), -1)
+    name = f"lfw_5590\\face_{i:04d}.jpg"
+    cv2.imwrite(str(root / name.replace("\\", "/")), image)
+    attrs = [int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+             int(rng.integers(1, 6))]
+    coords = [f"{v:.3f}" for v in [*pts[:, 0], *pts[:, 1]]]
+    lines.append(" " + " ".join([name, *coords, *map(str, attrs)]))
+  (root / "training.txt").write_text("\n".join(lines) + "\n")
+  return root

@@ -26,6 +26,8 @@ __all__ = ["MethodUnit", "unit_for", "get", "names"]
 # name -> "module:attribute" of its MethodUnit.
 _ENTRIES: dict[str, str] = {
     "dan": "jaxmarks.models.dan:UNIT",
+    "dcnn": "jaxmarks.models.dcnn:UNIT",
+    "tcdcn": "jaxmarks.models.tcdcn:UNIT",
     "cpr": "jaxmarks.classical.cpr:UNIT",
     "asm": "jaxmarks.classical.asm:UNIT",
     "aam": "jaxmarks.classical.aam:UNIT",
@@ -50,6 +52,7 @@ class MethodUnit:
       (resuming where the method can), writes the export and the final evaluation.
     load_predictor: ``(config, arrays, info) -> Predictor``: rebuilds the trained
       method from what its export holds (``jaxmarks.methods.export.read``).
+    paper_speed: the speed its paper reports (for the benchmarks' side-by-side).
   """
 
   name: str
@@ -59,6 +62,7 @@ class MethodUnit:
   train: Callable[[ml_collections.ConfigDict, pathlib.Path], dict[str, Any]]
   load_predictor: Callable[..., Any]
   scheme: str | None = None
+  paper_speed: str = ""
 
   def __post_init__(self):
     if self.kind not in ("deep", "classical"):
@@ -71,7 +75,8 @@ def unit_for(spec, kind: str, train, load_predictor) -> MethodUnit:
   arrays, info)`` with the spec bound."""
   return MethodUnit(name=spec.name, kind=kind, paper=spec.paper, config_file=spec.config_file,
                     scheme=spec.scheme, train=functools.partial(train, spec),
-                    load_predictor=functools.partial(load_predictor, spec))
+                    load_predictor=functools.partial(load_predictor, spec),
+                    paper_speed=getattr(spec, "paper_speed", ""))
 
 
 def names() -> list[str]:

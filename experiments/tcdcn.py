@@ -1,0 +1,12 @@
+r"""Trains TCDCN (Zhang et al., ECCV 2014) on MTFL, then its landmarks-only ablation.
+
+  python -m experiments.tcdcn --workdir=/tmp/tcdcn_mtfl
+
+The same as ``python -m experiments.train`` with ``experiments/configs/tcdcn.py`` as
+the default config (see ``experiments/train.py``).
+"""
+
+from experiments import train
+
+if __name__ == "__main__":
+  train.run_method("tcdcn")

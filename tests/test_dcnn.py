@@ -1,0 +1,98 @@
+"""DCNN: the networks' shapes, patch extraction, level-wise training through the driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import dcnn as dcnn_configs
+from jaxmarks import methods
+from jaxmarks.models import dcnn
+from tests import helpers
+
+MS = np.array([[28, 32], [50, 32], [39, 44], [30, 56], [48, 56]], np.float32)
+
+
+def _model():
+  return dcnn.DCNN(mean_shape=tuple(map(tuple, MS.tolist())))
+
+
+def test_networks_have_the_papers_shapes():
+  params, state = dcnn.init_variables(_model(), jax.random.PRNGKey(0))
+  assert state == {}
+  f1 = params["F1"]
+  assert f1["conv1"]["kernel"].shape == (1, 1, 4, 4, 1, 20)  # shared: one region
+  assert f1["conv3"]["kernel"].shape == (3, 3, 3, 3, 40, 60)  # locally shared, 3x3 regions
+  assert f1["conv4"]["kernel"].shape[-1] == 80 and f1["fc"]["kernel"].shape == (2 * 2 * 80, 120)
+  assert f1["out"]["kernel"].shape == (120, 10)
+  assert params["EN1"]["fc"]["kernel"].shape == (1 * 2 * 80, 100)
+  assert params["EN1"]["out"]["kernel"].shape == (100, 6)
+  lvl2 = params["levels_0"]  # 5 points x 2 networks, stacked
+  assert lvl2["conv1"]["kernel"].shape == (10, 1, 1, 4, 4, 1, 20)
+  assert lvl2["fc"]["kernel"].shape == (10, 2 * 2 * 40, 60) and lvl2["out"]["kernel"].shape == (10, 60, 2)
+  out = jax.jit(_model().apply)({"params": params}, jnp.zeros((2, 78, 78, 1)))
+  assert [s.shape for s in out["stages"]] == [(2, 5, 2)] * 3
+  np.testing.assert_allclose(out["landmarks"], np.broadcast_to(MS, (2, 5, 2)), atol=1e-5)
+
+
+def test_patches_are_centred_on_their_points():
+  img = jnp.zeros((1, 40, 40)).at[0, 20, 10].set(1.0).at[0, 5, 30].set(1.0)
+  centers = jnp.array([[[10.0, 20.0], [30.0, 5.0]]])
+  patches = dcnn.extract_patches(img, centers, jnp.array([7.0, 7.0]), size=15)
+  assert patches.shape == (1, 2, 15, 15, 1)
+  for k in range(2):
+    assert np.unravel_index(np.argmax(patches[0, k, ..., 0]), (15, 15)) == (7, 7)
+
+
+def test_a_level_trains_only_its_own_networks():
+  model = _model()
+  params, state = dcnn.init_variables(model, jax.random.PRNGKey(0))
+  phases = dcnn.level_phases(model, "mtfl5", [1, 1, 1], lambda n, i: optax.adam(1e-2),
+                             [0.03, 0.015])
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.normal(size=(4, 78, 78, 1)), jnp.float32),
+           "landmarks": jnp.asarray(MS[None] + rng.normal(size=(4, 5, 2)), jnp.float32)}
+  for i, phase in enumerate(phases):
+    grads = jax.jit(jax.grad(lambda p, phase=phase: phase.loss_fn(
+        p, state, batch, jax.random.PRNGKey(1))[0]))(params)
+    updates, _ = phase.tx.update(grads, phase.tx.init(params), params)
+    moved = {k for k, v in updates.items()
+             if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))}
+    assert moved == ({"F1", "EN1", "NM1"} if i == 0 else {f"levels_{i - 1}"}), (i, moved)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("dcnn")
+  manual = helpers.fake_mtfl(root / "mtfl", 40)
+  c = dcnn_configs.get_config("mtfl")
+  c.data.manual_dir = str(manual)
+  c.data.data_dir = str(root / "tfds")
+  c.data.holdout_fraction = 0.25
+  c.data.batch_size = 8
+  c.data.num_workers = 0
+  c.train.steps_per_level = (4, 2, 2)
+  c.train.eval_every = 0
+  c.train.checkpoint_every = 4
+  c.train.eval_batch_size = 10
+  c.train.num_plot_faces = 4
+  c.train.progress = False
+  return root, methods.train(c, root / "wd")
+
+
+def test_the_cascade_trains_level_by_level_and_reports_each(trained):
+  root, summary = trained
+  assert summary["n"] == 10 and [s["stage"] for s in summary["stages"]] == [1, 2, 3]
+  assert [h["phase"] for h in summary["validation_curve"]] == ["level1", "level2", "level3"]
+  predictor = methods.load_predictor(root / "wd" / "export")
+  assert predictor.phase == 2
+  out = predictor.predict(np.zeros((3, 78, 78, 1), np.float32))
+  assert out["landmarks"].shape == (3, 5, 2) and len(out["stages"]) == 3
+
+
+def test_config_errors_name_the_field(tmp_path):
+  c = dcnn_configs.get_config("")
+  c.train.steps_per_level = (10, 10)
+  with pytest.raises(ValueError, match="steps_per_level has 2 entries for 3 levels"):
+    methods.train(c, tmp_path / "wd")

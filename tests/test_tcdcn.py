@@ -1,0 +1,98 @@
+"""TCDCN: the network, task-wise early stopping, training through the deep driver."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import tcdcn as tcdcn_configs
+from jaxmarks import methods
+from jaxmarks.models import tcdcn
+from tests import helpers
+
+
+def test_network_is_the_papers():
+  ms = np.array([[14, 16], [26, 16], [20, 22], [15, 28], [25, 28]], np.float32)
+  model = tcdcn.TCDCN(mean_shape=tuple(map(tuple, ms.tolist())))
+  params, state = tcdcn.init_variables(model, jax.random.PRNGKey(0))
+  shapes = {k: v["kernel"].shape for k, v in params.items()}
+  assert shapes["conv1"] == (5, 5, 1, 16) and shapes["conv2"] == (3, 3, 16, 48)
+  assert shapes["conv3"] == (3, 3, 48, 64) and shapes["conv4"] == (2, 2, 64, 64)
+  assert shapes["fc"] == (2 * 2 * 64, 100) and shapes["landmarks"] == (100, 10)
+  assert shapes["head_pose"] == (100, 5) and shapes["head_gender"] == (100, 2)
+  out = model.apply({"params": params}, jnp.zeros((3, 40, 40, 1)))
+  # Starts near S0 (a small random landmark layer, so that its gradient reaches the
+  # shared layers from the first step).
+  np.testing.assert_allclose(out["landmarks"], np.broadcast_to(ms, (3, 5, 2)), atol=1.0)
+  assert state["tasks"]["history"].shape == (5, 4)
+
+
+def test_stop_criterion_follows_the_training_trend_and_the_gap():
+  lambdas = np.ones(3)
+  # Task 0 still falls fast (skewed window), task 1 is flat, task 2 generalises well.
+  hist = np.array([[1.0, 0.5, 0.5], [0.6, 0.5, 0.49], [0.45, 0.5, 0.48], [0.4, 0.5, 0.47],
+                   [0.38, 0.5, 0.47]])
+  e_val = np.array([0.5, 0.6, 0.46])
+  value = tcdcn.stop_criterion(hist, e_val, hist.min(0), lambdas)
+  assert value[1] == np.inf  # flat training loss, validation above it: stop
+  assert value[2] <= 0  # validation below the best training loss: never stop
+  assert 0 < value[0] < value[1]
+  # The trend factor: k * median / (sum - k * median).
+  med = np.median(hist[:, 0])
+  trend = 5 * med / (hist[:, 0].sum() - 5 * med)
+  np.testing.assert_allclose(value[0], trend * (0.5 - 0.38) / 0.38)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("tcdcn")
+  manual = helpers.fake_mtfl(root / "mtfl", 40)
+  c = tcdcn_configs.get_config("mtfl")
+  c.data.manual_dir = str(manual)
+  c.data.data_dir = str(root / "tfds")
+  c.data.holdout_fraction = 0.25
+  c.data.batch_size = 8
+  c.data.num_workers = 0
+  c.train.num_steps = 12
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 6
+  c.train.eval_batch_size = 10
+  c.train.num_plot_faces = 4
+  c.train.progress = False
+  c.tcdcn.early_stop_window = 3
+  c.tcdcn.early_stop_threshold = 1e-6  # stop tasks as soon as the window is full
+  summary = methods.train(c, root / "wd")
+  return root, summary
+
+
+def test_training_stops_tasks_and_runs_the_ablation(trained, capsys):
+  root, summary = trained
+  assert summary["n"] == 10 and summary["scheme"] == "mtfl5"
+  assert set(summary["ablations"]) == {"landmarks_only"}
+  from jaxmarks.methods import deep  # pylint: disable=g-import-not-at-top
+  config = methods.load_config(root / "wd")
+  _, arrays, _ = deep.read_checkpoint(root / "wd", config, step=12)  # the last state
+  stopped = arrays["model_state/tasks/stopped_at"]
+  assert (stopped >= 9).any()  # some task stopped once three windows were full (step 9)
+  assert np.all(arrays["model_state/tasks/active"][stopped >= 0] == 0)
+  _, abl, _ = deep.read_checkpoint(root / "wd" / "ablations" / "landmarks_only", config, step=12)
+  assert np.all(abl["model_state/tasks/stopped_at"] == -1)  # lambda = 0: nothing to stop
+
+
+def test_predictor_gives_landmarks_and_attribute_probabilities(trained):
+  root, _ = trained
+  predictor = methods.load_predictor(root / "wd" / "export")
+  out = predictor.predict(np.zeros((2, 40, 40, 1), np.float32))
+  assert out["landmarks"].shape == (2, 5, 2)
+  np.testing.assert_allclose(out["attributes"]["pose"].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_config_errors_name_the_field(tmp_path):
+  c = tcdcn_configs.get_config("")
+  c.tcdcn.early_stop_window = 2
+  with pytest.raises(ValueError, match="config.tcdcn.early_stop_window must be an integer >= 3"):
+    methods.train(c, tmp_path / "wd")
+  c = tcdcn_configs.get_config("")
+  c.data.extra_features = ("gender",)
+  with pytest.raises(ValueError, match="must carry the tasks' labels"):
+    methods.train(c, tmp_path / "wd")
