@@ -24,6 +24,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per figure (the best is
 
 def main(argv):
   del argv
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every dataset it opens
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top

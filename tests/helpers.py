@@ -264,3 +264,18 @@ def fake_mtfl(root, num_faces: int, seed: int = 0):
     lines.append(" " + " ".join([name, *coords, *map(str, attrs)]))
   (root / "training.txt").write_text("\n".join(lines) + "\n")
   return root
+
+
+def on_fake_mtfl(config, root, num_faces: int = 40):
+  """``config`` (a 5-point method's) pointed at a fresh ``fake_mtfl`` folder under
+  ``root``, with small batches, no worker processes and no progress bar."""
+  root = pathlib.Path(root)
+  config.data.manual_dir = str(fake_mtfl(root / "mtfl", num_faces))
+  config.data.data_dir = str(root / "tfds")
+  config.data.holdout_fraction = 0.25
+  config.data.batch_size = 8
+  config.data.num_workers = 0
+  config.train.eval_batch_size = 10
+  config.train.num_plot_faces = 4
+  config.train.progress = False
+  return config

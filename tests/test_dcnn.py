@@ -65,19 +65,10 @@ def test_a_level_trains_only_its_own_networks():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("dcnn")
-  manual = helpers.fake_mtfl(root / "mtfl", 40)
-  c = dcnn_configs.get_config("mtfl")
-  c.data.manual_dir = str(manual)
-  c.data.data_dir = str(root / "tfds")
-  c.data.holdout_fraction = 0.25
-  c.data.batch_size = 8
-  c.data.num_workers = 0
+  c = helpers.on_fake_mtfl(dcnn_configs.get_config("mtfl"), root)
   c.train.steps_per_level = (4, 2, 2)
   c.train.eval_every = 0
   c.train.checkpoint_every = 4
-  c.train.eval_batch_size = 10
-  c.train.num_plot_faces = 4
-  c.train.progress = False
   return root, methods.train(c, root / "wd")
 
 

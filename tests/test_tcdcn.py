@@ -46,19 +46,10 @@ def test_stop_criterion_follows_the_training_trend_and_the_gap():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("tcdcn")
-  manual = helpers.fake_mtfl(root / "mtfl", 40)
-  c = tcdcn_configs.get_config("mtfl")
-  c.data.manual_dir = str(manual)
-  c.data.data_dir = str(root / "tfds")
-  c.data.holdout_fraction = 0.25
-  c.data.batch_size = 8
-  c.data.num_workers = 0
+  c = helpers.on_fake_mtfl(tcdcn_configs.get_config("mtfl"), root)
   c.train.num_steps = 12
   c.train.eval_every = 3
   c.train.checkpoint_every = 6
-  c.train.eval_batch_size = 10
-  c.train.num_plot_faces = 4
-  c.train.progress = False
   c.tcdcn.early_stop_window = 3
   c.tcdcn.early_stop_threshold = 1e-6  # stop tasks as soon as the window is full
   summary = methods.train(c, root / "wd")

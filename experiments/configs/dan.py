@@ -21,7 +21,7 @@ The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
 
 import ml_collections
 
-from jaxmarks import data
+from experiments.configs import common
 from jaxmarks.data import paths
 
 VARIANTS = ("synthetic", "300w", "300w_cpu")
@@ -33,21 +33,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown DAN config variant {variant!r}; known variants: "
                      f"{', '.join(VARIANTS)} (e.g. --config=experiments/configs/dan.py:300w_cpu)")
-  c = ml_collections.ConfigDict()
-  c.method = "dan"
-  c.variant = variant
-  c.seed = 0
-  c.distributed = False  # call jax.distributed.initialize() (multi-host; see the README)
-  # Where auto-detection (Cloud TPU, SLURM, Open MPI) does not apply: the coordinator
-  # "host:port", the number of processes and this process's id (0-based).
-  c.coordinator_address = ""
-  c.num_processes = 0
-  c.process_id = -1
-  # Filled in by the deep driver from the training data (kept in config.json):
-  c.scheme = ""
-  c.mean_shape = ml_collections.FieldReference(None, field_type=list)
-
-  c.data = data.get_data_config()
+  c = common.deep_config("dan", variant)
   c.data.image_size = 112
   c.data.grayscale = True
 
@@ -62,23 +48,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.output_scale = 14.0  # pixels per unit of the last layer (see jaxmarks.models.dan)
   c.model.loss_normalization = "inter_ocular"
 
-  c.train = ml_collections.ConfigDict()
   c.train.steps_per_stage = (40000, 40000)
-  c.train.optimizer = ml_collections.ConfigDict()
-  c.train.optimizer.name = "adam"
-  c.train.optimizer.learning_rate = 1e-3
-  c.train.optimizer.schedule = "constant"
-  c.train.optimizer.warmup_steps = 0
-  c.train.optimizer.end_factor = 0.0
-  c.train.optimizer.grad_clip_norm = 0.0
   c.train.phase_lr_factors = (1.0, 1.0)  # learning rate of stage i = lr * factor[i]
-  c.train.log_every = 50
-  c.train.eval_every = 2000
-  c.train.checkpoint_every = 2000
-  c.train.keep_checkpoints = 3
-  c.train.eval_batch_size = 64
-  c.train.num_plot_faces = 16
-  c.train.progress = True
 
   if variant == "synthetic":
     c.data.dataset = "synthetic_faces"

@@ -15,8 +15,7 @@ Any field can be overridden, e.g. ``--config.train.num_steps=2000``,
 
 import ml_collections
 
-from jaxmarks import data
-from jaxmarks.data import paths
+from experiments.configs import common
 
 VARIANTS = ("mtfl",)
 TASKS = ("gender", "smile", "glasses", "pose")
@@ -28,33 +27,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown TCDCN config variant {variant!r}; known variants: "
                      f"{', '.join(VARIANTS)}")
-  c = ml_collections.ConfigDict()
-  c.method = "tcdcn"
-  c.variant = variant
-  c.seed = 0
-  c.distributed = False
-  c.coordinator_address = ""
-  c.num_processes = 0
-  c.process_id = -1
-  c.scheme = ""
-  c.mean_shape = ml_collections.FieldReference(None, field_type=list)
-
-  c.data = data.get_data_config()
-  c.data.dataset = "mtfl"
-  c.data.manual_dir = paths.dataset_dir("mtfl")
-  c.data.train_split = "train:fit"
-  c.data.eval_split = "train:holdout"
-  c.data.image_size = 40
-  c.data.grayscale = True
-  c.data.crop_scale = 2.0  # the crop is twice the five points' box: about the face box
-  c.data.translation = 0.05
-  c.data.rotation = 10.0
-  c.data.scale = 0.08
-  c.data.flip_prob = 0.5
+  c = common.deep_config("tcdcn", variant)
+  c.data = common.mtfl_data(40)
   c.data.extra_features = TASKS
   c.data.flip_feature_maps = ml_collections.ConfigDict({"pose": (4, 3, 2, 1, 0)})
-  c.data.batch_size = 64
-  c.data.num_workers = 1
 
   c.model = ml_collections.ConfigDict()
   c.model.image_size = 40
@@ -71,25 +47,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.tcdcn.early_stop_window = 5  # k, in validations
   c.tcdcn.early_stop_threshold = 0.5  # epsilon
 
-  c.train = ml_collections.ConfigDict()
   c.train.num_steps = 6000
-  c.train.optimizer = ml_collections.ConfigDict()
-  c.train.optimizer.name = "adam"
-  c.train.optimizer.learning_rate = 2e-3
-  c.train.optimizer.schedule = "cosine"
-  c.train.optimizer.warmup_steps = 100
-  c.train.optimizer.end_factor = 0.02
-  c.train.optimizer.grad_clip_norm = 0.0
-  c.train.phase_lr_factors = (1.0,)
-  c.train.log_every = 50
+  common.cosine_schedule(c.train)
   c.train.eval_every = 250
   c.train.checkpoint_every = 250
   c.train.keep_checkpoints = 2
   c.train.eval_batch_size = 250
-  c.train.num_plot_faces = 16
-  c.train.progress = True
 
-  c.ablations = ml_collections.ConfigDict()
   c.ablations.landmarks_only = ml_collections.ConfigDict(
       {"tcdcn": {"task_weights": (0.0, 0.0, 0.0, 0.0)}})
   return c
