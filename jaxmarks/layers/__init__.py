@@ -1,6 +1,6 @@
 """Special layers of the deep methods, each usable and tested on its own."""
 
-from jaxmarks.layers.activations import abs_tanh  # noqa: F401
+from jaxmarks.layers.activations import PReLU, abs_tanh  # noqa: F401
 from jaxmarks.layers.dan_layers import (  # noqa: F401
     FeatureImage,
     landmark_heatmap,

@@ -9,8 +9,8 @@
   deep       the one driver of every deep method (``DeepMethod`` specs)
   classical  the one driver of every classical method (``ClassicalMethod`` specs)
 
-``load_predictor(path)`` restores any trained method from a workdir or a copied
-export folder; ``train(config, workdir)`` trains the method ``config.method``
+``load_predictor(path)`` restores any trained method from a workdir, a copied
+export folder or a bundled model's name (``load_detector`` a face detector); ``train(config, workdir)`` trains the method ``config.method``
 names.
 """
 
@@ -28,17 +28,33 @@ from jaxmarks.methods.registry import MethodUnit, get, names
 from jaxmarks.methods.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
-           "save_config", "scheme_of", "read_trained", "load_predictor", "train"]
+           "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
+           "load_detector", "train"]
+
+
+def resolve(path: str | pathlib.Path) -> pathlib.Path:
+  """A workdir or export folder: ``path`` when it exists, else the folder of the
+  bundled model of that name (``jaxmarks.bundled``), else a clear error."""
+  p = pathlib.Path(path).expanduser()
+  if p.exists():
+    return p.resolve()
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  if str(path) in bundled.MODELS:
+    return bundled.path(str(path))
+  raise FileNotFoundError(f"{path} is neither a folder nor a bundled model "
+                          f"({', '.join(bundled.names())})")
 
 
 def read_trained(path: str | pathlib.Path
                  ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
   """What a trained method is made of: ``(config, arrays, info)``.
 
-  From the export folder when ``path`` is one or holds one (``<workdir>/export``);
-  for a deep workdir whose training has not finished (no export yet), from its
-  best (else latest) checkpoint, without the optimizer state.
+  ``path`` is a workdir, an export folder or a bundled model's name. From the
+  export folder when ``path`` is one or holds one (``<workdir>/export``); for a
+  deep workdir whose training has not finished (no export yet), from its best
+  (else latest) checkpoint, without the optimizer state.
   """
+  path = resolve(path)
   folder = export.locate(path)
   if folder is not None:
     return export.read(folder)
@@ -52,9 +68,23 @@ def read_trained(path: str | pathlib.Path
 
 
 def load_predictor(path: str | pathlib.Path) -> Predictor:
-  """Restores the trained method in ``path`` (a workdir or an export folder)."""
+  """Restores the trained method in ``path`` (a workdir, an export folder or a
+  bundled model's name). For a detector method (``kind == "detector"``) this is
+  its ``Detector``."""
   config, arrays, info = read_trained(path)
   return get(config.method).load_predictor(config, arrays, info)
+
+
+def load_detector(path: str | pathlib.Path) -> Detector:
+  """Restores a trained face detector (a workdir, an export folder or a bundled
+  model's name, e.g. ``"mtcnn-original"``); a clear error for a landmark method."""
+  config, arrays, info = read_trained(path)
+  unit = get(config.method)
+  if unit.kind != "detector":
+    raise ValueError(f"{path} holds a {unit.name!r} model, which is a landmark method, not a "
+                     f"face detector (registered detectors: "
+                     f"{', '.join(n for n in names() if get(n).kind == 'detector')})")
+  return unit.load_predictor(config, arrays, info)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:

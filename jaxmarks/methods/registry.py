@@ -31,6 +31,7 @@ _ENTRIES: dict[str, str] = {
     "cpr": "jaxmarks.classical.cpr:UNIT",
     "asm": "jaxmarks.classical.asm:UNIT",
     "aam": "jaxmarks.classical.aam:UNIT",
+    "mtcnn": "jaxmarks.detection.mtcnn_method:UNIT",
 }
 
 
@@ -40,8 +41,10 @@ class MethodUnit:
 
   Attributes:
     name: the registry name, also ``config.method`` of its configs.
-    kind: ``"deep"`` (a Flax model trained by ``jaxmarks.methods.deep``) or
-      ``"classical"`` (pure functions fitted by ``jaxmarks.methods.classical``).
+    kind: ``"deep"`` (a Flax model trained by ``jaxmarks.methods.deep``),
+      ``"classical"`` (pure functions fitted by ``jaxmarks.methods.classical``) or
+      ``"detector"`` (finds faces and their five points in whole photos: its
+      ``load_predictor`` gives a ``Detector``; trained by its own ``train``).
     paper: the citation of what it reproduces.
     config_file: its config file with named variants (``get_config(variant)``),
       relative to the repository root, e.g. ``experiments/configs/dan.py``.
@@ -65,8 +68,8 @@ class MethodUnit:
   paper_speed: str = ""
 
   def __post_init__(self):
-    if self.kind not in ("deep", "classical"):
-      raise ValueError(f"method {self.name!r}: kind must be 'deep' or 'classical'")
+    if self.kind not in ("deep", "classical", "detector"):
+      raise ValueError(f"method {self.name!r}: kind must be 'deep', 'classical' or 'detector'")
 
 
 def unit_for(spec, kind: str, train, load_predictor) -> MethodUnit:

@@ -1,0 +1,87 @@
+"""MTCNN configs (ml_collections): ``get_config(variant)``.
+
+Variants (``--config=experiments/configs/mtcnn.py:<variant>``):
+
+- ``"mtfl"`` (default): P-Net, R-Net and O-Net trained on the photos of the MTFL
+  training part (``train:fit``, 9,000 faces) and of 300-W train (``train:fit``,
+  1,811 faces; boxes from the 68 landmarks, five points from them); evaluated on
+  the whole photos of MTFL ``train:holdout`` (1,000 faces): faces missed and the
+  five points' NME (eye-centre distance). All three nets in under an hour on a
+  2-core CPU (BENCHMARKS.md).
+- ``"synthetic"``: the built-in synthetic faces (``synthetic_faces/tiny``), a few
+  hundred steps per net: minutes; for tests and a first try.
+
+Any field can be overridden, e.g. ``--config.onet.num_steps=3000``,
+``--config.detector.min_face_size=40``.
+"""
+
+import ml_collections
+
+from jaxmarks.data import paths
+from jaxmarks.detection import mtcnn_detector
+
+VARIANTS = ("mtfl", "synthetic")
+
+
+def _net(num_steps: int, batch_size: int, max_faces: int, negatives: int, positives: int,
+         parts: int, learning_rate: float = 1e-3) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.num_steps = num_steps
+  c.batch_size = batch_size
+  c.max_faces = max_faces  # training faces whose photos give this net's windows
+  c.per_face = ml_collections.ConfigDict(
+      {"negatives": negatives, "positives": positives, "parts": parts})
+  c.ohem = 0.7  # online hard example mining: the hardest 70 % of classification losses
+  c.optimizer = ml_collections.ConfigDict({
+      "name": "adam", "learning_rate": learning_rate, "schedule": "cosine",
+      "warmup_steps": min(200, num_steps // 10), "end_factor": 0.02, "grad_clip_norm": 0.0})
+  c.log_every = 100
+  c.eval_every = max(1, num_steps // 4)
+  return c
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a named variant (see the module docstring)."""
+  variant = (variant or "mtfl").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown MTCNN config variant {variant!r}; known variants: "
+                     f"{', '.join(VARIANTS)}")
+  c = ml_collections.ConfigDict()
+  c.method = "mtcnn"
+  c.variant = variant
+  c.seed = 0
+  c.scheme = "mtfl5"
+  c.progress = True
+  c.data = ml_collections.ConfigDict()
+  c.data.datasets = ("mtfl", "ibug300w")
+  c.data.manual_dirs = (paths.dataset_dir("mtfl"), paths.dataset_dir("300w"))
+  c.data.data_dir = ""
+  c.data.builder_config = ""
+  c.data.train_split = "train:fit"
+  c.data.eval_split = "train:holdout"
+  c.data.eval_dataset = "mtfl"
+  c.data.eval_manual_dir = paths.dataset_dir("mtfl")
+  c.data.eval_limit = 0  # 0: every face of the split
+  c.data.holdout_fraction = 0.1
+  c.data.holdout_seed = 0
+  c.data.val_faces = 500  # validation faces whose windows the nets are validated on
+  c.detector = mtcnn_detector.default_detector_config()
+  # Stage thresholds when mining the next net's windows (lower: more hard negatives).
+  c.mining_thresholds = (0.5, 0.5, 0.5)
+  c.pnet = _net(6000, 384, 10000, negatives=6, positives=2, parts=2)
+  c.rnet = _net(4000, 256, 4000, negatives=12, positives=3, parts=3)
+  c.onet = _net(4000, 128, 4000, negatives=8, positives=3, parts=3)
+  if variant == "synthetic":
+    c.data.datasets = ("synthetic_faces",)
+    c.data.manual_dirs = ("",)
+    c.data.builder_config = "tiny"
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.eval_dataset = "synthetic_faces"
+    c.data.eval_manual_dir = ""
+    c.data.val_faces = 16
+    c.detector.min_face_size = 40
+    c.pnet = _net(150, 64, 48, negatives=6, positives=3, parts=2, learning_rate=3e-3)
+    c.rnet = _net(100, 64, 48, negatives=10, positives=3, parts=2, learning_rate=3e-3)
+    c.onet = _net(100, 32, 48, negatives=6, positives=3, parts=2, learning_rate=3e-3)
+  return c

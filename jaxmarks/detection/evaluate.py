@@ -1,0 +1,184 @@
+"""Evaluation of a face detector with landmarks (MTCNN) on whole images of a split.
+
+Every record of a split is one annotated face in its whole photo. The detector
+runs on the photos (several per call); a detection **matches** the annotated face
+when its box contains all five of the face's points (the ground truth brought to
+MTFL's five points: eye centres, nose tip, mouth corners) — among several, the one
+whose box centre is nearest the points' centroid. A face with no matching
+detection is **missed**. The detector's five points of the matched faces are
+scored like any landmark method (``jaxmarks.evaluation.summarize``; MTFL's
+inter-ocular distance is the distance of the eye centres), so the numbers sit
+beside the crop-based methods', with one difference stated in every summary: the
+detector finds its own faces, the crop-based methods are given the annotated box.
+
+Other faces in a photo are not annotated in these datasets, so detections that
+match nothing are counted (``unmatched_detections``) but not called false.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any
+
+import cv2
+import ml_collections
+import numpy as np
+
+from jaxmarks import evaluation
+from jaxmarks import metrics as metrics_lib
+from jaxmarks import plotting
+from jaxmarks import schemes as schemes_lib
+
+__all__ = ["match_face", "evaluate_detector", "draw_detections"]
+
+FIVE = "mtfl5"
+
+
+def match_face(boxes: np.ndarray, points: np.ndarray) -> int:
+  """The index of the detection that matches an annotated face, or -1.
+
+  Args:
+    boxes: ``(N, 4)`` detection boxes ``(x0, y0, x1, y1)``.
+    points: ``(5, 2)`` the face's annotated five points.
+  """
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  p = np.asarray(points, np.float64)
+  inside = np.all((p[None, :, 0] >= boxes[:, None, 0]) & (p[None, :, 0] <= boxes[:, None, 2])
+                  & (p[None, :, 1] >= boxes[:, None, 1]) & (p[None, :, 1] <= boxes[:, None, 3]),
+                  axis=1)
+  if not inside.any():
+    return -1
+  centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+  dist = np.linalg.norm(centres - p.mean(axis=0), axis=1)
+  dist[~inside] = np.inf
+  return int(np.argmin(dist))
+
+
+def draw_detections(image: np.ndarray, dets, gt_points: np.ndarray | None = None) -> np.ndarray:
+  """The photo with the detections (boxes green, points red) and the annotated
+  points (blue) drawn."""
+  canvas = image.copy()
+  scale = max(1, int(round(max(image.shape[:2]) / 400)))
+  for j, b in enumerate(np.round(dets.boxes).astype(int)):
+    cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0), scale)
+    if dets.points is not None:
+      for x, y in dets.points[j]:
+        cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1)
+  if gt_points is not None:
+    for x, y in gt_points:
+      cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (0, 0, 255), scale)
+  return canvas
+
+
+def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: str, *,
+                      output_dir=None, batch_size: int = 16, num_overlays: int = 8,
+                      limit: int | None = None, quiet: bool = False,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Runs ``detector`` on the whole images of ``split`` and scores it.
+
+  Args:
+    detector: a ``jaxmarks.methods.Detector`` with five points.
+    data_config: the data settings (dataset, its location, holdout settings).
+    split: split spec, e.g. ``"train:holdout"``.
+    output_dir: where to write ``detection_<dataset>_<split>.json``, the CED PNG
+      and overlays of the first photos (None: nothing written).
+    batch_size: photos per ``detector.detect`` call.
+    num_overlays: photos drawn into the overlay PNG.
+    limit: evaluate only the first ``limit`` records (None: all).
+    quiet: do not print.
+    extra: more fields for the summary.
+
+  Returns:
+    the landmark summary of the matched faces (``evaluation.summarize``, scheme
+    ``mtfl5``) with ``faces``, ``missed``, ``missed_fraction``,
+    ``unmatched_detections``, ``ms_per_image`` and the data fields.
+  """
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  scheme = builders.scheme_of(builders.get_builder(
+      data_config.dataset, data_config.data_dir or None, data_config.builder_config or None))
+  if scheme != FIVE and not schemes_lib.can_convert(scheme, FIVE):
+    raise ValueError(f"dataset {data_config.dataset!r} has scheme {scheme!r}, which has no "
+                     f"conversion to the detector's five points ({FIVE})")
+  source, builder = data_lib.load_split(data_config, split)
+  n = len(source) if limit is None else min(len(source), int(limit))
+  preds, gts, overlays = [], [], []
+  missed = unmatched = 0
+  seconds = 0.0
+  for start in range(0, n, batch_size):
+    records = [source[j] for j in range(start, min(n, start + batch_size))]
+    images = [r["image"] for r in records]
+    t0 = time.perf_counter()
+    dets = detector.detect(images)
+    seconds += time.perf_counter() - t0
+    for record, image, d in zip(records, images, dets):
+      gt = schemes_lib.convert(np.asarray(record["landmarks"], np.float64)[None], scheme,
+                               FIVE)[0]
+      j = match_face(d.boxes, gt)
+      unmatched += len(d) - (j >= 0)
+      if j < 0:
+        missed += 1
+      else:
+        preds.append(d.points[j])
+        gts.append(gt)
+      if len(overlays) < num_overlays:
+        overlays.append(draw_detections(image, d, gt))
+  if preds:
+    pred, gt = np.stack(preds), np.stack(gts)
+    summary = evaluation.summarize(pred, gt, FIVE)
+  else:  # nothing found: the miss rate says it all
+    pred = gt = np.zeros((0, 5, 2))
+    summary = {"n": 0, "threshold": evaluation.THRESHOLD, "scheme": FIVE}
+  summary.update({
+      "faces": n, "missed": missed, "missed_fraction": missed / n,
+      "unmatched_detections": unmatched, "ms_per_image": 1e3 * seconds / n,
+      "dataset": data_config.dataset, "dataset_scheme": scheme, "split": split,
+      "data_dir": str(builder.data_dir), "manual_dir": data_config.manual_dir,
+      "faces_from": "the detector's own boxes on the whole photos (not the annotated box)",
+      "match_rule": "a detection box containing all five annotated points; nearest centre",
+      "method": detector.config.get("method") if hasattr(detector, "config") else None,
+  })
+  if extra:
+    summary.update(extra)
+  label = f"{data_config.dataset} {split}"
+  if output_dir is not None:
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = evaluation._safe(f"{data_config.dataset}_{split}")  # pylint: disable=protected-access
+    files = {"json": str(out / f"detection_{stem}.json"),
+             "overlays": str(out / f"detection_overlays_{stem}.png")}
+    if len(pred):
+      errors = np.asarray(metrics_lib.nme(pred, gt, FIVE, "inter_ocular"))
+      files["ced"] = str(plotting.plot_ced(
+          {"matched faces": errors}, out / f"detection_ced_{stem}.png",
+          float(summary["threshold"]), title=f"CED, {label}, detected faces (inter-ocular)"))
+    cv2.imwrite(files["overlays"], cv2.cvtColor(_tile(overlays), cv2.COLOR_RGB2BGR))
+    summary["files"] = files
+    pathlib.Path(files["json"]).write_text(evaluation.to_json(summary))
+  if not quiet:
+    print(f"[{label}] faces={n} missed={missed} ({100 * missed / n:.2f}%) "
+          f"unmatched detections={unmatched} {summary['ms_per_image']:.1f} ms/image", flush=True)
+    if summary["n"]:
+      for line in evaluation.format_lines(summary, f"{label}, matched faces"):
+        print(line, flush=True)
+    if "files" in summary:
+      print("wrote " + ", ".join(summary["files"].values()), flush=True)
+  return summary
+
+
+def _tile(images: list[np.ndarray], side: int = 256, ncols: int = 4) -> np.ndarray:
+  """Photos letterboxed into ``side`` squares, ``ncols`` per row."""
+  cells = []
+  for image in images:
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    small = cv2.resize(image, (max(1, int(w * s)), max(1, int(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    cell = np.zeros((side, side, 3), np.uint8)
+    cell[:small.shape[0], :small.shape[1]] = small
+    cells.append(cell)
+  while len(cells) % ncols:
+    cells.append(np.zeros((side, side, 3), np.uint8))
+  rows = [np.concatenate(cells[i:i + ncols], axis=1) for i in range(0, len(cells), ncols)]
+  return np.concatenate(rows, axis=0)

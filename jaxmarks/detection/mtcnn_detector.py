@@ -1,0 +1,303 @@
+"""MTCNN inference: photos -> face boxes, scores and five landmarks (the ``Detector``
+contract of ``jaxmarks.methods.base``).
+
+The cascade of Zhang et al. (IEEE SPL 2016), step for step as the authors'
+release and its Python ports run it, so that imported weights reproduce the
+reference to the pixel:
+
+1. **Pyramid**: scales ``m * f^k`` with ``m = 12 / min_face_size`` and
+   ``f = scale_factor`` (0.709) while the shorter side stays >= 12 px; each level
+   resized with area interpolation.
+2. **P-Net** on every level (jitted): cells with face probability >= the first
+   threshold become 12x12 windows mapped back to the image; NMS (IoU 0.5) per
+   level, NMS (IoU 0.7) over all levels, box regression, squaring.
+3. **R-Net** on 24x24 crops of those boxes (zero outside the image), batched
+   over every image of the call: threshold, NMS (IoU 0.7), regression, squaring.
+4. **O-Net** on 48x48 crops: threshold, landmarks (relative to the box before
+   regression), regression, NMS with the "Min" overlap (0.7).
+
+Compilation: P-Net is compiled once per padded level shape: each level is padded
+up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
+levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
+photos of many sizes share compilations, and the levels of all photos of a call
+that share a padded shape go through P-Net together. R-Net and O-Net batches are
+padded to powers of two.
+
+Coordinates: the cascade computes in the reference's 1-based inclusive boxes
+(``jaxmarks.detection.boxes``); the returned ``Detections`` are in the project's
+0-based pixel edges (``x0 = x1 - 1``); landmarks are 0-based pixel positions.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, Sequence
+
+import cv2
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxmarks.detection import boxes as box_lib
+from jaxmarks.methods.base import Detections
+from jaxmarks.models import mtcnn as nets
+
+__all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales"]
+
+
+def default_detector_config() -> ml_collections.ConfigDict:
+  """The inference settings of the paper's release (all overridable)."""
+  c = ml_collections.ConfigDict()
+  c.min_face_size = 20
+  c.scale_factor = 0.709
+  c.thresholds = (0.6, 0.7, 0.7)
+  c.nms_level = 0.5      # P-Net, within one pyramid level
+  c.nms_pnet = 0.7       # P-Net, over all levels
+  c.nms_rnet = 0.7
+  c.nms_onet = 0.7       # with the "min" overlap
+  c.pad_to = 16          # P-Net input sizes are padded to multiples of this
+  return c
+
+
+def imported_config() -> ml_collections.ConfigDict:
+  """The method config of the authors' released weights (no P-/R-Net landmark heads)."""
+  c = ml_collections.ConfigDict()
+  c.method = "mtcnn"
+  c.scheme = "mtfl5"
+  c.model = ml_collections.ConfigDict({"pnet_landmarks": False, "rnet_landmarks": False})
+  c.detector = default_detector_config()
+  return c
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+  """The pyramid's scales for an image (the reference's rule)."""
+  m = 12.0 / float(min_face_size)
+  min_layer = min(height, width) * m
+  scales = []
+  k = 0
+  while min_layer >= 12:
+    scales.append(m * factor ** k)
+    min_layer *= factor
+    k += 1
+  return scales
+
+
+def _padded(v: int, step: int) -> int:
+  """A pyramid level's side padded up: to a multiple of ``step`` up to ``8 * step``,
+  then of ``2 * step`` up to ``32 * step``, then of ``4 * step`` (at most about 12 %
+  more pixels per side), so that photos of many sizes share a few compiled shapes."""
+  for limit, multiple in ((8 * step, step), (32 * step, 2 * step)):
+    if v <= limit:
+      return int(-(-v // multiple) * multiple)
+  return int(-(-v // (4 * step)) * (4 * step))
+
+
+def _chunks(n: int, smallest: int = 4, largest: int = 128) -> list[int]:
+  """Batch sizes (powers of two) that cover ``n`` crops with little padding, so that a
+  handful of compiled shapes serve every count: 129 -> [128, 4]."""
+  sizes = []
+  while n > 0:
+    size = largest
+    while size > smallest and size // 2 >= n:
+      size //= 2
+    if size > n and size > smallest:  # e.g. n = 100: 64 now, the rest next
+      size //= 2
+    sizes.append(size)
+    n -= size
+  return sizes
+
+
+class MTCNNDetector:
+  """The MTCNN cascade with given parameters.
+
+  Args:
+    params: ``{"pnet": ..., "rnet": ..., "onet": ...}`` Flax parameter trees.
+    config: the method config (``config.detector`` as ``default_detector_config``;
+      ``config.model.{pnet,rnet}_landmarks`` say whether those nets have a landmark
+      head).
+  """
+
+  def __init__(self, params: Mapping[str, Any], config: ml_collections.ConfigDict):
+    self.config = config
+    self.settings = config.detector
+    model = config.get("model", ml_collections.ConfigDict())
+    self._pnet = nets.PNet(with_landmarks=bool(model.get("pnet_landmarks", False)))
+    self._rnet = nets.RNet(with_landmarks=bool(model.get("rnet_landmarks", False)))
+    self._onet = nets.ONet(with_landmarks=True)
+    self.params = jax.tree_util.tree_map(jnp.asarray, dict(params))
+    self._pnet_fn = jax.jit(self._pnet_probs)
+    self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet, "rnet"))
+    self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet, "onet"))
+
+  # --- the jitted networks ------------------------------------------------------
+  def _pnet_probs(self, params, images, valid_hw):
+    out = self._pnet.apply({"params": params}, nets.normalize(images), valid_hw)
+    return jax.nn.softmax(out["logits"], axis=-1)[..., 1], out["box"]
+
+  def _crop_net(self, net, name, params, crops):
+    out = net.apply({"params": params}, nets.normalize(crops))
+    result = {"prob": jax.nn.softmax(out["logits"], axis=-1)[:, 1], "box": out["box"]}
+    if "points" in out:
+      result["points"] = out["points"]
+    return result
+
+  def _run_crop_net(self, name: str, crops: np.ndarray) -> dict[str, np.ndarray]:
+    n = crops.shape[0]
+    fn = self._rnet_fn if name == "rnet" else self._onet_fn
+    pending, start = [], 0
+    for size in _chunks(n):  # dispatched asynchronously, fetched together
+      part = crops[start:start + size]
+      if part.shape[0] < size:
+        part = np.concatenate([part, np.zeros((size - part.shape[0],) + part.shape[1:],
+                                              np.float32)])
+      pending.append(fn(self.params[name], part))
+      start += size
+    outs = jax.device_get(pending)
+    return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
+
+  # --- the stages -------------------------------------------------------------
+  def _stage1(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """P-Net proposals per image: ``(N, 5)`` inclusive boxes with scores, squared."""
+    s = self.settings
+    per_image: list[list[np.ndarray]] = [[] for _ in images]
+    # Every pyramid level of every photo, grouped by padded shape: one P-Net call per
+    # group (levels of different photos share it), all dispatched before any is read
+    # so that resizing overlaps the network.
+    groups: dict[tuple[int, int], list[tuple[int, float, int, int]]] = {}
+    for i, image in enumerate(images):
+      h, w = image.shape[:2]
+      for scale in pyramid_scales(h, w, s.min_face_size, s.scale_factor):
+        hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
+        groups.setdefault((_padded(hs, s.pad_to), _padded(ws, s.pad_to)), []).append(
+            (i, scale, hs, ws))
+    pending = []
+    for (ph, pw), levels in groups.items():
+      for first in range(0, len(levels), 8):
+        part = levels[first:first + 8]
+        size = 1 << (len(part) - 1).bit_length()  # batch padded to a power of two
+        batch = np.zeros((size, ph, pw, 3), np.float32)
+        valid = np.full((size, 2), 12, np.int32)
+        for b, (i, _, hs, ws) in enumerate(part):
+          batch[b, :hs, :ws] = cv2.resize(images[i], (ws, hs), interpolation=cv2.INTER_AREA)
+          valid[b] = hs, ws
+        pending.append((part, self._pnet_fn(self.params["pnet"], batch, valid)))
+    for part, result in pending:
+      prob, reg = jax.device_get(result)
+      for b, (i, scale, hs, ws) in enumerate(part):
+        out_h, out_w = -(-(hs - 2) // 2) - 4, -(-(ws - 2) // 2) - 4
+        cells = self._cells(prob[b, :out_h, :out_w], reg[b, :out_h, :out_w], scale,
+                            s.thresholds[0])
+        keep = box_lib.nms(cells, s.nms_level, "union")
+        if keep.size:
+          per_image[i].append(cells[keep])
+    proposals = []
+    for found in per_image:
+      boxes = np.concatenate(found) if found else np.zeros((0, 9))
+      if boxes.shape[0]:
+        boxes = boxes[box_lib.nms(boxes, s.nms_pnet, "union")]
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        regressed = np.stack([boxes[:, 0] + boxes[:, 5] * w, boxes[:, 1] + boxes[:, 6] * h,
+                              boxes[:, 2] + boxes[:, 7] * w, boxes[:, 3] + boxes[:, 8] * h,
+                              boxes[:, 4]], axis=1)
+        boxes = box_lib.square(regressed)
+        boxes[:, :4] = np.fix(boxes[:, :4])
+      proposals.append(boxes[:, :5])
+    return proposals
+
+  @staticmethod
+  def _cells(prob: np.ndarray, reg: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    """P-Net cells above the threshold -> ``(N, 9)`` boxes, score, offsets."""
+    ys, xs = np.nonzero(prob >= threshold)
+    # The reference enumerates cells column by column; keep its order (NMS ties).
+    order = np.lexsort((ys, xs))
+    ys, xs = ys[order], xs[order]
+    x1 = np.fix((2 * xs + 1) / scale)
+    y1 = np.fix((2 * ys + 1) / scale)
+    x2 = np.fix((2 * xs + 12) / scale)
+    y2 = np.fix((2 * ys + 12) / scale)
+    return np.concatenate([np.stack([x1, y1, x2, y2, prob[ys, xs]], axis=1),
+                           reg[ys, xs].astype(np.float64)], axis=1)
+
+  def _crops(self, images, boxes_per_image, size):
+    crops, owner = [], []
+    for i, (image, b) in enumerate(zip(images, boxes_per_image)):
+      if b.shape[0]:
+        crops.append(box_lib.crop_resized(image, b, size))
+        owner.extend([i] * b.shape[0])
+    if not crops:
+      return None, np.zeros(0, np.int64)
+    return np.concatenate(crops), np.asarray(owner)
+
+  def _stage2(self, images, proposals):
+    s = self.settings
+    crops, owner = self._crops(images, proposals, 24)
+    if crops is None:
+      return proposals
+    out = self._run_crop_net("rnet", crops)
+    result = []
+    for i, boxes in enumerate(proposals):
+      mine = owner == i
+      prob, reg = out["prob"][mine].astype(np.float64), out["box"][mine].astype(np.float64)
+      passed = prob > s.thresholds[1]
+      b = np.concatenate([boxes[passed, :4], prob[passed, None]], axis=1)
+      reg = reg[passed]
+      if b.shape[0]:
+        keep = box_lib.nms(b, s.nms_rnet, "union")
+        b = box_lib.square(box_lib.regress(b[keep], reg[keep]))
+      result.append(b)
+    return result
+
+  def _stage3(self, images, candidates):
+    s = self.settings
+    candidates = [np.fix(b) for b in candidates]
+    crops, owner = self._crops(images, candidates, 48)
+    if crops is None:
+      return [(np.zeros((0, 5)), np.zeros((0, 5, 2))) for _ in images]
+    out = self._run_crop_net("onet", crops)
+    result = []
+    for i, boxes in enumerate(candidates):
+      mine = owner == i
+      prob = out["prob"][mine].astype(np.float64)
+      reg = out["box"][mine].astype(np.float64)
+      pts = out["points"][mine].astype(np.float64)
+      passed = prob > s.thresholds[2]
+      b = np.concatenate([boxes[passed, :4], prob[passed, None]], axis=1)
+      reg, pts = reg[passed], pts[passed]
+      w = (b[:, 2] - b[:, 0] + 1)[:, None]
+      h = (b[:, 3] - b[:, 1] + 1)[:, None]
+      points = np.stack([w * pts[..., 0] + b[:, 0:1] - 1, h * pts[..., 1] + b[:, 1:2] - 1],
+                        axis=-1)
+      if b.shape[0]:
+        b = box_lib.regress(b, reg)
+        keep = box_lib.nms(b, s.nms_onet, "min")
+        b, points = b[keep], points[keep]
+      result.append((b, points))
+    return result
+
+  # --- the contract ------------------------------------------------------------
+  def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    """Faces in each photo ``(H, W, 3)`` uint8 RGB -> ``Detections`` (boxes, scores,
+    five points), best score first."""
+    images = [self._check(image, i) for i, image in enumerate(images)]
+    if not images:
+      return []
+    proposals = self._stage1(images)
+    candidates = self._stage2(images, proposals)
+    final = self._stage3(images, candidates)
+    out = []
+    for b, points in final:
+      order = np.argsort(-b[:, 4], kind="stable") if b.shape[0] else np.zeros(0, np.int64)
+      b, points = b[order], points[order]
+      out.append(Detections(box_lib.to_pixel_edges(b), b[:, 4], points.reshape(-1, 5, 2)))
+    return out
+
+  @staticmethod
+  def _check(image, index: int) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+      raise ValueError(f"image {index}: MTCNN needs (H, W, 3) RGB; got shape {image.shape}")
+    if image.dtype != np.uint8:
+      raise ValueError(f"image {index}: MTCNN needs uint8 pixels; got {image.dtype}")
+    return image

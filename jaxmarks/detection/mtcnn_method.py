@@ -1,0 +1,173 @@
+"""MTCNN as a registered method (``jaxmarks.methods`` kind ``"detector"``).
+
+  python -m experiments.train --config=experiments/configs/mtcnn.py:mtfl --workdir=W
+
+trains P-Net, R-Net and O-Net in turn (``jaxmarks.detection.mtcnn_train``) into
+``W/pnet``, ``W/rnet`` and ``W/onet``, writes the export (``W/export``: the three
+networks' parameters and the detector settings) and evaluates the cascade on the
+whole photos of ``config.data.eval_split`` (``jaxmarks.detection.evaluate``):
+faces missed and the five points' NME of the faces found. ``load_predictor`` of a
+detector unit gives an ``MTCNNDetector``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from jaxmarks.detection import mtcnn_detector
+from jaxmarks.methods import export as export_lib
+from jaxmarks.methods import registry
+from jaxmarks.methods import validate
+from jaxmarks.methods import workdir as workdir_lib
+
+__all__ = ["UNIT", "load_detector", "train", "check_config"]
+
+PAPER = ("Zhang, Zhang, Li and Qiao, Joint Face Detection and Alignment using Multi-task "
+         "Cascaded Convolutional Networks, IEEE Signal Processing Letters 2016")
+RESUME_KEYS = ("pnet.num_steps", "rnet.num_steps", "onet.num_steps", "data.datasets",
+               "data.train_split", "seed")
+
+
+def load_detector(config: ml_collections.ConfigDict, arrays: dict[str, np.ndarray],
+                  info: dict[str, Any]) -> mtcnn_detector.MTCNNDetector:
+  """The detector of an export (``config``, ``arrays`` from ``export.read``)."""
+  del info
+  tree = export_lib.unflatten(arrays)
+  if "params" not in tree or set(tree["params"]) != {"pnet", "rnet", "onet"}:
+    raise ValueError("an MTCNN export must hold params/pnet, params/rnet and params/onet")
+  if config.get("detector") is None:
+    config.detector = mtcnn_detector.default_detector_config()
+  return mtcnn_detector.MTCNNDetector(tree["params"], config)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Every field the training reads, checked before anything is written."""
+  d = config.data
+  if len(d.datasets) != len(d.manual_dirs) or not d.datasets:
+    raise ValueError("config.data.datasets and config.data.manual_dirs must be non-empty "
+                     f"and of equal length; got {list(d.datasets)} and {list(d.manual_dirs)}")
+  for net in ("pnet", "rnet", "onet"):
+    for field in ("num_steps", "batch_size", "max_faces", "eval_every", "log_every"):
+      validate.check_int(config, f"{net}.{field}", 1)
+    validate.check_float(config, f"{net}.ohem", 0.0, 1.0, low_open=True)
+    for field in ("negatives", "positives", "parts"):
+      validate.check_int(config, f"{net}.per_face.{field}", 0)
+  validate.check_int(config, "data.val_faces", 1)
+  t = config.detector.thresholds
+  if len(t) != 3 or not all(0.0 <= float(v) <= 1.0 for v in t):
+    raise ValueError(f"config.detector.thresholds must be three numbers in [0, 1]; got {t}")
+  validate.check_int(config, "detector.min_face_size", 12)
+
+
+def _data_config(config, dataset: str, manual_dir: str):
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  d = data_lib.get_data_config()
+  d.dataset = dataset
+  d.manual_dir = manual_dir
+  d.data_dir = config.data.get("data_dir", "")
+  d.builder_config = config.data.get("builder_config", "")
+  d.holdout_fraction = config.data.holdout_fraction
+  d.holdout_seed = config.data.holdout_seed
+  return d
+
+
+def _faces(config, split: str, limit: int, seed: int):
+  """``(image, face box, five points)`` of up to ``limit`` faces of ``split`` over
+  every training dataset (evenly drawn from each)."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import schemes as schemes_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  from jaxmarks.detection import mtcnn_train  # pylint: disable=g-import-not-at-top
+  sources = []
+  for dataset, manual_dir in zip(config.data.datasets, config.data.manual_dirs):
+    d = _data_config(config, dataset, manual_dir)
+    source, builder = data_lib.load_split(d, split)
+    sources.append((source, builders.scheme_of(builder)))
+  per_source = max(1, limit // len(sources))
+  for s, (source, scheme) in enumerate(sources):
+    n = len(source)
+    picks = np.sort(np.random.default_rng([seed, s]).permutation(n)[:per_source])
+    for j in picks:
+      record = source[int(j)]
+      lm = np.asarray(record["landmarks"], np.float64)
+      five = schemes_lib.convert(lm[None], scheme, "mtfl5")[0]
+      yield record["image"], mtcnn_train.face_box(lm, scheme), five
+
+
+def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """Trains the three networks in turn, exports them and evaluates the cascade."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxmarks.detection import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.detection import mtcnn_train as T  # pylint: disable=g-import-not-at-top
+  from jaxmarks.models import mtcnn as nets  # pylint: disable=g-import-not-at-top
+
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  check_config(config)
+  workdir_lib.claim(workdir, config, RESUME_KEYS)
+  workdir_lib.save_config(workdir, config)
+  seed = int(config.seed)
+  progress = bool(config.get("progress", True))
+  params: dict[str, Any] = {}
+  for stage, name in enumerate(T.NETS):
+    cfg = config[name]
+    size = nets.INPUT_SIZE[name]
+    cache = workdir / name / "samples.npz"
+    samples = T.load_samples(cache)
+    if samples is None:
+      with T.timed(f"{name} samples"):
+        faces = _faces(config, config.data.train_split, int(cfg.max_faces), seed + stage)
+        if stage == 0:
+          samples = T.sample_windows(faces, size, cfg.per_face, seed)
+        else:
+          miner = mtcnn_detector.MTCNNDetector(
+              {**params, **{n: params.get(n, params["pnet"]) for n in T.NETS}},
+              _detector_config(config, mining=True))
+          samples = T.mine_windows(miner, stage, faces, size, cfg.per_face, seed)
+      (workdir / name).mkdir(parents=True, exist_ok=True)
+      T.save_samples(cache, samples)
+    print(f"[mtcnn] {name}: {len(samples['label'])} windows ({T.class_counts(samples)})",
+          flush=True)
+    val_faces = _faces(config, config.data.eval_split, int(config.data.val_faces), seed + 10)
+    val = T.sample_windows(val_faces, size, ml_collections.ConfigDict(
+        {"negatives": 0, "positives": 1, "parts": 0}), seed + 20)
+    params[name] = T.train_net(name, samples, val, workdir / name, cfg, seed + stage,
+                               progress=progress)
+  export_config = _detector_config(config, mining=False)
+  arrays = export_lib.flatten({"params": jax.device_get(params)})
+  export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, export_config, arrays,
+                                {"trained_from": str(workdir)})
+  print(f"[mtcnn] export: {export_dir}", flush=True)
+  detector = load_detector(*export_lib.read(export_dir)[:2], {})
+  d = _data_config(config, config.data.eval_dataset, config.data.eval_manual_dir)
+  limit = int(config.data.get("eval_limit", 0)) or None
+  summary = evaluate_lib.evaluate_detector(detector, d, config.data.eval_split,
+                                           output_dir=workdir, limit=limit,
+                                           extra={"trained": str(workdir)})
+  (workdir / "summary.json").write_text(json.dumps(
+      {k: v for k, v in summary.items() if k != "per_landmark_nme_inter_ocular"}, indent=2,
+      default=float))
+  return summary
+
+
+def _detector_config(config: ml_collections.ConfigDict, mining: bool) -> ml_collections.ConfigDict:
+  """The config an export (or the miner of the next stage's windows) carries."""
+  c = ml_collections.ConfigDict()
+  c.method = "mtcnn"
+  c.scheme = "mtfl5"
+  c.variant = config.get("variant", "")
+  c.model = ml_collections.ConfigDict({"pnet_landmarks": True, "rnet_landmarks": True})
+  c.detector = ml_collections.ConfigDict(config.detector.to_dict())
+  if mining:
+    c.detector.thresholds = tuple(config.mining_thresholds)
+  return c
+
+
+UNIT = registry.MethodUnit(
+    name="mtcnn", kind="detector", paper=PAPER, config_file="experiments/configs/mtcnn.py",
+    train=train, load_predictor=load_detector, scheme="mtfl5",
+    paper_speed="16 FPS on a 2.60 GHz CPU (640x480, min face 20 px; Sec. III-F of the paper)")
