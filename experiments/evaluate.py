@@ -9,6 +9,13 @@ method reports one, and each stage's NME for cascades), and writes into the
 output folder (default: the workdir) ``evaluation_<dataset>_<split>.json``,
 ``ced_<dataset>_<split>.png`` and ``landmarks_<dataset>_<split>.png``
 (``jaxmarks.evaluation.evaluate_trained``).
+
+A face detector (MTCNN: a workdir, or the bundled ``mtcnn-original``) is evaluated
+on the whole photos of the split instead (``jaxmarks.detection.evaluate``): faces
+missed, and the NME of its five points on the faces it found::
+
+  python -m experiments.evaluate --workdir=mtcnn-original --dataset=mtfl \
+      --split=train:holdout --manual_dir=../shared/datasets/mtfl
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from jaxmarks import evaluation
+from jaxmarks import methods
 
 FLAGS = flags.FLAGS
 
@@ -38,6 +46,12 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.")
   flags.DEFINE_string("output_dir", "", "Where to write the JSON/PNGs (default: workdir).")
   flags.DEFINE_integer("num_faces", 16, "Faces drawn in the landmark grid.")
+  flags.DEFINE_integer("limit", 0, "Detectors: evaluate only the first N faces (0: all).")
+
+
+def _is_detector(path) -> bool:
+  config = methods.load_config(methods.resolve(path))
+  return methods.get(config.get("method")).kind == "detector"
 
 
 def main(argv) -> None:
@@ -46,6 +60,14 @@ def main(argv) -> None:
   if not FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   try:
+    if _is_detector(FLAGS.workdir):
+      from jaxmarks.detection import evaluate as detection_eval  # pylint: disable=g-import-not-at-top
+      detection_eval.evaluate_trained_detector(
+          FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
+          manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
+          builder_config=FLAGS.builder_config, output_dir=FLAGS.output_dir or None,
+          limit=FLAGS.limit or None)
+      return
     evaluation.evaluate_trained(
         FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
         builder_config=FLAGS.builder_config, data_dir=FLAGS.data_dir,

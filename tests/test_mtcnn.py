@@ -209,6 +209,9 @@ def test_windows_are_labelled_by_iou():
   pos = labels == 1
   assert np.all(np.abs(s["box"][pos]) < 0.5)
   assert np.all((s["landmarks"][pos] > 0) & (s["landmarks"][pos] < 1))
+  bg = mtcnn_train.background_windows(2, 5, 12, seed=0)
+  assert bg["image"].shape == (10, 12, 12, 3) and np.all(bg["label"] == 0)
+  assert bg["image"].std() > 5  # real clutter, not blank
   flipped = mtcnn_train.mirror_batch(s, np.random.default_rng(0))
   twice = mtcnn_train.mirror_batch(flipped, np.random.default_rng(0))
   np.testing.assert_allclose(twice["landmarks"], s["landmarks"], atol=1e-6)
@@ -271,3 +274,25 @@ def test_bad_mtcnn_config_is_refused_before_writing(tmp_path):
   assert not (tmp_path / "w" / "config.json").exists()
   with pytest.raises(ValueError, match="unknown MTCNN config variant"):
     mtcnn_configs.get_config("nope")
+
+
+def test_evaluate_command_on_a_detector(tmp_path):
+  import os
+  import subprocess
+  import sys
+  builder = helpers.prepared_builder("mtfl", "mtfl")
+  data_dir = str(builder.data_dir).rsplit("/mtfl/", 1)[0]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate", "--workdir=mtcnn-original",
+       "--dataset=mtfl", "--split=train:holdout", f"--data_dir={data_dir}",
+       f"--manual_dir={helpers.require_data('mtfl')}", "--limit=6",
+       f"--output_dir={tmp_path}"], cwd=helpers.REPO_ROOT, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert r.returncode == 0, r.stderr
+  assert "faces=6 missed=" in r.stdout and "NME(inter_ocular)=" in r.stdout
+  assert (tmp_path / "detection_mtfl_train-holdout.json").is_file()
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir=mtcnn-original"],
+                     cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 2 and "pass --dataset" in r.stderr

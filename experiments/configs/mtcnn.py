@@ -4,7 +4,8 @@ Variants (``--config=experiments/configs/mtcnn.py:<variant>``):
 
 - ``"mtfl"`` (default): P-Net, R-Net and O-Net trained on the photos of the MTFL
   training part (``train:fit``, 9,000 faces) and of 300-W train (``train:fit``,
-  1,811 faces; boxes from the 68 landmarks, five points from them); evaluated on
+  1,811 faces; boxes from the 68 landmarks, five points from them), with negatives
+  from 1,000 synthetic backgrounds; evaluated on
   the whole photos of MTFL ``train:holdout`` (1,000 faces): faces missed and the
   five points' NME (eye-centre distance). All three nets in under an hour on a
   2-core CPU (BENCHMARKS.md).
@@ -32,6 +33,7 @@ def _net(num_steps: int, batch_size: int, max_faces: int, negatives: int, positi
   c.per_face = ml_collections.ConfigDict(
       {"negatives": negatives, "positives": positives, "parts": parts})
   c.ohem = 0.7  # online hard example mining: the hardest 70 % of classification losses
+  c.landmark_loss = "squared"  # the paper's; "nme": normalised by the eye distance
   c.optimizer = ml_collections.ConfigDict({
       "name": "adam", "learning_rate": learning_rate, "schedule": "cosine",
       "warmup_steps": min(200, num_steps // 10), "end_factor": 0.02, "grad_clip_norm": 0.0})
@@ -65,12 +67,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.holdout_fraction = 0.1
   c.data.holdout_seed = 0
   c.data.val_faces = 500  # validation faces whose windows the nets are validated on
+  c.data.backgrounds = 1000  # face-free synthetic backgrounds, negatives for every net
   c.detector = mtcnn_detector.default_detector_config()
   # Stage thresholds when mining the next net's windows (lower: more hard negatives).
   c.mining_thresholds = (0.5, 0.5, 0.5)
   c.pnet = _net(6000, 384, 10000, negatives=6, positives=2, parts=2)
-  c.rnet = _net(4000, 256, 4000, negatives=12, positives=3, parts=3)
-  c.onet = _net(4000, 128, 4000, negatives=8, positives=3, parts=3)
+  c.rnet = _net(4000, 256, 3000, negatives=12, positives=3, parts=3)
+  c.onet = _net(4000, 128, 3000, negatives=9, positives=3, parts=3)
   if variant == "synthetic":
     c.data.datasets = ("synthetic_faces",)
     c.data.manual_dirs = ("",)
@@ -80,6 +83,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.eval_dataset = "synthetic_faces"
     c.data.eval_manual_dir = ""
     c.data.val_faces = 16
+    c.data.backgrounds = 16
     c.detector.min_face_size = 40
     c.pnet = _net(150, 64, 48, negatives=6, positives=3, parts=2, learning_rate=3e-3)
     c.rnet = _net(100, 64, 48, negatives=10, positives=3, parts=2, learning_rate=3e-3)

@@ -182,3 +182,39 @@ def _tile(images: list[np.ndarray], side: int = 256, ncols: int = 4) -> np.ndarr
     cells.append(np.zeros((side, side, 3), np.uint8))
   rows = [np.concatenate(cells[i:i + ncols], axis=1) for i in range(0, len(cells), ncols)]
   return np.concatenate(rows, axis=0)
+
+
+def evaluate_trained_detector(path, dataset: str | None = None, split: str | None = None, *,
+                              manual_dir: str | None = None, data_dir: str | None = None,
+                              builder_config: str | None = None, output_dir=None,
+                              limit: int | None = None, batch_size: int = 16
+                              ) -> dict[str, Any]:
+  """``evaluate_detector`` of the detector in ``path`` (a workdir, an export folder or
+  a bundled model's name). The dataset defaults to the one the detector was
+  evaluated on in training (``config.data.eval_dataset``); a bundled model needs
+  ``dataset``. Writes into ``output_dir`` (default: ``path``, or ``./evaluation``
+  for a bundled model)."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  path = methods.resolve(path)
+  detector = methods.load_detector(path)
+  trained = methods.load_config(path).get("data")
+  if trained is not None and trained.get("eval_dataset"):
+    dataset = dataset or trained.eval_dataset
+    if manual_dir is None and dataset == trained.eval_dataset:
+      manual_dir = trained.get("eval_manual_dir", "")
+    split = split or trained.get("eval_split")
+  if not dataset:
+    raise ValueError(f"{path} does not say which dataset to evaluate on: pass --dataset "
+                     "(e.g. mtfl, with --manual_dir) and --split")
+  d = data_lib.get_data_config()
+  d.dataset = dataset
+  d.manual_dir = manual_dir or ""
+  d.data_dir = data_dir or ""
+  d.builder_config = builder_config or ""
+  if output_dir is None:
+    is_bundled = pathlib.Path(bundled.__file__).parent in path.parents
+    output_dir = pathlib.Path("evaluation") if is_bundled else path
+  return evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
+                           limit=limit, batch_size=batch_size, extra={"trained": str(path)})

@@ -112,7 +112,9 @@ class MTCNNDetector:
   """The MTCNN cascade with given parameters.
 
   Args:
-    params: ``{"pnet": ..., "rnet": ..., "onet": ...}`` Flax parameter trees.
+    params: ``{"pnet": ..., "rnet": ..., "onet": ...}`` Flax parameter trees (while
+      training, only the stages trained so far: their ``_stage1``/``_stage2`` mine
+      the next stage's windows).
     config: the method config (``config.detector`` as ``default_detector_config``;
       ``config.model.{pnet,rnet}_landmarks`` say whether those nets have a landmark
       head).

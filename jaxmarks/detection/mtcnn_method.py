@@ -55,9 +55,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field in ("num_steps", "batch_size", "max_faces", "eval_every", "log_every"):
       validate.check_int(config, f"{net}.{field}", 1)
     validate.check_float(config, f"{net}.ohem", 0.0, 1.0, low_open=True)
+    if config[net].get("landmark_loss", "squared") not in ("squared", "nme"):
+      raise ValueError(f"config.{net}.landmark_loss must be 'squared' or 'nme'; got "
+                       f"{config[net].landmark_loss!r}")
     for field in ("negatives", "positives", "parts"):
       validate.check_int(config, f"{net}.per_face.{field}", 0)
   validate.check_int(config, "data.val_faces", 1)
+  validate.check_int(config, "data.backgrounds", 0)
   t = config.detector.thresholds
   if len(t) != 3 or not all(0.0 <= float(v) <= 1.0 for v in t):
     raise ValueError(f"config.detector.thresholds must be three numbers in [0, 1]; got {t}")
@@ -124,10 +128,13 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
         if stage == 0:
           samples = T.sample_windows(faces, size, cfg.per_face, seed)
         else:
-          miner = mtcnn_detector.MTCNNDetector(
-              {**params, **{n: params.get(n, params["pnet"]) for n in T.NETS}},
-              _detector_config(config, mining=True))
+          # The stages trained so far (the next stage's networks are not needed).
+          miner = mtcnn_detector.MTCNNDetector(params, _detector_config(config, mining=True))
           samples = T.mine_windows(miner, stage, faces, size, cfg.per_face, seed)
+        if int(config.data.backgrounds):
+          extra = T.background_windows(int(config.data.backgrounds),
+                                       int(cfg.per_face.negatives), size, seed + stage)
+          samples = {k: np.concatenate([samples[k], extra[k]]) for k in samples}
       (workdir / name).mkdir(parents=True, exist_ok=True)
       T.save_samples(cache, samples)
     print(f"[mtcnn] {name}: {len(samples['label'])} windows ({T.class_counts(samples)})",
@@ -135,8 +142,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
     val_faces = _faces(config, config.data.eval_split, int(config.data.val_faces), seed + 10)
     val = T.sample_windows(val_faces, size, ml_collections.ConfigDict(
         {"negatives": 0, "positives": 1, "parts": 0}), seed + 20)
-    params[name] = T.train_net(name, samples, val, workdir / name, cfg, seed + stage,
-                               progress=progress)
+    with T.timed(f"{name} training"):
+      params[name] = T.train_net(name, samples, val, workdir / name, cfg, seed + stage,
+                                 progress=progress)
   export_config = _detector_config(config, mining=False)
   arrays = export_lib.flatten({"params": jax.device_get(params)})
   export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, export_config, arrays,

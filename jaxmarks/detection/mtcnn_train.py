@@ -1,10 +1,11 @@
 """Training MTCNN as the paper does: P-Net, then R-Net on P-Net's detections, then
 O-Net on R-Net's (Zhang et al., IEEE SPL 2016, Sec. II-C and III-A).
 
-**Samples** (``sample_windows``, ``mine_windows``): square windows of the training
-photos, labelled by their IoU with the annotated face's box: negatives < 0.3,
-part faces 0.4-0.65, positives > 0.65; positives also carry the five landmarks
-(the paper's "landmark faces"). P-Net's windows are drawn at random (around the
+**Samples** (``sample_windows``, ``mine_windows``, ``background_windows``): square
+windows of the training photos, labelled by their IoU with the annotated face's
+box: negatives < 0.3, part faces 0.4-0.65, positives > 0.65; positives also carry
+the five landmarks (the paper's "landmark faces"); and negatives from face-free
+synthetic backgrounds (the synthetic faces' renderer). P-Net's windows are drawn at random (around the
 face and anywhere in the photo); R-Net's and O-Net's are the previous stages'
 detections on the training photos, plus random windows around the face so that
 each class has enough. Windows are cropped with zero padding outside the photo and
@@ -175,8 +176,8 @@ def mine_windows(detector: mtcnn_detector.MTCNNDetector, stages: int, faces, siz
   by IoU (the paper's samples of R-Net and O-Net), plus random positives and part
   faces (``per_face.positives``/``parts``) so that each class is present.
 
-  ``per_face.negatives`` caps the detections kept as negatives per photo (the
-  hardest: highest score first).
+  ``per_face.negatives`` negatives per photo: the hardest detections (highest
+  score first), topped up with random windows when there are fewer.
   """
   faces = list(faces)
   parts = []
@@ -195,13 +196,36 @@ def mine_windows(detector: mtcnn_detector.MTCNNDetector, stages: int, faces, siz
       negatives = order[labels[order] == NEG][:int(per_face.negatives)]
       keep = np.concatenate([negatives, np.flatnonzero(labels == POS),
                              np.flatnonzero(labels == PART)]).astype(np.int64)
+      # Random windows: positives and part faces, and negatives where the earlier
+      # stages left fewer hard ones than the quota (photos with one big face give
+      # few: the classes would be badly unbalanced otherwise).
+      missing = int(per_face.negatives) - len(negatives)
       extra = _random_windows(rng, box, image.shape, 12 * (per_face.positives + per_face.parts)
-                              + 8, 0, min_side=12)
+                              + 8, 4 * max(missing, 0), min_side=12)
       extra_w, extra_l = _take(rng, extra, _label(extra, box),
-                               {POS: int(per_face.positives), PART: int(per_face.parts)})
+                               {NEG: max(missing, 0), POS: int(per_face.positives),
+                                PART: int(per_face.parts)})
       all_w = np.concatenate([windows[keep], extra_w])
       all_l = np.concatenate([labels[keep], extra_l])
       parts.append(_pack(image, all_w, all_l, box, points, size))
+  return _concat(parts, size)
+
+
+def background_windows(num_images: int, per_image: int, size: int,
+                       seed: int) -> dict[str, np.ndarray]:
+  """Negatives from face-free synthetic backgrounds (the synthetic faces' renderer):
+  ``per_image`` random windows of each of ``num_images`` backgrounds."""
+  from tfds_builders.synthetic_faces import renderer  # pylint: disable=g-import-not-at-top
+  parts = []
+  for k in range(int(num_images)):
+    rng = np.random.default_rng([seed, 7, k])
+    h, w = (int(v) for v in rng.integers(120, 400, 2))
+    image = renderer.render_background(rng, h, w)
+    s = rng.uniform(12, min(h, w) * 0.8, per_image)
+    x0, y0 = rng.uniform(0, w - s), rng.uniform(0, h - s)
+    windows = np.stack([x0, y0, x0 + s, y0 + s], axis=1)
+    parts.append(_pack(image, windows, np.full(per_image, NEG), np.zeros(4),
+                       np.zeros((5, 2)), size))
   return _concat(parts, size)
 
 
@@ -221,9 +245,18 @@ def mirror_batch(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict
   return out
 
 
-def loss_fn(net, weights, ohem: float):
+def loss_fn(net, weights, ohem: float, landmark_loss: str = "squared"):
   """The multi-task loss of one network: ``(params, model_state, batch, rng) ->
-  (loss, (model_state, metrics))`` for the project's ``Trainer``."""
+  (loss, (model_state, metrics))`` for the project's ``Trainer``.
+
+  ``landmark_loss``: ``"squared"`` (the paper's squared error of the ten
+  coordinates, in units of the window) or ``"nme"`` (the mean point-to-point
+  distance over the eye-centre distance, as this project's TCDCN and DAN: about
+  20 times larger at the start, so the landmarks are not drowned by the
+  classification loss).
+  """
+  if landmark_loss not in ("squared", "nme"):
+    raise ValueError(f"landmark_loss must be 'squared' or 'nme'; got {landmark_loss!r}")
   w_cls, w_box, w_lm = weights
 
   def fn(params, model_state, batch, rng):
@@ -251,7 +284,12 @@ def loss_fn(net, weights, ohem: float):
     if "points" in out:
       points = out["points"].reshape(-1, 5, 2)
       is_lm = label == POS
-      lm_err = jnp.sum((points - batch["landmarks"]) ** 2, axis=(-1, -2))
+      if landmark_loss == "nme":
+        eyes = jnp.linalg.norm(batch["landmarks"][:, 0] - batch["landmarks"][:, 1], axis=-1)
+        lm_err = jnp.mean(jnp.linalg.norm(points - batch["landmarks"] + 1e-12, axis=-1),
+                          axis=-1) / jnp.maximum(eyes, 1e-3)
+      else:
+        lm_err = jnp.sum((points - batch["landmarks"]) ** 2, axis=(-1, -2))
       lm_loss = jnp.sum(jnp.where(is_lm, lm_err, 0.0)) / jnp.maximum(jnp.sum(is_lm), 1)
       loss = loss + w_lm * lm_loss
       metrics["landmark_loss"] = lm_loss
@@ -279,7 +317,8 @@ def train_net(name: str, samples: dict[str, np.ndarray], val: dict[str, np.ndarr
   params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, 3)))["params"]
   tx = train_lib.make_optimizer(cfg.optimizer, int(cfg.num_steps))
   phase = train_lib.Phase(name=name, num_steps=int(cfg.num_steps), tx=tx,
-                          loss_fn=loss_fn(net, TASK_WEIGHTS[name], float(cfg.ohem)),
+                          loss_fn=loss_fn(net, TASK_WEIGHTS[name], float(cfg.ohem),
+                                          cfg.get("landmark_loss", "squared")),
                           predict_fn=_predict_fn(net))
   trainer = train_lib.Trainer(workdir, scheme="mtfl5", log_every=int(cfg.log_every),
                               eval_every=int(cfg.eval_every),

@@ -49,7 +49,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["render_face", "RenderedFace", "NUM_POINTS", "face_rng"]
+__all__ = ["render_face", "render_background", "RenderedFace", "NUM_POINTS", "face_rng"]
 
 NUM_POINTS = 68
 _SHIFT = 4  # cv2 sub-pixel bits for drawing.
@@ -333,6 +333,12 @@ _SKIN_TONES = np.array([[242, 214, 196], [226, 184, 154], [204, 150, 118], [170,
                         [128, 84, 58], [92, 60, 42]], np.float32)
 _HAIR = np.array([[25, 20, 18], [60, 40, 28], [110, 75, 45], [170, 130, 80], [210, 180, 120],
                   [120, 115, 110], [200, 200, 200], [140, 50, 30]], np.float32)
+
+
+def render_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+  """A face-free background like the synthetic faces' (gradient, smooth noise,
+  clutter shapes), ``(height, width, 3)`` uint8 RGB: negatives for face detectors."""
+  return _background(rng, int(height), int(width))
 
 
 def _background(rng, h, w) -> np.ndarray:
