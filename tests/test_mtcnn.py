@@ -232,6 +232,21 @@ def test_loss_uses_each_task_on_its_samples():
   assert float(loss2) == pytest.approx(float(loss))
 
 
+def test_nme_landmark_loss():
+  net = nets.ONet()
+  params = nets.init_params("onet", jax.random.PRNGKey(0))
+  pts = np.tile(np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.7], [0.65, 0.7]],
+                         np.float32), (4, 1, 1))
+  batch = {"image": np.zeros((4, 48, 48, 3), np.uint8), "label": np.array([1, 1, 0, 2]),
+           "box": np.zeros((4, 4), np.float32), "landmarks": pts}
+  fn = mtcnn_train.loss_fn(net, (1.0, 0.5, 1.0), 0.7, landmark_loss="nme")
+  (loss, (_, m)), grads = jax.value_and_grad(fn, has_aux=True)(params, {}, batch, None)
+  assert np.isfinite(loss) and 0.1 < float(m["landmark_loss"]) < 10
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+  with pytest.raises(ValueError, match="landmark_loss"):
+    mtcnn_train.loss_fn(net, (1.0, 0.5, 1.0), 0.7, landmark_loss="l1")
+
+
 def test_train_synthetic_end_to_end(tmp_path):
   """The synthetic config (fewer steps): three nets, the export, the evaluation; a
   rerun resumes (nothing retrained) and another method's workdir is refused."""
