@@ -36,6 +36,7 @@ from absl import logging as absl_logging
 import cv2
 import numpy as np
 
+from jaxmarks import bundled
 from jaxmarks import methods
 from jaxmarks import pipeline
 
@@ -110,17 +111,12 @@ class Models:
 def _out_dir(models: Models, output_dir) -> pathlib.Path:
   if output_dir:
     out = pathlib.Path(output_dir)
-  elif models.workdir is not None and not _bundled(models.workdir):
+  elif models.workdir is not None and not bundled.contains(models.workdir):
     out = models.workdir / "predictions"
   else:
     out = pathlib.Path("predictions")
   out.mkdir(parents=True, exist_ok=True)
   return out
-
-
-def _bundled(path: pathlib.Path) -> bool:
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  return pathlib.Path(bundled.__file__).parent in path.parents
 
 
 def _write_png(path: pathlib.Path, image: np.ndarray, faces) -> None:

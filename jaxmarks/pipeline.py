@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from jaxmarks import data as data_lib
+from jaxmarks import shapes
 from jaxmarks import transforms
 from jaxmarks.methods import workdir as workdir_lib
 from jaxmarks.methods.base import Detections, Detector, Predictor
@@ -170,7 +171,7 @@ def landmark_box_from_points(points, scheme: str) -> np.ndarray | None:
   """
   p = np.asarray(points, np.float64).reshape(5, 2)
   if scheme == "mtfl5":
-    return np.concatenate([p.min(axis=0), p.max(axis=0)])
+    return shapes.landmark_box(p)
   layout = FIVE_POINT_LAYOUT.get(scheme)
   if layout is None:
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-__all__ = ["MODELS", "names", "path"]
+__all__ = ["MODELS", "names", "path", "contains"]
 
 # name -> folder beside this file
 MODELS = {"mtcnn-original": "mtcnn_original"}
@@ -29,3 +29,9 @@ def path(name: str) -> pathlib.Path:
   if name not in MODELS:
     raise ValueError(f"no bundled model {name!r}; bundled models: {', '.join(names())}")
   return pathlib.Path(__file__).parent / MODELS[name]
+
+
+def contains(folder: str | pathlib.Path) -> bool:
+  """Whether ``folder`` is (inside) a bundled model, i.e. in the installed package,
+  where nothing should be written."""
+  return pathlib.Path(__file__).parent in pathlib.Path(folder).resolve().parents

@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxmarks import evaluation
 from jaxmarks import metrics as metrics_lib
+from jaxmarks import pipeline
 from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
 
@@ -56,15 +57,13 @@ def match_face(boxes: np.ndarray, points: np.ndarray) -> int:
 
 
 def draw_detections(image: np.ndarray, dets, gt_points: np.ndarray | None = None) -> np.ndarray:
-  """The photo with the detections (boxes green, points red) and the annotated
-  points (blue) drawn."""
-  canvas = image.copy()
+  """The photo with the detections (boxes green, points red; ``pipeline.draw_faces``)
+  and the annotated points (blue rings) drawn."""
+  faces = [pipeline.Face(box=dets.boxes[j], score=float(dets.scores[j]),
+                         landmarks=dets.points[j] if dets.points is not None else np.zeros((0, 2)))
+           for j in range(len(dets))]
+  canvas = pipeline.draw_faces(image, faces)
   scale = max(1, int(round(max(image.shape[:2]) / 400)))
-  for j, b in enumerate(np.round(dets.boxes).astype(int)):
-    cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0), scale)
-    if dets.points is not None:
-      for x, y in dets.points[j]:
-        cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1)
   if gt_points is not None:
     for x, y in gt_points:
       cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (0, 0, 255), scale)
@@ -214,7 +213,6 @@ def evaluate_trained_detector(path, dataset: str | None = None, split: str | Non
   d.data_dir = data_dir or ""
   d.builder_config = builder_config or ""
   if output_dir is None:
-    is_bundled = pathlib.Path(bundled.__file__).parent in path.parents
-    output_dir = pathlib.Path("evaluation") if is_bundled else path
+    output_dir = pathlib.Path("evaluation") if bundled.contains(path) else path
   return evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
                            limit=limit, batch_size=batch_size, extra={"trained": str(path)})

@@ -113,8 +113,7 @@ class MTCNNDetector:
 
   Args:
     params: ``{"pnet": ..., "rnet": ..., "onet": ...}`` Flax parameter trees (while
-      training, only the stages trained so far: their ``_stage1``/``_stage2`` mine
-      the next stage's windows).
+      training, only the stages trained so far, for ``proposals``).
     config: the method config (``config.detector`` as ``default_detector_config``;
       ``config.model.{pnet,rnet}_landmarks`` say whether those nets have a landmark
       head).
@@ -129,15 +128,15 @@ class MTCNNDetector:
     self._onet = nets.ONet(with_landmarks=True)
     self.params = jax.tree_util.tree_map(jnp.asarray, dict(params))
     self._pnet_fn = jax.jit(self._pnet_probs)
-    self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet, "rnet"))
-    self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet, "onet"))
+    self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet))
+    self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet))
 
   # --- the jitted networks ------------------------------------------------------
   def _pnet_probs(self, params, images, valid_hw):
     out = self._pnet.apply({"params": params}, nets.normalize(images), valid_hw)
     return jax.nn.softmax(out["logits"], axis=-1)[..., 1], out["box"]
 
-  def _crop_net(self, net, name, params, crops):
+  def _crop_net(self, net, params, crops):
     out = net.apply({"params": params}, nets.normalize(crops))
     result = {"prob": jax.nn.softmax(out["logits"], axis=-1)[:, 1], "box": out["box"]}
     if "points" in out:
@@ -277,6 +276,16 @@ class MTCNNDetector:
         b, points = b[keep], points[keep]
       result.append((b, points))
     return result
+
+  def proposals(self, images: Sequence[np.ndarray], stages: int) -> list[np.ndarray]:
+    """The candidates of the first ``stages`` (1: P-Net, 2: P-Net then R-Net) per
+    photo: ``(N, 5)`` 1-based inclusive boxes with scores. Training mines the next
+    network's windows from them; only the networks of those stages are needed."""
+    if stages not in (1, 2):
+      raise ValueError(f"stages must be 1 or 2; got {stages}")
+    images = [self._check(image, i) for i, image in enumerate(images)]
+    found = self._stage1(images)
+    return self._stage2(images, found) if stages == 2 else found
 
   # --- the contract ------------------------------------------------------------
   def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:

@@ -12,7 +12,6 @@ detector unit gives an ``MTCNNDetector``.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
@@ -117,6 +116,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   seed = int(config.seed)
   progress = bool(config.get("progress", True))
   params: dict[str, Any] = {}
+  # The validation faces every network's windows are cut from (decoded once).
+  val_faces = list(_faces(config, config.data.eval_split, int(config.data.val_faces),
+                          seed + 10))
   for stage, name in enumerate(T.NETS):
     cfg = config[name]
     size = nets.INPUT_SIZE[name]
@@ -139,7 +141,6 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
       T.save_samples(cache, samples)
     print(f"[mtcnn] {name}: {len(samples['label'])} windows ({T.class_counts(samples)})",
           flush=True)
-    val_faces = _faces(config, config.data.eval_split, int(config.data.val_faces), seed + 10)
     val = T.sample_windows(val_faces, size, ml_collections.ConfigDict(
         {"negatives": 0, "positives": 1, "parts": 0}), seed + 20)
     with T.timed(f"{name} training"):
@@ -153,13 +154,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   detector = load_detector(*export_lib.read(export_dir)[:2], {})
   d = _data_config(config, config.data.eval_dataset, config.data.eval_manual_dir)
   limit = int(config.data.get("eval_limit", 0)) or None
-  summary = evaluate_lib.evaluate_detector(detector, d, config.data.eval_split,
-                                           output_dir=workdir, limit=limit,
-                                           extra={"trained": str(workdir)})
-  (workdir / "summary.json").write_text(json.dumps(
-      {k: v for k, v in summary.items() if k != "per_landmark_nme_inter_ocular"}, indent=2,
-      default=float))
-  return summary
+  return evaluate_lib.evaluate_detector(detector, d, config.data.eval_split,
+                                        output_dir=workdir, limit=limit,
+                                        extra={"trained": str(workdir)})
 
 
 def _detector_config(config: ml_collections.ConfigDict, mining: bool) -> ml_collections.ConfigDict:

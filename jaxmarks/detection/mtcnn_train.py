@@ -5,10 +5,10 @@ O-Net on R-Net's (Zhang et al., IEEE SPL 2016, Sec. II-C and III-A).
 windows of the training photos, labelled by their IoU with the annotated face's
 box: negatives < 0.3, part faces 0.4-0.65, positives > 0.65; positives also carry
 the five landmarks (the paper's "landmark faces"); and negatives from face-free
-synthetic backgrounds (the synthetic faces' renderer). P-Net's windows are drawn at random (around the
-face and anywhere in the photo); R-Net's and O-Net's are the previous stages'
-detections on the training photos, plus random windows around the face so that
-each class has enough. Windows are cropped with zero padding outside the photo and
+synthetic backgrounds (the synthetic faces' renderer). P-Net's windows are drawn
+at random (around the face and anywhere in the photo); R-Net's and O-Net's are the
+previous stages' detections on the training photos (``MTCNNDetector.proposals``),
+plus random windows so that each class has enough. Windows are cropped with zero padding outside the photo and
 resized to the network's input (12, 24, 48) with area interpolation, like the
 detector's crops.
 
@@ -50,6 +50,7 @@ import optax
 
 from jaxmarks import pipeline
 from jaxmarks import schemes as schemes_lib
+from jaxmarks import shapes
 from jaxmarks.detection import boxes as box_lib
 from jaxmarks.detection import mtcnn_detector
 from jaxmarks.models import mtcnn as nets
@@ -67,7 +68,7 @@ def face_box(landmarks: np.ndarray, scheme: str) -> np.ndarray:
   """The square face box ``(4,)`` (0-based pixel edges) of an annotated face."""
   lm = np.asarray(landmarks, np.float64)
   if scheme == "ibug68":
-    box = np.concatenate([lm.min(axis=0), lm.max(axis=0)])
+    box = shapes.landmark_box(lm)
   else:
     five = schemes_lib.convert(lm[None], scheme, "mtfl5")[0]
     box = pipeline.landmark_box_from_points(five, "ibug68")
@@ -184,9 +185,7 @@ def mine_windows(detector: mtcnn_detector.MTCNNDetector, stages: int, faces, siz
   for start in range(0, len(faces), batch):
     chunk = faces[start:start + batch]
     images = [f[0] for f in chunk]
-    proposals = detector._stage1(images)  # pylint: disable=protected-access
-    if stages >= 2:
-      proposals = detector._stage2(images, proposals)  # pylint: disable=protected-access
+    proposals = detector.proposals(images, stages)
     for k, ((image, box, points), found) in enumerate(zip(chunk, proposals)):
       rng = np.random.default_rng([seed, start + k])
       found = found[(found[:, 2] - found[:, 0] + 1) >= 6] if len(found) else np.zeros((0, 5))
