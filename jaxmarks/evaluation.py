@@ -154,6 +154,7 @@ def eval_data_config(config: ml_collections.ConfigDict, dataset: str | None = No
   ``box_source`` may change.
   """
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import paths  # pylint: disable=g-import-not-at-top
   data = data_lib.get_data_config()
   if config.get("data") is not None:
     for k, v in config.data.items():
@@ -173,6 +174,8 @@ def eval_data_config(config: ml_collections.ConfigDict, dataset: str | None = No
     data.box_source = box_source
   if batch_size is not None:
     data.batch_size = int(batch_size)
+  if not data.manual_dir:  # e.g. a bundled model's config, which names no local folder
+    data.manual_dir = paths.default_manual_dir(data.dataset)
   data.eval_pad = False
   return data
 

@@ -21,10 +21,14 @@ from __future__ import annotations
 import os
 import pathlib
 
-__all__ = ["ENV_VAR", "DEFAULT_ROOT", "datasets_root", "dataset_dir"]
+__all__ = ["ENV_VAR", "DEFAULT_ROOT", "FOLDERS", "datasets_root", "dataset_dir",
+           "default_manual_dir"]
 
 ENV_VAR = "JAXMARKS_DATASETS"
 DEFAULT_ROOT = "../shared/datasets"
+# TFDS builder name -> its subfolder of ``$JAXMARKS_DATASETS``.
+FOLDERS = {"ibug300w": "300w", "mtfl": "mtfl", "imm_faces": "imm_frontal", "muct": "muct",
+           "bioid": "bioid", "aflw": "aflw"}
 
 
 def datasets_root() -> pathlib.Path:
@@ -35,3 +39,9 @@ def datasets_root() -> pathlib.Path:
 def dataset_dir(subfolder: str) -> str:
   """The manual directory of one dataset, e.g. ``dataset_dir("300w")``, as an absolute path."""
   return str(datasets_root() / subfolder)
+
+
+def default_manual_dir(dataset: str) -> str:
+  """``dataset_dir`` of a builder's usual subfolder (``FOLDERS``); "" for a dataset
+  that needs none (the synthetic faces) or that is not listed."""
+  return dataset_dir(FOLDERS[dataset]) if dataset in FOLDERS else ""

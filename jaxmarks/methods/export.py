@@ -14,6 +14,10 @@ jaxmarks installed. Training writes it into ``<workdir>/export``; a copy of that
 folder anywhere works the same.
 
 Array names are ``/``-joined paths into the parameter tree (``params/stage1/conv1_1/kernel``).
+
+Arrays may be stored as float16 to halve the size (``compact``; the bundled models
+are, where a test shows their NME unchanged): ``read`` always returns float32, so
+every loader computes in float32 whatever the storage.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import numpy as np
 
 from jaxmarks.methods import workdir as workdir_lib
 
-__all__ = ["FORMAT", "VERSION", "write", "read", "locate", "flatten", "unflatten"]
+__all__ = ["FORMAT", "VERSION", "write", "read", "locate", "flatten", "unflatten", "compact",
+           "size_bytes"]
 
 FORMAT = "jaxmarks-export"
 VERSION = 1
@@ -61,6 +66,31 @@ def unflatten(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
       node = node.setdefault(p, {})
     node[leaf] = value
   return tree
+
+
+def compact(arrays: Mapping[str, np.ndarray], dtype=np.float16,
+            keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+  """The float32 arrays cast to ``dtype`` for storage (others, and names in ``keep``,
+  unchanged). Raises if a value would overflow ``dtype``."""
+  out = {}
+  for name, a in arrays.items():
+    a = np.asarray(a)
+    if a.dtype == np.float32 and name not in keep:
+      limit = np.finfo(dtype).max
+      if a.size and np.max(np.abs(a)) > limit:
+        raise ValueError(f"array {name!r} holds values beyond {np.dtype(dtype).name}'s range "
+                         f"({np.max(np.abs(a)):.3g} > {limit:.3g}); keep it float32")
+      a = a.astype(dtype)
+    out[name] = a
+  return out
+
+
+def size_bytes(directory: str | pathlib.Path) -> int:
+  """Bytes on disk of an export's own files (config, arrays, manifest; not the notes
+  or cards kept beside them)."""
+  directory = pathlib.Path(directory)
+  return sum((directory / name).stat().st_size
+             for name in (workdir_lib.CONFIG_FILE, _ARRAYS, _INFO))
 
 
 def write(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
@@ -133,7 +163,9 @@ def read(directory: str | pathlib.Path
   config = workdir_lib.load_config(directory)
   try:
     with np.load(directory / _ARRAYS, allow_pickle=False) as z:
-      arrays = {k: z[k] for k in z.files}
+      # Stored float16 (``compact``) is computed with in float32.
+      arrays = {k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]
+                for k in z.files}
   except (OSError, ValueError) as e:
     raise ValueError(f"{directory / _ARRAYS} cannot be read ({e}); the export is damaged: "
                      "export it again from the workdir's checkpoints") from e

@@ -1,0 +1,229 @@
+r"""Turns a trained workdir into a model that ships inside the package, with its card.
+
+  python -m experiments.bundle --workdir=/tmp/jm_cpr --name=cpr-300w \
+      --command="python -m experiments.cpr --config=experiments/configs/cpr.py:300w --workdir=/tmp/jm_cpr"
+
+What it does, in order:
+
+1. reads the workdir's inference export (``jaxmarks.methods.export``);
+2. evaluates it as trained (float32) on its own validation split
+   (``config.data.eval_split``, e.g. 300-W ``train:holdout``);
+3. writes the export with float16 arrays into ``jaxmarks/bundled/<name>/`` (the
+   data folders in its config are blanked: they named this machine's paths),
+   evaluates that copy the same way and keeps float16 only when its inter-ocular
+   NME is within ``--max_nme_change`` (0.01 points) of the float32 one; else it
+   writes float32 and says so;
+4. times the bundled copy (ms per face at batch 1, faces/s at batch 64, best of 5
+   loops, ``jaxmarks.evaluation.time_predictor``);
+5. writes ``card.json`` (what ``jaxmarks models`` lists, what the tests check) and
+   ``MODEL_CARD.md`` beside the export: the command that trained it, the training
+   data and its terms, the split and its NME with every normalisation, the size,
+   the parameters and the speed.
+
+Register the new name in ``jaxmarks/bundled/__init__.py`` (``MODELS``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+import numpy as np
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained workdir (or export folder).")
+_NAME = flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w.")
+_COMMAND = flags.DEFINE_string("command", "", "The command that trained the workdir (for the "
+                               "card).")
+_NOTE = flags.DEFINE_string("note", "", "One more paragraph for the card (what the model is "
+                            "good and bad at).")
+_MAX_CHANGE = flags.DEFINE_float("max_nme_change", 0.01, "Largest change of the inter-ocular "
+                                 "NME, in percentage points, that float16 storage may cause.")
+_FLOAT16 = flags.DEFINE_bool("float16", True, "Try float16 storage.")
+_OUT = flags.DEFINE_string("output_root", "", "Where the model folder goes (default: the "
+                           "package's jaxmarks/bundled).")
+
+# Terms of the data a bundled model may be trained on (the datasets' own terms).
+DATA_TERMS = {
+    "ibug300w": ("300-W (iBUG, Imperial College London): the images and annotations are "
+                 "provided for non-commercial research purposes only. A model trained on "
+                 "them is for non-commercial research use only."),
+    "mtfl": ("MTFL (Zhang, Luo, Loy and Tang, CUHK): released for non-commercial research "
+             "purposes only. A model trained on it is for non-commercial research use only."),
+    "synthetic_faces": "jaxmarks' synthetic faces, rendered by the package: no restrictions.",
+}
+
+
+def _git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True,
+                          cwd=pathlib.Path(__file__).parent).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+
+
+def _training_facts(workdir: pathlib.Path) -> dict:
+  """Training seconds and the training split's face count, where the workdir kept them."""
+  facts = {}
+  for name in ["eval_summary.json", *sorted(p.name for p in workdir.glob("metrics_*.json"))]:
+    p = workdir / name
+    if p.is_file():
+      d = json.loads(p.read_text())
+      for key in ("train_seconds", "num_train_faces"):
+        if key in d and key not in facts:
+          facts[key] = d[key]
+  return facts
+
+
+def _metric_rows(summary: dict) -> list[tuple[str, str]]:
+  rows = [("faces", str(summary["n"]))]
+  for norm, label in (("inter_ocular", "inter-ocular"), ("inter_pupil", "inter-pupil"),
+                      ("bbox_diagonal", "box diagonal")):
+    if f"nme_{norm}" in summary:
+      rows.append((f"NME, {label}", f"{100 * summary[f'nme_{norm}']:.3f} %"))
+  for norm, label in (("inter_ocular", "inter-ocular"),):
+    t = summary.get("threshold", 0.08)
+    rows.append((f"AUC@{t} ({label})", f"{summary[f'auc_{norm}']:.4f}"))
+    rows.append((f"failure rate @{t} ({label})",
+                 f"{100 * summary[f'failure_rate_{norm}']:.2f} %"))
+  return rows
+
+
+def render_card(card: dict) -> str:
+  """``MODEL_CARD.md`` from ``card.json``'s content."""
+  ev, sp, st, tr = card["evaluation"], card["speed"], card["storage"], card["training"]
+  lines = [
+      f"# {card['name']}: {card['method'].upper()}, {card['num_points']} points "
+      f"({card['scheme']})", "",
+      f"**Research use only.** {tr['terms']}", "",
+      f"Method: {card['paper']}", "",
+      "## How it was trained", "",
+      f"```\n{tr['command'] or '(command not recorded)'}\n```", "",
+      f"Data: `{tr['dataset']}` split `{tr['split']}`"
+      + (f" ({tr['num_faces']:,} faces)" if tr.get("num_faces") else "")
+      + (f"; {tr['seconds'] / 60:.1f} minutes of training on a 2-core CPU"
+         if tr.get("seconds") else "") + ".", "",
+      "## Accuracy", "",
+      f"On `{ev['dataset']}` `{ev['split']}` (held out from training: a fixed, seeded "
+      f"{ev['holdout_percent']:g} % of the training data), crops from the ground-truth "
+      f"landmark box; NME of the bundled ({st['dtype']}) weights, the float32 ones beside it:",
+      "", "| | bundled | float32 |", "|---|---|---|"]
+  for (label, v16), (_, v32) in zip(_metric_rows(ev["bundled"]), _metric_rows(ev["float32"])):
+    lines.append(f"| {label} | {v16} | {v32} |")
+  lines += [
+      "", "## Size and speed", "",
+      f"{card['parameters']:,} parameters stored as {st['dtype']}: {st['bytes'] / 1e6:.2f} MB. "
+      f"{sp['ms_per_face_batch1']:.2f} ms per face at batch 1, "
+      f"{sp['faces_per_second_batched']:,.0f} faces/s at batch {sp['timing_batch_size']} "
+      f"(crop to landmarks, detector excluded; best of 5 loops on {sp['machine']}, "
+      f"load average {sp['load_average']:.1f}).", "",
+      "## Use", "",
+      f"```\njaxmarks predict photo.jpg --model={card['name']}\n```", "",
+      "```python\nfrom jaxmarks import methods\n"
+      f"predictor = methods.load_predictor({card['name']!r})\n```", ""]
+  if card.get("note"):
+    lines += ["## Notes", "", card["note"], ""]
+  lines += [f"Bundled {card['bundled']} at commit {card['commit'] or '?'} by "
+            "`python -m experiments.bundle`.", ""]
+  return "\n".join(lines)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+
+  if not _WORKDIR.value or not _NAME.value:
+    raise app.UsageError("--workdir and --name are required")
+  workdir = pathlib.Path(_WORKDIR.value).expanduser().resolve()
+  source = export.locate(workdir)
+  if source is None:
+    print(f"error: {workdir} holds no inference export (export/): train it to the end first",
+          file=sys.stderr)
+    sys.exit(2)
+  config, arrays, info = export.read(source)
+  unit = methods.get(config.method)
+  if unit.kind == "detector":
+    print("error: detectors are bundled by their own command (experiments.import_mtcnn)",
+          file=sys.stderr)
+    sys.exit(2)
+  root = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(bundled.__file__).parent
+  target = root / _NAME.value.replace("-", "_")
+
+  predictor32 = methods.load_predictor(source)
+  data = evaluation.eval_data_config(config)
+  split = data.eval_split
+  print(f"evaluating {workdir} (float32) on {data.dataset} {split}", flush=True)
+  s32 = evaluation.evaluate(predictor32, data, split)
+
+  shipped = config.copy_and_resolve_references()
+  with shipped.unlocked():
+    shipped.data.manual_dir = ""
+    shipped.data.data_dir = ""
+  dtype = "float16" if _FLOAT16.value else "float32"
+  stored = export.compact(arrays) if dtype == "float16" else arrays
+  export.write(target, shipped, stored, {**info, "bundled_from": str(workdir)})
+  predictor = methods.load_predictor(target)
+  print(f"evaluating the bundled copy ({dtype}) on {data.dataset} {split}", flush=True)
+  s16 = evaluation.evaluate(predictor, data, split)
+  change = 100 * abs(s16["nme_inter_ocular"] - s32["nme_inter_ocular"])
+  if dtype == "float16" and change > _MAX_CHANGE.value:
+    print(f"float16 changes the inter-ocular NME by {change:.4f} points "
+          f"(> {_MAX_CHANGE.value}): storing float32", flush=True)
+    dtype = "float32"
+    export.write(target, shipped, arrays, {**info, "bundled_from": str(workdir)})
+    predictor = methods.load_predictor(target)
+    s16 = evaluation.evaluate(predictor, data, split, quiet=True)
+  images, _, _ = classical.load_arrays(data, split, max_faces=64)
+  speed = evaluation.time_predictor(predictor, images, batch_size=64, repeats=100)
+
+  keep = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_diagonal",
+          "auc_inter_ocular", "failure_rate_inter_ocular", "per_landmark_nme_inter_ocular")
+  facts = _training_facts(workdir)
+  card = {
+      "name": _NAME.value, "method": config.method, "kind": unit.kind, "paper": unit.paper,
+      "scheme": methods.scheme_of(config) or s32.get("scheme"),
+      "num_points": int(np.asarray(predictor.predict(images[:1])["landmarks"]).shape[1]),
+      "license": "research-only: " + DATA_TERMS.get(data.dataset, "see the dataset's terms"),
+      "training": {"command": _COMMAND.value, "dataset": data.dataset,
+                   "split": data.get("train_split", ""), "num_faces": facts.get(
+                       "num_train_faces"), "seconds": facts.get("train_seconds"),
+                   "terms": DATA_TERMS.get(data.dataset, "see the dataset's terms")},
+      "evaluation": {"dataset": data.dataset, "split": split,
+                     "holdout_percent": 100 * float(data.get("holdout_fraction", 0.1)),
+                     "crops": "ground-truth landmark box",
+                     "float32": {k: s32[k] for k in keep if k in s32},
+                     "bundled": {k: s16[k] for k in keep if k in s16},
+                     "nme_change_points": change},
+      "storage": {"dtype": dtype, "bytes": export.size_bytes(target)},
+      "parameters": int(sum(np.asarray(a).size for a in arrays.values())),
+      "speed": {**speed, "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+                "load_average": os.getloadavg()[0]},
+      "bundled": datetime.date.today().isoformat(), "commit": _git_commit(),
+      "note": _NOTE.value,
+  }
+  (target / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+  (target / "MODEL_CARD.md").write_text(render_card(card))
+  print(f"wrote {target} ({dtype}, {card['storage']['bytes'] / 1e6:.2f} MB): inter-ocular NME "
+        f"{100 * s16['nme_inter_ocular']:.3f} % (float32 {100 * s32['nme_inter_ocular']:.3f} "
+        f"%), {speed['ms_per_face_batch1']:.2f} ms/face at batch 1", flush=True)
+  if _NAME.value not in bundled.MODELS:
+    print(f"register it: add {_NAME.value!r}: {target.name!r} to MODELS in "
+          "jaxmarks/bundled/__init__.py", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
