@@ -19,13 +19,22 @@ score, landmarks in image pixels, 0-based, x then y; the scheme and the models)
 and ``<stem>_landmarks.png`` (the overlay); for ``--images``,
 ``predictions.jsonl`` (one line per photo) and an overlay per photo; for
 ``--video``, ``<stem>_landmarks.jsonl`` (one line per frame) and
-``<stem>_landmarks.mp4`` (the overlay video). No face found is not an error: an
-empty list, a message, exit 0.
+``<stem>_landmarks.mp4`` (the overlay video). ``--csv`` adds the same landmarks
+as CSV (``<stem>_landmarks.csv`` / ``predictions.csv``: one row per point),
+``--nojson`` and ``--nooverlay`` leave those files out. No face found is not an
+error: an empty list, a message, exit 0.
+
+Photos can also be given as arguments: ``python -m experiments.predict a.jpg``
+(one photo), ``... DIR`` (a folder), ``... a.jpg b.jpg`` (several photos, batched)
+or ``... clip.mp4`` (a video). ``jaxmarks predict`` is this command with the
+bundled models as defaults (``experiments/cli.py``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import pathlib
 import sys
 from typing import Any, Iterator, Sequence
@@ -42,6 +51,32 @@ from jaxmarks import pipeline
 
 FLAGS = flags.FLAGS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+CSV_HEADER = ("image", "frame", "face", "score", "box_x0", "box_y0", "box_x1", "box_y1", "point",
+              "x", "y")
+
+
+class Outputs:
+  """Which files a prediction writes: JSON (default), CSV, overlays (default)."""
+
+  def __init__(self, json_files: bool = True, csv_files: bool = False, overlay: bool = True):
+    self.json, self.csv, self.overlay = bool(json_files), bool(csv_files), bool(overlay)
+
+
+def csv_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
+  """One CSV row per landmark of every face of a prediction record."""
+  for j, face in enumerate(record["faces"]):
+    for k, (x, y) in enumerate(face["landmarks"]):
+      yield [record.get("image", ""), record.get("frame", ""), j, face["score"], *face["box"],
+             k, x, y]
+
+
+def _write_csv(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(CSV_HEADER)
+    for record in records:
+      writer.writerows(csv_rows(record))
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -103,7 +138,8 @@ class Models:
         "coordinates": "image pixels, 0-based, x then y",
         "faces": [{"box": [round(float(v), 3) for v in f.box], "score": round(f.score, 5),
                    "landmarks": np.round(f.landmarks, 3).tolist(),
-                   **({"diverged": f.diverged} if f.diverged is not None else {})}
+                   **({"diverged": f.diverged} if f.diverged is not None else {}),
+                   **({"track": f.track_id} if f.track_id is not None else {})}
                   for f in faces],
     }
 
@@ -132,20 +168,29 @@ def _say(n_faces: int, faces, where: str) -> None:
 
 
 def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
-        detector: str = "mtcnn-original", min_face_size: int = 0) -> dict[str, Any]:
-  """Predicts on one photo and writes the JSON and overlay PNG; returns the JSON dict."""
+        detector: str = "mtcnn-original", min_face_size: int = 0,
+        outputs: Outputs | None = None) -> dict[str, Any]:
+  """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
+  JSON dict."""
+  outputs = outputs or Outputs()
   image = pipeline.read_image(image_path)
   models = Models(workdir, detector, boxes, min_face_size)
   faces = models.faces([image])[0]
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
   record = {"image": str(pathlib.Path(image_path).resolve()), **models.record(image, faces)}
-  json_path = out_dir / f"{stem}_landmarks.json"
-  png_path = out_dir / f"{stem}_landmarks.png"
-  json_path.write_text(json.dumps(record, indent=2))
-  _write_png(png_path, image, faces)
-  record["files"] = {"json": str(json_path), "png": str(png_path)}
-  _say(len(faces), faces, f"{json_path}, {png_path}")
+  files = {}
+  if outputs.json:
+    files["json"] = out_dir / f"{stem}_landmarks.json"
+    files["json"].write_text(json.dumps(record, indent=2))
+  if outputs.csv:
+    files["csv"] = out_dir / f"{stem}_landmarks.csv"
+    _write_csv(files["csv"], [record])
+  if outputs.overlay:
+    files["png"] = out_dir / f"{stem}_landmarks.png"
+    _write_png(files["png"], image, faces)
+  record["files"] = {k: str(v) for k, v in files.items()}
+  _say(len(faces), faces, ", ".join(map(str, files.values())) or "(no files asked for)")
   return record
 
 
@@ -162,25 +207,35 @@ def image_files(folder) -> list[pathlib.Path]:
 
 
 def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
-               batch_size: int = 8, min_face_size: int = 0) -> list[dict[str, Any]]:
-  """Every photo of ``folder``, ``batch_size`` photos per detector call; writes
-  ``predictions.jsonl`` and an overlay per photo."""
-  files = image_files(folder)
+               batch_size: int = 8, min_face_size: int = 0,
+               outputs: Outputs | None = None) -> list[dict[str, Any]]:
+  """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
+  detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
+  overlay per photo."""
+  outputs = outputs or Outputs()
+  files = image_files(folder) if not isinstance(folder, (list, tuple)) else [
+      pathlib.Path(f) for f in folder]
   models = Models(workdir, detector, (), min_face_size)
   out_dir = _out_dir(models, output_dir)
   records, total = [], 0
-  with open(out_dir / "predictions.jsonl", "w") as jsonl:
+  jsonl_path = out_dir / "predictions.jsonl"
+  with open(jsonl_path, "w") if outputs.json else open(os.devnull, "w") as jsonl:
     for start in range(0, len(files), batch_size):
       chunk = files[start:start + batch_size]
       images = [pipeline.read_image(p) for p in chunk]
       for path, image, faces in zip(chunk, images, models.faces(images)):
         record = {"image": str(path.resolve()), **models.record(image, faces)}
         jsonl.write(json.dumps(record) + "\n")
-        _write_png(out_dir / f"{path.stem}_landmarks.png", image, faces)
+        if outputs.overlay:
+          _write_png(out_dir / f"{path.stem}_landmarks.png", image, faces)
         records.append(record)
         total += len(faces)
-  print(f"{len(files)} photo(s), {total} face(s) -> {out_dir / 'predictions.jsonl'}",
-        flush=True)
+  written = [jsonl_path] if outputs.json else []
+  if outputs.csv:
+    written.append(out_dir / "predictions.csv")
+    _write_csv(written[-1], records)
+  print(f"{len(files)} photo(s), {total} face(s) -> "
+        f"{', '.join(map(str, written)) or out_dir}", flush=True)
   return records
 
 
@@ -212,66 +267,139 @@ def video_frames(path) -> tuple[Iterator[np.ndarray], float, tuple[int, int]]:
 
 
 def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
-              batch_size: int = 8, min_face_size: int = 0) -> dict[str, Any]:
-  """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``."""
+              batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
+              smooth: bool = False) -> dict[str, Any]:
+  """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
+  (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
+  and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
+  filter), which removes most frame-to-frame jitter on still faces."""
+  outputs = outputs or Outputs()
   frames, fps, size = video_frames(video_path)
   models = Models(workdir, detector, (), min_face_size)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(video_path).stem
-  jsonl_path, mp4_path = out_dir / f"{stem}_landmarks.jsonl", out_dir / f"{stem}_landmarks.mp4"
-  writer = cv2.VideoWriter(str(mp4_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+  paths = {"jsonl": out_dir / f"{stem}_landmarks.jsonl", "mp4": out_dir / f"{stem}_landmarks.mp4",
+           "csv": out_dir / f"{stem}_landmarks.csv"}
+  if not outputs.json:
+    del paths["jsonl"]
+  if not outputs.overlay:
+    del paths["mp4"]
+  if not outputs.csv:
+    del paths["csv"]
+  writer = (cv2.VideoWriter(str(paths["mp4"]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if "mp4" in paths else None)
+  tracker = None
+  if smooth:
+    from jaxmarks import tracking  # pylint: disable=g-import-not-at-top
+    tracker = tracking.FaceTracker()
   n_frames = n_faces = 0
   batch: list[np.ndarray] = []
+  records: list[dict[str, Any]] = []
 
   def flush(jsonl):
     nonlocal n_frames, n_faces
     for image, faces in zip(batch, models.faces(batch)):
-      jsonl.write(json.dumps({"frame": n_frames, **models.record(image, faces)}) + "\n")
-      writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+      if tracker is not None:
+        faces = tracker.update(faces, n_frames / fps)
+      record = {"frame": n_frames, **models.record(image, faces)}
+      jsonl.write(json.dumps(record) + "\n")
+      if outputs.csv:
+        records.append(record)
+      if writer is not None:
+        writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
       n_frames += 1
       n_faces += len(faces)
     batch.clear()
 
-  with open(jsonl_path, "w") as jsonl:
+  with open(paths["jsonl"], "w") if "jsonl" in paths else open(os.devnull, "w") as jsonl:
     for frame in frames:
       batch.append(frame)
       if len(batch) == batch_size:
         flush(jsonl)
     if batch:
       flush(jsonl)
-  writer.release()
-  print(f"{n_frames} frame(s), {n_faces} face(s) in all -> {jsonl_path}, {mp4_path}",
-        flush=True)
+  if writer is not None:
+    writer.release()
+  if "csv" in paths:
+    _write_csv(paths["csv"], records)
+  print(f"{n_frames} frame(s), {n_faces} face(s) in all -> "
+        f"{', '.join(map(str, paths.values())) or out_dir}", flush=True)
   return {"frames": n_frames, "faces": n_faces,
-          "files": {"jsonl": str(jsonl_path), "mp4": str(mp4_path)}}
+          "files": {k: str(v) for k, v in paths.items()}}
+
+
+def classify_paths(paths: Sequence[str]) -> tuple[str, Any]:
+  """Photos given as arguments -> ``("image", path)``, ``("images", folder or list)``
+  or ``("video", path)``; a clear error for anything else."""
+  if not paths:
+    raise ValueError("no photo, folder or video given")
+  kinds = []
+  for p in map(pathlib.Path, paths):
+    if p.is_dir():
+      kinds.append("folder")
+    elif not p.exists():
+      raise FileNotFoundError(f"{p} does not exist")
+    elif p.suffix.lower() in VIDEO_SUFFIXES:
+      kinds.append("video")
+    else:
+      kinds.append("image")  # read_image says clearly if it is none
+  if len(paths) == 1:
+    return {"folder": "images", "video": "video", "image": "image"}[kinds[0]], paths[0]
+  if set(kinds) != {"image"}:
+    raise ValueError("several arguments must all be photos; give a folder or a video alone")
+  return "images", list(paths)
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  given = [f for f in ("image", "images", "video") if FLAGS[f].value]
-  if len(given) != 1:
-    raise app.UsageError("give exactly one of --image, --images, --video")
-  if FLAGS.box and not FLAGS.image:
-    raise app.UsageError("--box goes with --image")
+  given = {f: FLAGS[f].value for f in ("image", "images", "video") if FLAGS[f].value}
   try:
-    if FLAGS.image:
-      run(FLAGS.workdir, FLAGS.image, FLAGS.box or (), FLAGS.output_dir or None,
-          FLAGS.detector, FLAGS.min_face_size)
-    elif FLAGS.images:
-      run_folder(FLAGS.workdir, FLAGS.images, FLAGS.output_dir or None, FLAGS.detector,
-                 FLAGS.batch_size, FLAGS.min_face_size)
+    if len(argv) > 1:
+      if given:
+        raise app.UsageError("give photos either as arguments or with --image/--images/--video")
+      kind, what = classify_paths(argv[1:])
+      given = {kind: what}
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  if len(given) != 1:
+    raise app.UsageError("give exactly one of --image, --images, --video (or the photos, a "
+                         "folder or a video as arguments)")
+  if FLAGS.box and "image" not in given:
+    raise app.UsageError("--box goes with one photo")
+  if FLAGS.smooth and "video" not in given:
+    raise app.UsageError("--smooth goes with a video")
+  if FLAGS.model and FLAGS.workdir:
+    raise app.UsageError("give --model or --workdir, not both")
+  workdir, detector = FLAGS.workdir or FLAGS.model or None, FLAGS.detector
+  outputs = Outputs(FLAGS.json, FLAGS.csv, FLAGS.overlay)
+  try:
+    if workdir and _is_detector(workdir):  # its own five points are the landmarks
+      workdir, detector = None, workdir
+    if "image" in given:
+      run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
+          FLAGS.min_face_size, outputs)
+    elif "images" in given:
+      run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
+                 FLAGS.batch_size, FLAGS.min_face_size, outputs)
     else:
-      run_video(FLAGS.workdir, FLAGS.video, FLAGS.output_dir or None, FLAGS.detector,
-                FLAGS.batch_size, FLAGS.min_face_size)
+      run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
+                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def _is_detector(path) -> bool:
+  config = methods.load_config(methods.resolve(path))
+  return methods.get(config.get("method")).kind == "detector"
+
+
+def define_flags() -> None:
+  """The command's flags (``jaxmarks predict`` defines them with other defaults)."""
   flags.DEFINE_string("workdir", None, "A landmark method: a workdir, an export folder or a "
                       "bundled model (default: the detector's own five points).")
+  flags.DEFINE_string("model", None, "A bundled model by name (jaxmarks models lists them); "
+                      "the same as --workdir.")
   flags.DEFINE_string("image", None, "A photo.")
   flags.DEFINE_string("images", None, "A folder of photos (batched).")
   flags.DEFINE_string("video", None, "A video file.")
@@ -284,5 +412,15 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call.")
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
                        "model's own, 20 for MTCNN); larger is faster.")
+  flags.DEFINE_bool("json", True, "Write the landmarks as JSON (--nojson: not).")
+  flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
+  flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "
+                    "not).")
+  flags.DEFINE_bool("smooth", False, "Video: track faces and filter their landmarks over time "
+                    "(One-Euro filter) against frame-to-frame jitter.")
+
+
+if __name__ == "__main__":
+  define_flags()
   absl_logging.set_verbosity(absl_logging.WARNING)
   app.run(main)

@@ -34,9 +34,29 @@ def require_data(subpath: str = "") -> pathlib.Path:
       f"real face data not found at {path}; set {ENV_VAR} to the folder that holds "
       "300w/, mtfl/ and imm_frontal/ (see README)"
   )
-  if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+  if on_ci():
     pytest.fail(f"CI=true and {msg}")
   pytest.skip(msg)
+
+
+def on_ci() -> bool:
+  return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_module(name: str, extra: str):
+  """Imports optional module ``name``; skips the test without it (fails under CI,
+  which installs every extra the tests need). ``extra`` says how to install it."""
+  import importlib
+
+  import pytest
+
+  try:
+    return importlib.import_module(name)
+  except ImportError as e:
+    msg = f"optional module {name!r} is not installed ({e}); install {extra}"
+    if on_ci():
+      pytest.fail(f"CI=true and {msg}")
+    pytest.skip(msg)
 
 
 # --- datasets built from the real data, cached per machine ----------------------------

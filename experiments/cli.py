@@ -1,0 +1,171 @@
+r"""The ``jaxmarks`` command: landmarks from photos with the bundled models, and the
+project's other commands under one name.
+
+  jaxmarks predict photo.jpg                   every face, default models (MTCNN + cpr-300w)
+  jaxmarks predict photo.jpg --model=dan-300w  another bundled model (or --workdir=DIR)
+  jaxmarks predict DIR --csv                   a folder of photos, batched
+  jaxmarks predict clip.mp4 --smooth           a video, landmarks filtered over time
+  jaxmarks models [NAME]                       the bundled models and their cards
+  jaxmarks train cpr:300w --workdir=DIR        = python -m experiments.train --config=...
+  jaxmarks evaluate --workdir=DIR ...          = python -m experiments.evaluate
+  jaxmarks export --workdir=DIR ...            = python -m experiments.export
+  jaxmarks table --workdirs=A,B                = python -m benchmarks.table
+  jaxmarks sample                              the path of the bundled sample photo
+
+Every subcommand takes the flags of the module it runs (``jaxmarks predict --help``).
+``jaxmarks predict`` differs from ``python -m experiments.predict`` only in its
+defaults: the landmark model is ``jaxmarks.bundled.DEFAULT_LANDMARKS`` and the
+output folder ``./predictions``. Nothing is downloaded: the models are in the
+package. Declared in ``pyproject.toml`` (``[project.scripts]``).
+
+Start-up: most of a first prediction's time is XLA compiling the detector's
+pyramid levels and the landmark model. The command keeps JAX's persistent
+compilation cache in ``~/.cache/jaxmarks/xla`` (``$XDG_CACHE_HOME`` is honoured;
+a ``JAX_COMPILATION_CACHE_DIR`` of your own wins; ``JAXMARKS_XLA_CACHE=0``
+turns it off), so later runs skip the compilation (BENCHMARKS.md: "One command").
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import runpy
+import sys
+import textwrap
+
+# subcommand -> (module run as __main__, one line of help)
+COMMANDS = {
+    "predict": ("experiments.predict", "landmarks of every face in photos, a folder or a video"),
+    "models": (None, "the bundled models and their cards"),
+    "train": ("experiments.train", "train a method (METHOD[:VARIANT] or --config=FILE)"),
+    "evaluate": ("experiments.evaluate", "evaluate a trained model on a split"),
+    "export": ("experiments.export", "export a trained model (StableHLO, ONNX)"),
+    "table": ("benchmarks.table", "the comparison table of trained workdirs"),
+    "sample": (None, "print the path of the bundled sample photo"),
+}
+
+_REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def usage() -> str:
+  lines = ["usage: jaxmarks COMMAND [ARGS]", "", "commands:"]
+  lines += [f"  {name:9} {text}" for name, (_, text) in COMMANDS.items()]
+  lines += ["", "jaxmarks COMMAND --help shows a command's flags."]
+  return "\n".join(lines)
+
+
+def _has_flag(args, *names) -> bool:
+  return any(a == f"--{n}" or a.startswith(f"--{n}=") for a in args for n in names)
+
+
+def predict_args(args: list[str]) -> list[str]:
+  """``jaxmarks predict``'s defaults written into the arguments."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  args = list(args)
+  if not _has_flag(args, "model", "workdir", "help", "helpfull"):
+    args.append(f"--model={bundled.DEFAULT_LANDMARKS}")
+  if not _has_flag(args, "output_dir"):
+    args.append("--output_dir=predictions")
+  return args
+
+
+def train_args(args: list[str]) -> list[str]:
+  """``jaxmarks train METHOD[:VARIANT]`` -> ``--config=<its config file>[:VARIANT]``."""
+  positional = [a for a in args if not a.startswith("-")]
+  if not positional:
+    return args
+  if len(positional) > 1 or _has_flag(args, "config"):
+    raise SystemExit("error: give one METHOD[:VARIANT] or --config=FILE[:VARIANT]")
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  method, _, variant = positional[0].partition(":")
+  try:
+    unit = methods.get(method)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  spec = str(_REPO / unit.config_file) + (f":{variant}" if variant else "")
+  return [f"--config={spec}"] + [a for a in args if a != positional[0]]
+
+
+def _card_line(name: str) -> str:
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  card = bundled.card(name)
+  ev = card["evaluation"]
+  res = ev.get("bundled", {})
+  nme = res.get("nme_inter_ocular")
+  acc = (f"{100 * nme:.2f} % NME inter-ocular on {ev['dataset']} {ev['split']}"
+         if nme is not None else "")
+  if card["kind"] == "detector":
+    acc += f", {res.get('missed', '?')} of {res.get('n', '?')} faces missed"
+  size = card["storage"]["bytes"] / 1e6
+  return (f"{name:15} {card['method']:6} {card['num_points']:>2} points  {acc}; "
+          f"{size:.1f} MB {card['storage']['dtype']}")
+
+
+def models_command(args: list[str]) -> int:
+  """``jaxmarks models``: a line per bundled model; ``jaxmarks models NAME``: its card."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  if args and args[0] in ("-h", "--help"):
+    print("usage: jaxmarks models [NAME]")
+    return 0
+  if args:
+    name = args[0]
+    if name not in bundled.MODELS:
+      print(f"error: no bundled model {name!r}; bundled models: {', '.join(bundled.names())}",
+            file=sys.stderr)
+      return 2
+    folder = bundled.path(name)
+    text = folder / ("MODEL_CARD.md" if (folder / "MODEL_CARD.md").is_file() else "NOTICE.md")
+    print(text.read_text())
+    return 0
+  for name in bundled.names():
+    print(_card_line(name))
+  print(textwrap.dedent(f"""
+      default: detector {bundled.DEFAULT_DETECTOR}, landmarks {bundled.DEFAULT_LANDMARKS}.
+      Models trained on 300-W or MTFL are for non-commercial research use only (their
+      data's terms); `jaxmarks models NAME` prints a model's card."""))
+  return 0
+
+
+def use_compilation_cache() -> None:
+  """Points JAX's persistent compilation cache at ``~/.cache/jaxmarks/xla`` (before
+  JAX is imported; see the module docstring)."""
+  if os.environ.get("JAXMARKS_XLA_CACHE", "1") == "0":
+    return
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "jaxmarks", "xla"))
+  # The detector's small per-level programs compile in well under JAX's default
+  # 1 s threshold, yet together they are most of the start-up.
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  use_compilation_cache()
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(usage())
+    return 0
+  command, args = argv[0], argv[1:]
+  if command not in COMMANDS:
+    print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    return 2
+  if command == "models":
+    return models_command(args)
+  if command == "sample":
+    from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+    print(bundled.SAMPLE_PHOTO)
+    return 0
+  if command == "predict":
+    args = predict_args(args)
+  elif command == "train":
+    args = train_args(args)
+  module = COMMANDS[command][0]
+  sys.argv = [f"jaxmarks {command}", *args]
+  try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+  except SystemExit as e:
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
