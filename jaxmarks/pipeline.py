@@ -66,6 +66,7 @@ class Face:
     points: ``(5, 2)`` the detector's own five points, or None.
     diverged: whether the landmark fit flagged itself as failed (classical
       methods), or None.
+    track_id: the face's track across video frames (``jaxmarks.tracking``), or None.
   """
 
   box: np.ndarray
@@ -73,6 +74,7 @@ class Face:
   landmarks: np.ndarray
   points: np.ndarray | None = None
   diverged: bool | None = None
+  track_id: int | None = None
 
 
 def read_image(path) -> np.ndarray:
