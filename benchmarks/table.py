@@ -1,0 +1,152 @@
+r"""The paper-style comparison table of trained models on one split.
+
+  python -m benchmarks.table --workdirs=cpr-300w,/tmp/dan_300w_bundle --output=table.md
+  jaxmarks table --workdirs=dcnn-mtfl,/tmp/tcdcn_mtfl --split=train:holdout
+
+Each entry of ``--workdirs`` is a workdir, an export folder or a bundled model's
+name. Every model is evaluated on the same split (``--dataset``/``--split``;
+default: the first model's own validation data, ``config.data.eval_split``) with
+crops from the ground-truth landmark box, in the scheme both sides convert to
+(``jaxmarks.evaluation.evaluate``), then timed on 64 crops of that split
+(``jaxmarks.evaluation.time_predictor``: best of ``--rounds`` loops, compilation
+excluded). The table gives NME with each normalisation (inter-ocular = outer eye
+corners on 68 points, eye centres on 5; inter-pupil; box diagonal), AUC@0.08
+and the failure rate at 0.08 (inter-ocular), ms per face at batch 1, faces/s at
+batch 64, the training time the workdir recorded and the parameter count.
+
+Printed as Markdown, and written to ``--output`` (Markdown) with the figures as
+JSON beside it (``<output stem>.json``). The load average is printed: other work
+on the machine slows every speed figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Workdirs, export folders or bundled model names.")
+_DATASET = flags.DEFINE_string("dataset", "", "Builder name (default: the first model's).")
+_SPLIT = flags.DEFINE_string("split", "", "Split (default: the first model's eval_split).")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The dataset's original files (default: "
+                                  "the first model's config, else $JAXMARKS_DATASETS).")
+_OUTPUT = flags.DEFINE_string("output", "table.md", "Markdown file to write ('' : print only).")
+_REPEATS = flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
+
+COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME io"),
+           ("nme_inter_pupil", "NME ip"), ("nme_bbox_diagonal", "NME box diag."),
+           ("auc_inter_ocular", "AUC@0.08 io"), ("failure_rate_inter_ocular", "FR@0.08 io"),
+           ("ms_per_face_batch1", "ms/face, batch 1"),
+           ("faces_per_second_batched", "faces/s, batch 64"), ("train_seconds", "training"),
+           ("parameters", "parameters"))
+
+
+def training_seconds(path: pathlib.Path) -> float | None:
+  """The training time a workdir (or a bundled model's card) recorded, if any."""
+  candidates = [path / "card.json", path / "eval_summary.json",
+                *sorted(path.glob("metrics_*.json"))]
+  for p in candidates:
+    if p.is_file():
+      d = json.loads(p.read_text())
+      seconds = d.get("train_seconds", (d.get("training") or {}).get("seconds"))
+      if seconds is not None:
+        return float(seconds)
+  return None
+
+
+def parameter_count(arrays) -> int:
+  """Trainable parameters: the ``params/`` arrays of a deep model, else every array."""
+  names = [k for k in arrays if k.startswith("params/")] or list(arrays)
+  return int(sum(arrays[k].size for k in names))
+
+
+def _cell(key: str, value) -> str:
+  if value is None:
+    return ""
+  if key.startswith(("nme_", "failure_rate_")):
+    return f"{100 * value:.3f} %"
+  if key.startswith("auc_"):
+    return f"{value:.4f}"
+  if key == "ms_per_face_batch1":
+    return f"{value:.2f}"
+  if key == "faces_per_second_batched":
+    return f"{value:,.0f}"
+  if key == "train_seconds":
+    return f"{value / 60:.1f} min" if value >= 60 else f"{value:.0f} s"
+  if key == "parameters":
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.0f} k"
+  return str(value)
+
+
+def markdown(rows, dataset: str, split: str, scheme: str) -> str:
+  lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; crops from the ground-truth "
+           "landmark box; io = inter-ocular, ip = inter-pupil).", "",
+           "| " + " | ".join(label for _, label in COLUMNS) + " |",
+           "|" + "---|" * len(COLUMNS)]
+  for row in rows:
+    lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  try:
+    _main()
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _main():
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every dataset it opens
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+
+  if not _WORKDIRS.value:
+    raise app.UsageError("--workdirs is required")
+  rows, data = [], None
+  for entry in _WORKDIRS.value:
+    path = methods.resolve(entry)
+    config, arrays, info = methods.read_trained(path)
+    if methods.get(config.method).kind == "detector":
+      raise app.UsageError(f"{entry} is a face detector; the table compares landmark methods "
+                           "(evaluate detectors with experiments.evaluate)")
+    predictor = methods.get(config.method).load_predictor(config, arrays, info)
+    if data is None:  # the first model sets the split everyone is evaluated on
+      data = evaluation.eval_data_config(config, _DATASET.value or None,
+                                         manual_dir=_MANUAL_DIR.value)
+      split = _SPLIT.value or data.eval_split
+    model_data = evaluation.eval_data_config(config, data.dataset, data.builder_config,
+                                             data.data_dir or None, data.manual_dir)
+    print(f"== {entry} ({config.method}) on {data.dataset} {split}", flush=True)
+    summary = evaluation.evaluate(predictor, model_data, split, quiet=True)
+    images, _, _ = classical.load_arrays(model_data, split, max_faces=64)
+    speed = evaluation.time_predictor(predictor, images, batch_size=64,
+                                      repeats=_REPEATS.value, rounds=_ROUNDS.value)
+    rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
+                 **{k: summary.get(k) for k, _ in COLUMNS if k in summary}, **speed,
+                 "train_seconds": training_seconds(path),
+                 "parameters": parameter_count(arrays), "n": summary["n"]})
+  schemes = sorted({r["scheme"] for r in rows})
+  text = markdown(rows, data.dataset, split, ", ".join(schemes))
+  text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "
+           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; training time "
+           "as each workdir recorded it.")
+  print(text, flush=True)
+  if _OUTPUT.value:
+    out = pathlib.Path(_OUTPUT.value)
+    out.write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps(
+        {"dataset": data.dataset, "split": split, "rows": rows}, indent=2, default=float))
+    print(f"wrote {out}, {out.with_suffix('.json')}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
