@@ -186,6 +186,23 @@ def test_predict_folder_and_video(tmp_path):
   assert all(len(f["faces"]) == 1 for f in frames)
   assert (tmp_path / "vid" / "clip_landmarks.mp4").stat().st_size > 0
 
+  # Smoothed, as a positional argument, with CSV and without the overlay video: one
+  # track, its first frame as detected, later frames pulled toward the earlier ones.
+  r = _cli(str(video), f"--output_dir={tmp_path / 'smooth'}", "--smooth", "--csv",
+           "--nooverlay")
+  assert r.returncode == 0, r.stderr
+  smooth = [json.loads(x) for x in (tmp_path / "smooth" / "clip_landmarks.jsonl").read_text()
+            .splitlines()]
+  assert [f["faces"][0]["track"] for f in smooth] == [0, 0, 0, 0]
+  raw = np.asarray([f["faces"][0]["landmarks"] for f in frames])
+  filt = np.asarray([f["faces"][0]["landmarks"] for f in smooth])
+  np.testing.assert_allclose(filt[0], raw[0], atol=1e-3)
+  assert np.abs(np.diff(filt[:, :, 0], axis=0)).mean() < np.abs(np.diff(raw[:, :, 0],
+                                                                        axis=0)).mean()
+  assert not (tmp_path / "smooth" / "clip_landmarks.mp4").exists()
+  rows = (tmp_path / "smooth" / "clip_landmarks.csv").read_text().splitlines()
+  assert len(rows) == 1 + 4 * 5 and rows[1].split(",")[1] == "0"
+
 
 def test_predict_bad_inputs_and_no_face(tmp_path):
   blank = tmp_path / "blank.png"
