@@ -157,6 +157,13 @@ class FitPredictor:
     self.config = config
     self.fit_kwargs = fit_kwargs
 
+  def serving_fn(self):
+    """``predict``'s landmarks as one pure function, the parameters closed over:
+    ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
+    exportable; see ``jaxmarks.methods.serving``)."""
+    fit_fn, params, fit_kwargs = self.fit_fn, self.params, dict(self.fit_kwargs)
+    return lambda images: fit_fn(params, images, None, **fit_kwargs)[0]
+
   def predict(self, images):
     landmarks, diverged = self.fit_fn(self.params, jnp.asarray(images, jnp.float32), None,
                                       **self.fit_kwargs)

@@ -417,6 +417,14 @@ class DeepPredictor:
     self.model_state = jax.tree.map(jnp.asarray, got["model_state"])
     self._apply = jax.jit(spec.inference_fn(self.model, self.phase))
 
+  def serving_fn(self) -> Callable[[jax.Array], jax.Array]:
+    """``predict``'s landmarks as one pure function, the parameters closed over:
+    ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
+    exportable; see ``jaxmarks.methods.serving``)."""
+    apply = self.spec.inference_fn(self.model, self.phase)
+    params, model_state = self.params, self.model_state
+    return lambda images: apply(params, model_state, images)["landmarks"]
+
   def predict(self, images) -> dict[str, Any]:
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4:

@@ -1,0 +1,128 @@
+r"""Exports a trained landmark method for serving: StableHLO (``jax.export``) and ONNX.
+
+  python -m experiments.export --workdir=/tmp/jaxmarks_dan --output_dir=/tmp/dan_serving
+  python -m experiments.export --workdir=W --formats=stablehlo --batch=8
+
+``--workdir`` is a workdir, an export folder or a bundled model's name. Writes
+into ``--output_dir`` (default ``<workdir>/serving``) ``model.stablehlo``
+(serialized ``jax.export``, CPU and CUDA), ``model.onnx`` (jax2onnx; needs the
+optional extra ``jaxmarks[export]``) and ``serving.json`` (input, output, crop
+settings; see ``jaxmarks.methods.serving``). ``--batch=0`` (default) exports a
+symbolic batch dimension, ``--batch=N`` a fixed one.
+
+For each file written it prints the max abs difference of its landmarks (crop
+pixels) to the method's own ``predict`` on random photo-like crops
+(``serving.sample_crops``), the ONNX model run in onnxruntime. A format the method cannot be exported to is an error naming the
+reason (``error: ...`` on stderr, exit 2) after the other formats are written.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+import numpy as np
+
+from jaxmarks import bundled
+from jaxmarks import methods
+
+FLAGS = flags.FLAGS
+FORMATS = ("stablehlo", "onnx")
+
+
+def parse_formats(text: str) -> list[str]:
+  """``"stablehlo,onnx"`` -> ``["stablehlo", "onnx"]``; a clear error for others."""
+  formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+  unknown = [f for f in formats if f not in FORMATS]
+  if not formats or unknown:
+    raise ValueError(f"--formats must list some of {', '.join(FORMATS)}; got {text!r}")
+  return list(dict.fromkeys(formats))
+
+
+def max_differences(predictor, run, entry: dict[str, Any], seed: int = 0) -> dict[int, float]:
+  """``{batch: max abs difference}`` of ``run(images)`` to ``predictor.predict`` on random
+  photo-like crops (``serving.sample_crops``; batches 1 and 3 for a symbolic batch, else
+  the fixed one)."""
+  from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
+  sizes = (1, 3) if entry.get("batch") == "symbolic" else (int(entry["batch"]),)
+  out = {}
+  for b in sizes:
+    images = serving.sample_crops(predictor, b, seed=seed + b)
+    want = np.asarray(predictor.predict(images)["landmarks"], np.float64)
+    out[b] = float(np.abs(np.asarray(run(images), np.float64) - want).max())
+  return out
+
+
+def run(workdir, formats: Sequence[str] = FORMATS, output_dir=None,
+        batch: int = 0) -> tuple[dict[str, Any], list[str]]:
+  """Exports ``workdir``'s method in ``formats`` into ``output_dir``.
+
+  Returns:
+    ``({format: {"file", "batch", "max_abs_diff": {batch: diff}}}, [error, ...])``
+    for the formats written and those that failed.
+  """
+  from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
+
+  if batch < 0:
+    raise ValueError(f"--batch must be 0 (symbolic) or a positive batch; got {batch}")
+  path = methods.resolve(workdir)
+  predictor = methods.load_predictor(path)
+  if output_dir:
+    out_dir = pathlib.Path(output_dir)
+  elif not bundled.contains(path):
+    out_dir = path / "serving"
+  else:
+    out_dir = pathlib.Path("serving")
+  exporters = {"stablehlo": (serving.export_stablehlo, serving.load_stablehlo),
+               "onnx": (serving.export_onnx, serving.load_onnx)}
+  written, errors = {}, []
+  for fmt in formats:
+    export_fn, load_fn = exporters[fmt]
+    try:
+      manifest = export_fn(predictor, out_dir, batch=batch or None)
+    except (ImportError, ValueError) as e:
+      errors.append(f"{fmt}: {e}")
+      continue
+    entry = manifest["files"][fmt]
+    diffs = max_differences(predictor, load_fn(out_dir), entry)
+    file = (out_dir / entry["file"]).resolve()
+    written[fmt] = {"file": str(file), "batch": entry["batch"], "max_abs_diff": diffs}
+    how = "symbolic batch" if entry["batch"] == "symbolic" else f"batch {entry['batch']}"
+    extra = f", {entry['formulation']}" if entry.get("formulation") != "direct" else ""
+    print(f"{fmt}: {file} ({entry['bytes'] / 1e6:.2f} MB, {how}{extra}); max abs difference "
+          "to predict: " + ", ".join(f"{d:.2e} px (batch {b})" for b, d in diffs.items()),
+          flush=True)
+  if written:
+    print(f"{manifest['method']} ({manifest['num_points']} landmarks, "
+          f"{'x'.join(map(str, manifest['input']['shape'][1:]))} crops) -> "
+          f"{(out_dir / serving.MANIFEST_FILE).resolve()}", flush=True)
+  return written, errors
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    _, errors = run(FLAGS.workdir, parse_formats(FLAGS.formats), FLAGS.output_dir or None,
+                    FLAGS.batch)
+  except (FileNotFoundError, ValueError, ImportError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  for e in errors:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+  if errors:
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("workdir", None, "A trained landmark method: a workdir, an export "
+                      "folder or a bundled model.", required=True)
+  flags.DEFINE_string("formats", ",".join(FORMATS), "Comma-separated: stablehlo, onnx.")
+  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving).")
+  flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  app.run(main)

@@ -1,0 +1,249 @@
+"""Serving exports (jaxmarks.methods.serving, experiments.export): StableHLO and ONNX
+files that reproduce ``predictor.predict``'s landmarks.
+
+The deep models are small exports of their initial parameters, perturbed so that
+the landmarks depend on the image, restored through ``load_predictor`` as a
+trained model is; CPR and ASM are trained on the classical tests' toy faces.
+
+The ONNX tests need the optional extra ``jaxmarks[export]`` (jax2onnx,
+onnxruntime): skipped without it, failing under ``CI=true``.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import export as export_cli
+from experiments.configs import dan as dan_configs
+from experiments.configs import dcnn as dcnn_configs
+from experiments.configs import tcdcn as tcdcn_configs
+from jaxmarks import methods
+from jaxmarks.data import get_data_config
+from jaxmarks.methods import classical
+from jaxmarks.methods import export
+from jaxmarks.methods import serving
+from tests import classical_toy as toy
+from tests import helpers
+
+TOL = 1e-4  # crop pixels
+DEEP = {"dan": (dan_configs, "synthetic", "ibug68", 68, 1),
+        "dcnn": (dcnn_configs, "mtfl", "mtfl5", 5, 2),
+        "tcdcn": (tcdcn_configs, "mtfl", "mtfl5", 5, 0)}  # configs, variant, scheme, K, phase
+
+
+def _optional(name: str):
+  """An optional dependency of the ``export`` extra: skips without it, fails under
+  ``CI=true`` (CI installs every extra)."""
+  return helpers.require_module(name, "jaxmarks[export] and then pip install --no-deps "
+                                f"'{serving.JAX2ONNX}'")
+
+
+def _random_like(shapes, kind: str, seed: int = 0):
+  """Arrays of the shapes of an (abstract) variable tree: kernels and biases drawn
+  with variance 1 / fan-in, BatchNorm scales near 1, running variances 1, other state
+  0. No initialiser is compiled (a trained model's values, as far as export cares)."""
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, x):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if kind == "state":
+      return (np.ones if name == "var" else np.zeros)(x.shape, x.dtype)
+    if name == "scale":
+      return (1 + 0.1 * rng.normal(size=x.shape)).astype(x.dtype)
+    fan_in = int(np.prod(x.shape[:-1])) if len(x.shape) > 1 else 10
+    return (rng.normal(size=x.shape) / np.sqrt(fan_in)).astype(x.dtype)
+
+  return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def _deep(path, method: str):
+  configs, variant, scheme, k, phase = DEEP[method]
+  config = configs.get_config(variant)
+  if method == "dan":
+    config.model.base_width = 2
+    config.model.fc_units = 8
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  s = int(config.data.image_size)
+  mean_shape = np.random.default_rng(0).uniform(0.3 * s, 0.7 * s, (k, 2)).astype(np.float32)
+  config.scheme = scheme
+  config.mean_shape = mean_shape.tolist()
+  spec = importlib.import_module(f"jaxmarks.models.{method}").METHOD
+  model = spec.build_model(config, mean_shape)
+  params, state = jax.eval_shape(lambda: spec.init_variables(model, jax.random.PRNGKey(0)))
+  params, state = _random_like(params, "params"), _random_like(state, "state")
+  export.write(path, config, export.flatten({"params": params, "model_state": state}),
+               {"step": 1, "phase": phase})
+  return methods.load_predictor(path)
+
+
+def _classical(path, method: str):
+  from jaxmarks.classical import asm, cpr  # pylint: disable=g-import-not-at-top
+  if method == "cpr":
+    x, y = toy.toy_faces(160, seed=1)
+    params = cpr.train(x, y, cpr.CPRConfig(num_stages=4, grid=3, radius_start=0.3,
+                                           radius_end=0.1, num_inits=4, rank=12, ridge=0.1,
+                                           eye_corners=toy.EYES, chunk=256),
+                       mirror_permutation=toy.MIRROR, log=lambda *a: None)
+  else:
+    x, y = toy.toy_faces(120, size=64, seed=1)
+    params = asm.train(x, y, asm.ASMConfig(num_levels=2, profile_half=3, search_half=3,
+                                           variance_fraction=0.99, max_iters=6,
+                                           scheme="toy"), log=lambda *a: None)
+  data = get_data_config()
+  data.image_size = int(x.shape[1])
+  config = ml_collections.ConfigDict({"method": method, "scheme": "toy8",
+                                      "data": data.to_dict()})
+  export.write(path, config, classical.params_to_arrays(params))
+  return methods.load_predictor(path)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+  """The folder of the module's models: ``<root>/<method>/export``."""
+  return tmp_path_factory.mktemp("serving")
+
+
+@pytest.fixture(scope="module")
+def predictors(root):
+  """``get(method)``: the method's predictor, made once per module."""
+  made = {}
+
+  def get(method):
+    if method not in made:
+      maker = _deep if method in DEEP else _classical
+      made[method] = maker(root / method / "export", method)
+    return made[method]
+
+  return get
+
+
+def _crops(predictor, batch: int, seed: int = 0) -> np.ndarray:
+  s = int(predictor.config.data.image_size)
+  if predictor.config.method in ("cpr", "asm"):  # faces like the training faces
+    return toy.toy_faces(batch, size=s, seed=10 + seed)[0]
+  return serving.sample_crops(predictor, batch, seed)
+
+
+def _max_diff(run, predictor, images) -> float:
+  want = np.asarray(predictor.predict(images)["landmarks"])
+  got = np.asarray(run(images))
+  assert got.shape == want.shape and got.dtype == np.float32
+  return float(np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "asm"])
+def test_stablehlo_round_trip_matches_predict(method, predictors, tmp_path):
+  predictor = predictors(method)
+  manifest = serving.export_stablehlo(predictor, tmp_path)
+  entry = manifest["files"]["stablehlo"]
+  assert entry["batch"] == "symbolic" and entry["platforms"] == ["cpu", "cuda"]
+  # DAN's micro-batching compares B with the slice size: exported per face (vmap).
+  assert entry["formulation"] == ("per-face vmap" if method == "dan" else "direct")
+  s = int(predictor.config.data.image_size)
+  assert manifest["input"]["shape"] == ["b", s, s, 1] and manifest["method"] == method
+  assert manifest["crop"]["image_size"] == s and manifest["scheme"] == predictor.config.scheme
+  run = serving.load_stablehlo(tmp_path)  # deserialize -> call
+  for batch in ((1, 9) if method == "dan" else (1, 3)):  # 9 > DAN's micro-batch of 8
+    assert _max_diff(run, predictor, _crops(predictor, batch, batch)) <= TOL
+
+
+def _bundled_landmark_models() -> list[str]:
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  return [n for n in bundled.names()
+          if methods.load_config(bundled.path(n)).get("method") in ("cpr", "dcnn", "dan",
+                                                                     "tcdcn")]
+
+
+@pytest.mark.parametrize("name", _bundled_landmark_models())
+def test_bundled_trained_models_export_to_both_formats(name, tmp_path):
+  """The models trained on the real data (``jaxmarks.bundled``), on photo-like crops."""
+  _optional("jax2onnx")
+  _optional("onnxruntime")
+  predictor = methods.load_predictor(name)
+  serving.export_stablehlo(predictor, tmp_path)
+  serving.export_onnx(predictor, tmp_path, batch=None)
+  images = serving.sample_crops(predictor, 3, seed=5)
+  for run in (serving.load_stablehlo(tmp_path), serving.load_onnx(tmp_path)):
+    assert _max_diff(run, predictor, images) <= TOL
+
+
+def test_fixed_batch_export_names_its_shape(predictors, tmp_path):
+  predictor = predictors("tcdcn")
+  manifest = serving.export_stablehlo(predictor, tmp_path, batch=2)
+  assert manifest["files"]["stablehlo"]["batch"] == 2
+  run = serving.load_stablehlo(tmp_path)
+  assert _max_diff(run, predictor, _crops(predictor, 2)) <= TOL
+  with pytest.raises(ValueError, match=r"images must be \(2, 40, 40, 1\)"):
+    run(_crops(predictor, 3))
+
+
+@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr"])
+def test_onnx_in_onnxruntime_matches_predict(method, predictors, tmp_path):
+  _optional("jax2onnx")
+  _optional("onnxruntime")
+  predictor = predictors(method)
+  manifest = serving.export_onnx(predictor, tmp_path, batch=None)
+  entry = manifest["files"]["onnx"]
+  assert entry["batch"] == "symbolic" and entry["check_max_abs_diff"] <= TOL
+  run = serving.load_onnx(tmp_path)
+  for batch in (1, 3):
+    assert _max_diff(run, predictor, _crops(predictor, batch, batch)) <= TOL
+  # Both formats side by side in one folder, one serving.json.
+  serving.export_stablehlo(predictor, tmp_path)
+  assert sorted(serving.read_manifest(tmp_path)["files"]) == ["onnx", "stablehlo"]
+
+
+def test_onnx_names_what_it_cannot_convert(predictors, tmp_path):
+  _optional("jax2onnx")
+  predictor = predictors("asm")
+  assert list(serving.onnx_unsupported_primitives(predictor)) == ["while"]
+  with pytest.raises(serving.UnsupportedError,
+                     match=r"asm model cannot be exported to ONNX: it uses the 'while' "
+                           r"primitive.*StableHLO export .* works"):
+    serving.export_onnx(predictor, tmp_path)
+  assert not (tmp_path / serving.ONNX_FILE).exists()
+
+
+def test_export_command(predictors, root, tmp_path, capsys):
+  _optional("jax2onnx")
+  _optional("onnxruntime")
+  predictors("tcdcn")  # writes its export folder
+  written, errors = export_cli.run(root / "tcdcn" / "export", ["stablehlo", "onnx"],
+                                   tmp_path / "out")
+  assert not errors and sorted(written) == ["onnx", "stablehlo"]
+  for fmt in written:
+    assert max(written[fmt]["max_abs_diff"].values()) <= TOL
+  out = capsys.readouterr().out
+  assert "model.stablehlo" in out and "model.onnx" in out and "max abs difference" in out
+
+
+def test_bad_paths_and_models_give_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a jaxmarks serving export"):
+    serving.load_stablehlo(tmp_path)
+  with pytest.raises(serving.UnsupportedError, match="face detector"):
+    serving.export_stablehlo(methods.load_predictor("mtcnn-original"), tmp_path / "x")
+  with pytest.raises(ValueError, match="--formats must list"):
+    export_cli.parse_formats("stablehlo,tflite")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="is not a jaxmarks workdir"):
+    export_cli.run(tmp_path / "empty", ["stablehlo"], tmp_path / "out")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-m", "experiments.export",
+                      f"--workdir={tmp_path / 'missing'}", "--formats=stablehlo"],
+                     cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 2 and "error: " in r.stderr
+  assert "is neither a folder nor a bundled model" in r.stderr
+
+
+def test_onnx_without_the_extra_names_it(predictors, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import jax2onnx -> ImportError
+  with pytest.raises(ImportError, match=r"pip install 'jaxmarks\[export\]'"):
+    serving.export_onnx(predictors("tcdcn"), tmp_path)
