@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxmarks.methods import workdir as workdir_lib
 
-__all__ = ["FORMAT", "VERSION", "write", "read", "locate", "flatten", "unflatten", "compact",
+__all__ = ["FORMAT", "VERSION", "write", "read", "read_manifest", "locate", "flatten", "unflatten", "compact",
            "size_bytes"]
 
 FORMAT = "jaxmarks-export"
@@ -145,21 +145,29 @@ def locate(path: str | pathlib.Path) -> pathlib.Path | None:
   return None
 
 
+def read_manifest(path: pathlib.Path, fmt: str, version: int, missing: str) -> dict[str, Any]:
+  """A JSON manifest of format ``fmt`` no newer than ``version``; clear errors when the
+  file is missing (``missing`` says what that means), not JSON, or another format."""
+  if not path.is_file():
+    raise FileNotFoundError(missing)
+  try:
+    manifest = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e})") from e
+  if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+    raise ValueError(f"{path} is not a {fmt} manifest")
+  if int(manifest.get("version", 0)) > version:
+    raise ValueError(f"{path} was written by a newer jaxmarks (format version "
+                     f"{manifest['version']} > {version}): upgrade jaxmarks to read it")
+  return manifest
+
+
 def read(directory: str | pathlib.Path
          ) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], dict[str, Any]]:
   """Reads an export folder: ``(config, arrays, info)``; clear errors if it is damaged."""
   directory = pathlib.Path(directory).expanduser().resolve()
-  try:
-    manifest = json.loads((directory / _INFO).read_text())
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f"{directory} is not a jaxmarks export ({_INFO} missing)") from e
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{directory / _INFO} is not valid JSON ({e})") from e
-  if manifest.get("format") != FORMAT:
-    raise ValueError(f"{directory / _INFO} is not a {FORMAT} manifest")
-  if int(manifest.get("version", 0)) > VERSION:
-    raise ValueError(f"{directory} was exported by a newer jaxmarks (format version "
-                     f"{manifest['version']} > {VERSION}): upgrade jaxmarks to load it")
+  manifest = read_manifest(directory / _INFO, FORMAT, VERSION,
+                           f"{directory} is not a jaxmarks export ({_INFO} missing)")
   config = workdir_lib.load_config(directory)
   try:
     with np.load(directory / _ARRAYS, allow_pickle=False) as z:

@@ -82,6 +82,7 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import workdir as workdir_lib
 
 __all__ = ["FORMAT", "VERSION", "STABLEHLO_FILE", "ONNX_FILE", "MANIFEST_FILE",
@@ -246,20 +247,10 @@ def _shape_json(batch, *rest) -> list:
 def read_manifest(out_dir: str | pathlib.Path) -> dict[str, Any]:
   """``serving.json`` of a serving export folder; clear errors when it is not one."""
   out_dir = pathlib.Path(out_dir).expanduser()
-  path = out_dir / MANIFEST_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{out_dir} is not a jaxmarks serving export ({MANIFEST_FILE} "
-                            "missing): write one with python -m experiments.export")
-  try:
-    manifest = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e})") from e
-  if manifest.get("format") != FORMAT:
-    raise ValueError(f"{path} is not a {FORMAT} manifest")
-  if int(manifest.get("version", 0)) > VERSION:
-    raise ValueError(f"{path} was written by a newer jaxmarks (format version "
-                     f"{manifest['version']} > {VERSION})")
-  return manifest
+  return export_lib.read_manifest(
+      out_dir / MANIFEST_FILE, FORMAT, VERSION,
+      f"{out_dir} is not a jaxmarks serving export ({MANIFEST_FILE} missing): write one "
+      "with python -m experiments.export")
 
 
 def _write_manifest(out_dir: pathlib.Path, predictor, sf: ServingFunction, kind: str,
