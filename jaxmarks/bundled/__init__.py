@@ -29,7 +29,7 @@ __all__ = ["MODELS", "DEFAULT_LANDMARKS", "DEFAULT_DETECTOR", "SAMPLE_PHOTO", "n
            "contains", "card"]
 
 # name -> folder beside this file
-MODELS = {"cpr-300w": "cpr_300w", "dcnn-mtfl": "dcnn_mtfl",
+MODELS = {"cpr-300w": "cpr_300w", "dan-300w": "dan_300w", "dcnn-mtfl": "dcnn_mtfl",
           "mtcnn-original": "mtcnn_original"}
 # What ``jaxmarks predict`` uses when told nothing: the fastest 68-point model, which
 # is also the most accurate one on 300-W train:holdout (see its card).
