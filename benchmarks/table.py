@@ -138,7 +138,8 @@ def _main():
   text = markdown(rows, data.dataset, split, ", ".join(schemes))
   text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "
            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; training time "
-           "as each workdir recorded it.")
+           "as each workdir recorded it (classical methods: the fit, on crops already "
+           "loaded; deep methods: the training loop with its validations).")
   print(text, flush=True)
   if _OUTPUT.value:
     out = pathlib.Path(_OUTPUT.value)
