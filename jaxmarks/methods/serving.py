@@ -56,9 +56,11 @@ pool becomes a 4-D ONNX MaxPool that onnxruntime rejects) -> reshape + max;
 ``lax.scan`` -> unrolled; ``jit`` and ``custom_jvp`` calls -> inlined. Tracing
 happens before jax2onnx sees the function, so its Flax-layer patches (whose
 ``max_pool`` does not match Flax 0.12's signature) never apply. A data-dependent
-``while`` loop (ASM/AAM iterate each face until it converges) has no faithful
-conversion: ``export_onnx`` names it and points to the StableHLO export. Every
-ONNX file is checked in onnxruntime against ``predict`` before it is kept.
+``while`` loop (ASM/AAM iterate each face until it converges) becomes an ONNX
+Loop in jax2onnx 0.17 that onnxruntime rejects (a shape mismatch inside the loop
+body; tried with the check lifted): ``export_onnx`` names it and points to the
+StableHLO export. Every ONNX file is checked in onnxruntime against ``predict``
+before it is kept.
 
 ``python -m experiments.export`` is the command line.
 """
@@ -100,7 +102,12 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "landmarks"
 # Primitives with no faithful ONNX conversion, and why.
 _ONNX_UNSUPPORTED = {
-    "while": "a data-dependent while loop (the fit iterates each face until it converges)",
+    # jax2onnx 0.17 does convert lax.while_loop (to an ONNX Loop), but the graph it
+    # makes of ASM's fit fails onnxruntime's shape inference (a Concat inside the
+    # loop declared 64 wide, inferred 66): refused up front with this reason.
+    "while": ("a data-dependent while loop (the fit iterates each face until it "
+              "converges), which jax2onnx 0.17 turns into an ONNX Loop that onnxruntime "
+              "rejects"),
 }
 _EXTRA = "jaxmarks[export]"
 # jax2onnx itself is installed without its dependencies: every release that
