@@ -6,7 +6,8 @@ every builder so that ``tfds.builder("<name>", data_dir=...)`` finds it.
 
 import importlib
 
-BUILDERS = ("ibug300w", "mtfl", "imm_faces", "muct", "bioid", "aflw", "synthetic_faces")
+BUILDERS = ("ibug300w", "mtfl", "imm_faces", "muct", "bioid", "aflw", "synthetic_faces",
+            "widerface", "celeba")
 
 
 def register_all() -> None:

@@ -28,7 +28,7 @@ ENV_VAR = "JAXMARKS_DATASETS"
 DEFAULT_ROOT = "../shared/datasets"
 # TFDS builder name -> its subfolder of ``$JAXMARKS_DATASETS``.
 FOLDERS = {"ibug300w": "300w", "mtfl": "mtfl", "imm_faces": "imm_frontal", "muct": "muct",
-           "bioid": "bioid", "aflw": "aflw"}
+           "bioid": "bioid", "aflw": "aflw", "widerface": "widerface", "celeba": "celeba"}
 
 
 def datasets_root() -> pathlib.Path:
