@@ -1,22 +1,21 @@
 """The quickstart notebook runs top to bottom (``notebooks/quickstart.ipynb``)."""
 
-import os
 import pathlib
 
-import pytest
 
 from tests import helpers
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_runs(tmp_path):
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
   nbformat = helpers.require_module("nbformat", "the test extra (pip install -e .[test])")
   nbclient = helpers.require_module("nbclient", "the test extra (pip install -e .[test])")
   nb = nbformat.read(NOTEBOOK, as_version=4)
   assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
       "commit the notebook without outputs")
-  os.environ.setdefault("MPLBACKEND", "Agg")
+  # The kernel draws inline (its own matplotlib backend): no MPLBACKEND from outside.
+  monkeypatch.delenv("MPLBACKEND", raising=False)
   client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                    resources={"metadata": {"path": str(tmp_path)}})
   client.execute()  # raises CellExecutionError naming the cell that failed
@@ -27,6 +26,8 @@ def test_quickstart_notebook_runs(tmp_path):
     line = next(l for l in text.splitlines() if l.startswith(f"{name}: NME"))
     nme = float(line.split("NME ")[1].split(" %")[0])
     assert 0 < nme < (10 if name == "CPR" else 40), line
-  # The CED cell drew a figure.
-  assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-             for o in nb.cells[-2].get("outputs", []))
+  # The overlay and the CED cells drew figures.
+  for marker in ("draw_faces", "plt.title(\"CED"):
+    cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for o in cell.get("outputs", [])), marker
