@@ -2,7 +2,6 @@
 
 import pathlib
 
-
 from tests import helpers
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
