@@ -2,6 +2,7 @@
 training on synthetic faces, the detector evaluation."""
 
 import json
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -216,6 +217,74 @@ def test_windows_are_labelled_by_iou():
   twice = mtcnn_train.mirror_batch(flipped, np.random.default_rng(0))
   np.testing.assert_allclose(twice["landmarks"], s["landmarks"], atol=1e-6)
   np.testing.assert_allclose(twice["box"], s["box"], atol=1e-6)
+
+
+def test_photos_of_several_faces_and_landmark_faces():
+  """The paper's data: WIDER-like photos (several boxes, no landmarks) and CelebA-like
+  landmark faces."""
+  image = np.random.default_rng(1).integers(0, 255, (160, 240, 3), np.uint8)
+  boxes = np.array([[20.0, 30.0, 80.0, 90.0], [140.0, 40.0, 200.0, 100.0]])
+  box = np.array([40.0, 30.0, 100.0, 90.0])
+  points = np.array([[55, 50], [85, 50], [70, 62], [58, 75], [82, 75]], np.float64)
+  per_face = mtcnn_configs.get_config("paper").pnet.per_face
+  s = mtcnn_train.sample_windows([(image, boxes, None, "boxes"),
+                                  (image, box, points, "landmarks")], 12, per_face, seed=0)
+  labels = s["label"]
+  assert set(np.unique(labels)) == {0, 1, 2, 3}
+  known = np.all(np.isfinite(s["landmarks"]), axis=(1, 2))
+  assert np.all(known == (labels == mtcnn_train.LANDMARK))  # only landmark faces have points
+  assert np.sum(labels == mtcnn_train.LANDMARK) == per_face.landmarks
+  # Each positive's box target leads back to the face it overlaps, whichever of the two.
+  pos = np.flatnonzero(labels == 1)
+  assert len(pos) == per_face.positives
+  # A window on the second face is a positive of that face, not a negative of the first.
+  w = np.array([[141.0, 41.0, 199.0, 99.0]])
+  assert mtcnn_train._label(w, boxes)[0] == 1
+  offsets, _ = mtcnn_train._targets(w, boxes, np.full((2, 5, 2), np.nan))
+  np.testing.assert_allclose(w[0] + offsets[0] * 58.0, boxes[1], atol=1e-4)
+  # NaN landmark targets teach nothing and poison nothing.
+  net = nets.ONet()
+  params = nets.init_params("onet", jax.random.PRNGKey(0))
+  lm = np.full((4, 5, 2), np.nan, np.float32)
+  lm[3] = 0.5
+  batch = {"image": np.zeros((4, 48, 48, 3), np.uint8), "label": np.array([0, 1, 2, 3]),
+           "box": np.zeros((4, 4), np.float32), "landmarks": lm}
+  fn = mtcnn_train.loss_fn(net, (1.0, 0.5, 1.0), 0.7)
+  (loss, (_, m)), grads = jax.value_and_grad(fn, has_aux=True)(params, {}, batch, None)
+  assert np.isfinite(loss) and float(m["landmark_loss"]) > 0
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+  lm2 = lm.copy()
+  lm2[3] += 0.1  # the landmark face's target counts
+  assert float(fn(params, {}, dict(batch, landmarks=lm2), None)[0]) != pytest.approx(float(loss))
+  flipped = mtcnn_train.mirror_batch(s, np.random.default_rng(0))
+  assert np.array_equal(np.isnan(flipped["landmarks"]), np.isnan(s["landmarks"]))
+
+
+def test_paper_config_on_the_builders_dummy_data(tmp_path):
+  """The ``paper`` config (WIDER FACE boxes + CelebA landmark faces) runs end to end
+  on the dummy data of the two builders (a format test: no real copy is here)."""
+  root = pathlib.Path(__file__).resolve().parent.parent / "tfds_builders"
+  config = mtcnn_configs.get_config("paper")
+  config.data.manual_dirs = (str(root / "widerface" / "dummy_data"),
+                             str(root / "celeba" / "dummy_data"))
+  config.data.eval_manual_dir = str(root / "celeba" / "dummy_data")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.val_faces = 2
+  config.data.eval_limit = 0
+  config.detector.min_face_size = 12
+  config.progress = False
+  for net in ("pnet", "rnet", "onet"):
+    config[net].num_steps = 6
+    config[net].eval_every = 3
+    config[net].batch_size = 16
+    config[net].max_faces = 6
+  summary = methods.train(config, tmp_path / "w")
+  assert "missed" in summary and summary["faces"] >= 1
+  with np.load(tmp_path / "w" / "pnet" / "samples.npz") as z:
+    labels, lm = z["label"], z["landmarks"]
+  assert np.any(labels == mtcnn_train.LANDMARK) and np.any(labels == 1)
+  assert np.isnan(lm[labels == 1]).all()  # WIDER faces: boxes only
+  assert np.isfinite(lm[labels == mtcnn_train.LANDMARK]).all()
 
 
 def test_loss_uses_each_task_on_its_samples():

@@ -11,6 +11,14 @@ Variants (``--config=experiments/configs/mtcnn.py:<variant>``):
   2-core CPU (BENCHMARKS.md).
 - ``"synthetic"``: the built-in synthetic faces (``synthetic_faces/tiny``), a few
   hundred steps per net: minutes; for tests and a first try.
+- ``"paper"``: the paper's data, for a GPU: face boxes from WIDER FACE (``widerface``
+  ``train``: several faces per photo, no landmarks) and landmark faces from CelebA
+  (``celeba/wild`` ``train``), windows in the paper's 3 : 1 : 1 : 2 ratio
+  (negatives : positives : part faces : landmark faces), evaluated on the whole
+  photos of CelebA ``validation``. Reads ``$JAXMARKS_DATASETS/widerface`` and
+  ``$JAXMARKS_DATASETS/celeba`` (the builders' docstrings give the layouts). The
+  step counts are a starting point sized for one GPU; this config has only been
+  run here on the builders' dummy data (a test).
 
 Any field can be overridden, e.g. ``--config.onet.num_steps=3000``,
 ``--config.detector.min_face_size=40``.
@@ -21,17 +29,20 @@ import ml_collections
 from jaxmarks.data import paths
 from jaxmarks.detection import mtcnn_detector
 
-VARIANTS = ("mtfl", "synthetic")
+VARIANTS = ("mtfl", "synthetic", "paper")
 
 
 def _net(num_steps: int, batch_size: int, max_faces: int, negatives: int, positives: int,
-         parts: int, learning_rate: float = 1e-3) -> ml_collections.ConfigDict:
+         parts: int, learning_rate: float = 1e-3, landmarks: int = 0
+         ) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.num_steps = num_steps
   c.batch_size = batch_size
   c.max_faces = max_faces  # training faces whose photos give this net's windows
   c.per_face = ml_collections.ConfigDict(
       {"negatives": negatives, "positives": positives, "parts": parts})
+  if landmarks:  # windows per landmark-only face (the paper's landmark faces)
+    c.per_face.landmarks = landmarks
   c.ohem = 0.7  # online hard example mining: the hardest 70 % of classification losses
   c.landmark_loss = "squared"  # the paper's; "nme": normalised by the eye distance
   c.optimizer = ml_collections.ConfigDict({
@@ -88,4 +99,21 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.pnet = _net(150, 64, 48, negatives=6, positives=3, parts=2, learning_rate=3e-3)
     c.rnet = _net(100, 64, 48, negatives=10, positives=3, parts=2, learning_rate=3e-3)
     c.onet = _net(100, 32, 48, negatives=6, positives=3, parts=2, learning_rate=3e-3)
+  elif variant == "paper":
+    c.data.datasets = ("widerface", "celeba")
+    c.data.roles = ("boxes", "landmarks")  # see jaxmarks.detection.mtcnn_train
+    c.data.builder_configs = ("", "wild")
+    c.data.manual_dirs = (paths.dataset_dir("widerface"), paths.dataset_dir("celeba"))
+    c.data.train_split = "train"
+    c.data.eval_split = "validation"
+    c.data.eval_dataset = "celeba"
+    c.data.eval_builder_config = "wild"
+    c.data.eval_manual_dir = paths.dataset_dir("celeba")
+    c.data.eval_limit = 2000
+    c.data.val_faces = 1000
+    c.data.backgrounds = 0
+    # Per WIDER photo (several faces each) and per CelebA face: 3 : 1 : 1 : 2.
+    c.pnet = _net(60000, 384, 40000, negatives=12, positives=4, parts=4, landmarks=8)
+    c.rnet = _net(60000, 384, 40000, negatives=12, positives=4, parts=4, landmarks=8)
+    c.onet = _net(60000, 384, 40000, negatives=12, positives=4, parts=4, landmarks=8)
   return c

@@ -59,6 +59,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                        f"{config[net].landmark_loss!r}")
     for field in ("negatives", "positives", "parts"):
       validate.check_int(config, f"{net}.per_face.{field}", 0)
+    if "landmarks" in config[net].per_face:
+      validate.check_int(config, f"{net}.per_face.landmarks", 0)
   validate.check_int(config, "data.val_faces", 1)
   validate.check_int(config, "data.backgrounds", 0)
   t = config.detector.thresholds
@@ -67,39 +69,74 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   validate.check_int(config, "detector.min_face_size", 12)
 
 
-def _data_config(config, dataset: str, manual_dir: str):
+def _data_config(config, dataset: str, manual_dir: str, builder_config: str | None = None):
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   d = data_lib.get_data_config()
   d.dataset = dataset
   d.manual_dir = manual_dir
   d.data_dir = config.data.get("data_dir", "")
-  d.builder_config = config.data.get("builder_config", "")
+  d.builder_config = (config.data.get("builder_config", "") if builder_config is None
+                      else builder_config)
   d.holdout_fraction = config.data.holdout_fraction
   d.holdout_seed = config.data.holdout_seed
   return d
 
 
-def _faces(config, split: str, limit: int, seed: int):
-  """``(image, face box, five points)`` of up to ``limit`` faces of ``split`` over
-  every training dataset (evenly drawn from each)."""
+def _roles(config) -> tuple[str, ...]:
+  """Each training dataset's role (``mtcnn_train.sample_windows``): ``"both"``
+  (landmarks, the face box made from them), ``"boxes"`` (several face boxes per
+  photo, no landmarks: WIDER FACE) or ``"landmarks"`` (landmark faces only: CelebA)."""
+  roles = tuple(config.data.get("roles") or ("both",) * len(config.data.datasets))
+  if len(roles) != len(config.data.datasets):
+    raise ValueError(f"config.data.roles {roles} must name a role per dataset "
+                     f"{tuple(config.data.datasets)}")
+  return roles
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+  """Square boxes ``(M, 4)`` about the centres of ``boxes``, side the longer side."""
+  c = (boxes[:, :2] + boxes[:, 2:]) / 2
+  side = np.max(boxes[:, 2:] - boxes[:, :2], axis=1, keepdims=True)
+  return np.concatenate([c - side / 2, c + side / 2], axis=1)
+
+
+def _faces(config, split: str, limit: int, seed: int, with_landmarks: bool = False):
+  """Up to ``limit`` face records of ``split`` over every training dataset (evenly
+  drawn from each; ``with_landmarks``: only datasets with landmarks):
+  ``(image, face box, five points, role)``, or for a "boxes" dataset (WIDER FACE)
+  ``(image, valid boxes (M, 4) squared, None, "boxes")`` per photo."""
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import schemes as schemes_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
   from jaxmarks.detection import mtcnn_train  # pylint: disable=g-import-not-at-top
+  configs = tuple(config.data.get("builder_configs") or
+                  (config.data.get("builder_config", ""),) * len(config.data.datasets))
   sources = []
-  for dataset, manual_dir in zip(config.data.datasets, config.data.manual_dirs):
-    d = _data_config(config, dataset, manual_dir)
+  for dataset, manual_dir, builder_config, role in zip(
+      config.data.datasets, config.data.manual_dirs, configs, _roles(config)):
+    if with_landmarks and role == "boxes":
+      continue
+    d = _data_config(config, dataset, manual_dir, builder_config)
     source, builder = data_lib.load_split(d, split)
-    sources.append((source, builders.scheme_of(builder)))
-  per_source = max(1, limit // len(sources))
-  for s, (source, scheme) in enumerate(sources):
+    scheme = None if role == "boxes" else builders.scheme_of(builder)
+    sources.append((source, scheme, role))
+  per_source = max(1, limit // max(len(sources), 1))
+  for s, (source, scheme, role) in enumerate(sources):
     n = len(source)
     picks = np.sort(np.random.default_rng([seed, s]).permutation(n)[:per_source])
     for j in picks:
       record = source[int(j)]
+      if role == "boxes":
+        faces = record["faces"]
+        boxes = np.asarray(faces["box"], np.float64).reshape(-1, 4)
+        keep = ~np.asarray(faces.get("invalid", np.zeros(len(boxes), bool)), bool)
+        boxes = boxes[keep & (np.min(boxes[:, 2:] - boxes[:, :2], axis=1) >= 12)]
+        if len(boxes):
+          yield record["image"], _square(boxes), None, "boxes"
+        continue
       lm = np.asarray(record["landmarks"], np.float64)
       five = schemes_lib.convert(lm[None], scheme, "mtfl5")[0]
-      yield record["image"], mtcnn_train.face_box(lm, scheme), five
+      yield record["image"], mtcnn_train.face_box(lm, scheme), five, role
 
 
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
@@ -118,7 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   params: dict[str, Any] = {}
   # The validation faces every network's windows are cut from (decoded once).
   val_faces = list(_faces(config, config.data.eval_split, int(config.data.val_faces),
-                          seed + 10))
+                          seed + 10, with_landmarks=True))
+  val_faces = [(image, box, points) for image, box, points, _ in val_faces]
   for stage, name in enumerate(T.NETS):
     cfg = config[name]
     size = nets.INPUT_SIZE[name]
@@ -152,7 +190,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
                                 {"trained_from": str(workdir)})
   print(f"[mtcnn] export: {export_dir}", flush=True)
   detector = load_detector(*export_lib.read(export_dir)[:2], {})
-  d = _data_config(config, config.data.eval_dataset, config.data.eval_manual_dir)
+  d = _data_config(config, config.data.eval_dataset, config.data.eval_manual_dir,
+                   config.data.get("eval_builder_config"))
   limit = int(config.data.get("eval_limit", 0)) or None
   return evaluate_lib.evaluate_detector(detector, d, config.data.eval_split,
                                         output_dir=workdir, limit=limit,

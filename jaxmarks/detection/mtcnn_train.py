@@ -30,6 +30,13 @@ points head on positive windows of the validation faces, printed with its
 normalisation. The windows of each stage are saved as ``<net>/samples.npz``
 (NumPy arrays, no pickle), so a resumed run trains on the same samples.
 
+**The paper's data** (the ``paper`` config): photos with several face boxes and no
+landmarks (WIDER FACE: ``(image, boxes (M, 4), None, "boxes")``; windows labelled
+by their best IoU over all the photo's faces, box targets from that face, no
+landmark loss) and landmark-only faces (CelebA: ``(image, box, points,
+"landmarks")``; windows with IoU > 0.65 labelled ``LANDMARK``, which teach the
+five points only, as the paper's "landmark faces").
+
 Departures from the paper: no WIDER FACE / CelebA in the default configs (the
 photos of MTFL and 300-W, one annotated face each: other faces in a photo may
 become negatives); Adam with a cosine schedule instead of SGD; every network has
@@ -61,6 +68,9 @@ NETS = ("pnet", "rnet", "onet")
 # (classification, box, landmarks) loss weights, Sec. II-C of the paper.
 TASK_WEIGHTS = {"pnet": (1.0, 0.5, 0.5), "rnet": (1.0, 0.5, 0.5), "onet": (1.0, 0.5, 1.0)}
 NEG, POS, PART = 0, 1, 2
+# A face window that only teaches the landmarks: the paper's "landmark faces" (CelebA
+# crops), from faces whose box is not the detector's kind of box.
+LANDMARK = 3
 MIRROR = np.asarray(schemes_lib.get_scheme("mtfl5").mirror)
 
 
@@ -77,12 +87,32 @@ def face_box(landmarks: np.ndarray, scheme: str) -> np.ndarray:
   return np.concatenate([c - side / 2, c + side / 2])
 
 
-def _targets(windows: np.ndarray, box: np.ndarray, points: np.ndarray):
+def _as_faces(box, points) -> tuple[np.ndarray, np.ndarray]:
+  """A photo's faces as ``boxes (M, 4)`` and ``points (M, 5, 2)`` (NaN where a face
+  has no landmarks, e.g. WIDER FACE's) from one face's ``(4,)``/``(5, 2)`` or many."""
+  boxes = np.asarray(box, np.float64).reshape(-1, 4)
+  if points is None:
+    return boxes, np.full((len(boxes), 5, 2), np.nan)
+  return boxes, np.asarray(points, np.float64).reshape(-1, 5, 2)
+
+
+def _match(windows: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each window's best IoU ``(N,)`` over a photo's face boxes ``(M, 4)`` and the index
+  ``(N,)`` of that face."""
+  if not len(boxes):
+    return np.zeros(len(windows)), np.zeros(len(windows), np.int64)
+  ious = np.stack([box_lib.iou(b, windows) for b in boxes])
+  return ious.max(0), ious.argmax(0)
+
+
+def _targets(windows: np.ndarray, boxes: np.ndarray, points: np.ndarray):
   """Box offsets ``(N, 4)`` and landmarks ``(N, 5, 2)`` relative to square windows
-  ``(N, 4)`` (pixel edges), in units of the window's side."""
+  ``(N, 4)`` (pixel edges), in units of the window's side; each window's targets are
+  those of the face it overlaps most (``boxes (M, 4)``, ``points (M, 5, 2)``)."""
+  _, idx = _match(windows, boxes)
   side = (windows[:, 2] - windows[:, 0])[:, None]
-  offsets = (box[None] - windows) / side
-  rel = (points[None] - windows[:, None, :2]) / side[:, :, None]
+  offsets = (boxes[idx] - windows) / side
+  rel = (points[idx] - windows[:, None, :2]) / side[:, :, None]
   return offsets.astype(np.float32), rel.astype(np.float32)
 
 
@@ -94,8 +124,10 @@ def _crop(image: np.ndarray, windows: np.ndarray, size: int) -> np.ndarray:
   return np.clip(np.round(crops), 0, 255).astype(np.uint8)
 
 
-def _label(windows: np.ndarray, box: np.ndarray) -> np.ndarray:
-  overlap = box_lib.iou(box, windows)
+def _label(windows: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """Negative / part / positive by the best IoU with any face of the photo
+  (``boxes (M, 4)`` or one ``(4,)``); -1 between the bands."""
+  overlap, _ = _match(windows, np.asarray(boxes, np.float64).reshape(-1, 4))
   label = np.full(len(windows), -1, np.int64)
   label[overlap < 0.3] = NEG
   label[(overlap >= 0.4) & (overlap <= 0.65)] = PART
@@ -105,7 +137,15 @@ def _label(windows: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def _random_windows(rng: np.random.Generator, box: np.ndarray, shape, n_near: int,
                     n_far: int, min_side: int) -> np.ndarray:
-  """Square windows near the face (perturbed boxes) and anywhere in the photo."""
+  """Square windows near the faces (perturbed boxes; ``box (4,)`` or ``(M, 4)``: the
+  near windows are shared among the faces) and anywhere in the photo."""
+  boxes = np.asarray(box, np.float64).reshape(-1, 4)
+  if len(boxes) > 1:
+    share = -(-n_near // len(boxes))
+    near = [_random_windows(rng, b, shape, share, 0, min_side) for b in boxes]
+    far = _random_windows(rng, boxes[0], shape, 0, n_far, min_side)
+    return np.concatenate(near + [far])
+  box = boxes[0]
   h, w = shape[:2]
   side = box[2] - box[0]
   c = (box[:2] + box[2:]) / 2
@@ -131,7 +171,7 @@ def _take(rng, windows, labels, quotas: dict[int, int]) -> tuple[np.ndarray, np.
 
 
 def _pack(image, windows, labels, box, points, size) -> dict[str, np.ndarray]:
-  offsets, rel = _targets(windows, box, points)
+  offsets, rel = _targets(windows, *_as_faces(box, points))
   return {"image": _crop(image, windows, size), "label": labels.astype(np.int32),
           "box": offsets, "landmarks": rel}
 
@@ -143,24 +183,54 @@ def _concat(parts: list[dict[str, np.ndarray]], size: int) -> dict[str, np.ndarr
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _landmark_windows(rng, image, box, points, n: int, size: int) -> dict[str, np.ndarray]:
+  """``n`` windows around a landmark-only face, IoU > 0.65 with its box, labelled
+  ``LANDMARK`` (the paper's landmark faces: they teach the five points only)."""
+  windows = _random_windows(rng, box, image.shape, 12 * n + 8, 0, min_side=12)
+  windows = windows[box_lib.iou(np.asarray(box, np.float64), windows) > 0.65][:n]
+  return _pack(image, windows, np.full(len(windows), LANDMARK), box, points, size)
+
+
+def _unpack(face) -> tuple[np.ndarray, Any, Any, str]:
+  """A face record ``(image, box, points[, role])``; role ``"both"`` (default: a
+  face box of the detector's kind and five points), ``"boxes"`` (face boxes only;
+  ``box (M, 4)``, points None) or ``"landmarks"`` (five points only: landmark faces)."""
+  image, box, points, *role = face
+  role = role[0] if role else "both"
+  if role not in ("both", "boxes", "landmarks"):
+    raise ValueError(f"face role must be 'both', 'boxes' or 'landmarks'; got {role!r}")
+  return image, box, points, role
+
+
 def sample_windows(faces, size: int, per_face: ml_collections.ConfigDict,
                    seed: int) -> dict[str, np.ndarray]:
   """Random training windows of every face (P-Net's samples, and the extra
   positives and part faces of the later stages).
 
   Args:
-    faces: iterable of ``(image (H, W, 3) uint8, box (4,), points (5, 2))``.
+    faces: iterable of ``(image (H, W, 3) uint8, box (4,), points (5, 2))`` — or
+      ``(image, boxes (M, 4), None, "boxes")`` for a photo of several faces with
+      boxes only (WIDER FACE), ``(image, box, points, "landmarks")`` for a
+      landmark-only face (CelebA: ``per_face.landmarks`` windows labelled
+      ``LANDMARK``).
     size: the network's input side.
-    per_face: ``negatives``, ``positives``, ``parts``: windows per face.
+    per_face: ``negatives``, ``positives``, ``parts`` (and ``landmarks``): windows
+      per face.
     seed: sampling seed.
 
   Returns:
     ``image (N, size, size, 3) uint8``, ``label (N,)`` (0 negative, 1 positive,
-    2 part), ``box (N, 4)`` and ``landmarks (N, 5, 2)`` targets.
+    2 part, 3 landmark face), ``box (N, 4)`` and ``landmarks (N, 5, 2)`` targets
+    (NaN where the face has no landmarks).
   """
   parts = []
-  for k, (image, box, points) in enumerate(faces):
+  for k, face in enumerate(faces):
+    image, box, points, role = _unpack(face)
     rng = np.random.default_rng([seed, k])
+    if role == "landmarks":
+      parts.append(_landmark_windows(rng, image, box, points,
+                                     int(per_face.get("landmarks", 0)), size))
+      continue
     quotas = {NEG: int(per_face.negatives), POS: int(per_face.positives),
               PART: int(per_face.parts)}
     windows = _random_windows(rng, box, image.shape, 12 * (quotas[POS] + quotas[PART]) + 8,
@@ -178,16 +248,24 @@ def mine_windows(detector: mtcnn_detector.MTCNNDetector, stages: int, faces, siz
   faces (``per_face.positives``/``parts``) so that each class is present.
 
   ``per_face.negatives`` negatives per photo: the hardest detections (highest
-  score first), topped up with random windows when there are fewer.
+  score first), topped up with random windows when there are fewer. Faces as in
+  ``sample_windows``; landmark-only faces give random landmark windows (the
+  detector is not run on them).
   """
-  faces = list(faces)
+  faces = [_unpack(f) for f in faces]
   parts = []
   for start in range(0, len(faces), batch):
     chunk = faces[start:start + batch]
-    images = [f[0] for f in chunk]
-    proposals = detector.proposals(images, stages)
-    for k, ((image, box, points), found) in enumerate(zip(chunk, proposals)):
+    mined = [i for i, f in enumerate(chunk) if f[3] != "landmarks"]
+    proposals = dict(zip(mined, detector.proposals([chunk[i][0] for i in mined], stages)
+                         if mined else []))
+    for k, (image, box, points, role) in enumerate(chunk):
       rng = np.random.default_rng([seed, start + k])
+      if role == "landmarks":
+        parts.append(_landmark_windows(rng, image, box, points,
+                                       int(per_face.get("landmarks", 0)), size))
+        continue
+      found = proposals[k]
       found = found[(found[:, 2] - found[:, 0] + 1) >= 6] if len(found) else np.zeros((0, 5))
       windows = box_lib.to_pixel_edges(found)
       labels = _label(windows, box) if len(windows) else np.zeros(0, np.int64)
@@ -282,13 +360,17 @@ def loss_fn(net, weights, ohem: float, landmark_loss: str = "squared"):
                                              False)) / jnp.maximum(n_cls, 1)}
     if "points" in out:
       points = out["points"].reshape(-1, 5, 2)
-      is_lm = label == POS
+      # Positives and landmark faces that have landmarks (WIDER FACE's faces do not:
+      # NaN targets, replaced before the arithmetic so no NaN reaches a gradient).
+      known = jnp.all(jnp.isfinite(batch["landmarks"]), axis=(-1, -2))
+      is_lm = ((label == POS) | (label == LANDMARK)) & known
+      target = jnp.where(known[:, None, None], batch["landmarks"], 0.0)
       if landmark_loss == "nme":
-        eyes = jnp.linalg.norm(batch["landmarks"][:, 0] - batch["landmarks"][:, 1], axis=-1)
-        lm_err = jnp.mean(jnp.linalg.norm(points - batch["landmarks"] + 1e-12, axis=-1),
+        eyes = jnp.linalg.norm(target[:, 0] - target[:, 1], axis=-1)
+        lm_err = jnp.mean(jnp.linalg.norm(points - target + 1e-12, axis=-1),
                           axis=-1) / jnp.maximum(eyes, 1e-3)
       else:
-        lm_err = jnp.sum((points - batch["landmarks"]) ** 2, axis=(-1, -2))
+        lm_err = jnp.sum((points - target) ** 2, axis=(-1, -2))
       lm_loss = jnp.sum(jnp.where(is_lm, lm_err, 0.0)) / jnp.maximum(jnp.sum(is_lm), 1)
       loss = loss + w_lm * lm_loss
       metrics["landmark_loss"] = lm_loss
@@ -334,8 +416,11 @@ def train_net(name: str, samples: dict[str, np.ndarray], val: dict[str, np.ndarr
 
 def class_counts(samples: dict[str, np.ndarray]) -> str:
   labels = samples["label"]
-  return (f"{int(np.sum(labels == NEG))} negatives, {int(np.sum(labels == POS))} positives, "
+  text = (f"{int(np.sum(labels == NEG))} negatives, {int(np.sum(labels == POS))} positives, "
           f"{int(np.sum(labels == PART))} part faces")
+  if np.any(labels == LANDMARK):
+    text += f", {int(np.sum(labels == LANDMARK))} landmark faces"
+  return text
 
 
 def save_samples(path: pathlib.Path, samples: dict[str, np.ndarray]) -> None:
