@@ -56,10 +56,12 @@ pool becomes a 4-D ONNX MaxPool that onnxruntime rejects) -> reshape + max;
 ``lax.scan`` -> unrolled; ``jit`` and ``custom_jvp`` calls -> inlined. Tracing
 happens before jax2onnx sees the function, so its Flax-layer patches (whose
 ``max_pool`` does not match Flax 0.12's signature) never apply. A data-dependent
-``while`` loop (ASM/AAM iterate each face until it converges) becomes an ONNX
-Loop in jax2onnx 0.17 that onnxruntime rejects (a shape mismatch inside the loop
-body; tried with the check lifted): ``export_onnx`` names it and points to the
-StableHLO export. Every ONNX file is checked in onnxruntime against ``predict``
+``while`` loop (ASM/AAM iterate each face until it converges) is refused:
+``export_onnx`` names it and points to the StableHLO export. What was tried:
+jax2onnx's ONNX Loop of ASM's fit fails onnxruntime's shape inference (a Concat
+of the edge-padded blur declared 64 wide, computing 66); the same with the loop
+unrolled into guarded copies of its body (exact, as its iterations are capped);
+and with every Concat rewritten as Pad + Add, an Add then fails the same way. Every ONNX file is checked in onnxruntime against ``predict``
 before it is kept.
 
 ``python -m experiments.export`` is the command line.
@@ -102,12 +104,10 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "landmarks"
 # Primitives with no faithful ONNX conversion, and why.
 _ONNX_UNSUPPORTED = {
-    # jax2onnx 0.17 does convert lax.while_loop (to an ONNX Loop), but the graph it
-    # makes of ASM's fit fails onnxruntime's shape inference (a Concat inside the
-    # loop declared 64 wide, inferred 66): refused up front with this reason.
+    # jax2onnx 0.17 converts lax.while_loop (to an ONNX Loop), but the graph it makes
+    # of ASM's fit fails onnxruntime's shape inference, loop or not: refused up front.
     "while": ("a data-dependent while loop (the fit iterates each face until it "
-              "converges), which jax2onnx 0.17 turns into an ONNX Loop that onnxruntime "
-              "rejects"),
+              "converges): jax2onnx 0.17 makes a graph of it that onnxruntime rejects"),
 }
 _EXTRA = "jaxmarks[export]"
 # jax2onnx itself is installed without its dependencies: every release that
