@@ -1,7 +1,13 @@
-r"""Exports a trained landmark method for serving: StableHLO (``jax.export``) and ONNX.
+r"""Exports a trained model for serving: StableHLO (``jax.export``) and ONNX.
 
   python -m experiments.export --workdir=/tmp/jaxmarks_dan --output_dir=/tmp/dan_serving
   python -m experiments.export --workdir=W --formats=stablehlo --batch=8
+  python -m experiments.export --workdir=mtcnn-original --output_dir=/tmp/mtcnn_serving
+
+A face detector (MTCNN) exports its three networks as StableHLO
+(``serving.export_detector_stablehlo``: P-Net on any image size, R-Net and O-Net on
+any number of crops; the cascade's settings in serving.json), each checked against
+the detector's own networks.
 
 ``--workdir`` is a workdir, an export folder or a bundled model's name. Writes
 into ``--output_dir`` (default ``<workdir>/serving``) ``model.stablehlo``
@@ -25,6 +31,7 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+import jax
 import numpy as np
 
 from jaxmarks import bundled
@@ -57,7 +64,7 @@ def max_differences(predictor, run, entry: dict[str, Any], seed: int = 0) -> dic
   return out
 
 
-def run(workdir, formats: Sequence[str] = FORMATS, output_dir=None,
+def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
         batch: int = 0) -> tuple[dict[str, Any], list[str]]:
   """Exports ``workdir``'s method in ``formats`` into ``output_dir``.
 
@@ -77,6 +84,9 @@ def run(workdir, formats: Sequence[str] = FORMATS, output_dir=None,
     out_dir = path / "serving"
   else:
     out_dir = pathlib.Path("serving")
+  if not hasattr(predictor, "predict"):  # a face detector: its three networks
+    return _run_detector(predictor, formats or ("stablehlo",), out_dir)
+  formats = formats or FORMATS
   exporters = {"stablehlo": (serving.export_stablehlo, serving.load_stablehlo),
                "onnx": (serving.export_onnx, serving.load_onnx)}
   written, errors = {}, []
@@ -103,11 +113,46 @@ def run(workdir, formats: Sequence[str] = FORMATS, output_dir=None,
   return written, errors
 
 
+def _run_detector(detector, formats: Sequence[str], out_dir: pathlib.Path
+                  ) -> tuple[dict[str, Any], list[str]]:
+  """MTCNN's networks as StableHLO (``serving.export_detector_stablehlo``), each
+  checked against the detector's own call on random inputs."""
+  from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
+  errors = [f"{f}: face detectors export to StableHLO only (their networks; the cascade "
+            "around them runs on the host)" for f in formats if f != "stablehlo"]
+  if "stablehlo" not in formats:
+    return {}, errors
+  manifest = serving.export_detector_stablehlo(detector, out_dir)
+  calls = serving.load_detector_stablehlo(out_dir)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 255, (2, 40, 52, 3)).astype(np.float32)
+  valid = np.array([[40, 52], [33, 47]], np.int32)
+  checks = {"pnet": (calls["pnet"](x, valid),
+                     detector._pnet_probs(detector.params["pnet"], x, valid))}  # pylint: disable=protected-access
+  for name, size in (("rnet", 24), ("onet", 48)):
+    crops = rng.uniform(0, 255, (3, size, size, 3)).astype(np.float32)
+    net = detector._rnet if name == "rnet" else detector._onet  # pylint: disable=protected-access
+    checks[name] = (calls[name](crops),
+                    detector._crop_net(net, detector.params[name], crops))  # pylint: disable=protected-access
+  written = {}
+  for name, (got, want) in checks.items():
+    diff = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w))))
+               for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    entry = manifest["nets"][name]
+    written[name] = {"file": str((out_dir / entry["file"]).resolve()), "max_abs_diff": diff}
+    print(f"stablehlo: {out_dir / entry['file']} ({entry['bytes'] / 1e6:.2f} MB, inputs "
+          f"{entry['inputs']}); max abs difference to the detector: {diff:.2e}", flush=True)
+  print(f"mtcnn networks -> {(out_dir / serving.MANIFEST_FILE).resolve()} (the cascade's "
+        "settings under 'cascade')", flush=True)
+  return written, errors
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    _, errors = run(FLAGS.workdir, parse_formats(FLAGS.formats), FLAGS.output_dir or None,
+    _, errors = run(FLAGS.workdir, parse_formats(FLAGS.formats) if FLAGS.formats else None,
+                    FLAGS.output_dir or None,
                     FLAGS.batch)
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
@@ -121,7 +166,8 @@ def main(argv) -> None:
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "A trained landmark method: a workdir, an export "
                       "folder or a bundled model.", required=True)
-  flags.DEFINE_string("formats", ",".join(FORMATS), "Comma-separated: stablehlo, onnx.")
+  flags.DEFINE_string("formats", "", "Comma-separated: stablehlo, onnx (default: every "
+                      "format the model has; a face detector: stablehlo).")
   flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving).")
   flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
   absl_logging.set_verbosity(absl_logging.WARNING)

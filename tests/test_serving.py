@@ -243,6 +243,28 @@ def test_bad_paths_and_models_give_clear_errors(tmp_path):
   assert "is neither a folder nor a bundled model" in r.stderr
 
 
+def test_detector_networks_export_to_stablehlo(tmp_path):
+  """MTCNN (the bundled detector): its three networks, P-Net on any image size."""
+  written, errors = export_cli.run("mtcnn-original", None, tmp_path / "det")
+  assert not errors and sorted(written) == ["onet", "pnet", "rnet"]
+  assert all(w["max_abs_diff"] <= 1e-4 for w in written.values()), written
+  calls = serving.load_detector_stablehlo(tmp_path / "det")
+  detector = methods.load_detector("mtcnn-original")
+  x = np.random.default_rng(1).uniform(0, 255, (1, 61, 37, 3)).astype(np.float32)
+  valid = np.array([[61, 37]], np.int32)
+  got = calls["pnet"](x, valid)
+  want = detector._pnet_probs(detector.params["pnet"], x, valid)  # pylint: disable=protected-access
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, np.asarray(w), atol=1e-5)
+  manifest = serving.read_manifest(tmp_path / "det")
+  assert manifest["kind"] == "detector" and manifest["cascade"]["thresholds"] == [0.6, 0.7, 0.7]
+  _, errors = export_cli.run("mtcnn-original", ["onnx"], tmp_path / "det2")
+  assert errors and "StableHLO only" in errors[0]
+  with pytest.raises(ValueError, match="not a detector's"):
+    serving.export_stablehlo(methods.load_predictor("cpr-300w"), tmp_path / "lm")
+    serving.load_detector_stablehlo(tmp_path / "lm")
+
+
 def test_onnx_without_the_extra_names_it(predictors, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "jax2onnx", None)  # import jax2onnx -> ImportError
   with pytest.raises(ImportError, match=r"pip install 'jaxmarks\[export\]'"):

@@ -64,6 +64,10 @@ unrolled into guarded copies of its body (exact, as its iterations are capped);
 and with every Concat rewritten as Pad + Add, an Add then fails the same way. Every ONNX file is checked in onnxruntime against ``predict``
 before it is kept.
 
+A face detector (MTCNN) is exported as its three networks in StableHLO
+(``export_detector_stablehlo``: P-Net on any image size, R-Net and O-Net on any
+number of crops; the host-side cascade's settings in serving.json).
+
 ``python -m experiments.export`` is the command line.
 """
 
@@ -93,7 +97,8 @@ __all__ = ["FORMAT", "VERSION", "STABLEHLO_FILE", "ONNX_FILE", "MANIFEST_FILE",
            "ServingFunction", "UnsupportedError", "serving_function", "sample_crops",
            "export_stablehlo",
            "load_stablehlo", "export_onnx", "load_onnx", "read_manifest",
-           "onnx_unsupported_primitives"]
+           "onnx_unsupported_primitives", "export_detector_stablehlo",
+           "load_detector_stablehlo"]
 
 FORMAT = "jaxmarks-serving"
 VERSION = 1
@@ -655,3 +660,87 @@ def load_onnx(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
     return session.run(None, {name: images})[0]
 
   return run
+
+
+# ------------------------------------------------------------------ face detectors
+
+DETECTOR_NETS = ("pnet", "rnet", "onet")
+
+
+def export_detector_stablehlo(detector, out_dir: str | pathlib.Path,
+                              platforms: Iterable[str] = ("cpu", "cuda")) -> dict[str, Any]:
+  """Writes MTCNN's three networks as StableHLO files and serving.json.
+
+  An MTCNN detection is a host-side cascade (image pyramid, non-maximum
+  suppression, box regression, crops) around three networks; the networks are what
+  is exported, each with its parameters baked in, inputs RGB ``0..255`` float32
+  (normalised inside)::
+
+    pnet.stablehlo   images (b, h, w, 3), valid_hw (b, 2) int32 (the unpadded size
+                     of each image: padding is masked as the detector does) ->
+                     face probability (b, h', w'), box offsets (b, h', w', 4);
+                     every size h, w >= 12 (symbolic)
+    rnet.stablehlo   crops (b, 24, 24, 3) -> prob (b,), box (b, 4)
+    onet.stablehlo   crops (b, 48, 48, 3) -> prob (b,), box (b, 4), points (b, 10)
+
+  serving.json carries the cascade's settings (thresholds, pyramid factor, minimum
+  face, NMS overlaps) for a consumer that runs the cascade itself
+  (``jaxmarks.detection.mtcnn_detector`` is the reference). ONNX is not offered for
+  detectors.
+  """
+  if not all(hasattr(detector, a) for a in ("params", "_pnet_probs", "_crop_net")):
+    raise UnsupportedError(f"{type(detector).__name__} is not an MTCNN detector: only "
+                           "MTCNN's networks have a serving export")
+  out_dir = pathlib.Path(out_dir).expanduser().resolve()
+  out_dir.mkdir(parents=True, exist_ok=True)
+  b, h, w = jax.export.symbolic_shape("b, h, w", constraints=("h >= 12", "w >= 12"))
+  n, = jax.export.symbolic_shape("b")  # its own scope: the constraints name h and w
+  functions = {
+      "pnet": (lambda x, v: detector._pnet_probs(detector.params["pnet"], x, v),  # pylint: disable=protected-access
+               (jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
+                jax.ShapeDtypeStruct((b, 2), jnp.int32))),
+      "rnet": (lambda x: detector._crop_net(detector._rnet, detector.params["rnet"], x),  # pylint: disable=protected-access
+               (jax.ShapeDtypeStruct((n, 24, 24, 3), jnp.float32),)),
+      "onet": (lambda x: detector._crop_net(detector._onet, detector.params["onet"], x),  # pylint: disable=protected-access
+               (jax.ShapeDtypeStruct((n, 48, 48, 3), jnp.float32),)),
+  }
+  nets = {}
+  for name, (fn, specs) in functions.items():
+    used = tuple(platforms)
+    try:
+      exported = jax.export.export(jax.jit(fn), platforms=used)(*specs)
+    except Exception as e:  # pylint: disable=broad-except
+      if used == ("cpu",):
+        raise
+      _warn(f"{name}: lowering for {', '.join(p for p in used if p != 'cpu')} failed "
+            f"({type(e).__name__}); exported for cpu only")
+      used = ("cpu",)
+      exported = jax.export.export(jax.jit(fn), platforms=used)(*specs)
+    data = bytes(exported.serialize())
+    _write_bytes(out_dir / f"{name}.stablehlo", data)
+    nets[name] = {"file": f"{name}.stablehlo", "platforms": list(used), "bytes": len(data),
+                  "inputs": [[str(d) for d in s.shape] for s in specs],
+                  "calling_convention_version": exported.calling_convention_version}
+  config = detector.config
+  manifest = {"format": FORMAT, "version": VERSION, "kind": "detector",
+              "method": str(config.get("method", "mtcnn")), "scheme": "mtfl5",
+              "input": "RGB images, 0..255 float32 (normalised inside the networks)",
+              "nets": nets, "cascade": config.detector.to_dict(),
+              "versions": {"jax": jax.__version__}}
+  (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+  return manifest
+
+
+def load_detector_stablehlo(out_dir: str | pathlib.Path) -> dict[str, Callable[..., Any]]:
+  """``{"pnet", "rnet", "onet"}`` -> the exported networks' callables (outputs as
+  NumPy, the order of ``export_detector_stablehlo``'s docstring)."""
+  out_dir = pathlib.Path(out_dir).expanduser()
+  manifest = read_manifest(out_dir)
+  if manifest.get("kind") != "detector":
+    raise ValueError(f"{out_dir / MANIFEST_FILE} is a landmark method's serving export, not "
+                     "a detector's: use load_stablehlo")
+  calls = {}
+  for name, entry in manifest["nets"].items():
+    exported = jax.export.deserialize(bytearray((out_dir / entry["file"]).read_bytes()))
+    calls[name] = (lambda e: lambda *args: jax.tree.map(np.asarray, e.call(*args)))(exported)
+  return calls
