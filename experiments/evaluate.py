@@ -49,18 +49,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer("limit", 0, "Detectors: evaluate only the first N faces (0: all).")
 
 
-def _is_detector(path) -> bool:
-  config = methods.load_config(methods.resolve(path))
-  return methods.get(config.get("method")).kind == "detector"
-
-
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   try:
-    if _is_detector(FLAGS.workdir):
+    if methods.is_detector(FLAGS.workdir):
       from jaxmarks.detection import evaluate as detection_eval  # pylint: disable=g-import-not-at-top
       detection_eval.evaluate_trained_detector(
           FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,

@@ -373,7 +373,7 @@ def main(argv) -> None:
   workdir, detector = FLAGS.workdir or FLAGS.model or None, FLAGS.detector
   outputs = Outputs(FLAGS.json, FLAGS.csv, FLAGS.overlay)
   try:
-    if workdir and _is_detector(workdir):  # its own five points are the landmarks
+    if workdir and methods.is_detector(workdir):  # its own five points are the landmarks
       workdir, detector = None, workdir
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
@@ -389,13 +389,9 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-def _is_detector(path) -> bool:
-  config = methods.load_config(methods.resolve(path))
-  return methods.get(config.get("method")).kind == "detector"
-
-
 def define_flags() -> None:
-  """The command's flags (``jaxmarks predict`` defines them with other defaults)."""
+  """The command's flags (``jaxmarks predict`` runs this module with the bundled
+  models written into its arguments: ``experiments/cli.py``)."""
   flags.DEFINE_string("workdir", None, "A landmark method: a workdir, an export folder or a "
                       "bundled model (default: the detector's own five points).")
   flags.DEFINE_string("model", None, "A bundled model by name (jaxmarks models lists them); "

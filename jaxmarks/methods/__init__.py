@@ -29,7 +29,7 @@ from jaxmarks.methods.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
-           "load_detector", "train"]
+           "load_detector", "is_detector", "train"]
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -85,6 +85,12 @@ def load_detector(path: str | pathlib.Path) -> Detector:
                      f"face detector (registered detectors: "
                      f"{', '.join(n for n in names() if get(n).kind == 'detector')})")
   return unit.load_predictor(config, arrays, info)
+
+
+def is_detector(path: str | pathlib.Path) -> bool:
+  """Whether ``path`` (a workdir, an export folder or a bundled model's name) holds a
+  face detector rather than a landmark method (read from its config alone)."""
+  return get(load_config(resolve(path)).get("method")).kind == "detector"
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
