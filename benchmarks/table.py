@@ -46,25 +46,6 @@ COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME i
            ("parameters", "parameters"))
 
 
-def training_seconds(path: pathlib.Path) -> float | None:
-  """The training time a workdir (or a bundled model's card) recorded, if any."""
-  candidates = [path / "card.json", path / "eval_summary.json",
-                *sorted(path.glob("metrics_*.json"))]
-  for p in candidates:
-    if p.is_file():
-      d = json.loads(p.read_text())
-      seconds = d.get("train_seconds", (d.get("training") or {}).get("seconds"))
-      if seconds is not None:
-        return float(seconds)
-  return None
-
-
-def parameter_count(arrays) -> int:
-  """Trainable parameters: the ``params/`` arrays of a deep model, else every array."""
-  names = [k for k in arrays if k.startswith("params/")] or list(arrays)
-  return int(sum(arrays[k].size for k in names))
-
-
 def _cell(key: str, value) -> str:
   if value is None:
     return ""
@@ -108,6 +89,8 @@ def _main():
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIRS.value:
     raise app.UsageError("--workdirs is required")
@@ -132,8 +115,8 @@ def _main():
                                       repeats=_REPEATS.value, rounds=_ROUNDS.value)
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
                  **{k: summary.get(k) for k, _ in COLUMNS if k in summary}, **speed,
-                 "train_seconds": training_seconds(path),
-                 "parameters": parameter_count(arrays), "n": summary["n"]})
+                 "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
+                 "parameters": export.parameter_count(arrays), "n": summary["n"]})
   schemes = sorted({r["scheme"] for r in rows})
   text = markdown(rows, data.dataset, split, ", ".join(schemes))
   text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "

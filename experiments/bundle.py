@@ -70,19 +70,6 @@ def _git_commit() -> str:
     return ""
 
 
-def _training_facts(workdir: pathlib.Path) -> dict:
-  """Training seconds and the training split's face count, where the workdir kept them."""
-  facts = {}
-  for name in ["eval_summary.json", *sorted(p.name for p in workdir.glob("metrics_*.json"))]:
-    p = workdir / name
-    if p.is_file():
-      d = json.loads(p.read_text())
-      for key in ("train_seconds", "num_train_faces"):
-        if key in d and key not in facts:
-          facts[key] = d[key]
-  return facts
-
-
 def _metric_rows(summary: dict) -> list[tuple[str, str]]:
   rows = [("faces", str(summary["n"]))]
   for norm, label in (("inter_ocular", "inter-ocular"), ("inter_pupil", "inter-pupil"),
@@ -145,6 +132,7 @@ def main(argv) -> None:
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value or not _NAME.value:
     raise app.UsageError("--workdir and --name are required")
@@ -192,7 +180,7 @@ def main(argv) -> None:
 
   keep = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_diagonal",
           "auc_inter_ocular", "failure_rate_inter_ocular", "per_landmark_nme_inter_ocular")
-  facts = _training_facts(workdir)
+  facts = workdir_lib.training_facts(workdir)
   card = {
       "name": _NAME.value, "method": config.method, "kind": unit.kind, "paper": unit.paper,
       "scheme": methods.scheme_of(config) or s32.get("scheme"),
@@ -209,7 +197,7 @@ def main(argv) -> None:
                      "bundled": {k: s16[k] for k in keep if k in s16},
                      "nme_change_points": change},
       "storage": {"dtype": dtype, "bytes": export.size_bytes(target)},
-      "parameters": int(sum(np.asarray(a).size for a in arrays.values())),
+      "parameters": export.parameter_count(arrays),
       "speed": {**speed, "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
                 "load_average": os.getloadavg()[0]},
       "bundled": datetime.date.today().isoformat(), "commit": _git_commit(),

@@ -12,6 +12,7 @@ from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import pipeline
 from jaxmarks.methods import export
+from jaxmarks.methods import workdir as workdir_lib
 from tests import helpers
 
 _LANDMARK_MODELS = [n for n in bundled.names() if bundled.card(n)["kind"] != "detector"]
@@ -38,6 +39,9 @@ def test_every_bundled_model_has_a_card_and_loads():
              if v.dtype.kind == "U" and any(str(x).startswith("/") for x in v.ravel())]
     assert not paths, f"{name}: this machine's paths in the shipped config: {paths}"
     assert card["storage"]["bytes"] == export.size_bytes(folder), name
+    assert card["parameters"] == export.parameter_count(arrays), name
+    seconds = card["training"]["seconds"]
+    assert workdir_lib.training_facts(folder).get("train_seconds") == seconds, name
     total += sum(p.stat().st_size for p in folder.iterdir())
   assert total <= 25e6, f"bundled models take {total / 1e6:.1f} MB (limit 25 MB)"
 

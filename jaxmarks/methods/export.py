@@ -34,7 +34,7 @@ import numpy as np
 from jaxmarks.methods import workdir as workdir_lib
 
 __all__ = ["FORMAT", "VERSION", "write", "read", "read_manifest", "locate", "flatten", "unflatten", "compact",
-           "size_bytes"]
+           "size_bytes", "parameter_count"]
 
 FORMAT = "jaxmarks-export"
 VERSION = 1
@@ -83,6 +83,13 @@ def compact(arrays: Mapping[str, np.ndarray], dtype=np.float16,
       a = a.astype(dtype)
     out[name] = a
   return out
+
+
+def parameter_count(arrays: Mapping[str, np.ndarray]) -> int:
+  """Trainable parameters of an export's arrays: the ``params/`` arrays of a deep
+  model (not its BatchNorm statistics), else every array (a classical model's)."""
+  names = [k for k in arrays if k.startswith("params/")] or list(arrays)
+  return int(sum(np.asarray(arrays[k]).size for k in names))
 
 
 def size_bytes(directory: str | pathlib.Path) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 
 __all__ = ["CONFIG_FILE", "EXPORT_DIR", "save_config", "load_config", "scheme_of", "claim",
-           "check_writable", "config_value"]
+           "check_writable", "config_value", "training_facts"]
 
 CONFIG_FILE = "config.json"
 EXPORT_DIR = "export"
@@ -121,3 +121,22 @@ def claim(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
       raise ValueError(f"{workdir} was trained with {key}={old!r}, this config has {new!r}: "
                        "use a new --workdir, or delete the old one (nothing was written)")
   return saved
+
+
+def training_facts(path: str | pathlib.Path) -> dict[str, Any]:
+  """What a finished run recorded about its training: ``train_seconds`` and
+  ``num_train_faces`` where known, from the deep driver's ``eval_summary.json``, the
+  classical driver's ``metrics_*.json`` or a bundled model's ``card.json``."""
+  path = pathlib.Path(path)
+  facts: dict[str, Any] = {}
+  for p in [path / "eval_summary.json", *sorted(path.glob("metrics_*.json")),
+            path / "card.json"]:
+    if not p.is_file():
+      continue
+    d = json.loads(p.read_text())
+    card = d.get("training") or {}
+    for key, card_key in (("train_seconds", "seconds"), ("num_train_faces", "num_faces")):
+      value = d.get(key, card.get(card_key))
+      if value is not None and key not in facts:
+        facts[key] = value
+  return facts
