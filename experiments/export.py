@@ -125,17 +125,14 @@ def _run_detector(detector, formats: Sequence[str], out_dir: pathlib.Path
   manifest = serving.export_detector_stablehlo(detector, out_dir)
   calls = serving.load_detector_stablehlo(out_dir)
   rng = np.random.default_rng(0)
-  x = rng.uniform(0, 255, (2, 40, 52, 3)).astype(np.float32)
-  valid = np.array([[40, 52], [33, 47]], np.int32)
-  checks = {"pnet": (calls["pnet"](x, valid),
-                     detector._pnet_probs(detector.params["pnet"], x, valid))}  # pylint: disable=protected-access
-  for name, size in (("rnet", 24), ("onet", 48)):
-    crops = rng.uniform(0, 255, (3, size, size, 3)).astype(np.float32)
-    net = detector._rnet if name == "rnet" else detector._onet  # pylint: disable=protected-access
-    checks[name] = (calls[name](crops),
-                    detector._crop_net(net, detector.params[name], crops))  # pylint: disable=protected-access
+  # Random inputs of each network (images of two sizes for P-Net, with padding).
+  inputs = {"pnet": (rng.uniform(0, 255, (2, 40, 52, 3)).astype(np.float32),
+                     np.array([[40, 52], [33, 47]], np.int32)),
+            "rnet": (rng.uniform(0, 255, (3, 24, 24, 3)).astype(np.float32),),
+            "onet": (rng.uniform(0, 255, (3, 48, 48, 3)).astype(np.float32),)}
   written = {}
-  for name, (got, want) in checks.items():
+  for name, (fn, _) in serving.detector_functions(detector).items():
+    got, want = calls[name](*inputs[name]), fn(*inputs[name])
     diff = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w))))
                for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
     entry = manifest["nets"][name]

@@ -97,7 +97,7 @@ __all__ = ["FORMAT", "VERSION", "STABLEHLO_FILE", "ONNX_FILE", "MANIFEST_FILE",
            "ServingFunction", "UnsupportedError", "serving_function", "sample_crops",
            "export_stablehlo",
            "load_stablehlo", "export_onnx", "load_onnx", "read_manifest",
-           "onnx_unsupported_primitives", "export_detector_stablehlo",
+           "onnx_unsupported_primitives", "detector_functions", "export_detector_stablehlo",
            "load_detector_stablehlo"]
 
 FORMAT = "jaxmarks-serving"
@@ -293,9 +293,7 @@ def _write_manifest(out_dir: pathlib.Path, predictor, sf: ServingFunction, kind:
       "method", "num_points", "input", "crop", "parameters_sha256")):
     manifest["files"] = dict(old.get("files", {}))
   manifest["files"][kind] = entry
-  tmp = out_dir / (MANIFEST_FILE + ".tmp")
-  tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-  os.replace(tmp, out_dir / MANIFEST_FILE)
+  _write_bytes(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
   return manifest
 
 
@@ -314,6 +312,27 @@ def _write_bytes(path: pathlib.Path, data: bytes) -> None:
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_bytes(data)
   os.replace(tmp, path)
+
+
+def _exported(fn, specs, platforms: Iterable[str], what: str = ""):
+  """``jax.export`` of ``fn`` on ``specs`` for ``platforms``; where lowering for a
+  platform other than the CPU fails, for the CPU alone, with a warning. A symbolic
+  shape that cannot be resolved is raised as it is (the caller tries another
+  formulation). Returns ``(exported, platforms used)``."""
+  platforms = tuple(platforms)
+  try:
+    return jax.export.export(jax.jit(fn), platforms=platforms)(*specs), platforms
+  except jax.errors.InconclusiveDimensionOperation:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if platforms == ("cpu",) or "cpu" not in platforms:
+      raise
+    exported = jax.export.export(jax.jit(fn), platforms=("cpu",))(*specs)
+    _warn(f"{what + ': ' if what else ''}lowering for "
+          f"{', '.join(p for p in platforms if p != 'cpu')} failed "
+          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+          "exported for cpu only")
+    return exported, ("cpu",)
 
 
 # -------------------------------------------------------------------------- StableHLO
@@ -337,23 +356,8 @@ def export_stablehlo(predictor, out_dir: str | pathlib.Path, batch: int | None =
   sf = serving_function(predictor)
   out_dir = pathlib.Path(out_dir).expanduser().resolve()
   out_dir.mkdir(parents=True, exist_ok=True)
-  platforms = tuple(platforms)
-
-  def attempt(fn, spec):
-    try:
-      return jax.export.export(jax.jit(fn), platforms=platforms)(spec), platforms
-    except jax.errors.InconclusiveDimensionOperation:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      if platforms == ("cpu",) or "cpu" not in platforms:
-        raise
-      exported = jax.export.export(jax.jit(fn), platforms=("cpu",))(spec)
-      _warn(f"lowering for {', '.join(p for p in platforms if p != 'cpu')} failed "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "exported for cpu only")
-      return exported, ("cpu",)
-
-  (exported, used), how = _traced(sf, batch, attempt)
+  (exported, used), how = _traced(
+      sf, batch, lambda fn, spec: _exported(fn, (spec,), platforms))
   data = exported.serialize()
   _write_bytes(out_dir / STABLEHLO_FILE, bytes(data))
   entry = {"file": STABLEHLO_FILE, "platforms": list(used),
@@ -664,7 +668,28 @@ def load_onnx(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
 
 # ------------------------------------------------------------------ face detectors
 
-DETECTOR_NETS = ("pnet", "rnet", "onet")
+def detector_functions(detector) -> dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]:
+  """MTCNN's three networks as pure functions with their input specs (symbolic
+  sizes): ``{"pnet" | "rnet" | "onet": (fn, specs)}``, the parameters closed over.
+  What ``export_detector_stablehlo`` exports, and what its exports are checked
+  against."""
+  if not all(hasattr(detector, a) for a in ("params", "_pnet_probs", "_crop_net")):
+    raise UnsupportedError(f"{type(detector).__name__} is not an MTCNN detector: only "
+                           "MTCNN's networks have a serving export")
+  b, h, w = jax.export.symbolic_shape("b, h, w", constraints=("h >= 12", "w >= 12"))
+  n, = jax.export.symbolic_shape("b")  # its own scope: the constraints name h and w
+  params = detector.params
+  # pylint: disable=protected-access
+  return {
+      "pnet": (lambda x, v: detector._pnet_probs(params["pnet"], x, v),
+               (jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
+                jax.ShapeDtypeStruct((b, 2), jnp.int32))),
+      "rnet": (lambda x: detector._crop_net(detector._rnet, params["rnet"], x),
+               (jax.ShapeDtypeStruct((n, 24, 24, 3), jnp.float32),)),
+      "onet": (lambda x: detector._crop_net(detector._onet, params["onet"], x),
+               (jax.ShapeDtypeStruct((n, 48, 48, 3), jnp.float32),)),
+  }
+  # pylint: enable=protected-access
 
 
 def export_detector_stablehlo(detector, out_dir: str | pathlib.Path,
@@ -688,34 +713,11 @@ def export_detector_stablehlo(detector, out_dir: str | pathlib.Path,
   (``jaxmarks.detection.mtcnn_detector`` is the reference). ONNX is not offered for
   detectors.
   """
-  if not all(hasattr(detector, a) for a in ("params", "_pnet_probs", "_crop_net")):
-    raise UnsupportedError(f"{type(detector).__name__} is not an MTCNN detector: only "
-                           "MTCNN's networks have a serving export")
   out_dir = pathlib.Path(out_dir).expanduser().resolve()
   out_dir.mkdir(parents=True, exist_ok=True)
-  b, h, w = jax.export.symbolic_shape("b, h, w", constraints=("h >= 12", "w >= 12"))
-  n, = jax.export.symbolic_shape("b")  # its own scope: the constraints name h and w
-  functions = {
-      "pnet": (lambda x, v: detector._pnet_probs(detector.params["pnet"], x, v),  # pylint: disable=protected-access
-               (jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
-                jax.ShapeDtypeStruct((b, 2), jnp.int32))),
-      "rnet": (lambda x: detector._crop_net(detector._rnet, detector.params["rnet"], x),  # pylint: disable=protected-access
-               (jax.ShapeDtypeStruct((n, 24, 24, 3), jnp.float32),)),
-      "onet": (lambda x: detector._crop_net(detector._onet, detector.params["onet"], x),  # pylint: disable=protected-access
-               (jax.ShapeDtypeStruct((n, 48, 48, 3), jnp.float32),)),
-  }
   nets = {}
-  for name, (fn, specs) in functions.items():
-    used = tuple(platforms)
-    try:
-      exported = jax.export.export(jax.jit(fn), platforms=used)(*specs)
-    except Exception as e:  # pylint: disable=broad-except
-      if used == ("cpu",):
-        raise
-      _warn(f"{name}: lowering for {', '.join(p for p in used if p != 'cpu')} failed "
-            f"({type(e).__name__}); exported for cpu only")
-      used = ("cpu",)
-      exported = jax.export.export(jax.jit(fn), platforms=used)(*specs)
+  for name, (fn, specs) in detector_functions(detector).items():
+    exported, used = _exported(fn, specs, platforms, name)
     data = bytes(exported.serialize())
     _write_bytes(out_dir / f"{name}.stablehlo", data)
     nets[name] = {"file": f"{name}.stablehlo", "platforms": list(used), "bytes": len(data),
@@ -727,7 +729,7 @@ def export_detector_stablehlo(detector, out_dir: str | pathlib.Path,
               "input": "RGB images, 0..255 float32 (normalised inside the networks)",
               "nets": nets, "cascade": config.detector.to_dict(),
               "versions": {"jax": jax.__version__}}
-  (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+  _write_bytes(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
   return manifest
 
 
