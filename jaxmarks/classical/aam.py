@@ -36,6 +36,7 @@ Departures from the papers:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import cv2
@@ -180,7 +181,8 @@ def _compose(params: AAMParams, level: int, shape, dp):
   return jnp.einsum("tk,tkd->kd", params.incidence, per_tri)
 
 
-def _fit_level(params: AAMParams, image, shape, level: int, tol: float):
+def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
+               unrolled: int | None = None):
   mask = params.pixel_mask[level]
   tri = params.pixel_tri[level]
   bary = params.pixel_bary[level]
@@ -204,11 +206,12 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float):
     delta = jnp.where(ok, jnp.max(jnp.linalg.norm(new - shape, axis=-1)), 0.0)
     return i + 1, jnp.where(ok, new, shape), delta
 
-  _, shape, _ = jax.lax.while_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)))
+  _, shape, _ = common.fit_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)),
+                                unrolled)
   return shape
 
 
-def _fit_one(params: AAMParams, gray, init, tol):
+def _fit_one(params: AAMParams, gray, init, tol, unrolled_iters=None):
   levels = params.base_shape.shape[0]
   pyr = [gray]
   for _ in range(levels - 1):
@@ -216,12 +219,14 @@ def _fit_one(params: AAMParams, gray, init, tol):
   shape = pdm_lib.constrain(params.pdm, init)
   for level in reversed(range(levels)):
     scale = 2.0**level
-    shape = _fit_level(params, pyr[level], shape / scale, level, tol) * scale
+    shape = _fit_level(params, pyr[level], shape / scale, level, tol,
+                       None if unrolled_iters is None else unrolled_iters[level]) * scale
   return shape
 
 
-@jax.jit
-def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05):
+@functools.partial(jax.jit, static_argnames=("unrolled_iters",))
+def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05,
+        unrolled_iters: tuple[int, ...] | None = None):
   """Fits the AAM to a batch of crops.
 
   Args:
@@ -229,6 +234,8 @@ def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05):
     images: ``(B, S, S, C)`` float crops.
     init_shapes: optional ``(B, K, 2)`` initial shapes (default ``params.init_shape``).
     tol: convergence tolerance (largest vertex movement, pixels of each level).
+    unrolled_iters: per level, run the fit unrolled to this many guarded steps
+      (``common.fit_loop``; ``common.iteration_caps(params)``: the same result).
 
   Returns:
     ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
@@ -237,7 +244,7 @@ def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05):
   b = gray.shape[0]
   if init_shapes is None:
     init_shapes = jnp.broadcast_to(params.init_shape, (b, *params.init_shape.shape))
-  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s, tol))(gray, init_shapes)
+  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s, tol, unrolled_iters))(gray, init_shapes)
   diverged = common.divergence_flags(shapes, init_shapes, gray.shape[1:3])
   return common.safe_shapes(shapes, diverged, init_shapes), diverged
 

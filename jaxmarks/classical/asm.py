@@ -164,7 +164,8 @@ def level_profiles(image, shape, normals, half: int):
   return _normalised_derivative(_raw_profiles(image, shape, normals, half))
 
 
-def _search_level(params: ASMParams, image, shape, level: int, tol: float, n_std):
+def _search_level(params: ASMParams, image, shape, level: int, tol: float, n_std,
+                  unrolled: int | None = None):
   """Iterates profile search + PDM constraint at one level (shape in level pixels)."""
   p = params.profile_mean.shape[-1]
   half = p // 2
@@ -199,22 +200,25 @@ def _search_level(params: ASMParams, image, shape, level: int, tol: float, n_std
     new = jnp.where(jnp.all(jnp.isfinite(new)), new, shape)
     return i + 1, new, delta
 
-  _, shape, _ = jax.lax.while_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)))
+  _, shape, _ = common.fit_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)),
+                                unrolled)
   return shape
 
 
-def _fit_one(params: ASMParams, gray, init, tol, n_std):
+def _fit_one(params: ASMParams, gray, init, tol, n_std, unrolled_iters=None):
   levels = params.profile_mean.shape[0]
   pyr = _pyramid(gray, levels)
   shape = pdm_lib.constrain(params.pdm, init)
   for level in reversed(range(levels)):
     scale = 2.0**level
-    shape = _search_level(params, pyr[level], shape / scale, level, tol, n_std) * scale
+    shape = _search_level(params, pyr[level], shape / scale, level, tol, n_std,
+                          None if unrolled_iters is None else unrolled_iters[level]) * scale
   return shape
 
 
-@functools.partial(jax.jit, static_argnames=("n_std",))
-def fit(params: ASMParams, images, init_shapes=None, tol: float = 0.25, n_std: float = 3.0):
+@functools.partial(jax.jit, static_argnames=("n_std", "unrolled_iters"))
+def fit(params: ASMParams, images, init_shapes=None, tol: float = 0.25, n_std: float = 3.0,
+        unrolled_iters: tuple[int, ...] | None = None):
   """Fits the ASM to a batch of crops.
 
   Args:
@@ -223,6 +227,8 @@ def fit(params: ASMParams, images, init_shapes=None, tol: float = 0.25, n_std: f
     init_shapes: optional ``(B, K, 2)`` initial shapes (default ``params.init_shape``).
     tol: convergence tolerance in pixels of each level.
     n_std: the PDM clamp, in standard deviations per mode.
+    unrolled_iters: per level, run the search unrolled to this many guarded steps
+      (``common.fit_loop``; ``common.iteration_caps(params)``: the same result).
 
   Returns:
     ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
@@ -231,7 +237,8 @@ def fit(params: ASMParams, images, init_shapes=None, tol: float = 0.25, n_std: f
   b = gray.shape[0]
   if init_shapes is None:
     init_shapes = jnp.broadcast_to(params.init_shape, (b, *params.init_shape.shape))
-  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s, tol, n_std))(gray, init_shapes)
+  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s, tol, n_std, unrolled_iters))(
+      gray, init_shapes)
   diverged = common.divergence_flags(shapes, init_shapes, gray.shape[1:3])
   return common.safe_shapes(shapes, diverged, init_shapes), diverged
 

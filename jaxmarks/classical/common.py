@@ -7,6 +7,7 @@ the inference export, without pickle.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,10 +76,22 @@ def gaussian_blur(image, sigma: float):
   x = np.arange(-r, r + 1, dtype=np.float32)
   k = np.exp(-0.5 * (x / sigma) ** 2)
   k = jnp.asarray(k / k.sum())
-  padded = jnp.pad(image, ((r, r), (0, 0)), mode="edge")
+  padded = _edge_pad(image, r, axis=0)
   image = sum(k[i] * padded[i:i + image.shape[0]] for i in range(2 * r + 1))
-  padded = jnp.pad(image, ((0, 0), (r, r)), mode="edge")
+  padded = _edge_pad(image, r, axis=1)
   return sum(k[i] * padded[:, i:i + image.shape[1]] for i in range(2 * r + 1))
+
+
+def _edge_pad(image, r: int, axis: int):
+  """``image`` with its first and last rows (``axis=0``) or columns repeated ``r``
+  times on their side. The same as ``jnp.pad(mode="edge")`` on one axis, without the
+  empty arrays that makes for the other axis (the ONNX export mishandles those)."""
+  n = image.shape[axis]
+  first = jax.lax.slice_in_dim(image, 0, 1, axis=axis)
+  last = jax.lax.slice_in_dim(image, n - 1, n, axis=axis)
+  reps = [1] * image.ndim
+  reps[axis] = r
+  return jnp.concatenate([jnp.tile(first, reps), image, jnp.tile(last, reps)], axis=axis)
 
 
 def gradients(image):
@@ -143,6 +156,31 @@ def similarity_to(reference, shapes):
   return transforms.estimate_similarity(jnp.broadcast_to(reference, shapes.shape), shapes)
 
 
+def fit_loop(cond, body, init, unrolled: int | None = None):
+  """An iterative fit's loop: ``lax.while_loop(cond, body, init)``, or, with
+  ``unrolled`` a Python int at least the loop's own iteration cap, that many guarded
+  copies of ``body`` (a step whose ``cond`` is false leaves the state as it is). The
+  two give the same state; the unrolled form has no ``while`` (the ONNX export:
+  ``jaxmarks.methods.serving``), at the price of running every copy.
+
+  Under ``jax.vmap`` each face keeps its own ``cond``, as in the batched while loop.
+  """
+  if unrolled is None:
+    return jax.lax.while_loop(cond, body, init)
+  state = init
+  for _ in range(int(unrolled)):
+    go = cond(state)
+    state = jax.tree.map(lambda new, old: jnp.where(go, new, old), body(state), state)
+  return state
+
+
+def iteration_caps(params) -> tuple[int, ...] | None:
+  """The per-level iteration caps (``params.max_iters``) as Python ints, for
+  ``fit(..., unrolled_iters=...)``; None for a method without them."""
+  caps = getattr(params, "max_iters", None)
+  return None if caps is None else tuple(int(n) for n in np.asarray(caps).reshape(-1))
+
+
 class FitPredictor:
   """The ``jaxmarks.methods`` predictor of a classical method.
 
@@ -157,11 +195,16 @@ class FitPredictor:
     self.config = config
     self.fit_kwargs = fit_kwargs
 
-  def serving_fn(self):
+  def serving_fn(self, bounded_loops: bool = False):
     """``predict``'s landmarks as one pure function, the parameters closed over:
     ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
-    exportable; see ``jaxmarks.methods.serving``)."""
+    exportable; see ``jaxmarks.methods.serving``). ``bounded_loops``: a fit that
+    iterates until it converges (ASM, AAM) runs its loops unrolled to their caps
+    (``fit_loop``): the same landmarks, no ``while`` in the function."""
     fit_fn, params, fit_kwargs = self.fit_fn, self.params, dict(self.fit_kwargs)
+    caps = iteration_caps(params)
+    if bounded_loops and caps is not None:
+      fit_kwargs["unrolled_iters"] = caps
     return lambda images: fit_fn(params, images, None, **fit_kwargs)[0]
 
   def predict(self, images):

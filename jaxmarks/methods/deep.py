@@ -417,10 +417,12 @@ class DeepPredictor:
     self.model_state = jax.tree.map(jnp.asarray, got["model_state"])
     self._apply = jax.jit(spec.inference_fn(self.model, self.phase))
 
-  def serving_fn(self) -> Callable[[jax.Array], jax.Array]:
+  def serving_fn(self, bounded_loops: bool = False) -> Callable[[jax.Array], jax.Array]:
     """``predict``'s landmarks as one pure function, the parameters closed over:
     ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
-    exportable; see ``jaxmarks.methods.serving``)."""
+    exportable; see ``jaxmarks.methods.serving``). ``bounded_loops`` changes
+    nothing: a network has no loop that runs until it converges."""
+    del bounded_loops
     apply = self.spec.inference_fn(self.model, self.phase)
     params, model_state = self.params, self.model_state
     return lambda images: apply(params, model_state, images)["landmarks"]

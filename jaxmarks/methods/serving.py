@@ -35,19 +35,35 @@ of a batch independently at inference -- and, failing that, with a fixed batch o
 1, with a warning saying why (recorded in serving.json).
 
 What exports (jax 0.10, jax2onnx 0.17, onnxruntime 1.32; max abs difference of the
-landmarks to ``predictor.predict`` in crop pixels, batches 1 to 9, the tests'
-small models and the bundled ``cpr-300w`` / ``dcnn-mtfl``; the tests require 1e-4):
+landmarks to ``predictor.predict`` in crop pixels, batches 1 to 9, the tests' small
+models and the bundled ``cpr-300w`` / ``dcnn-mtfl``; the tests require 1e-4):
 
-  ======  =========  ===============================  ================================
-  method  StableHLO  ONNX (onnxruntime)               notes
-  ======  =========  ===============================  ================================
-  DAN     yes, 2e-5  yes, 5e-5                        symbolic batch via per-face vmap
+  ======  =========  ==================  ==============================================
+  method  StableHLO  ONNX (onnxruntime)  notes
+  ======  =========  ==================  ==============================================
+  DAN     yes, 2e-5  yes, 5e-5           symbolic batch via per-face vmap
   DCNN    yes, 3e-5  yes, 5e-5
   TCDCN   yes, 0     yes, 4e-6
-  CPR     yes, 2e-5  yes, 7e-5                        its stage ``lax.scan`` unrolled
-  ASM     yes, 2e-5  no: ``while`` (fit to converge)  use the StableHLO export
-  AAM     yes, 0     no: ``while`` (fit to converge)  use the StableHLO export
-  ======  =========  ===============================  ================================
+  CPR     yes, 2e-5  yes, 7e-5           its stage ``lax.scan`` unrolled
+  ASM     yes, 2e-5  yes, 1e-5           fit loops unrolled to their caps (below)
+  AAM     yes, 0     yes, 5e-5           fit loops unrolled to their caps (below)
+  ======  =========  ==================  ==============================================
+
+ASM and AAM iterate each face until it converges (``lax.while_loop``). jax2onnx
+makes an ONNX Loop of that, which onnxruntime fails to run (an Expand inside the
+Loop gets an invalid shape), so the ONNX export traces ``serving_fn(bounded_loops=
+True)``: each loop unrolled to its iteration cap as guarded steps
+(``classical.common.fit_loop``; the same landmarks, but every step runs: the
+300-W ASM, 3 levels x 12 steps, is a 4.2 MB file that takes about 8 minutes to
+convert). Their fits take discrete steps (ASM picks the best of a few candidate
+positions, both stop when a step is small), so on some faces ``predict`` itself
+moves by pixels when the crop changes by one part in a million; no other runtime
+can match it there. The checks (``agreement``) count such faces and compare the
+others. On the 300-W ``train:holdout`` faces (201): AAM's ONNX model is within
+0.003 px of ``predict`` on every face (NME unchanged); ASM's within 0.01 px on
+182, while on 19 it differs by up to 6.8 px, as ``predict`` does from itself
+when the crops are scaled by 1 + 1e-5 (14 faces, up to 6.8 px): its NME is
+11.24 % against 11.22 %.
 
 Before ONNX conversion the function's jaxpr is rewritten with exactly equivalent
 operations where jax2onnx (0.17) gets them wrong: ``reduce_window_max`` (a 2-D max
@@ -55,14 +71,12 @@ pool becomes a 4-D ONNX MaxPool that onnxruntime rejects) -> reshape + max;
 ``reshape`` with ``dimensions`` (its transpose is dropped) -> transpose + reshape;
 ``lax.scan`` -> unrolled; ``jit`` and ``custom_jvp`` calls -> inlined. Tracing
 happens before jax2onnx sees the function, so its Flax-layer patches (whose
-``max_pool`` does not match Flax 0.12's signature) never apply. A data-dependent
-``while`` loop (ASM/AAM iterate each face until it converges) is refused:
-``export_onnx`` names it and points to the StableHLO export. What was tried:
-jax2onnx's ONNX Loop of ASM's fit fails onnxruntime's shape inference (a Concat
-of the edge-padded blur declared 64 wide, computing 66); the same with the loop
-unrolled into guarded copies of its body (exact, as its iterations are capped);
-and with every Concat rewritten as Pad + Add, an Add then fails the same way. Every ONNX file is checked in onnxruntime against ``predict``
-before it is kept.
+``max_pool`` does not match Flax 0.12's signature) never apply. jax2onnx also
+mishandles empty arrays (an edge pad of width 0, as ``jnp.pad(mode="edge")`` makes
+for an axis it does not pad, came out one wide): the classical blur pads one axis
+at a time (``classical.common._edge_pad``). A ``while`` loop with no known cap is
+refused, naming it and pointing to the StableHLO export. Every ONNX file is
+checked in onnxruntime against ``predict`` before it is kept.
 
 A face detector (MTCNN) is exported as its three networks in StableHLO
 (``export_detector_stablehlo``: P-Net on any image size, R-Net and O-Net on any
@@ -109,10 +123,11 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "landmarks"
 # Primitives with no faithful ONNX conversion, and why.
 _ONNX_UNSUPPORTED = {
-    # jax2onnx 0.17 converts lax.while_loop (to an ONNX Loop), but the graph it makes
-    # of ASM's fit fails onnxruntime's shape inference, loop or not: refused up front.
-    "while": ("a data-dependent while loop (the fit iterates each face until it "
-              "converges): jax2onnx 0.17 makes a graph of it that onnxruntime rejects"),
+    # jax2onnx 0.17 makes an ONNX Loop of lax.while_loop, but onnxruntime fails inside
+    # the Loop it makes of ASM's fit (an Expand gets an invalid shape). ASM and AAM are
+    # exported with their loops unrolled to their caps (serving_fn(bounded_loops=True)).
+    "while": ("a data-dependent while loop with no known iteration cap: jax2onnx 0.17's "
+              "ONNX Loop of such a loop fails in onnxruntime"),
 }
 _EXTRA = "jaxmarks[export]"
 # jax2onnx itself is installed without its dependencies: every release that
@@ -158,12 +173,14 @@ class ServingFunction:
                                 jnp.float32)
 
 
-def serving_function(predictor) -> ServingFunction:
+def serving_function(predictor, bounded_loops: bool = False) -> ServingFunction:
   """The serving function of a loaded landmark predictor (``load_predictor``).
 
   Args:
     predictor: a ``DeepPredictor`` or ``FitPredictor`` (anything with
       ``serving_fn()`` and a ``config`` holding ``data.image_size``).
+    bounded_loops: an iterative fit's loops unrolled to their caps (the same
+      landmarks, no ``while``: the ONNX export).
 
   Raises:
     UnsupportedError: a face detector, or a predictor without ``serving_fn``.
@@ -183,7 +200,7 @@ def serving_function(predictor) -> ServingFunction:
                      "model takes is unknown (was it written by the training driver?)")
   size = int(data.image_size)
   channels = 1 if bool(data.get("grayscale", True)) else 3
-  fn = predictor.serving_fn()
+  fn = predictor.serving_fn(bounded_loops=True) if bounded_loops else predictor.serving_fn()
   out = jax.eval_shape(fn, jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
   if out.ndim != 3 or out.shape[-1] != 2:
     raise ValueError(f"the {method!r} serving function gives shape {out.shape}, not "
@@ -534,7 +551,7 @@ def _unsupported(closed) -> dict[str, str]:
 def onnx_unsupported_primitives(predictor) -> dict[str, str]:
   """``{primitive: why}`` of the primitives in the predictor's serving function
   (after the rewrites) that have no faithful ONNX conversion; empty when it converts."""
-  sf = serving_function(predictor)
+  sf = serving_function(predictor, bounded_loops=True)
   return _unsupported(_rewritten(sf.fn, sf.spec(1)))
 
 
@@ -577,7 +594,7 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
       StableHLO export works for every method.
   """
   jax2onnx = _import_jax2onnx()
-  sf = serving_function(predictor)
+  sf = serving_function(predictor, bounded_loops=True)
   out_dir = pathlib.Path(out_dir).expanduser().resolve()
   hint = "; the StableHLO export (--formats=stablehlo) works for every method"
 
@@ -610,26 +627,75 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
   if check:
     ort = _import_onnxruntime()
     session = _session(ort, data)
-    sizes = (1, 3) if how["batch"] == "symbolic" else (how["batch"],)
-    diff = 0.0
-    for b in sizes:
-      images = sample_crops(predictor, b, seed=b)
-      try:
-        got = session.run(None, {session.get_inputs()[0].name: images})[0]
-      except Exception as e:  # pylint: disable=broad-except
-        raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model does "
-                               f"not run in onnxruntime ({type(e).__name__}: {e})"
-                               + hint) from e
-      want = np.asarray(predictor.predict(images)["landmarks"])
-      diff = max(diff, float(np.abs(got.astype(np.float64) - want).max()))
+    onnx_run = _onnx_runner(session)
+    try:
+      found = agreement(predictor, onnx_run, how["batch"], tolerance)
+    except UnsupportedError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model does "
+                             f"not run in onnxruntime ({type(e).__name__}: {e})"
+                             + hint) from e
+    if found["unstable_faces"] * 2 > found["faces"]:
+      raise UnsupportedError(
+          f"cannot check the ONNX model of the {sf.method} model: on "
+          f"{found['unstable_faces']} of {found['faces']} check crops predict's own "
+          f"landmarks move more than {tolerance:g} crop pixels when the crop changes by "
+          "one part in a million" + hint)
+    diff = found["max_abs_diff"]
     if not diff <= tolerance:
       raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model "
                              f"disagrees with predict by {diff:.3g} crop pixels (> "
                              f"{tolerance:g})" + hint)
     entry["check_max_abs_diff"] = diff
+    entry["check_faces"] = found["faces"]
+    entry["check_unstable_faces"] = found["unstable_faces"]
+    entry["check_max_abs_diff"] = diff
   out_dir.mkdir(parents=True, exist_ok=True)
   _write_bytes(out_dir / ONNX_FILE, data)
   return _write_manifest(out_dir, predictor, sf, "onnx", entry)
+
+
+def agreement(predictor, run: Callable[[np.ndarray], Any], batch: int | str | None,
+              tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+  """How a loaded export ``run`` agrees with ``predictor.predict`` on random photo-like
+  crops (``sample_crops``): batches of 1 and 8 for a symbolic batch (``"symbolic"`` or
+  None), else four of the fixed batch.
+
+  Returns:
+    ``{"faces", "unstable_faces", "max_abs_diff"}``: the largest difference (crop
+    pixels) over the faces where predict itself is stable -- its landmarks move by at
+    most ``tolerance`` when the crop is scaled by 1 +- 1e-6 (``_float_sensitivity``);
+    the others are counted, not compared. NaN when no face is stable.
+  """
+  sizes = (1, 8) if batch in (None, "symbolic") else (int(batch),) * 4
+  diffs, unstable = [], []
+  for i, b in enumerate(sizes):
+    images = sample_crops(predictor, b, seed=seed + 100 * i + b)
+    want = np.asarray(predictor.predict(images)["landmarks"], np.float64)
+    got = np.asarray(run(images), np.float64)
+    if got.shape != want.shape:
+      raise UnsupportedError(f"the export gives landmarks of shape {got.shape} for a batch "
+                             f"of {b}; predict gives {want.shape}")
+    diffs += list(np.abs(got - want).max(axis=(1, 2)))
+    unstable += list(_float_sensitivity(predictor, images, want) > tolerance)
+  diffs, unstable = np.asarray(diffs), np.asarray(unstable, bool)
+  stable = diffs[~unstable]
+  return {"faces": int(diffs.size), "unstable_faces": int(unstable.sum()),
+          "max_abs_diff": float(stable.max()) if stable.size else float("nan")}
+
+
+def _float_sensitivity(predictor, images, want) -> np.ndarray:
+  """``(B,)``: how far predict's landmarks move (max abs, crop pixels) when the crops
+  are scaled by 1 +- 1e-6. A fit with discrete steps (ASM picks the best of a few
+  candidate positions; ASM and AAM stop when a step is small) can move by pixels on
+  such a change, so no other runtime can be held to it there: the export checks skip
+  those faces and count them."""
+  moved = np.zeros(len(images))
+  for factor in (1 + 1e-6, 1 - 1e-6):
+    other = np.asarray(predictor.predict((images * factor).astype(np.float32))["landmarks"])
+    moved = np.maximum(moved, np.abs(other.astype(np.float64) - want).max(axis=(1, 2)))
+  return moved
 
 
 def _version(package: str) -> str | None:
@@ -655,12 +721,18 @@ def load_onnx(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
   if entry is None or not path.is_file():
     raise FileNotFoundError(f"{out_dir} holds no ONNX export ({ONNX_FILE}); export it with "
                             "--formats=onnx")
-  session = _session(_import_onnxruntime(), str(path))
+  return _onnx_runner(_session(_import_onnxruntime(), str(path)), manifest, entry)
+
+
+def _onnx_runner(session, manifest=None, entry=None) -> Callable[[Any], np.ndarray]:
+  """``images -> landmarks`` through an onnxruntime session (inputs checked against
+  the manifest's entry where given)."""
   name = session.get_inputs()[0].name
 
   def run(images) -> np.ndarray:
     images = np.asarray(images, np.float32)
-    _check_images(images, manifest, entry)
+    if entry is not None:
+      _check_images(images, manifest, entry)
     return session.run(None, {name: images})[0]
 
   return run
