@@ -25,7 +25,7 @@ import pathlib
 import json
 from typing import Any
 
-__all__ = ["MODELS", "DEFAULT_LANDMARKS", "DEFAULT_DETECTOR", "SAMPLE_PHOTO", "names", "path",
+__all__ = ["MODELS", "DEFAULT_LANDMARKS", "DEFAULT_DETECTOR", "SAMPLE_PHOTO", "SAMPLE_FACE", "names", "path",
            "contains", "card"]
 
 # name -> folder beside this file
@@ -37,6 +37,8 @@ DEFAULT_LANDMARKS = "cpr-300w"
 DEFAULT_DETECTOR = "mtcnn-original"
 # Eileen Collins, NASA (public domain; taken from scikit-image's data): see samples/SOURCE.md.
 SAMPLE_PHOTO = pathlib.Path(__file__).parent / "samples" / "astronaut.jpg"
+# Its face as the bundled detector finds it (box and five points; JSON).
+SAMPLE_FACE = pathlib.Path(__file__).parent / "samples" / "astronaut.json"
 
 
 def names() -> list[str]:

@@ -85,6 +85,12 @@ class DeepMethod:
     describe: optional ``(model, config, num_params) -> str`` printed at start.
     scheme: the scheme it always predicts, or None for the training data's.
     paper_speed: the speed its paper reports, for the benchmarks.
+    finish: optional ``(model, config, arrays, info, train_faces, log) -> (arrays,
+      info)``: a step on the whole training set after the gradient phases (TCNN's
+      clustering and per-cluster heads); ``arrays`` as ``export.flatten`` gives
+      them, ``train_faces()`` yields un-augmented training batches. Its result is
+      what is exported; the model before it is evaluated beside it on the same split.
+    finish_names: how the printout names the model before and after ``finish``.
   """
 
   name: str
@@ -100,6 +106,8 @@ class DeepMethod:
   describe: Callable[[nn.Module, ml_collections.ConfigDict, int], str] | None = None
   scheme: str | None = None
   paper_speed: str = ""
+  finish: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]] | None = None
+  finish_names: tuple[str, str] = ("before", "finished")
 
 
 def unit(spec: DeepMethod) -> registry.MethodUnit:
@@ -237,9 +245,17 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   trained = read_checkpoint(workdir, config)  # every process: orbax reads collectively
   if jax.process_index() != 0:
     return {}
+  before = None
+  if spec.finish is not None:
+    before = DeepPredictor(spec, *trained)
+    trained = finished(spec, model, trained, train_source, scheme)
   export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
   predictor = DeepPredictor(spec, *export_lib.read(export_dir))
   history = trainer.history
+  if before is not None:
+    before_summary = evaluation.evaluate(
+        before, evaluation.eval_data_config(config), data.eval_split, batch_size=eval_bs,
+        quiet=True)
   summary = evaluation.evaluate(
       predictor, evaluation.eval_data_config(config), data.eval_split, output_dir=workdir,
       batch_size=eval_bs, num_faces=int(tc.num_plot_faces),
@@ -250,6 +266,12 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   print("validation NME (inter-ocular) during training: " + ", ".join(
       f"step {h['step']} [{h['phase']}] {100 * h['nme_inter_ocular']:.2f}%" for h in history),
         flush=True)
+  if before is not None:
+    summary[spec.finish_names[0]] = {k: before_summary[k] for k in _SUMMARY_KEYS
+                                      if k in before_summary}
+    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
+    _print_rows(f"{data.dataset} {data.eval_split}",
+                [(spec.finish_names[0], before_summary), (spec.finish_names[1], summary)])
   print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
         f"{export_dir}", flush=True)
   if config.get("ablations"):
@@ -289,16 +311,35 @@ def _run_ablations(spec: DeepMethod, config: ml_collections.ConfigDict,
     print(f"ablation {name!r}: {changes.to_dict() if hasattr(changes, 'to_dict') else changes}",
           flush=True)
     s = train(spec, variant, workdir / "ablations" / name)
-    results[name] = {k: s[k] for k in ("nme_inter_ocular", "nme_inter_pupil",
-                                       "failure_rate_0.1_inter_ocular", "n") if k in s}
+    results[name] = {k: s[k] for k in _SUMMARY_KEYS if k in s}
     rows.append((name, s))
-  split = f"{config.data.dataset} {config.data.eval_split}"
-  print(f"ablations on {split} (NME normalised by the inter-ocular distance):", flush=True)
+  _print_rows(f"{config.data.dataset} {config.data.eval_split}", rows, "ablations on ")
+  return results
+
+
+_SUMMARY_KEYS = ("nme_inter_ocular", "nme_inter_pupil", "failure_rate_0.1_inter_ocular", "n")
+
+
+def _print_rows(split: str, rows, title: str = "") -> None:
+  """Models side by side on one split: ``rows`` of ``(name, summary)``."""
+  print(f"{title}{split} (NME normalised by the inter-ocular distance):", flush=True)
   for name, s in rows:
     print(f"  {name:24s} NME(inter_ocular)={100 * s['nme_inter_ocular']:.3f}% "
           f"FR@0.1(inter_ocular)={100 * s.get('failure_rate_0.1_inter_ocular', float('nan')):.2f}%",
           flush=True)
-  return results
+
+
+def finished(spec: DeepMethod, model: nn.Module, trained, train_source, scheme: str):
+  """``spec.finish`` applied to a trained ``(config, arrays, info)`` with the training
+  faces of ``train_source`` (un-augmented crops, as validation makes them)."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  config, arrays, info = trained
+  faces = lambda: data_lib.make_loader(  # noqa: E731
+      config.data, training=False, source=train_source, scheme=scheme,
+      batch_size=int(config.train.eval_batch_size), worker_count=0)
+  arrays, info = spec.finish(model, config, arrays, dict(info), faces,
+                             lambda line: print(line, flush=True))
+  return config, arrays, info
 
 
 def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
@@ -370,11 +411,20 @@ def _restore_variables(state_dir: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
-  """(Re)writes ``<workdir>/export`` from the workdir's best (else latest) checkpoint."""
+  """(Re)writes ``<workdir>/export`` from the workdir's best (else latest) checkpoint
+  (and the method's ``finish`` step, which reads the training data again)."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import registry as registry_lib  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = workdir_lib.load_config(workdir)
-  return export_lib.write(workdir / workdir_lib.EXPORT_DIR,
-                          *read_checkpoint(workdir, config))
+  trained = read_checkpoint(workdir, config)
+  spec = registry_lib.get(str(config.method)).spec
+  if spec.finish is not None:
+    train_source, builder = data_lib.load_split(config.data, config.data.train_split)
+    model = spec.build_model(config, np.asarray(config.mean_shape, np.float32))
+    trained = finished(spec, model, trained, train_source, builders.scheme_of(builder))
+  return export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
 
 
 class DeepPredictor:

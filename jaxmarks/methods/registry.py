@@ -28,6 +28,7 @@ _ENTRIES: dict[str, str] = {
     "dan": "jaxmarks.models.dan:UNIT",
     "dcnn": "jaxmarks.models.dcnn:UNIT",
     "tcdcn": "jaxmarks.models.tcdcn:UNIT",
+    "tcnn": "jaxmarks.models.tcnn:UNIT",
     "cpr": "jaxmarks.classical.cpr:UNIT",
     "asm": "jaxmarks.classical.asm:UNIT",
     "aam": "jaxmarks.classical.aam:UNIT",
@@ -56,6 +57,7 @@ class MethodUnit:
     load_predictor: ``(config, arrays, info) -> Predictor``: rebuilds the trained
       method from what its export holds (``jaxmarks.methods.export.read``).
     paper_speed: the speed its paper reports (for the benchmarks' side-by-side).
+    spec: the driver's spec the unit was made from (``unit_for``), if any.
   """
 
   name: str
@@ -66,6 +68,7 @@ class MethodUnit:
   load_predictor: Callable[..., Any]
   scheme: str | None = None
   paper_speed: str = ""
+  spec: Any = None
 
   def __post_init__(self):
     if self.kind not in ("deep", "classical", "detector"):
@@ -79,7 +82,7 @@ def unit_for(spec, kind: str, train, load_predictor) -> MethodUnit:
   return MethodUnit(name=spec.name, kind=kind, paper=spec.paper, config_file=spec.config_file,
                     scheme=spec.scheme, train=functools.partial(train, spec),
                     load_predictor=functools.partial(load_predictor, spec),
-                    paper_speed=getattr(spec, "paper_speed", ""))
+                    paper_speed=getattr(spec, "paper_speed", ""), spec=spec)
 
 
 def names() -> list[str]:

@@ -214,13 +214,31 @@ def serving_function(predictor, bounded_loops: bool = False) -> ServingFunction:
 
 
 def sample_crops(predictor, batch: int, seed: int = 0) -> np.ndarray:
-  """``(batch, S, S, C)`` float32 photo-like random crops for checks: smooth random
-  images (0..255) normalised as the predictor's ``config.data.normalization``
-  says. White noise would be a poor check: a cascade that samples the image at its
-  landmarks (CPR) turns last-bit rounding differences into visible ones on it."""
+  """``(batch, S, S, C)`` float32 crops for checks, made as the method's
+  ``config.data`` says: the face of the bundled sample photo (``astronaut.jpg``, its
+  box from the five points ``samples/astronaut.json`` records, as the photo pipeline
+  makes it for the method's scheme), jittered as training jitters, with a seed per
+  crop; for a scheme with no known five-point layout, smooth random images. Noise
+  would be a poor check: a fit that samples the image at its landmarks (CPR, ASM,
+  AAM) turns last-bit rounding differences into visible ones on non-faces."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks import pipeline  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import crop as crop_lib  # pylint: disable=g-import-not-at-top
+  data = predictor.config.data
+  scheme = workdir_lib.scheme_of(predictor.config)
+  sample = json.loads(bundled.SAMPLE_FACE.read_text())
+  box = pipeline.landmark_box_from_points(sample["points"], scheme) if scheme else None
+  if box is None:
+    return _smooth_random_crops(data, batch, seed)
+  photo = pipeline.read_image(bundled.SAMPLE_PHOTO)
+  return np.stack([crop_lib.crop_face(photo, box, data, np.random.default_rng([seed, i]))[0]
+                   for i in range(batch)]).astype(np.float32)
+
+
+def _smooth_random_crops(data, batch: int, seed: int) -> np.ndarray:
+  """``(batch, S, S, C)`` smooth random images (0..255) normalised as ``data`` says."""
   from jaxmarks.data import crop as crop_lib  # pylint: disable=g-import-not-at-top
   import cv2  # pylint: disable=g-import-not-at-top
-  data = predictor.config.data
   size = int(data.image_size)
   channels = 1 if bool(data.get("grayscale", True)) else 3
   rng = np.random.default_rng(seed)

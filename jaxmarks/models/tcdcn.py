@@ -107,7 +107,8 @@ class TCDCN(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """Returns ``{"landmarks": (B, K, 2) crop pixels, "logits": {task: (B, C)}}``."""
+    """Returns ``{"landmarks": (B, K, 2) crop pixels, "logits": {task: (B, C)},
+    "features": (B, fc_units)}`` (the shared layer; TCNN clusters it)."""
     del train  # no dropout or batch statistics in TCDCN
     s = self.image_size
     if images.shape[1:3] != (s, s):
@@ -129,7 +130,7 @@ class TCDCN(nn.Module):
     landmarks = (jnp.asarray(self.mean_shape, jnp.float32)[None]
                  + self.output_scale * offsets.reshape((-1, k, 2)))
     logits = {name: nn.Dense(n, name=f"head_{name}")(shared) for name, n in self.tasks}
-    return {"landmarks": landmarks, "logits": logits}
+    return {"landmarks": landmarks, "logits": logits, "features": shared}
 
 
 def task_state(num_tasks: int, window: int) -> dict[str, jax.Array]:
