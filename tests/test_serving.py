@@ -197,9 +197,9 @@ def test_onnx_in_onnxruntime_matches_predict(method, predictors, tmp_path):
   predictor = predictors(method)
   manifest = serving.export_onnx(predictor, tmp_path, batch=None)
   entry = manifest["files"]["onnx"]
-  # The export's own check (random crops, its 1e-3 bar: on such crops AAM's iterations
-  # move its landmarks by ~1e-4 px under a 1e-6 change of the crop); 1e-4 on faces below.
-  assert entry["batch"] == "symbolic" and entry["check_max_abs_diff"] <= 1e-3
+  # The export's own check (its bar is 5e-3: it guards against wrong conversions; the
+  # toy models have no scheme with a sample face, so random crops); 1e-4 on faces below.
+  assert entry["batch"] == "symbolic" and entry["check_max_abs_diff"] <= 5e-3
   run = serving.load_onnx(tmp_path)
   for batch in (1, 3):
     assert _max_diff(run, predictor, _crops(predictor, batch, batch)) <= TOL
@@ -245,8 +245,8 @@ def test_agreement_skips_faces_predict_itself_cannot_settle(predictors):
   steady = predictors("tcdcn")
   run = jax.jit(steady.serving_fn())
   found = serving.agreement(steady, run, 2)
-  assert found == {"faces": 8, "unstable_faces": 0, "max_abs_diff": found["max_abs_diff"]}
-  assert found["max_abs_diff"] <= TOL
+  assert found["faces"] == 8 and found["unstable_faces"] == 0
+  assert found["max_abs_diff"] == found["max_abs_diff_all"] <= TOL
 
 
 def test_onnx_names_what_it_cannot_convert(predictors, tmp_path):
@@ -272,7 +272,7 @@ def test_export_command(predictors, root, tmp_path, capsys):
                                    tmp_path / "out")
   assert not errors and sorted(written) == ["onnx", "stablehlo"]
   for fmt in written:
-    assert written[fmt]["max_abs_diff"] <= TOL and written[fmt]["faces"] == 9
+    assert written[fmt]["max_abs_diff_all"] <= TOL and written[fmt]["faces"] == 9
   out = capsys.readouterr().out
   assert "model.stablehlo" in out and "model.onnx" in out and "max abs difference" in out
 

@@ -317,7 +317,8 @@ def _run_ablations(spec: DeepMethod, config: ml_collections.ConfigDict,
   return results
 
 
-_SUMMARY_KEYS = ("nme_inter_ocular", "nme_inter_pupil", "failure_rate_0.1_inter_ocular", "n")
+_SUMMARY_KEYS = ("nme_inter_ocular", "nme_inter_pupil", "auc_inter_ocular",
+                 "failure_rate_0.1_inter_ocular", "n")
 
 
 def _print_rows(split: str, rows, title: str = "") -> None:

@@ -587,7 +587,7 @@ def _quiet_loggers(*names: str):
 
 
 def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
-                opset: int = 23, check: bool = True, tolerance: float = 1e-3
+                opset: int = 23, check: bool = True, tolerance: float = 5e-3
                 ) -> dict[str, Any]:
   """Writes ``out_dir/model.onnx`` (through jax2onnx) and serving.json.
 
@@ -596,9 +596,11 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
     out_dir: the folder (created).
     batch: the fixed batch (default 1), or None for a symbolic batch ``b``.
     opset: the ONNX opset.
-    check: run the model in onnxruntime on random crops (``sample_crops``) and
+    check: run the model in onnxruntime on crops of the sample face (``sample_crops``) and
       compare with ``predictor.predict``; the file is kept only if they agree.
-    tolerance: the largest max abs difference (crop pixels) the check accepts.
+    tolerance: the largest max abs difference (crop pixels) the check accepts. It
+      guards against a wrong conversion (off by pixels), not rounding: the 300-W AAM's
+      iterations turn onnxruntime's rounding into about 1e-3 px on some faces.
 
   Returns:
     the manifest written; ``files["onnx"]`` holds the batch, the formulation and
@@ -676,15 +678,15 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
 
 def agreement(predictor, run: Callable[[np.ndarray], Any], batch: int | str | None,
               tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
-  """How a loaded export ``run`` agrees with ``predictor.predict`` on random photo-like
+  """How a loaded export ``run`` agrees with ``predictor.predict`` on the sample face
   crops (``sample_crops``): batches of 1 and 8 for a symbolic batch (``"symbolic"`` or
   None), else four of the fixed batch.
 
   Returns:
-    ``{"faces", "unstable_faces", "max_abs_diff"}``: the largest difference (crop
-    pixels) over the faces where predict itself is stable -- its landmarks move by at
-    most ``tolerance`` when the crop is scaled by 1 +- 1e-6 (``_float_sensitivity``);
-    the others are counted, not compared. NaN when no face is stable.
+    ``{"faces", "unstable_faces", "max_abs_diff", "max_abs_diff_all"}``: the largest
+    difference (crop pixels) over the faces where predict itself is stable -- its
+    landmarks move by at most ``tolerance`` when the crop is scaled by 1 +- 1e-6
+    (``_float_sensitivity``; NaN when no face is) -- and over all faces.
   """
   sizes = (1, 8) if batch in (None, "symbolic") else (int(batch),) * 4
   diffs, unstable = [], []
@@ -700,7 +702,8 @@ def agreement(predictor, run: Callable[[np.ndarray], Any], batch: int | str | No
   diffs, unstable = np.asarray(diffs), np.asarray(unstable, bool)
   stable = diffs[~unstable]
   return {"faces": int(diffs.size), "unstable_faces": int(unstable.sum()),
-          "max_abs_diff": float(stable.max()) if stable.size else float("nan")}
+          "max_abs_diff": float(stable.max()) if stable.size else float("nan"),
+          "max_abs_diff_all": float(diffs.max())}
 
 
 def _float_sensitivity(predictor, images, want) -> np.ndarray:
