@@ -57,7 +57,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.crop_scale = 1.25
     c.model.output_scale = 8.0
     c.tcnn.num_clusters = 16  # 1,811 training faces: about 110 per cluster
-    c.train.num_steps = 8000
+    c.train.num_steps = 16000  # ~44 min wall on the 2-core CPU (BENCHMARKS.md)
   elif variant == "synthetic":
     c.data.dataset = "synthetic_faces"
     c.data.manual_dir = ""
