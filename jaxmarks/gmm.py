@@ -85,8 +85,9 @@ def fit(key, x, num_components: int, num_iters: int = 50, reg: float = 1e-3,
   x = jnp.asarray(x, jnp.float32)
   n, d = x.shape
   m = int(num_components)
-  floor = reg * jnp.var(x, axis=0) + min_variance
-  init = GMM(_kmeans_pp(key, x, m), jnp.broadcast_to(jnp.var(x, axis=0) + floor, (m, d)),
+  var = jnp.var(x, axis=0)  # (D,)
+  floor = reg * var + min_variance
+  init = GMM(_kmeans_pp(key, x, m), jnp.broadcast_to(var + floor, (m, d)),
              jnp.full((m,), -jnp.log(float(m))))
 
   def em(_, gmm):
@@ -100,7 +101,7 @@ def fit(key, x, num_components: int, num_iters: int = 50, reg: float = 1e-3,
     means = jnp.where(alive[:, None], resp.T @ x / safe, worst[None])
     second = resp.T @ (x**2) / safe
     variances = jnp.where(alive[:, None], jnp.maximum(second - means**2, 0.0),
-                          jnp.var(x, axis=0)[None]) + floor[None]
+                          var[None]) + floor[None]
     weights = jnp.maximum(counts, 1e-3) / jnp.maximum(counts, 1e-3).sum()
     return GMM(means, variances, jnp.log(weights))
 

@@ -21,6 +21,18 @@ VARIANTS = ("mtfl",)
 TASKS = ("gender", "smile", "glasses", "pose")
 
 
+def network() -> ml_collections.ConfigDict:
+  """The paper's network on 40x40 grey faces (``config.model`` without the tasks);
+  TCNN's vanilla network is the same."""
+  m = ml_collections.ConfigDict()
+  m.image_size = 40
+  m.widths = (16, 48, 64, 64)
+  m.kernels = (5, 3, 3, 2)
+  m.fc_units = 100
+  m.output_scale = 5.0
+  return m
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """The config of a named variant (see the module docstring)."""
   variant = (variant or "mtfl").strip()
@@ -32,12 +44,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.extra_features = TASKS
   c.data.flip_feature_maps = ml_collections.ConfigDict({"pose": (4, 3, 2, 1, 0)})
 
-  c.model = ml_collections.ConfigDict()
-  c.model.image_size = 40
-  c.model.widths = (16, 48, 64, 64)
-  c.model.kernels = (5, 3, 3, 2)
-  c.model.fc_units = 100
-  c.model.output_scale = 5.0
+  c.model = network()
   c.model.tasks = TASKS
   c.model.num_classes = (2, 2, 2, 5)
 

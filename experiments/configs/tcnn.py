@@ -18,6 +18,7 @@ on the validation split. Any field can be overridden, e.g.
 import ml_collections
 
 from experiments.configs import common
+from experiments.configs import tcdcn as tcdcn_configs
 from jaxmarks.data import paths
 
 VARIANTS = ("mtfl", "300w", "synthetic")
@@ -32,12 +33,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c = common.deep_config("tcnn", variant)
   c.data = common.mtfl_data(40)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.image_size = 40
-  c.model.widths = (16, 48, 64, 64)
-  c.model.kernels = (5, 3, 3, 2)
-  c.model.fc_units = 100
-  c.model.output_scale = 5.0
+  c.model = tcdcn_configs.network()  # TCDCN's network: TCNN's vanilla CNN
 
   c.tcnn = ml_collections.ConfigDict()
   c.tcnn.num_clusters = 64  # K of the paper's Gaussian mixture

@@ -252,24 +252,24 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
   predictor = DeepPredictor(spec, *export_lib.read(export_dir))
   history = trainer.history
-  if before is not None:
+  extra = {"validation_curve": history, "train_seconds": train_seconds,
+           "variant": config.get("variant"), "workdir": str(workdir),
+           "export": str(export_dir)}
+  if before is not None:  # the model before ``finish``, in the same summary file
     before_summary = evaluation.evaluate(
         before, evaluation.eval_data_config(config), data.eval_split, batch_size=eval_bs,
         quiet=True)
+    extra[spec.finish_names[0]] = {k: before_summary[k] for k in _SUMMARY_KEYS
+                                   if k in before_summary}
   summary = evaluation.evaluate(
       predictor, evaluation.eval_data_config(config), data.eval_split, output_dir=workdir,
       batch_size=eval_bs, num_faces=int(tc.num_plot_faces),
       names={"json": "eval_summary.json", "ced": "ced.png", "grid": "landmarks_grid.png"},
-      extra={"validation_curve": history, "train_seconds": train_seconds,
-             "variant": config.get("variant"), "workdir": str(workdir),
-             "export": str(export_dir)})
+      extra=extra)
   print("validation NME (inter-ocular) during training: " + ", ".join(
       f"step {h['step']} [{h['phase']}] {100 * h['nme_inter_ocular']:.2f}%" for h in history),
         flush=True)
   if before is not None:
-    summary[spec.finish_names[0]] = {k: before_summary[k] for k in _SUMMARY_KEYS
-                                      if k in before_summary}
-    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
     _print_rows(f"{data.dataset} {data.eval_split}",
                 [(spec.finish_names[0], before_summary), (spec.finish_names[1], summary)])
   print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
@@ -416,11 +416,10 @@ def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
   (and the method's ``finish`` step, which reads the training data again)."""
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import registry as registry_lib  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = workdir_lib.load_config(workdir)
   trained = read_checkpoint(workdir, config)
-  spec = registry_lib.get(str(config.method)).spec
+  spec = registry.get(str(config.method)).spec
   if spec.finish is not None:
     train_source, builder = data_lib.load_split(config.data, config.data.train_split)
     model = spec.build_model(config, np.asarray(config.mean_shape, np.float32))

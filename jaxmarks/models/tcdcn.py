@@ -77,7 +77,7 @@ from jaxmarks.methods import deep
 from jaxmarks.methods import validate
 from jaxmarks.train import trainer as trainer_lib
 
-__all__ = ["TCDCN", "init_variables", "task_state", "loss_fn_for", "early_stopping_hook",
+__all__ = ["TCDCN", "init_variables", "check_network_config", "task_state", "loss_fn_for", "early_stopping_hook",
            "stop_criterion", "METHOD", "UNIT"]
 
 
@@ -305,18 +305,25 @@ def _inference_fn(model: TCDCN, phase_index: int):
   return fn
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
+def check_network_config(config: ml_collections.ConfigDict) -> None:
+  """The network's fields (``config.model``) and ``train.num_steps``: shared with TCNN,
+  whose vanilla network this is."""
   m = config.model
   for key in ("image_size", "fc_units"):
     validate.check_int(config, f"model.{key}", 1)
   validate.check_int(config, "train.num_steps", 1)
+  if len(m.widths) != len(m.kernels) or not m.widths:
+    raise ValueError(f"config.model.widths {list(m.widths)} and config.model.kernels "
+                     f"{list(m.kernels)} must be non-empty and of one length")
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  m = config.model
+  check_network_config(config)
   # k = 2 cannot work: the median of two values is their mean, so the trend factor
   # is always infinite.
   validate.check_int(config, "tcdcn.early_stop_window", 3)
   validate.check_float(config, "tcdcn.early_stop_threshold", 0.0, low_open=True)
-  if len(m.widths) != len(m.kernels) or not m.widths:
-    raise ValueError(f"config.model.widths {list(m.widths)} and config.model.kernels "
-                     f"{list(m.kernels)} must be non-empty and of one length")
   if len(m.tasks) != len(m.num_classes) or len(m.tasks) != len(config.tcdcn.task_weights):
     raise ValueError(f"config.model.tasks {list(m.tasks)}, config.model.num_classes "
                      f"{list(m.num_classes)} and config.tcdcn.task_weights "

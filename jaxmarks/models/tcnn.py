@@ -37,7 +37,7 @@ Where this departs from the paper, and why:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ import numpy as np
 from jaxmarks import gmm as gmm_lib
 from jaxmarks import metrics as metrics_lib
 from jaxmarks.methods import deep
+from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import validate
 from jaxmarks.models import tcdcn
 from jaxmarks.train import trainer as trainer_lib
@@ -87,8 +88,7 @@ def tweak_state(num_clusters: int, num_features: int, num_outputs: int
 
 def init_variables(model: TCNN, rng):
   """``(params, {"tweak": tweak_state})``."""
-  x = jnp.zeros((1, model.image_size, model.image_size, 1), jnp.float32)
-  params = jax.jit(lambda r: model.init(r, x))(rng)["params"]
+  params, _ = tcdcn.init_variables(model, rng)  # the same network, no auxiliary tasks
   return params, {"tweak": tweak_state(model.num_clusters, model.fc_units,
                                        2 * len(model.mean_shape))}
 
@@ -151,7 +151,6 @@ def fit_tweak(key, features, targets, weights, fc6_kernel, fc6_bias, num_cluster
 
 def _finish(model, config, arrays, info, train_faces: Callable, log):
   """The tweak after the vanilla training (``DeepMethod.finish``)."""
-  from jaxmarks.methods import export as export_lib  # pylint: disable=g-import-not-at-top
   variables = export_lib.unflatten(arrays)
   params = jax.tree.map(jnp.asarray, variables["params"])
   apply = jax.jit(lambda p, x: model.apply({"params": p}, x)["features"])
@@ -211,16 +210,10 @@ def _inference_fn(model, phase_index: int):
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
-  m = config.model
-  for key in ("image_size", "fc_units"):
-    validate.check_int(config, f"model.{key}", 1)
-  validate.check_int(config, "train.num_steps", 1)
+  tcdcn.check_network_config(config)
   validate.check_int(config, "tcnn.num_clusters", 1)
   validate.check_int(config, "tcnn.em_iters", 1)
   validate.check_float(config, "tcnn.ridge", 0.0, low_open=True)
-  if len(m.widths) != len(m.kernels) or not m.widths:
-    raise ValueError(f"config.model.widths {list(m.widths)} and config.model.kernels "
-                     f"{list(m.kernels)} must be non-empty and of one length")
 
 
 METHOD = deep.DeepMethod(
