@@ -4,10 +4,11 @@ r"""Exports a trained model for serving: StableHLO (``jax.export``) and ONNX.
   python -m experiments.export --workdir=W --formats=stablehlo --batch=8
   python -m experiments.export --workdir=mtcnn-original --output_dir=/tmp/mtcnn_serving
 
-A face detector (MTCNN) exports its three networks as StableHLO
-(``serving.export_detector_stablehlo``: P-Net on any image size, R-Net and O-Net on
-any number of crops; the cascade's settings in serving.json), each checked against
-the detector's own networks.
+A face detector (MTCNN) exports its three networks (``jaxmarks.methods.
+detector_serving``: StableHLO with P-Net on any image size, ONNX with P-Net on tiles;
+R-Net and O-Net on any number of crops; the cascade's settings in serving.json),
+each checked against the detector's own networks, and the cascade around them
+against the detector on the bundled sample photo (one face, and two side by side).
 
 ``--workdir`` is a workdir, an export folder or a bundled model's name. Writes
 into ``--output_dir`` (default ``<workdir>/serving``) ``model.stablehlo``
@@ -74,7 +75,7 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
   else:
     out_dir = pathlib.Path("serving")
   if not hasattr(predictor, "predict"):  # a face detector: its three networks
-    return _run_detector(predictor, formats or ("stablehlo",), out_dir)
+    return _run_detector(predictor, formats or FORMATS, out_dir)
   formats = formats or FORMATS
   exporters = {"stablehlo": (serving.export_stablehlo, serving.load_stablehlo),
                "onnx": (serving.export_onnx, serving.load_onnx)}
@@ -107,32 +108,44 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
 
 def _run_detector(detector, formats: Sequence[str], out_dir: pathlib.Path
                   ) -> tuple[dict[str, Any], list[str]]:
-  """MTCNN's networks as StableHLO (``serving.export_detector_stablehlo``), each
-  checked against the detector's own call on random inputs."""
+  """MTCNN's three networks (``jaxmarks.methods.detector_serving``) in each format,
+  each checked against the detector's own networks on random inputs, and the
+  cascade around the exported networks against the detector on the check photos."""
+  from jaxmarks.methods import detector_serving  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
-  errors = [f"{f}: face detectors export to StableHLO only (their networks; the cascade "
-            "around them runs on the host)" for f in formats if f != "stablehlo"]
-  if "stablehlo" not in formats:
-    return {}, errors
-  manifest = serving.export_detector_stablehlo(detector, out_dir)
-  calls = serving.load_detector_stablehlo(out_dir)
-  rng = np.random.default_rng(0)
-  # Random inputs of each network (images of two sizes for P-Net, with padding).
-  inputs = {"pnet": (rng.uniform(0, 255, (2, 40, 52, 3)).astype(np.float32),
-                     np.array([[40, 52], [33, 47]], np.int32)),
-            "rnet": (rng.uniform(0, 255, (3, 24, 24, 3)).astype(np.float32),),
-            "onet": (rng.uniform(0, 255, (3, 48, 48, 3)).astype(np.float32),)}
-  written = {}
-  for name, (fn, _) in serving.detector_functions(detector).items():
-    got, want = calls[name](*inputs[name]), fn(*inputs[name])
-    diff = max(float(np.max(np.abs(np.asarray(g) - np.asarray(w))))
-               for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
-    entry = manifest["nets"][name]
-    written[name] = {"file": str((out_dir / entry["file"]).resolve()), "max_abs_diff": diff}
-    print(f"stablehlo: {out_dir / entry['file']} ({entry['bytes'] / 1e6:.2f} MB, inputs "
-          f"{entry['inputs']}); max abs difference to the detector: {diff:.2e}", flush=True)
-  print(f"mtcnn networks -> {(out_dir / serving.MANIFEST_FILE).resolve()} (the cascade's "
-        "settings under 'cascade')", flush=True)
+  exporters = {"stablehlo": detector_serving.export_stablehlo,
+               "onnx": detector_serving.export_onnx}
+  photos = detector_serving.check_photos()
+  written, errors = {}, []
+  for fmt in formats:
+    try:
+      manifest = exporters[fmt](detector, out_dir)
+    except (ImportError, ValueError) as e:
+      errors.append(f"{fmt}: {e}")
+      continue
+    entry = manifest["files"][fmt]
+    calls, _ = detector_serving.load_networks(out_dir, fmt)
+    nets = detector_serving.network_agreement(detector, calls, entry.get("tile"))
+    found = detector_serving.agreement(
+        detector, detector_serving.load_detector(out_dir, fmt), photos)
+    written[fmt] = {"files": {n: str((out_dir / e["file"]).resolve())
+                              for n, e in entry["nets"].items()},
+                    "max_abs_diff": max(nets.values()), "networks": nets, **found}
+    sizes = ", ".join(f"{n} {e['bytes'] / 1e6:.2f} MB" for n, e in entry["nets"].items())
+    tile = f"; P-Net in {entry['tile']}x{entry['tile']} tiles" if "tile" in entry else ""
+    print(f"{fmt}: {out_dir.resolve()}/{{pnet,rnet,onet}}.{fmt} ({sizes}{tile}); max abs "
+          "difference of the networks to the detector's on random inputs: "
+          + ", ".join(f"{n} {d:.2e}" for n, d in nets.items()), flush=True)
+    if not found["same_faces"]:
+      errors.append(f"{fmt}: the cascade around the exported networks finds other faces "
+                    f"than the detector on the check photos ({found})")
+      continue
+    print(f"{fmt}: the cascade around them on {found['photos']} check photos: the same "
+          f"{found['faces']} faces, boxes within {found['max_box_diff']:.2e} px, points "
+          f"within {found['max_point_diff']:.2e} px", flush=True)
+  if written:
+    print(f"mtcnn networks -> {(out_dir / serving.MANIFEST_FILE).resolve()} (the cascade's "
+          "settings under 'cascade')", flush=True)
   return written, errors
 
 

@@ -26,6 +26,7 @@ from experiments.configs import tcdcn as tcdcn_configs
 from jaxmarks import methods
 from jaxmarks.data import get_data_config
 from jaxmarks.methods import classical
+from jaxmarks.methods import detector_serving
 from jaxmarks.methods import export
 from jaxmarks.methods import serving
 from tests import classical_toy as toy
@@ -296,26 +297,41 @@ def test_bad_paths_and_models_give_clear_errors(tmp_path):
   assert "is neither a folder nor a bundled model" in r.stderr
 
 
-def test_detector_networks_export_to_stablehlo(tmp_path):
-  """MTCNN (the bundled detector): its three networks, P-Net on any image size."""
+def test_detector_exports_to_stablehlo_and_onnx(tmp_path):
+  """MTCNN (the bundled detector): its three networks in both formats (StableHLO's
+  P-Net on any image size, ONNX's on tiles), and the cascade around each export
+  finding the detector's faces on the sample photos."""
+  _optional("jax2onnx")
+  _optional("onnxruntime")
   written, errors = export_cli.run("mtcnn-original", None, tmp_path / "det")
-  assert not errors and sorted(written) == ["onet", "pnet", "rnet"]
-  assert all(w["max_abs_diff"] <= 1e-4 for w in written.values()), written
-  calls = serving.load_detector_stablehlo(tmp_path / "det")
-  detector = methods.load_detector("mtcnn-original")
-  x = np.random.default_rng(1).uniform(0, 255, (1, 61, 37, 3)).astype(np.float32)
-  valid = np.array([[61, 37]], np.int32)
-  got = calls["pnet"](x, valid)
-  want = detector._pnet_probs(detector.params["pnet"], x, valid)  # pylint: disable=protected-access
-  for g, w in zip(got, want):
-    np.testing.assert_allclose(g, np.asarray(w), atol=1e-5)
+  assert not errors and sorted(written) == ["onnx", "stablehlo"]
+  for fmt, w in written.items():
+    assert sorted(w["files"]) == ["onet", "pnet", "rnet"], w
+    assert w["max_abs_diff"] <= 1e-4, (fmt, w)
+    assert w["same_faces"] and w["faces"] == 3, (fmt, w)  # one face, then two
+    assert w["max_box_diff"] <= 1e-3 and w["max_point_diff"] <= 1e-3, (fmt, w)
   manifest = serving.read_manifest(tmp_path / "det")
   assert manifest["kind"] == "detector" and manifest["cascade"]["thresholds"] == [0.6, 0.7, 0.7]
-  _, errors = export_cli.run("mtcnn-original", ["onnx"], tmp_path / "det2")
-  assert errors and "StableHLO only" in errors[0]
+  assert manifest["files"]["onnx"]["tile"] == detector_serving.DEFAULT_TILE
+  detector = methods.load_detector("mtcnn-original")
+  calls, _ = detector_serving.load_networks(tmp_path / "det", "stablehlo")
+  x = np.random.default_rng(1).uniform(0, 255, (1, 61, 37, 3)).astype(np.float32)
+  valid = np.array([[61, 37]], np.int32)
+  want = detector._pnet_probs(detector.params["pnet"], x, valid)  # pylint: disable=protected-access
+  for got in (calls["pnet"](x, valid),
+              detector_serving.tiled_pnet(calls["pnet"], 24, x, valid)):  # tiles of 24 px
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, np.asarray(w), atol=1e-5)
+  with pytest.raises(ValueError, match="even size >= 12"):
+    detector_serving.tiled_pnet(calls["pnet"], 25, x, valid)
+  with pytest.raises(serving.UnsupportedError, match="not an MTCNN detector"):
+    detector_serving.export_stablehlo(methods.load_predictor("cpr-300w"), tmp_path / "x")
+  serving.export_stablehlo(methods.load_predictor("cpr-300w"), tmp_path / "lm")
   with pytest.raises(ValueError, match="not a detector's"):
-    serving.export_stablehlo(methods.load_predictor("cpr-300w"), tmp_path / "lm")
-    serving.load_detector_stablehlo(tmp_path / "lm")
+    detector_serving.load_detector(tmp_path / "lm", "onnx")
+  with pytest.raises(FileNotFoundError, match="no onnx export of the detector's pnet"):
+    (tmp_path / "det" / "pnet.onnx").unlink()
+    detector_serving.load_detector(tmp_path / "det", "onnx")
 
 
 def test_onnx_without_the_extra_names_it(predictors, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ Coordinates: the cascade computes in the reference's 1-based inclusive boxes
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import jax
@@ -130,6 +130,23 @@ class MTCNNDetector:
     self._pnet_fn = jax.jit(self._pnet_probs)
     self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet))
     self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet))
+
+  @classmethod
+  def with_networks(cls, config: ml_collections.ConfigDict, pnet: Callable[..., Any],
+                    rnet: Callable[..., Any], onet: Callable[..., Any]) -> "MTCNNDetector":
+    """The same cascade around other implementations of the three networks (exported
+    ones: ``jaxmarks.methods.detector_serving``), inputs RGB ``0..255`` float32:
+    ``pnet(images (B, H, W, 3), valid_hw (B, 2) int32) -> (prob (B, H', W'), box
+    (B, H', W', 4))``; ``rnet(crops (B, 24, 24, 3))``, ``onet(crops (B, 48, 48, 3))``
+    -> ``{"prob": (B,), "box": (B, 4)[, "points": (B, 5, 2)]}``."""
+    self = cls.__new__(cls)
+    self.config = config
+    self.settings = config.detector
+    self.params = dict.fromkeys(("pnet", "rnet", "onet"))
+    self._pnet_fn = lambda _, images, valid_hw: pnet(images, valid_hw)
+    self._rnet_fn = lambda _, crops: rnet(crops)
+    self._onet_fn = lambda _, crops: onet(crops)
+    return self
 
   # --- the jitted networks ------------------------------------------------------
   def _pnet_probs(self, params, images, valid_hw):

@@ -78,9 +78,8 @@ at a time (``classical.common._edge_pad``). A ``while`` loop with no known cap i
 refused, naming it and pointing to the StableHLO export. Every ONNX file is
 checked in onnxruntime against ``predict`` before it is kept.
 
-A face detector (MTCNN) is exported as its three networks in StableHLO
-(``export_detector_stablehlo``: P-Net on any image size, R-Net and O-Net on any
-number of crops; the host-side cascade's settings in serving.json).
+A face detector (MTCNN) is exported as its three networks, in StableHLO and ONNX
+alike: ``jaxmarks.methods.detector_serving``.
 
 ``python -m experiments.export`` is the command line.
 """
@@ -111,8 +110,7 @@ __all__ = ["FORMAT", "VERSION", "STABLEHLO_FILE", "ONNX_FILE", "MANIFEST_FILE",
            "ServingFunction", "UnsupportedError", "serving_function", "sample_crops",
            "export_stablehlo",
            "load_stablehlo", "export_onnx", "load_onnx", "read_manifest",
-           "onnx_unsupported_primitives", "detector_functions", "export_detector_stablehlo",
-           "load_detector_stablehlo"]
+           "onnx_unsupported_primitives"]
 
 FORMAT = "jaxmarks-serving"
 VERSION = 1
@@ -465,8 +463,12 @@ def _max_pool(x, *, window_dimensions, window_strides, padding, base_dilation,
   slices: exactly the same values."""
   if any(d != 1 for d in (*base_dilation, *window_dilation)):
     return None
-  if any(tuple(p) != (0, 0) for p in padding):
-    x = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype), [(lo, hi, 0) for lo, hi in padding])
+  for axis, (lo, hi) in enumerate(padding):  # -inf blocks concatenated: jax2onnx's Pad
+    if lo or hi:                              # needs a fixed size on every axis
+      block = lambda k: jnp.full_like(  # pylint: disable=cell-var-from-loop
+          jax.lax.slice_in_dim(x, 0, 1, axis=axis).repeat(k, axis=axis), -jnp.inf)
+      x = jnp.concatenate(([block(lo)] if lo else []) + [x] + ([block(hi)] if hi else []),
+                          axis=axis)
   if tuple(window_dimensions) == tuple(window_strides):
     x = x[tuple(slice(None) if w == 1 else slice(0, (n // w) * w)
                 for n, w in zip(x.shape, window_dimensions))]
@@ -555,10 +557,11 @@ def _primitives(jaxpr) -> set[str]:
   return names
 
 
-def _rewritten(fn, spec):
-  """The ClosedJaxpr of ``fn`` on ``spec`` with the ONNX-friendly rewrites."""
-  closed = jax.make_jaxpr(fn)(spec)
-  return jax.make_jaxpr(lambda x: _eval_rewritten(closed.jaxpr, closed.consts, x)[0])(spec)
+def _rewritten(fn, *specs):
+  """The ClosedJaxpr of ``fn`` on ``specs`` with the ONNX-friendly rewrites (its
+  outputs: ``fn``'s flattened)."""
+  closed = jax.make_jaxpr(fn)(*specs)
+  return jax.make_jaxpr(lambda *x: _eval_rewritten(closed.jaxpr, closed.consts, *x))(*specs)
 
 
 def _unsupported(closed) -> dict[str, str]:
@@ -759,85 +762,3 @@ def _onnx_runner(session, manifest=None, entry=None) -> Callable[[Any], np.ndarr
     return session.run(None, {name: images})[0]
 
   return run
-
-
-# ------------------------------------------------------------------ face detectors
-
-def detector_functions(detector) -> dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]:
-  """MTCNN's three networks as pure functions with their input specs (symbolic
-  sizes): ``{"pnet" | "rnet" | "onet": (fn, specs)}``, the parameters closed over.
-  What ``export_detector_stablehlo`` exports, and what its exports are checked
-  against."""
-  if not all(hasattr(detector, a) for a in ("params", "_pnet_probs", "_crop_net")):
-    raise UnsupportedError(f"{type(detector).__name__} is not an MTCNN detector: only "
-                           "MTCNN's networks have a serving export")
-  b, h, w = jax.export.symbolic_shape("b, h, w", constraints=("h >= 12", "w >= 12"))
-  n, = jax.export.symbolic_shape("b")  # its own scope: the constraints name h and w
-  params = detector.params
-  # pylint: disable=protected-access
-  return {
-      "pnet": (lambda x, v: detector._pnet_probs(params["pnet"], x, v),
-               (jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32),
-                jax.ShapeDtypeStruct((b, 2), jnp.int32))),
-      "rnet": (lambda x: detector._crop_net(detector._rnet, params["rnet"], x),
-               (jax.ShapeDtypeStruct((n, 24, 24, 3), jnp.float32),)),
-      "onet": (lambda x: detector._crop_net(detector._onet, params["onet"], x),
-               (jax.ShapeDtypeStruct((n, 48, 48, 3), jnp.float32),)),
-  }
-  # pylint: enable=protected-access
-
-
-def export_detector_stablehlo(detector, out_dir: str | pathlib.Path,
-                              platforms: Iterable[str] = ("cpu", "cuda")) -> dict[str, Any]:
-  """Writes MTCNN's three networks as StableHLO files and serving.json.
-
-  An MTCNN detection is a host-side cascade (image pyramid, non-maximum
-  suppression, box regression, crops) around three networks; the networks are what
-  is exported, each with its parameters baked in, inputs RGB ``0..255`` float32
-  (normalised inside)::
-
-    pnet.stablehlo   images (b, h, w, 3), valid_hw (b, 2) int32 (the unpadded size
-                     of each image: padding is masked as the detector does) ->
-                     face probability (b, h', w'), box offsets (b, h', w', 4);
-                     every size h, w >= 12 (symbolic)
-    rnet.stablehlo   crops (b, 24, 24, 3) -> prob (b,), box (b, 4)
-    onet.stablehlo   crops (b, 48, 48, 3) -> prob (b,), box (b, 4), points (b, 10)
-
-  serving.json carries the cascade's settings (thresholds, pyramid factor, minimum
-  face, NMS overlaps) for a consumer that runs the cascade itself
-  (``jaxmarks.detection.mtcnn_detector`` is the reference). ONNX is not offered for
-  detectors.
-  """
-  out_dir = pathlib.Path(out_dir).expanduser().resolve()
-  out_dir.mkdir(parents=True, exist_ok=True)
-  nets = {}
-  for name, (fn, specs) in detector_functions(detector).items():
-    exported, used = _exported(fn, specs, platforms, name)
-    data = bytes(exported.serialize())
-    _write_bytes(out_dir / f"{name}.stablehlo", data)
-    nets[name] = {"file": f"{name}.stablehlo", "platforms": list(used), "bytes": len(data),
-                  "inputs": [[str(d) for d in s.shape] for s in specs],
-                  "calling_convention_version": exported.calling_convention_version}
-  config = detector.config
-  manifest = {"format": FORMAT, "version": VERSION, "kind": "detector",
-              "method": str(config.get("method", "mtcnn")), "scheme": "mtfl5",
-              "input": "RGB images, 0..255 float32 (normalised inside the networks)",
-              "nets": nets, "cascade": config.detector.to_dict(),
-              "versions": {"jax": jax.__version__}}
-  _write_bytes(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
-  return manifest
-
-
-def load_detector_stablehlo(out_dir: str | pathlib.Path) -> dict[str, Callable[..., Any]]:
-  """``{"pnet", "rnet", "onet"}`` -> the exported networks' callables (outputs as
-  NumPy, the order of ``export_detector_stablehlo``'s docstring)."""
-  out_dir = pathlib.Path(out_dir).expanduser()
-  manifest = read_manifest(out_dir)
-  if manifest.get("kind") != "detector":
-    raise ValueError(f"{out_dir / MANIFEST_FILE} is a landmark method's serving export, not "
-                     "a detector's: use load_stablehlo")
-  calls = {}
-  for name, entry in manifest["nets"].items():
-    exported = jax.export.deserialize(bytearray((out_dir / entry["file"]).read_bytes()))
-    calls[name] = (lambda e: lambda *args: jax.tree.map(np.asarray, e.call(*args)))(exported)
-  return calls
