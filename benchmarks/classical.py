@@ -15,6 +15,15 @@ For each workdir this evaluates the method on its ``config.data.eval_split``
 shape as the initialisation) and prints the inter-ocular and inter-pupil NME,
 AUC@0.08, failure rate, ms per face at batch 1 (best of 5 loops of 200 calls),
 faces per second at batch 64 and the training time recorded by the experiment.
+
+``--dlib`` (needs the optional extra ``jaxmarks[peers]``: ``dlib-bin``) also trains
+dlib's shape predictor (its ERT trainer with its default options, 2 threads) in this
+process on the same ``train:fit`` faces as the first workdir's config -- the same
+128 px gray crops (raw 0..255, as dlib reads pixels), their mirrored copies as the
+project's trainers add them, and the ground-truth landmark box as the face box --
+then evaluates it on the same evaluation crops and boxes and times it (one face per
+call, as dlib runs) beside the other rows. Without dlib the row is skipped with the
+reason.
 """
 
 from __future__ import annotations
@@ -29,6 +38,77 @@ from absl import flags
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Trained classical workdirs.")
 _SPLIT = flags.DEFINE_string("split", "", "Split (default: each config's eval_split).")
 _REPEATS = flags.DEFINE_integer("repeats", 200, "Batch-1 calls per timing loop.")
+_DLIB = flags.DEFINE_bool("dlib", False, "Also train and evaluate dlib's shape predictor "
+                          "on the same faces (the [peers] extra).")
+_DLIB_FACES = flags.DEFINE_integer("dlib_max_train_faces", 0, "Limit dlib's training "
+                                   "faces (0 = all; a quick check).")
+
+
+def _dlib_row(config, split: str):
+  """dlib's ERT trainer on the config's training crops (see the module docstring):
+  ``("dlib", split, summary, speed, train_seconds)``, or None with the reason printed."""
+  import time  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  from jaxmarks import schemes  # pylint: disable=g-import-not-at-top
+  from jaxmarks.classical import cpr  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  try:
+    import dlib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    print(f"dlib row skipped: dlib is not installed ({e}); pip install 'jaxmarks[peers]'")
+    return None
+  data = config.data.copy_and_resolve_references()
+  data.normalization = "none"
+  train_split = data.train_split
+  images, landmarks, scheme = classical.load_arrays(
+      data, train_split, max_faces=_DLIB_FACES.value or None)
+  if bool(config.get(config.method, {}).get("mirror", True)):
+    fi, fl = cpr.mirror(images, landmarks, schemes.get_scheme(scheme).mirror)
+    images, landmarks = np.concatenate([images, fi]), np.concatenate([landmarks, fl])
+  test_images, test_landmarks, _ = classical.load_arrays(data, split)
+
+  def as_dlib(img):
+    return np.ascontiguousarray(np.clip(np.round(img[..., 0]), 0, 255).astype(np.uint8))
+
+  def rect(points):
+    lo, hi = points.min(0), points.max(0)
+    return dlib.rectangle(int(round(lo[0])), int(round(lo[1])), int(round(hi[0])),
+                          int(round(hi[1])))
+
+  objects = [[dlib.full_object_detection(rect(p), [dlib.point(int(round(x)), int(round(y)))
+                                                   for x, y in p])] for p in landmarks]
+  options = dlib.shape_predictor_training_options()
+  options.num_threads = 2
+  options.be_verbose = False
+  print(f"dlib: training its shape predictor on {len(images)} crops of {train_split} "
+        f"(defaults: cascade {options.cascade_depth}, {options.num_trees_per_cascade_level} "
+        f"trees of depth {options.tree_depth}, oversampling {options.oversampling_amount})",
+        flush=True)
+  start = time.perf_counter()
+  predictor = dlib.train_shape_predictor([as_dlib(i) for i in images], objects, options)
+  train_s = time.perf_counter() - start
+  faces = [as_dlib(i) for i in test_images]
+  boxes = [rect(p) for p in test_landmarks]
+
+  def predict(i):
+    shape = predictor(faces[i], boxes[i])
+    return [(shape.part(k).x, shape.part(k).y) for k in range(shape.num_parts)]
+
+  pred = np.asarray([predict(i) for i in range(len(faces))], np.float32)
+  summary = evaluation.summarize(pred, test_landmarks, scheme)
+  n = min(64, len(faces))
+  best = float("inf")
+  for _ in range(5):
+    t = time.perf_counter()
+    for r in range(_REPEATS.value):
+      predictor(faces[r % n], boxes[r % n])
+    best = min(best, (time.perf_counter() - t) / _REPEATS.value)
+  speed = {"ms_per_face_batch1": 1e3 * best, "faces_per_second_batched": 1.0 / best,
+           "load_average_1min": os.getloadavg()[0]}
+  return ("dlib", split, summary, speed, train_s)
 
 
 def main(argv):
@@ -56,6 +136,14 @@ def main(argv):
     train_s = (json.loads(metrics_path.read_text()).get("train_seconds")
                if metrics_path.exists() else float("nan"))
     rows.append((config.method, split, summary, speed, train_s))
+  if _DLIB.value:
+    if not _WORKDIRS.value:
+      raise app.UsageError("--dlib needs a workdir whose config names the data")
+    row = _dlib_row(methods.load_predictor(
+        pathlib.Path(_WORKDIRS.value[0]).expanduser().resolve()).config,
+                    _SPLIT.value or config.data.eval_split)
+    if row is not None:
+      rows.append(row)
 
   print()
   print(f"{'method':6} {'split':14} {'n':>4} {'NME io %':>9} {'NME ip %':>9} {'AUC@.08':>8} "

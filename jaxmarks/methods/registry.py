@@ -30,6 +30,7 @@ _ENTRIES: dict[str, str] = {
     "tcdcn": "jaxmarks.models.tcdcn:UNIT",
     "tcnn": "jaxmarks.models.tcnn:UNIT",
     "cpr": "jaxmarks.classical.cpr:UNIT",
+    "ert": "jaxmarks.classical.ert:UNIT",
     "asm": "jaxmarks.classical.asm:UNIT",
     "aam": "jaxmarks.classical.aam:UNIT",
     "mtcnn": "jaxmarks.detection.mtcnn_method:UNIT",

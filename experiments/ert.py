@@ -1,0 +1,12 @@
+r"""Trains ERT (an ensemble of regression trees, Kazemi and Sullivan 2014).
+
+  python -m experiments.ert --config=experiments/configs/ert.py:300w --workdir=/tmp/ert_300w
+
+The same as ``python -m experiments.train`` with ``experiments/configs/ert.py`` as the
+default config (see ``experiments/train.py``).
+"""
+
+from experiments import train
+
+if __name__ == "__main__":
+  train.run_method("ert")

@@ -1,0 +1,92 @@
+"""ERT: boosted trees that improve a mean-shape start, exact tree traversal under jit
+(a scan over stages), divergence, save/load."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmarks import methods
+from jaxmarks.classical import ert
+from tests import classical_toy as toy
+from tests import test_classical_cpr
+
+
+def _err(a, b):
+  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def trained():
+  x, y = toy.toy_faces(160, seed=1)
+  cfg = ert.ERTConfig(num_stages=4, num_trees=40, depth=3, pool_size=100, num_inits=4,
+                      rank=12, split_samples=400, eye_corners=toy.EYES, chunk=256)
+  return ert.train(x, y, cfg, mirror_permutation=toy.MIRROR, log=lambda *a: None)
+
+
+def test_ert_improves_mean_shape(trained):
+  x, y = toy.toy_faces(40, seed=2)
+  pred, diverged = ert.fit(trained, jnp.asarray(x))
+  init = np.broadcast_to(trained.init_shape, y.shape)
+  assert pred.shape == y.shape and diverged.shape == (40,)
+  assert not np.any(diverged)
+  assert _err(pred, y) < 0.5 * _err(init, y), (_err(pred, y), _err(init, y))
+
+
+def test_jax_traversal_matches_the_training_routing(trained):
+  """The jitted traversal and the NumPy routing that training fitted leaves with
+  reach the same leaf in every tree."""
+  rng = np.random.default_rng(0)
+  values = rng.normal(size=(50, trained.offsets.shape[1])).astype(np.float32)
+  t = 2
+  su, sv, th = (np.asarray(a[t]) for a in (trained.split_u, trained.split_v,
+                                           trained.threshold))
+  depth = 3
+  traverse = lambda v: ert._traverse(v, *map(jnp.asarray, (su, sv, th)), depth)
+  got = jax.jit(jax.vmap(traverse))(values)  # pylint: disable=protected-access
+  want = np.stack([np.asarray(ert._route(jnp.asarray(values), su[m], sv[m], th[m], depth))  # pylint: disable=protected-access
+                   for m in range(su.shape[0])], axis=1)
+  np.testing.assert_array_equal(np.asarray(got), want)
+  assert want.min() >= 0 and want.max() < 2**depth
+
+
+def test_tree_split_finds_the_informative_pixel_pair():
+  """One tree on samples whose residual depends only on pixel 3 - pixel 7."""
+  rng = np.random.default_rng(1)
+  values = rng.normal(size=(2000, 10)).astype(np.float32)
+  target = np.where(values[:, 3] - values[:, 7] > 0.2, 1.0, -1.0)[:, None].astype(np.float32)
+  cand_u, cand_v = rng.integers(0, 10, (1, 2000)), rng.integers(0, 10, (1, 2000))
+  su, sv, th, leaf = ert.fit_tree(jax.random.PRNGKey(0), jnp.asarray(values.T),
+                                  jnp.asarray(target), jnp.asarray(cand_u),
+                                  jnp.asarray(cand_v), depth=1)
+  assert {int(su[0]), int(sv[0])} == {3, 7}
+  assert abs(abs(float(th[0])) - 0.2) < 0.1
+  leaf = np.asarray(leaf)
+  assert leaf.shape == (2000,) and set(np.unique(leaf)) == {0, 1}
+  np.testing.assert_array_equal(leaf, np.asarray(ert._route(  # pylint: disable=protected-access
+      jnp.asarray(values), su, sv, th, 1)))
+
+
+def test_cascade_is_a_scan_under_jit(trained):
+  x, _ = toy.toy_faces(2, seed=3)
+  jaxpr = jax.make_jaxpr(lambda p, im: ert.fit(p, im))(trained, jnp.asarray(x))
+  assert "scan" in str(jaxpr)
+  assert trained.leaves.shape == (4, 40, 8, 12) and trained.basis.shape[:2] == (4, 12)
+
+
+def test_divergence_flag_gives_finite_coordinates(trained):
+  x, y = toy.toy_faces(2, seed=4)
+  images = jnp.concatenate([jnp.zeros_like(x[:1]), jnp.asarray(x[1:])])
+  absurd = jnp.stack([jnp.asarray(y[0]) * 40.0 + 1e4, jnp.asarray(y[1])])
+  pred, diverged = ert.fit(trained, images, absurd)
+  assert bool(diverged[0]) and not bool(diverged[1])
+  assert np.all(np.isfinite(np.asarray(pred)))
+
+
+def test_save_load_identical_predictions(trained, tmp_path):
+  test_classical_cpr._export(tmp_path, "ert", trained)  # pylint: disable=protected-access
+  pred = methods.load_predictor(tmp_path)
+  x, _ = toy.toy_faces(3, seed=5)
+  a = ert.Predictor(trained).predict(x)
+  b = pred.predict(x)
+  np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
