@@ -85,7 +85,7 @@ def _deep(path, method: str):
 
 
 def _classical(path, method: str):
-  from jaxmarks.classical import aam, asm, cpr  # pylint: disable=g-import-not-at-top
+  from jaxmarks.classical import aam, asm, cpr, ert  # pylint: disable=g-import-not-at-top
   if method == "aam":
     x, y = toy.toy_faces(150, size=64, seed=0)
     params = aam.train(x, y, aam.AAMConfig(num_levels=2, frame_size=48, shape_variance=0.99,
@@ -95,6 +95,12 @@ def _classical(path, method: str):
     x, y = toy.toy_faces(160, seed=1)
     params = cpr.train(x, y, cpr.CPRConfig(num_stages=4, grid=3, radius_start=0.3,
                                            radius_end=0.1, num_inits=4, rank=12, ridge=0.1,
+                                           eye_corners=toy.EYES, chunk=256),
+                       mirror_permutation=toy.MIRROR, log=lambda *a: None)
+  elif method == "ert":
+    x, y = toy.toy_faces(160, seed=1)
+    params = ert.train(x, y, ert.ERTConfig(num_stages=3, num_trees=30, depth=3, pool_size=80,
+                                           num_inits=4, rank=12, split_samples=400,
                                            eye_corners=toy.EYES, chunk=256),
                        mirror_permutation=toy.MIRROR, log=lambda *a: None)
   else:
@@ -132,7 +138,7 @@ def predictors(root):
 
 def _crops(predictor, batch: int, seed: int = 0) -> np.ndarray:
   s = int(predictor.config.data.image_size)
-  if predictor.config.method in ("cpr", "asm", "aam"):  # faces like the training faces
+  if predictor.config.method in ("cpr", "ert", "asm", "aam"):  # like the training faces
     return toy.toy_faces(batch, size=s, seed=10 + seed)[0]
   return serving.sample_crops(predictor, batch, seed)
 
@@ -144,7 +150,7 @@ def _max_diff(run, predictor, images) -> float:
   return float(np.abs(got - want).max())
 
 
-@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "asm", "aam"])
+@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "ert", "asm", "aam"])
 def test_stablehlo_round_trip_matches_predict(method, predictors, tmp_path):
   predictor = predictors(method)
   manifest = serving.export_stablehlo(predictor, tmp_path)
@@ -190,7 +196,7 @@ def test_fixed_batch_export_names_its_shape(predictors, tmp_path):
     run(_crops(predictor, 3))
 
 
-@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "asm", "aam"])
+@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "ert", "asm", "aam"])
 def test_onnx_in_onnxruntime_matches_predict(method, predictors, tmp_path):
   """Every method; ASM and AAM with their fit loops unrolled to their caps."""
   _optional("jax2onnx")

@@ -35,6 +35,11 @@ Departures, and why:
   several-fold on a 2-core CPU.
 - Pixels are sampled bilinearly from the per-image normalised gray crop (the
   paper: nearest pixel of the raw image).
+
+Measured (BENCHMARKS.md, 300-W ``train:holdout``, 128 px crops from the landmark
+box): 4.070 % inter-ocular NME after 384 s of fitting, against 4.091 % for dlib's
+trainer on the same faces in the same run (1,359 s); 1.9 ms per face at batch 1
+for both.
 """
 
 from __future__ import annotations
@@ -130,25 +135,27 @@ def pixels(image, shape, ref_shape, anchors, offsets):
 
 def _traverse(values, split_u, split_v, threshold, depth: int):
   """Leaf index ``(M,)`` of each tree for pool values ``(P,)``."""
-  trees = split_u.shape[0]
+  trees, inner = split_u.shape
   node = jnp.zeros(trees, jnp.int32)  # heap index
-  rows = jnp.arange(trees)
+  first = jnp.arange(trees) * inner  # flat 1-D gathers: jax2onnx converts them faithfully
+  split_u, split_v, threshold = (a.reshape(-1) for a in (split_u, split_v, threshold))
   for _ in range(depth):
-    u, v, t = split_u[rows, node], split_v[rows, node], threshold[rows, node]
+    u, v, t = split_u[first + node], split_v[first + node], threshold[first + node]
     node = 2 * node + jnp.where(values[u] - values[v] > t, 1, 2)
   return node - (2**depth - 1)
 
 
 def _fit_one(params: ERTParams, gray, init):
   image = cpr.normalize(gray)
-  depth = int(np.log2(params.leaves.shape[2]))
-  rows = jnp.arange(params.leaves.shape[1])
+  trees, n_leaves = params.leaves.shape[1:3]
+  depth = int(np.log2(n_leaves))
+  first = jnp.arange(trees) * n_leaves
 
   def step(shape, stage):
     anchors, offsets, su, sv, th, leaves, basis = stage
     values, lin = pixels(image, shape, params.ref_shape, anchors, offsets)
     leaf = _traverse(values, su, sv, th, depth)
-    delta = (leaves[rows, leaf].sum(0) @ basis).reshape(-1, 2)
+    delta = (leaves.reshape(trees * n_leaves, -1)[first + leaf].sum(0) @ basis).reshape(-1, 2)
     return shape + delta @ lin.T, None
 
   stages = (params.anchors, params.offsets, params.split_u, params.split_v,
