@@ -124,10 +124,10 @@ def _run_detector(detector, formats: Sequence[str], out_dir: pathlib.Path
       errors.append(f"{fmt}: {e}")
       continue
     entry = manifest["files"][fmt]
-    calls, _ = detector_serving.load_networks(out_dir, fmt)
+    calls, loaded = detector_serving.load_networks(out_dir, fmt)
     nets = detector_serving.network_agreement(detector, calls, entry.get("tile"))
     found = detector_serving.agreement(
-        detector, detector_serving.load_detector(out_dir, fmt), photos)
+        detector, detector_serving.cascade(calls, loaded, fmt), photos)
     written[fmt] = {"files": {n: str((out_dir / e["file"]).resolve())
                               for n, e in entry["nets"].items()},
                     "max_abs_diff": max(nets.values()), "networks": nets, **found}

@@ -22,6 +22,7 @@ __all__ = [
     "divergence_flags",
     "safe_shapes",
     "similarity_to",
+    "run_cascade",
     "FitPredictor",
     "config_fit_tol",
 ]
@@ -149,6 +150,22 @@ def safe_shapes(shapes, diverged, fallback):
   """Replaces diverged faces' ``(B, K, 2)`` shapes by ``fallback`` (finite, never NaN)."""
   fallback = jnp.broadcast_to(fallback, shapes.shape)
   return jnp.where(diverged[:, None, None], fallback, shapes)
+
+
+def run_cascade(fit_one, params, images, init_shapes=None):
+  """A shape-regression cascade on a batch of crops (CPR, ERT): ``fit_one(params, gray
+  (S, S), init (K, 2)) -> (K, 2)`` vmapped over the faces, from ``params.init_shape``
+  unless ``init_shapes`` ``(B, K, 2)`` are given.
+
+  Returns:
+    ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
+  """
+  gray = to_gray(images)
+  if init_shapes is None:
+    init_shapes = jnp.broadcast_to(params.init_shape, (gray.shape[0], *params.init_shape.shape))
+  shapes = jax.vmap(lambda g, s: fit_one(params, g, s))(gray, init_shapes)
+  diverged = divergence_flags(shapes, init_shapes, gray.shape[1:3])
+  return safe_shapes(shapes, diverged, init_shapes), diverged
 
 
 def similarity_to(reference, shapes):

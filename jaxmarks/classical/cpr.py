@@ -51,8 +51,8 @@ from jaxmarks.classical import common
 from jaxmarks.methods import classical
 from jaxmarks.methods import validate
 
-__all__ = ["CPRParams", "CPRConfig", "features", "fit", "train", "Predictor",
-           "UNIT"]
+__all__ = ["CPRParams", "CPRConfig", "features", "fit", "train", "initial_shapes",
+           "training_faces", "per_sample", "Predictor", "UNIT"]
 
 
 class CPRParams(NamedTuple):
@@ -158,13 +158,7 @@ def fit(params: CPRParams, images, init_shapes=None):
   Returns:
     ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
   """
-  gray = common.to_gray(images)
-  b = gray.shape[0]
-  if init_shapes is None:
-    init_shapes = jnp.broadcast_to(params.init_shape, (b, *params.init_shape.shape))
-  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s))(gray, init_shapes)
-  diverged = common.divergence_flags(shapes, init_shapes, gray.shape[1:3])
-  return common.safe_shapes(shapes, diverged, init_shapes), diverged
+  return common.run_cascade(_fit_one, params, images, init_shapes)
 
 
 # ----------------------------------------------------------------------------- training
@@ -182,8 +176,10 @@ def _make_offsets(ref_shape, num_stages, grid, r0, r1, eye):
       np.float32)
 
 
-def _initial_shapes(rng, gt, init_shape, cfg: CPRConfig, iod):
-  """``(N * A, K, 2)`` training initialisations and their face indices."""
+def initial_shapes(rng, gt, init_shape, cfg, iod):
+  """``(N * A, K, 2)`` training initialisations and their face indices; ``cfg`` has
+  ``num_inits``, ``jitter_scale``, ``jitter_rotation`` and ``jitter_shift`` (``CPRConfig``,
+  ``ert.ERTConfig``)."""
   n = len(gt)
   a = cfg.num_inits
   idx = np.repeat(np.arange(n), a)
@@ -215,6 +211,35 @@ def mirror(images, landmarks, permutation):
   flipped = landmarks[:, np.asarray(permutation)].copy()
   flipped[..., 0] = images.shape[2] - 1 - flipped[..., 0]
   return images[:, :, ::-1], flipped
+
+
+def training_faces(images, landmarks, mirror_permutation, chunk: int):
+  """What a cascade trains on: ``(grays (N, S, S) normalised, landmarks (N, K, 2),
+  init_shape (K, 2) the mean, ref_shape (K, 2) the mean centred at 0, norm_fn)``, the
+  mirrored faces added when ``mirror_permutation`` is given; ``norm_fn`` maps
+  ``(B, S, S, C)`` crops to normalised grays as here."""
+  landmarks = np.asarray(landmarks, np.float32)
+  images = np.asarray(images, np.float32)
+  if mirror_permutation is not None:
+    fi, fl = mirror(images, landmarks, mirror_permutation)
+    images, landmarks = np.concatenate([images, fi]), np.concatenate([landmarks, fl])
+  init_shape = landmarks.mean(0)
+  norm_fn = jax.jit(jax.vmap(lambda x: normalize(common.to_gray(x[None])[0])))
+  grays = jnp.concatenate([norm_fn(jnp.asarray(images[i:i + chunk]))
+                           for i in range(0, len(images), chunk)])
+  return grays, landmarks, init_shape, init_shape - init_shape.mean(0), norm_fn
+
+
+def per_sample(fn, grays, shapes, args, index=None, chunk: int = 512):
+  """``fn(grays (b, S, S), shapes (b, K, 2), *args) -> arrays (b, ...)`` over every
+  sample in chunks of ``chunk`` (sample ``i`` reads ``grays[index[i]]`` when an index
+  is given); the outputs concatenated as NumPy."""
+  outs = []
+  for i in range(0, len(shapes), chunk):
+    sel = slice(i, i + chunk)
+    g = grays[jnp.asarray(index[sel])] if index is not None else grays[sel]
+    outs.append([np.asarray(o) for o in fn(g, jnp.asarray(shapes[sel]), *args)])
+  return tuple(np.concatenate(parts) for parts in zip(*outs))
 
 
 def _ridge(x, y, lam, rank):
@@ -249,34 +274,18 @@ def train(images, landmarks, cfg: CPRConfig | None = None, mirror_permutation=No
   cfg = cfg or CPRConfig()
   progress = progress or (lambda x, **kw: x)
   rng = np.random.default_rng(cfg.seed)
-  landmarks = np.asarray(landmarks, np.float32)
-  images = np.asarray(images, np.float32)
-  if mirror_permutation is not None:
-    fi, fl = mirror(images, landmarks, mirror_permutation)
-    images = np.concatenate([images, fi])
-    landmarks = np.concatenate([landmarks, fl])
-  init_shape = landmarks.mean(0)
-  ref_shape = init_shape - init_shape.mean(0)
+  grays, landmarks, init_shape, ref_shape, norm_fn = training_faces(
+      images, landmarks, mirror_permutation, cfg.chunk)
+  del images
   iod = float(np.linalg.norm(ref_shape[cfg.eye_corners[0]] - ref_shape[cfg.eye_corners[1]]))
   offsets = _make_offsets(ref_shape, cfg.num_stages, cfg.grid, cfg.radius_start,
                           cfg.radius_end, cfg.eye_corners)
-  norm_fn = jax.jit(jax.vmap(lambda x: normalize(common.to_gray(x[None])[0])))
-  grays = jnp.concatenate([norm_fn(jnp.asarray(images[i:i + cfg.chunk]))
-                           for i in range(0, len(images), cfg.chunk)])
-  del images
-  shapes, idx = _initial_shapes(rng, landmarks, init_shape, cfg, iod)
+  shapes, idx = initial_shapes(rng, landmarks, init_shape, cfg, iod)
   ref = jnp.asarray(ref_shape)
   feat_fn = jax.jit(jax.vmap(lambda g, s, o: features(g, s, ref, o), in_axes=(0, 0, None)))
 
   def batched_features(imgs, shp, o_t, index=None):
-    feats, lins = [], []
-    for i in range(0, len(shp), cfg.chunk):
-      sel = slice(i, i + cfg.chunk)
-      g = imgs[jnp.asarray(index[sel])] if index is not None else imgs[sel]
-      f, lin = feat_fn(g, jnp.asarray(shp[sel]), o_t)
-      feats.append(np.asarray(f))
-      lins.append(np.asarray(lin))
-    return np.concatenate(feats), np.concatenate(lins)
+    return per_sample(feat_fn, imgs, shp, (o_t,), index, cfg.chunk)
 
   if valid is not None:
     v_gray = norm_fn(jnp.asarray(valid[0], jnp.float32))

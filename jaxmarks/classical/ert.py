@@ -176,13 +176,7 @@ def fit(params: ERTParams, images, init_shapes=None):
   Returns:
     ``(landmarks (B, K, 2), diverged (B,))``; diverged faces return their initial shape.
   """
-  gray = common.to_gray(images)
-  b = gray.shape[0]
-  if init_shapes is None:
-    init_shapes = jnp.broadcast_to(params.init_shape, (b, *params.init_shape.shape))
-  shapes = jax.vmap(lambda g, s: _fit_one(params, g, s))(gray, init_shapes)
-  diverged = common.divergence_flags(shapes, init_shapes, gray.shape[1:3])
-  return common.safe_shapes(shapes, diverged, init_shapes), diverged
+  return common.run_cascade(_fit_one, params, images, init_shapes)
 
 
 # ----------------------------------------------------------------------------- training
@@ -310,35 +304,18 @@ def train(images, landmarks, cfg: ERTConfig | None = None, mirror_permutation=No
   cfg = cfg or ERTConfig()
   progress = progress or (lambda x, **kw: x)
   rng = np.random.default_rng(cfg.seed)
-  landmarks = np.asarray(landmarks, np.float32)
-  images = np.asarray(images, np.float32)
-  if mirror_permutation is not None:
-    fi, fl = cpr.mirror(images, landmarks, mirror_permutation)
-    images, landmarks = np.concatenate([images, fi]), np.concatenate([landmarks, fl])
-  init_shape = landmarks.mean(0)
-  ref_shape = init_shape - init_shape.mean(0)
+  grays, landmarks, init_shape, ref_shape, norm_fn = cpr.training_faces(
+      images, landmarks, mirror_permutation, cfg.chunk)
+  del images
   size = float((ref_shape.max(0) - ref_shape.min(0)).max())
   iod = float(np.linalg.norm(ref_shape[cfg.eye_corners[0]] - ref_shape[cfg.eye_corners[1]]))
-  norm_fn = jax.jit(jax.vmap(lambda x: cpr.normalize(common.to_gray(x[None])[0])))
-  grays = jnp.concatenate([norm_fn(jnp.asarray(images[i:i + cfg.chunk]))
-                           for i in range(0, len(images), cfg.chunk)])
-  del images
-  init_cfg = cpr.CPRConfig(num_inits=cfg.num_inits, jitter_scale=cfg.jitter_scale,
-                           jitter_rotation=cfg.jitter_rotation, jitter_shift=cfg.jitter_shift)
-  shapes, idx = cpr._initial_shapes(rng, landmarks, init_shape, init_cfg, iod)  # pylint: disable=protected-access
+  shapes, idx = cpr.initial_shapes(rng, landmarks, init_shape, cfg, iod)
   ref = jnp.asarray(ref_shape)
   pix_fn = jax.jit(jax.vmap(lambda g, s, a, o: pixels(g, s, ref, a, o),
                             in_axes=(0, 0, None, None)))
 
   def pool_values(imgs, shp, anchors, offsets, index=None):
-    vals, lins = [], []
-    for i in range(0, len(shp), cfg.chunk):
-      sel = slice(i, i + cfg.chunk)
-      g = imgs[jnp.asarray(index[sel])] if index is not None else imgs[sel]
-      v, lin = pix_fn(g, jnp.asarray(shp[sel]), anchors, offsets)
-      vals.append(np.asarray(v))
-      lins.append(np.asarray(lin))
-    return np.concatenate(vals), np.concatenate(lins)
+    return cpr.per_sample(pix_fn, imgs, shp, (anchors, offsets), index, cfg.chunk)
 
   trees = jnp.arange(cfg.num_trees)
   stage_leaves = jax.jit(jax.vmap(

@@ -47,7 +47,7 @@ from jaxmarks.detection import mtcnn_detector
 from jaxmarks.methods import serving
 
 __all__ = ["NETS", "DEFAULT_TILE", "network_functions", "export_stablehlo", "export_onnx",
-           "load_networks", "load_detector", "tiled_pnet", "network_agreement",
+           "load_networks", "load_detector", "cascade", "tiled_pnet", "network_agreement",
            "agreement", "check_photos"]
 
 NETS = ("pnet", "rnet", "onet")
@@ -274,7 +274,11 @@ def load_detector(out_dir: str | pathlib.Path, fmt: str) -> mtcnn_detector.MTCNN
   """The MTCNN cascade (``detect``, ``proposals``) around a detector export's
   networks in ``fmt``; no jaxmarks network code runs (the ONNX networks in
   onnxruntime, P-Net in tiles: ``tiled_pnet``)."""
-  calls, manifest = load_networks(out_dir, fmt)
+  return cascade(*load_networks(out_dir, fmt), fmt)
+
+
+def cascade(calls, manifest: dict[str, Any], fmt: str) -> mtcnn_detector.MTCNNDetector:
+  """``load_detector`` from networks already loaded (``load_networks``)."""
   pnet = calls["pnet"]
   if fmt == "onnx":
     tile = int(manifest["files"]["onnx"]["tile"])
@@ -305,10 +309,10 @@ def network_agreement(detector, calls, tile: int | None, seed: int = 0) -> dict[
     if name == "pnet" and tile is not None:
       got = tiled_pnet(calls[name], tile, *inputs[name])
       # Only the valid cells: tiles leave the padding's cells at zero.
-      masks = [np.zeros(want[0].shape, bool)]
+      mask = np.zeros(want[0].shape, bool)
       for b, (vh, vw) in enumerate(valid):
-        masks[0][b, :-(-(vh - 2) // 2) - 4, :-(-(vw - 2) // 2) - 4] = True
-      diffs = [np.abs(g - w)[masks[0]] for g, w in zip(got, want)]
+        mask[b, :-(-(vh - 2) // 2) - 4, :-(-(vw - 2) // 2) - 4] = True
+      diffs = [np.abs(g - w)[mask] for g, w in zip(got, want)]
     else:
       diffs = [np.abs(np.asarray(g) - w) for g, w in zip(calls[name](*inputs[name]), want)]
     found[name] = max(float(d.max()) for d in diffs)

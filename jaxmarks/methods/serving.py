@@ -675,7 +675,6 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
     entry["check_max_abs_diff"] = diff
     entry["check_faces"] = found["faces"]
     entry["check_unstable_faces"] = found["unstable_faces"]
-    entry["check_max_abs_diff"] = diff
   out_dir.mkdir(parents=True, exist_ok=True)
   _write_bytes(out_dir / ONNX_FILE, data)
   return _write_manifest(out_dir, predictor, sf, "onnx", entry)
