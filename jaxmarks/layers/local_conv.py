@@ -81,6 +81,8 @@ class LocallySharedConv(nn.Module):
     stacked = jnp.transpose(kernel, (2, 3, 4, 0, 1, 5)).reshape((kh, kw, c, p * q * self.features))
     y = jax.lax.conv_general_dilated(x, stacked.astype(x.dtype), (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if p * q == 1:  # an ordinary convolution: no region selection
+      return y + bias[0, 0].astype(x.dtype) if bias is not None else y
     y = y.reshape(y.shape[:3] + (p, q, self.features))
     row_of = np.zeros((oh, p), np.float32)
     for i, (r0, r1) in enumerate(rows):

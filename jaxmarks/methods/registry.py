@@ -27,6 +27,7 @@ __all__ = ["MethodUnit", "unit_for", "get", "names"]
 _ENTRIES: dict[str, str] = {
     "dan": "jaxmarks.models.dan:UNIT",
     "dcnn": "jaxmarks.models.dcnn:UNIT",
+    "facepp": "jaxmarks.models.facepp:UNIT",
     "tcdcn": "jaxmarks.models.tcdcn:UNIT",
     "tcnn": "jaxmarks.models.tcnn:UNIT",
     "cpr": "jaxmarks.classical.cpr:UNIT",

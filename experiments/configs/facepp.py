@@ -1,0 +1,99 @@
+"""Face++ coarse-to-fine cascade configs (ml_collections): ``get_config(variant)``.
+
+Variants (``--config=experiments/configs/facepp.py:<variant>``):
+
+- ``""`` / ``"300w"`` (default): the shared 300-W training set
+  (``$JAXMARKS_DATASETS/300w``), trained on ``train:fit`` (1,811 faces) and validated
+  on ``train:holdout`` (a fixed seeded 10 %, 201 faces); 128x128 grey crops of the
+  ground-truth landmark box x 1.3, mildly jittered and mirrored; the four levels
+  trained one after the other (inside 60 minutes on a 2-core CPU; BENCHMARKS.md).
+- ``"paper"``: the same data with the paper-sized schedule for a GPU (more steps
+  per level, the full jitter of DAN's augmentation).
+- ``"synthetic"``: the built-in synthetic faces, a few steps per level (tests).
+
+Any field can be overridden, e.g. ``--config.train.steps_per_level='(2000, 4000, 3000, 3000)'``.
+"""
+
+import ml_collections
+
+from experiments.configs import common
+from jaxmarks.data import paths
+
+VARIANTS = ("300w", "paper", "synthetic")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a named variant (see the module docstring)."""
+  variant = (variant or "300w").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown Face++ config variant {variant!r}; known variants: "
+                     f"{', '.join(VARIANTS)}")
+  c = common.deep_config("facepp", variant)
+  d = c.data
+  d.dataset = "ibug300w"
+  d.manual_dir = paths.dataset_dir("300w")
+  d.train_split = "train:fit"
+  d.eval_split = "train:holdout"
+  d.image_size = 128
+  d.grayscale = True
+  d.crop_scale = 1.3
+  d.translation = 0.05
+  d.rotation = 10.0
+  d.scale = 0.05
+  d.flip_prob = 0.5
+  d.batch_size = 32
+  d.num_workers = 1  # overlaps JPEG decoding and warping with the train step
+
+  c.model = ml_collections.ConfigDict()
+  c.model.image_size = 128
+  c.model.input_sizes = (48, 48, 32, 32)  # network input side per level
+  c.model.supersample = (3, 2, 2, 1)  # window samples per input pixel (anti-aliasing)
+  c.model.margins = (1.15, 1.4, 1.25)  # window margins of levels 2, 3, 4
+  c.model.layers = ((4, 20, (1, 1)), (3, 40, (1, 1)), (3, 60, (1, 1)), (2, 80, (1, 1)))
+  c.model.hidden = (120, 240, 120, 120)
+  c.model.output_scale = 8.0
+  c.model.gain = 1.0
+
+  c.facepp = ml_collections.ConfigDict()
+  # Windows of levels 2-4 are placed on the earlier levels' predictions, shifted by
+  # up to this fraction of their half side and scaled by up to 1 +- it.
+  c.facepp.train_jitter = (0.1, 0.1, 0.06)
+
+  c.train.steps_per_level = (2500, 4000, 3500, 3500)
+  common.cosine_schedule(c.train)
+  c.train.phase_lr_factors = (1.0, 1.0, 1.0, 1.0)
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 2
+  c.train.eval_batch_size = 201
+
+  if variant == "paper":
+    d.translation = 0.1
+    d.rotation = 20.0
+    d.scale = 0.15
+    d.batch_size = 64
+    d.num_workers = 4
+    c.train.steps_per_level = (20000, 40000, 30000, 30000)
+    c.train.eval_every = 2000
+    c.train.checkpoint_every = 2000
+  elif variant == "synthetic":
+    d.dataset = "synthetic_faces"
+    d.manual_dir = ""
+    d.builder_config = "small"
+    d.train_split = "train"
+    d.eval_split = "validation"
+    d.batch_size = 16
+    d.num_workers = 0
+    d.image_size = 64
+    c.model.image_size = 64
+    c.model.input_sizes = (24, 24, 16, 16)
+    c.model.supersample = (2, 1, 1, 1)
+    c.model.layers = ((3, 8, (1, 1)), (3, 8, (1, 1)), (2, 16, (1, 1)))
+    c.model.hidden = (16, 16, 16, 16)
+    c.train.steps_per_level = (4, 4, 4, 4)
+    c.train.log_every = 2
+    c.train.eval_every = 0
+    c.train.checkpoint_every = 4
+    c.train.eval_batch_size = 32
+  return c

@@ -1,0 +1,136 @@
+"""Face++ coarse-to-fine cascade: window geometry and resampling, the untrained cascade,
+level-wise training of only each level's networks, and the driver end to end."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import facepp as facepp_configs
+from jaxmarks import methods
+from jaxmarks.models import facepp
+
+
+def _mean_shape(size=64, seed=0):
+  """A face-like 68-point shape in a ``size`` crop (the synthetic renderer's template
+  is not needed: any non-degenerate shape will do)."""
+  rng = np.random.default_rng(seed)
+  t = np.linspace(0, np.pi, 17)
+  contour = np.stack([0.5 - 0.38 * np.cos(t), 0.35 + 0.5 * np.sin(t)], -1)
+  inner = np.concatenate([rng.uniform([0.25, 0.25], [0.75, 0.8], (51, 2))])
+  # Orientation pairs apart horizontally, as on a face.
+  for a, b in facepp.ORIENTATION:
+    inner[a - 17] = [0.3 + 0.05 * (a % 3), inner[a - 17, 1]]
+    inner[b - 17] = [0.6 + 0.05 * (b % 3), inner[a - 17, 1]]
+  return (np.concatenate([contour, inner]) * size).astype(np.float32)
+
+
+def test_organs_partition_the_inner_points():
+  assert sorted(sum(facepp.ORGANS, ())) == list(facepp.INNER)
+  assert len(facepp.INNER) == 51 and len(facepp.CONTOUR) == 17
+  for idx, pair in zip(facepp.ORGANS, facepp.ORIENTATION):
+    assert set(pair) <= set(idx)
+
+
+def test_windows_cover_their_points_and_invert():
+  rng = np.random.default_rng(0)
+  pts = jnp.asarray(rng.uniform(10, 50, (3, 7, 2)), jnp.float32)
+  angle = jnp.asarray([0.0, 0.4, -1.0])
+  for a in (None, angle):
+    center, half, ang = facepp.window_of(pts, 1.25, a)
+    u = facepp.to_window(pts, center, half, ang)
+    # The points' box, grown by the margin: every |u| <= 1 / 1.25, one side touching it.
+    assert float(jnp.abs(u).max()) <= 1 / 1.25 + 1e-5
+    np.testing.assert_allclose(np.abs(np.asarray(u)).max(axis=(1, 2)), 1 / 1.25, rtol=1e-5)
+    np.testing.assert_allclose(facepp.from_window(u, center, half, ang), pts, atol=1e-4)
+
+
+def test_separable_and_gathered_resampling_agree():
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.normal(size=(2, 40, 50)), jnp.float32)
+  center = jnp.asarray([[20.0, 18.0], [3.0, 35.0]])  # the second window leaves the image
+  half = jnp.asarray([9.0, 12.0])
+  angle = jnp.zeros(2)
+  for ss in (1, 3):
+    a = facepp.sample_window(images, center, half, angle, 12, ss)
+    b = facepp.sample_window(images, center, half, angle, 12, ss, rotated=True)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  # A bright pixel at a rotated window's centre lands in the patch's central cells.
+  img = jnp.zeros((1, 40, 40)).at[0, 24:27, 11:14].set(1.0)  # a 3x3 blob
+  p = facepp.sample_window(img, jnp.asarray([[12.0, 25.0]]), jnp.asarray([6.0]),
+                           jnp.asarray([0.7]), 8, 1, rotated=True)[0, ..., 0]
+  assert np.unravel_index(int(jnp.argmax(p)), p.shape) in {(3, 3), (3, 4), (4, 3), (4, 4)}
+
+
+def _model(size=64):
+  ms = _mean_shape(size)
+  return facepp.FacePP(mean_shape=tuple(map(tuple, ms.tolist())), image_size=size,
+                       input_sizes=(24, 24, 16, 16), supersample=(2, 1, 1, 1),
+                       layers=((3, 8, (1, 1)), (3, 8, (1, 1)), (2, 8, (1, 1))),
+                       hidden=(16, 16, 16, 16)), ms
+
+
+def test_untrained_levels_leave_the_mean_shape_in_place():
+  model, ms = _model()
+  params, state = facepp.init_variables(model, jax.random.PRNGKey(0))
+  assert state == {}
+  assert set(params) == ({"level1_inner", "level1_contour", "level2_inner", "level2_contour"}
+                         | {f"level{lv}_{n}" for lv in (3, 4) for n in facepp.ORGAN_NAMES})
+  assert params["level2_inner"]["out"]["kernel"].shape[-1] == 102
+  assert params["level3_mouth"]["out"]["kernel"].shape[-1] == 40
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 1)), jnp.float32)
+  out = jax.jit(model.apply)({"params": params}, x)
+  assert len(out["stages"]) == 4 and out["landmarks"].shape == (2, 68, 2)
+  for stage in out["stages"]:  # zero-initialised outputs: each level keeps the estimate
+    np.testing.assert_allclose(stage, np.broadcast_to(ms, (2, 68, 2)), atol=1e-3)
+  with pytest.raises(ValueError, match="expects 64x64 crops"):
+    model.apply({"params": params}, jnp.zeros((1, 32, 32, 1)))
+
+
+def test_a_level_trains_only_its_own_networks():
+  model, ms = _model()
+  params, state = facepp.init_variables(model, jax.random.PRNGKey(0))
+  phases = facepp.level_phases(model, "ibug68", [1, 1, 1, 1], lambda n, i: optax.adam(1e-2),
+                               [0.1, 0.1, 0.05])
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.normal(size=(4, 64, 64, 1)), jnp.float32),
+           "landmarks": jnp.asarray(ms[None] + rng.normal(size=(4, 68, 2)), jnp.float32)}
+  for i, phase in enumerate(phases):
+    grads = jax.jit(jax.grad(lambda p, phase=phase: phase.loss_fn(
+        p, state, batch, jax.random.PRNGKey(1))[0]))(params)
+    updates, _ = phase.tx.update(grads, phase.tx.init(params), params)
+    moved = {k for k, v in updates.items()
+             if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))}
+    want = facepp._owned(i + 1)  # pylint: disable=protected-access
+    assert moved == want, (i, moved)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("facepp")
+  c = facepp_configs.get_config("synthetic")
+  return root, methods.train(c, root / "wd")
+
+
+def test_the_cascade_trains_level_by_level_and_reports_each(trained):
+  root, summary = trained
+  assert summary["n"] == 200 and [s["stage"] for s in summary["stages"]] == [1, 2, 3, 4]
+  assert [h["phase"] for h in summary["validation_curve"]] == ["level1", "level2", "level3", "level4"]
+  predictor = methods.load_predictor(root / "wd" / "export")
+  assert predictor.phase == 3
+  out = predictor.predict(np.zeros((3, 64, 64, 1), np.float32))
+  assert out["landmarks"].shape == (3, 68, 2) and len(out["stages"]) == 4
+
+
+def test_config_errors_name_the_field(tmp_path):
+  c = facepp_configs.get_config("synthetic")
+  c.train.steps_per_level = (10, 10)
+  with pytest.raises(ValueError, match="steps_per_level needs 4 positive integers"):
+    methods.train(c, tmp_path / "wd")
+  c = facepp_configs.get_config("synthetic")
+  c.model.input_sizes = (24, 24, 8, 16)
+  with pytest.raises(ValueError, match=r"do not fit an input of 8x8 \(config.model.input_sizes\)"):
+    methods.train(c, tmp_path / "wd2")
+  with pytest.raises(ValueError, match="unknown Face\\+\\+ config variant 'x'"):
+    facepp_configs.get_config("x")
