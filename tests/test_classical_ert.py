@@ -67,6 +67,39 @@ def test_tree_split_finds_the_informative_pixel_pair():
       jnp.asarray(values), su, sv, th, 1)))
 
 
+def test_fern_levels_share_the_informative_split():
+  """A depth-2 fern on residuals that depend on two pixel differences: each level's
+  nodes share one split, the two differences, and the routing matches ``_route``."""
+  rng = np.random.default_rng(2)
+  values = rng.normal(size=(3000, 10)).astype(np.float32)
+  target = np.stack([np.where(values[:, 3] - values[:, 7] > 0.0, 1.0, -1.0),
+                     0.5 * np.where(values[:, 1] - values[:, 5] > 0.0, 1.0, -1.0)], 1)
+  cand_u, cand_v = rng.integers(0, 10, (3, 300)), rng.integers(0, 10, (3, 300))
+  su, sv, th, leaf = ert.fit_tree(jax.random.PRNGKey(3), jnp.asarray(values.T),
+                                  jnp.asarray(target.astype(np.float32)),
+                                  jnp.asarray(cand_u), jnp.asarray(cand_v), depth=2, fern=True)
+  su, sv, th = np.asarray(su), np.asarray(sv), np.asarray(th)
+  assert su[1] == su[2] and sv[1] == sv[2] and th[1] == th[2]  # level 2 shared
+  pairs = {frozenset((int(su[0]), int(sv[0]))), frozenset((int(su[1]), int(sv[1])))}
+  assert pairs <= {frozenset((3, 7)), frozenset((1, 5))} and len(pairs) == 2, pairs
+  np.testing.assert_array_equal(np.asarray(leaf), np.asarray(ert._route(  # pylint: disable=protected-access
+      jnp.asarray(values), jnp.asarray(su), jnp.asarray(sv), jnp.asarray(th), 2)))
+
+
+def test_ferns_improve_mean_shape():
+  x, y = toy.toy_faces(160, seed=1)
+  cfg = ert.ERTConfig(num_stages=4, num_trees=40, depth=3, pool_size=100, num_inits=4,
+                      rank=12, split_samples=400, eye_corners=toy.EYES, chunk=256,
+                      regressor="ferns", nu=0.3, fern_beta=20.0)
+  params = ert.train(x, y, cfg, mirror_permutation=toy.MIRROR, log=lambda *a: None)
+  split_u = np.asarray(params.split_u)  # (T, M, 7): one split per level
+  assert np.all(split_u[..., 1] == split_u[..., 2]) and np.all(split_u[..., 3:] == split_u[..., 3:4])
+  xv, yv = toy.toy_faces(40, seed=2)
+  pred, _ = ert.fit(params, jnp.asarray(xv))
+  init = np.broadcast_to(params.init_shape, yv.shape)
+  assert _err(pred, yv) < 0.6 * _err(init, yv), (_err(pred, yv), _err(init, yv))
+
+
 def test_cascade_is_a_scan_under_jit(trained):
   x, _ = toy.toy_faces(2, seed=3)
   jaxpr = jax.make_jaxpr(lambda p, im: ert.fit(p, im))(trained, jnp.asarray(x))

@@ -8,6 +8,10 @@ Variants (``--config=experiments/configs/ert.py:<variant>``):
   Sullivan's (and dlib's) settings: 10 stages of 500 trees of depth 4, shrinkage
   0.1, 400 pool pixels, 20 candidate splits per node, 20 initial shapes per face;
   mirrored faces added.
+- ``"300w_ferns"``: the same cascade with ferns instead of trees (Cao et al.'s ESR,
+  CVPR 2012): 10 stages of 500 ferns of depth 5, each level's split chosen by
+  correlation with the residuals projected on a random direction, leaves shrunk by
+  ``n / (n + beta)``.
 - ``"synthetic"``: the built-in ``synthetic_faces`` (``small``), fewer trees; about
   a minute.
 
@@ -18,7 +22,7 @@ import ml_collections
 
 from experiments.configs import cpr as cpr_configs
 
-VARIANTS = ("300w", "synthetic")
+VARIANTS = ("300w", "300w_ferns", "synthetic", "synthetic_ferns")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -32,7 +36,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.max_train_faces = 0  # 0 = all
   c.scheme = ""  # filled in from the dataset
-  c.data = cpr_configs.classical_data_config(variant)
+  c.data = cpr_configs.classical_data_config(variant.replace("_ferns", ""))
   c.ert = ml_collections.ConfigDict()
   c.ert.num_stages = 10
   c.ert.num_trees = 500
@@ -49,7 +53,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.ert.rank = 32
   c.ert.split_samples = 16384
   c.ert.mirror = True
-  if variant == "synthetic":
+  c.ert.regressor = "trees"  # or "ferns" (ESR)
+  c.ert.fern_beta = 0.0  # ferns: leaf shrinkage n / (n + beta)
+  if variant.endswith("_ferns"):
+    c.ert.regressor = "ferns"
+    c.ert.depth = 5  # ESR's fern depth
+    c.ert.nu = 1.0  # ESR shrinks by beta alone
+    c.ert.fern_beta = 1000.0  # ESR's beta
+  if variant.startswith("synthetic"):
     c.ert.num_stages = 6
     c.ert.num_trees = 60
     c.ert.num_inits = 5

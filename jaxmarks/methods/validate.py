@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxmarks.methods import workdir as workdir_lib
 
-__all__ = ["check_int", "check_float"]
+__all__ = ["check_int", "check_float", "check_choice"]
 
 
 def check_int(config: ml_collections.ConfigDict, dotted: str, low: int,
@@ -41,3 +41,12 @@ def check_float(config: ml_collections.ConfigDict, dotted: str, low: float,
                else f"a number in {left}{low}, {high}]")
     raise ValueError(f"config.{dotted} must be {allowed}; got {value!r}")
   return float(value)
+
+
+def check_choice(config: ml_collections.ConfigDict, dotted: str, choices) -> str:
+  """``config.<dotted>`` as one of ``choices``; a ValueError naming the field."""
+  value = workdir_lib.config_value(config, dotted)
+  if value not in tuple(choices):
+    raise ValueError(f"config.{dotted} must be one of {', '.join(map(repr, choices))}; "
+                     f"got {value!r}")
+  return value
