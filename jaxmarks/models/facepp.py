@@ -200,6 +200,7 @@ class FacePP(nn.Module):
     layers: ``(kernel, maps, (p, q) regions)`` of every network's convolutions.
     hidden: each level's hidden fully connected units (4 entries).
     output_scale: pixels per unit of level 1's box outputs.
+    window_scale: window half sides per unit of the outputs of levels 2 to 4.
     gain: the ``|tanh|`` gain.
   """
 
@@ -212,6 +213,7 @@ class FacePP(nn.Module):
                            (2, 80, (1, 1)))
   hidden: Sequence[int] = (120, 240, 120, 120)
   output_scale: float = 8.0
+  window_scale: float = 0.1
   gain: float = 1.0
 
   def setup(self):
@@ -280,7 +282,8 @@ class FacePP(nn.Module):
                              (CONTOUR, self.contour2, windows[1])):
       # The mean in a window: its points' window grown by the same margin.
       mean_u = self._mean_in_window(idx, float(self.margins[0]))
-      u = mean_u[None] + net(self._window_input(2, gray, window)).reshape(-1, len(idx), 2)
+      u = mean_u[None] + self.window_scale * net(self._window_input(2, gray, window)).reshape(
+          -1, len(idx), 2)
       outs.append(from_window(u, *window))
     return tuple(outs)
 
@@ -300,7 +303,8 @@ class FacePP(nn.Module):
     outs = []
     for idx, pair, net, window in zip(ORGANS, ORIENTATION, nets, windows):
       mean_u = self._mean_in_window(idx, margin, pair if level == 4 else None)
-      u = mean_u[None] + net(self._window_input(level, gray, window)).reshape(-1, len(idx), 2)
+      u = mean_u[None] + self.window_scale * net(self._window_input(level, gray, window)).reshape(
+          -1, len(idx), 2)
       outs.append(from_window(u, *window))
     return outs
 
@@ -431,7 +435,8 @@ def build_model(config: ml_collections.ConfigDict, mean_shape) -> FacePP:
                 layers=tuple((int(k), int(c), tuple(int(r) for r in reg))
                              for k, c, reg in m.layers),
                 hidden=tuple(int(v) for v in m.hidden),
-                output_scale=float(m.output_scale), gain=float(m.gain))
+                output_scale=float(m.output_scale),
+              window_scale=float(m.window_scale), gain=float(m.gain))
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
