@@ -12,7 +12,10 @@ crops from the ground-truth landmark box, in the scheme both sides convert to
 excluded). The table gives NME with each normalisation (inter-ocular = outer eye
 corners on 68 points, eye centres on 5; inter-pupil; box diagonal), AUC@0.08
 and the failure rate at 0.08 (inter-ocular), ms per face at batch 1, faces/s at
-batch 64, the training time the workdir recorded and the parameter count.
+batch 64, the training time the workdir recorded and the parameter count. The first
+row is the training mean shape placed in each crop, with no fit (the starting point
+of the classical methods; taken from the first listed model that keeps one: ASM,
+AAM, CPR, ERT; ``--nomean_shape`` leaves it out).
 
 Printed as Markdown, and written to ``--output`` (Markdown) with the figures as
 JSON beside it (``<output stem>.json``). The load average is printed: other work
@@ -26,6 +29,7 @@ import os
 import pathlib
 import sys
 
+import numpy as np
 from absl import app
 from absl import flags
 
@@ -37,6 +41,8 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The dataset's original fi
 _OUTPUT = flags.DEFINE_string("output", "table.md", "Markdown file to write ('' : print only).")
 _REPEATS = flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
+_MEAN_SHAPE = flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
+                                "each crop (from the first model that keeps one).")
 
 COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME io"),
            ("nme_inter_pupil", "NME ip"), ("nme_bbox_diagonal", "NME box diag."),
@@ -62,6 +68,25 @@ def _cell(key: str, value) -> str:
   if key == "parameters":
     return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.0f} k"
   return str(value)
+
+
+class MeanShape:
+  """A predictor that places a model's training mean shape ``(K, 2)`` (crop pixels)
+  in every crop: ``predict(images (B, S, S, C)) -> {"landmarks": (B, K, 2)}``."""
+
+  def __init__(self, mean_shape, config):
+    self.mean_shape = np.asarray(mean_shape, np.float32)
+    self.config = config
+
+  def predict(self, images):
+    return {"landmarks": np.broadcast_to(self.mean_shape, (len(images), *self.mean_shape.shape))}
+
+
+def mean_shape_of(predictor):
+  """The ``(K, 2)`` training mean shape a classical predictor starts from, or None."""
+  params = getattr(predictor, "params", None)
+  shape = getattr(params, "init_shape", None)
+  return None if shape is None else np.asarray(shape)
 
 
 def markdown(rows, dataset: str, split: str, scheme: str) -> str:
@@ -94,7 +119,7 @@ def _main():
 
   if not _WORKDIRS.value:
     raise app.UsageError("--workdirs is required")
-  rows, data = [], None
+  rows, data, mean_row = [], None, None
   for entry in _WORKDIRS.value:
     path = methods.resolve(entry)
     config, arrays, info = methods.read_trained(path)
@@ -110,6 +135,13 @@ def _main():
                                              data.data_dir or None, data.manual_dir)
     print(f"== {entry} ({config.method}) on {data.dataset} {split}", flush=True)
     summary = evaluation.evaluate(predictor, model_data, split, quiet=True)
+    mean = mean_shape_of(predictor) if _MEAN_SHAPE.value and mean_row is None else None
+    if mean is not None:
+      print(f"== mean shape of {entry} on {data.dataset} {split}", flush=True)
+      s = evaluation.evaluate(MeanShape(mean, config), model_data, split, quiet=True)
+      mean_row = {**{k: s.get(k) for k, _ in COLUMNS if k in s},
+                  "model": "mean shape (no fit)", "method": f"mean of {entry}",
+                  "scheme": s["scheme"], "n": s["n"]}
     images, _, _ = classical.load_arrays(model_data, split, max_faces=64)
     speed = evaluation.time_predictor(predictor, images, batch_size=64,
                                       repeats=_REPEATS.value, rounds=_ROUNDS.value)
@@ -117,6 +149,8 @@ def _main():
                  **{k: summary.get(k) for k, _ in COLUMNS if k in summary}, **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
                  "parameters": export.parameter_count(arrays), "n": summary["n"]})
+  if mean_row is not None:
+    rows.insert(0, mean_row)
   schemes = sorted({r["scheme"] for r in rows})
   text = markdown(rows, data.dataset, split, ", ".join(schemes))
   text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "

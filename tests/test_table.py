@@ -1,0 +1,38 @@
+"""The comparison table (``benchmarks/table.py``): every model and the mean-shape row
+on one split, as Markdown and JSON."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from experiments.configs import cpr as cpr_configs
+from jaxmarks import methods
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_table_has_the_mean_shape_row_and_each_model(tmp_path):
+  wd = tmp_path / "cpr"
+  methods.train(cpr_configs.get_config("synthetic"), wd)
+  out = tmp_path / "table.md"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-m", "benchmarks.table", f"--workdirs={wd}",
+                      f"--output={out}", "--repeats=2", "--rounds=1"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert [row["model"] for row in rows] == ["mean shape (no fit)", str(wd)]
+  mean, cpr = rows
+  assert mean["method"] == f"mean of {wd}" and mean["n"] == cpr["n"] > 0
+  # The cascade starts from that mean shape and must improve on it.
+  assert cpr["nme_inter_ocular"] < 0.8 * mean["nme_inter_ocular"]
+  assert "ms_per_face_batch1" not in mean and cpr["ms_per_face_batch1"] > 0
+  text = out.read_text()
+  assert "| mean shape (no fit) |" in text and "inter-ocular" in text
+
+  r = subprocess.run([sys.executable, "-m", "benchmarks.table", f"--workdirs={wd}",
+                      "--output=", "--repeats=2", "--rounds=1", "--nomean_shape"], cwd=REPO,
+                     env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0 and "mean shape (no fit)" not in r.stdout
