@@ -63,12 +63,12 @@ def test_separable_and_gathered_resampling_agree():
   assert np.unravel_index(int(jnp.argmax(p)), p.shape) in {(3, 3), (3, 4), (4, 3), (4, 4)}
 
 
-def _model(size=64):
+def _model(size=64, organ_start="mean"):
   ms = _mean_shape(size)
   return facepp.FacePP(mean_shape=tuple(map(tuple, ms.tolist())), image_size=size,
                        input_sizes=(24, 24, 16, 16), supersample=(2, 1, 1, 1),
                        layers=((3, 8, (1, 1)), (3, 8, (1, 1)), (2, 8, (1, 1))),
-                       hidden=(16, 16, 16, 16)), ms
+                       hidden=(16, 16, 16, 16), organ_start=organ_start), ms
 
 
 def test_untrained_levels_leave_the_mean_shape_in_place():
@@ -86,6 +86,30 @@ def test_untrained_levels_leave_the_mean_shape_in_place():
     np.testing.assert_allclose(stage, np.broadcast_to(ms, (2, 68, 2)), atol=1e-3)
   with pytest.raises(ValueError, match="expects 64x64 crops"):
     model.apply({"params": params}, jnp.zeros((1, 32, 32, 1)))
+
+
+@pytest.mark.parametrize("organ_start", ["mean", "previous"])
+def test_organ_levels_start_from_the_mean_organ_or_from_the_previous_level(organ_start):
+  model, _ = _model(organ_start=organ_start)
+  params, _ = facepp.init_variables(model, jax.random.PRNGKey(0))
+  # Level 2 trained to move the inner points: a non-zero output bias deforms them.
+  bias = params["level2_inner"]["out"]["bias"]
+  params["level2_inner"]["out"]["bias"] = jnp.asarray(
+      np.random.default_rng(3).normal(size=bias.shape), jnp.float32)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 1)), jnp.float32)
+  stages = jax.jit(model.apply)({"params": params}, x)["stages"]
+  moved = float(jnp.abs(stages[1] - stages[0]).max())
+  assert moved > 0.5
+  for level in (2, 3):  # untrained levels 3 and 4 against the level before
+    change = float(jnp.abs(stages[level] - stages[level - 1]).max())
+    if organ_start == "previous":  # each keeps the previous level's points exactly
+      assert change < 1e-3, (level, change)
+    elif level == 2:  # level 3 restarts from the mean organs: level 2's deformation lost
+      assert change > 0.1 * moved, (level, change)
+  if organ_start == "previous":  # the networks see the previous points' deviation
+    assert params["level3_mouth"]["fc"]["kernel"].shape[0] == (
+        _model()[0].init(jax.random.PRNGKey(0), x)["params"]["level3_mouth"]["fc"][
+            "kernel"].shape[0] + 2 * 20)
 
 
 def test_a_level_trains_only_its_own_networks():

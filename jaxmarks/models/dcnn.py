@@ -87,7 +87,8 @@ class ConvNet(nn.Module):
   """``LocallySharedConv`` + ``|tanh|`` layers, 2x2 max pooling after the first
   ``num_pools``, a hidden ``|tanh|`` layer and a zero-initialised linear output.
 
-  ``(B, H, W, 1)`` -> ``(B, outputs)``.
+  ``(B, H, W, 1)`` (and optional ``extra`` ``(B, E)`` features joined to the
+  convolutional features before the hidden layer) -> ``(B, outputs)``.
   """
 
   layers: Sequence[tuple[int, int, tuple[int, int]]]
@@ -97,13 +98,15 @@ class ConvNet(nn.Module):
   gain: float = 1.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, extra=None):
     for i, (k, maps, regions) in enumerate(self.layers):
       x = abs_tanh(LocallySharedConv(maps, (k, k), tuple(regions), name=f"conv{i + 1}")(x),
                    self.gain)
       if i < self.num_pools:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
+    if extra is not None:
+      x = jnp.concatenate([x, extra.astype(x.dtype)], axis=-1)
     x = abs_tanh(nn.Dense(self.hidden, name="fc")(x), self.gain)
     return nn.Dense(self.outputs, kernel_init=nn.initializers.zeros, name="out")(x)
 
