@@ -19,8 +19,10 @@ Departures from the paper:
   values: on 300-W holdout 11.2 % against 11.9 % inter-ocular NME (the L1
   normalisation blows up weak, noisy profiles in flat regions to the same size as
   real edges; the small constant keeps flat profiles small).
-- Covariances are regularised (``+ eps * I``) so that they stay invertible with a
-  few hundred training faces.
+- Covariances are regularised (``+ eps * I``, relative to their mean variance) so that
+  they stay invertible with a few hundred training faces; a strong ridge (0.3 in the
+  300w config, with 23-sample profiles) is also more accurate on 300-W (9.88 % against
+  10.83 % at 0.01 with 17 samples).
 - The PDM constraint is the per-mode clamp of the 1995 paper (no hyper-ellipsoid),
   applied after fitting the similarity (pose) between the model frame and the image.
   The coarser levels keep only the largest modes (``coarse_variance_fraction``, 0.5
