@@ -31,8 +31,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data = cpr_configs.classical_data_config(variant)
   c.asm = ml_collections.ConfigDict()
   # Measured on 300-W (600 train:fit faces, 60 train:holdout): 3 levels with a short
-  # search (+-3 px of each level) and long profiles (23 samples), few modes at the
-  # coarse levels (pose first), 90 % of the shape variance at the finest level.
+  # search (+-3 px of each level) and long profiles, few modes at the coarse levels
+  # (pose first), 90 % of the shape variance at the finest level.
   c.asm.num_levels = 3
   # 300-W train:holdout, 2026-12-03 (BENCHMARKS.md): 23-sample profiles with a 0.3
   # covariance ridge 9.88 %, against 10.83 % for 17 samples and 0.01.
