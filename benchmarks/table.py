@@ -15,7 +15,10 @@ and the failure rate at 0.08 (inter-ocular), ms per face at batch 1, faces/s at
 batch 64, the training time the workdir recorded and the parameter count. The first
 row is the training mean shape placed in each crop, with no fit (the starting point
 of the classical methods; taken from the first listed model that keeps one: ASM,
-AAM, CPR, ERT; ``--nomean_shape`` leaves it out).
+AAM, CPR, ERT; ``--nomean_shape`` leaves it out). ``--mirror`` adds a column: the
+inter-ocular NME with test-time mirroring (``jaxmarks.methods.mirror``; each
+prediction averaged with the one on the mirrored crop; the speed columns stay
+those of the plain model).
 
 Printed as Markdown, and written to ``--output`` (Markdown) with the figures as
 JSON beside it (``<output stem>.json``). The load average is printed: other work
@@ -41,6 +44,8 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The dataset's original fi
 _OUTPUT = flags.DEFINE_string("output", "table.md", "Markdown file to write ('' : print only).")
 _REPEATS = flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
+_MIRROR = flags.DEFINE_bool("mirror", False, "Add a column: inter-ocular NME with test-time "
+                            "mirroring (jaxmarks.methods.mirror; not in the papers).")
 _MEAN_SHAPE = flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
                                 "each crop (from the first model that keeps one).")
 
@@ -50,6 +55,7 @@ COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME i
            ("ms_per_face_batch1", "ms/face, batch 1"),
            ("faces_per_second_batched", "faces/s, batch 64"), ("train_seconds", "training"),
            ("parameters", "parameters"))
+MIRROR_COLUMN = ("nme_inter_ocular_mirror", "NME io, mirror-averaged")
 
 
 def _cell(key: str, value) -> str:
@@ -89,13 +95,19 @@ def mean_shape_of(predictor):
   return None if shape is None else np.asarray(shape)
 
 
-def markdown(rows, dataset: str, split: str, scheme: str) -> str:
+def columns(mirror: bool = False):
+  """The table's ``(key, label)`` columns; ``mirror`` adds the mirror-averaged NME."""
+  return COLUMNS[:3] + (MIRROR_COLUMN,) + COLUMNS[3:] if mirror else COLUMNS
+
+
+def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False) -> str:
+  cols = columns(mirror)
   lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; crops from the ground-truth "
            "landmark box; io = inter-ocular, ip = inter-pupil).", "",
-           "| " + " | ".join(label for _, label in COLUMNS) + " |",
-           "|" + "---|" * len(COLUMNS)]
+           "| " + " | ".join(label for _, label in cols) + " |",
+           "|" + "---|" * len(cols)]
   for row in rows:
-    lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in COLUMNS) + " |")
+    lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in cols) + " |")
   return "\n".join(lines)
 
 
@@ -115,6 +127,7 @@ def _main():
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIRS.value:
@@ -135,6 +148,10 @@ def _main():
                                              data.data_dir or None, data.manual_dir)
     print(f"== {entry} ({config.method}) on {data.dataset} {split}", flush=True)
     summary = evaluation.evaluate(predictor, model_data, split, quiet=True)
+    if _MIRROR.value:
+      mirrored = evaluation.evaluate(mirror_lib.MirrorAveraged(predictor), model_data, split,
+                                     quiet=True)
+      summary["nme_inter_ocular_mirror"] = mirrored["nme_inter_ocular"]
     mean = mean_shape_of(predictor) if _MEAN_SHAPE.value and mean_row is None else None
     if mean is not None:
       print(f"== mean shape of {entry} on {data.dataset} {split}", flush=True)
@@ -146,13 +163,13 @@ def _main():
     speed = evaluation.time_predictor(predictor, images, batch_size=64,
                                       repeats=_REPEATS.value, rounds=_ROUNDS.value)
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
-                 **{k: summary.get(k) for k, _ in COLUMNS if k in summary}, **speed,
+                 **{k: summary.get(k) for k, _ in columns(True) if k in summary}, **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
                  "parameters": export.parameter_count(arrays), "n": summary["n"]})
   if mean_row is not None:
     rows.insert(0, mean_row)
   schemes = sorted({r["scheme"] for r in rows})
-  text = markdown(rows, data.dataset, split, ", ".join(schemes))
+  text = markdown(rows, data.dataset, split, ", ".join(schemes), mirror=_MIRROR.value)
   text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "
            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; training time "
            "as each workdir recorded it (classical methods: the fit, on crops already "

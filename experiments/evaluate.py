@@ -8,7 +8,8 @@ diagonal) with AUC@0.08 and the failure rate (plus the divergence count when the
 method reports one, and each stage's NME for cascades), and writes into the
 output folder (default: the workdir) ``evaluation_<dataset>_<split>.json``,
 ``ced_<dataset>_<split>.png`` and ``landmarks_<dataset>_<split>.png``
-(``jaxmarks.evaluation.evaluate_trained``).
+(``jaxmarks.evaluation.evaluate_trained``). ``--mirror`` averages each prediction
+with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.methods.mirror``).
 
 A face detector (MTCNN: a workdir, or the bundled ``mtcnn-original``) is evaluated
 on the whole photos of the split instead (``jaxmarks.detection.evaluate``): faces
@@ -46,6 +47,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.")
   flags.DEFINE_string("output_dir", "", "Where to write the JSON/PNGs (default: workdir).")
   flags.DEFINE_integer("num_faces", 16, "Faces drawn in the landmark grid.")
+  flags.DEFINE_bool("mirror", False, "Test-time mirroring: average each prediction with the "
+                    "one on the mirrored crop (reported as mirror-averaged; not in the papers).")
   flags.DEFINE_integer("limit", 0, "Detectors: evaluate only the first N faces (0: all).")
 
 
@@ -68,7 +71,7 @@ def main(argv) -> None:
         builder_config=FLAGS.builder_config, data_dir=FLAGS.data_dir,
         manual_dir=FLAGS.manual_dir, box_source=FLAGS.box_source,
         batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir or None,
-        num_faces=FLAGS.num_faces)
+        num_faces=FLAGS.num_faces, mirror=FLAGS.mirror)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)

@@ -95,9 +95,14 @@ class Models:
   """The landmark method (or None) and the face detector a prediction uses."""
 
   def __init__(self, workdir=None, detector: str = "mtcnn-original",
-               boxes: Sequence[str] = (), min_face_size: int = 0):
+               boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False):
     self.workdir = methods.resolve(workdir) if workdir else None
-    self.predictor = methods.load_predictor(self.workdir) if self.workdir else None
+    self.mirror = bool(mirror)
+    if mirror and not self.workdir:
+      raise ValueError("--mirror needs --workdir or --model (a landmark method)")
+    is_landmarks = self.workdir is not None and not methods.is_detector(self.workdir)
+    self.predictor = (methods.load_predictor(self.workdir, mirror=mirror and is_landmarks)
+                      if self.workdir else None)
     if self.predictor is not None and not hasattr(self.predictor, "predict"):
       raise ValueError(f"{workdir} holds a face detector, not a landmark method: pass it as "
                        "--detector (without --workdir its five points are the landmarks)")
@@ -136,6 +141,7 @@ class Models:
         "detector": self.detector_name,
         "scheme": methods.scheme_of(config),
         "coordinates": "image pixels, 0-based, x then y",
+        **({"test_time_mirror": True} if self.mirror else {}),
         "faces": [{"box": [round(float(v), 3) for v in f.box], "score": round(f.score, 5),
                    "landmarks": np.round(f.landmarks, 3).tolist(),
                    **({"diverged": f.diverged} if f.diverged is not None else {}),
@@ -169,12 +175,12 @@ def _say(n_faces: int, faces, where: str) -> None:
 
 def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
         detector: str = "mtcnn-original", min_face_size: int = 0,
-        outputs: Outputs | None = None) -> dict[str, Any]:
+        outputs: Outputs | None = None, mirror: bool = False) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
-  JSON dict."""
+  JSON dict. ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``)."""
   outputs = outputs or Outputs()
   image = pipeline.read_image(image_path)
-  models = Models(workdir, detector, boxes, min_face_size)
+  models = Models(workdir, detector, boxes, min_face_size, mirror)
   faces = models.faces([image])[0]
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
@@ -208,14 +214,14 @@ def image_files(folder) -> list[pathlib.Path]:
 
 def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
                batch_size: int = 8, min_face_size: int = 0,
-               outputs: Outputs | None = None) -> list[dict[str, Any]]:
+               outputs: Outputs | None = None, mirror: bool = False) -> list[dict[str, Any]]:
   """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
   detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
   overlay per photo."""
   outputs = outputs or Outputs()
   files = image_files(folder) if not isinstance(folder, (list, tuple)) else [
       pathlib.Path(f) for f in folder]
-  models = Models(workdir, detector, (), min_face_size)
+  models = Models(workdir, detector, (), min_face_size, mirror)
   out_dir = _out_dir(models, output_dir)
   records, total = [], 0
   jsonl_path = out_dir / "predictions.jsonl"
@@ -268,14 +274,14 @@ def video_frames(path) -> tuple[Iterator[np.ndarray], float, tuple[int, int]]:
 
 def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
               batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
-              smooth: bool = False) -> dict[str, Any]:
+              smooth: bool = False, mirror: bool = False) -> dict[str, Any]:
   """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
   (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
   and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
   filter), which removes most frame-to-frame jitter on still faces."""
   outputs = outputs or Outputs()
   frames, fps, size = video_frames(video_path)
-  models = Models(workdir, detector, (), min_face_size)
+  models = Models(workdir, detector, (), min_face_size, mirror)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(video_path).stem
   paths = {"jsonl": out_dir / f"{stem}_landmarks.jsonl", "mp4": out_dir / f"{stem}_landmarks.mp4",
@@ -377,13 +383,13 @@ def main(argv) -> None:
       workdir, detector = None, workdir
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
-          FLAGS.min_face_size, outputs)
+          FLAGS.min_face_size, outputs, FLAGS.mirror)
     elif "images" in given:
       run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
-                 FLAGS.batch_size, FLAGS.min_face_size, outputs)
+                 FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror)
     else:
       run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
-                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth)
+                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth, FLAGS.mirror)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -412,6 +418,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
   flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "
                     "not).")
+  flags.DEFINE_bool("mirror", False, "Average each face's landmarks with those predicted on "
+                    "the mirrored crop (test-time mirroring; about twice the work).")
   flags.DEFINE_bool("smooth", False, "Video: track faces and filter their landmarks over time "
                     "(One-Euro filter) against frame-to-frame jitter.")
 

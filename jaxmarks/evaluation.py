@@ -327,8 +327,13 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   if extra:
     summary.update(extra)
   label = f"{data.dataset} {split}"
+  stem = _safe(f"{data.dataset}_{split}")
+  from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+  if isinstance(predictor, mirror_lib.MirrorAveraged):
+    summary["test_time_mirror"] = True
+    label += ", mirror-averaged"
+    stem += "_mirror"
   if output_dir is not None:
-    stem = _safe(f"{data.dataset}_{split}")
     names = names or {"json": f"evaluation_{stem}.json", "ced": f"ced_{stem}.png",
                       "grid": f"landmarks_{stem}.png"}
     summary["files"] = write_results(output_dir, result, summary, label=label, names=names)
@@ -346,17 +351,22 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
                      builder_config: str | None = None, data_dir: str | None = None,
                      manual_dir: str | None = None, box_source: str | None = None,
                      batch_size: int = 64, output_dir=None, num_faces: int = 16,
-                     predictor=None) -> dict[str, Any]:
+                     predictor=None, mirror: bool = False) -> dict[str, Any]:
   """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
   split of any dataset with its scheme; writes into ``output_dir`` (default ``path``).
 
   The dataset and its location default to the method's own ``config.data``; the
   crop settings are always the method's. ``predictor`` skips restoring it again.
+  ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``); the files are then
+  named ``..._mirror`` and the label says "mirror-averaged".
   """
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(path).expanduser().resolve()
+  path = methods.resolve(path)  # a folder, or a bundled model's name
   if predictor is None:
-    predictor = methods.load_predictor(path)
+    predictor = methods.load_predictor(path, mirror=mirror)
+  elif mirror:
+    from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+    predictor = mirror_lib.MirrorAveraged(predictor)
   data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
                           box_source, batch_size)
   return evaluate(predictor, data, split, output_dir=output_dir or path, batch_size=batch_size,

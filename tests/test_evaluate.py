@@ -226,3 +226,14 @@ def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_pat
                                 builder_config="frontal", data_dir=str(tmp_path / "tfds"),
                                 manual_dir=str(tmp_path / "not_needed"))
   assert not list((tmp_path / "tfds").rglob("*.array_record*"))
+
+
+def test_a_bundled_model_is_evaluated_by_name_with_test_time_mirroring(trained, tmp_path):
+  root, _ = trained
+  s = evaluation.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
+                                  builder_config="tiny", data_dir=str(root / "tfds"),
+                                  output_dir=tmp_path, batch_size=8, mirror=True)
+  assert s["test_time_mirror"] is True and s["n"] == 16 and s["method"] == "cpr"
+  saved = json.loads((tmp_path / "evaluation_synthetic_faces_validation_mirror.json").read_text())
+  assert saved["nme_inter_ocular"] == pytest.approx(s["nme_inter_ocular"])
+  assert (tmp_path / "ced_synthetic_faces_validation_mirror.png").is_file()

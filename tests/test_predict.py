@@ -15,8 +15,10 @@ from experiments.configs import dan as dan_configs
 from jaxmarks import data
 from jaxmarks import methods
 from jaxmarks import pipeline
+from jaxmarks import schemes
 from jaxmarks import transforms
 from jaxmarks.methods import export
+from jaxmarks.methods import mirror
 from jaxmarks.models import dan
 from tests import helpers
 
@@ -223,3 +225,18 @@ def test_predict_bad_inputs_and_no_face(tmp_path):
   assert r.returncode == 2 and "nowhere does not exist" in r.stderr
   r = _cli(f"--image={blank}", "--detector=/no/such/model")
   assert r.returncode == 2 and "neither a folder nor a bundled model" in r.stderr
+
+
+def test_predict_with_test_time_mirroring_averages_the_mirrored_crop(model, tmp_path):
+  path, ms, config = model
+  rec = predict.run(path, _photo(tmp_path), ["100,60,200,160"], tmp_path / "out", mirror=True)
+  assert rec["test_time_mirror"] is True
+  # The untrained model predicts the mean shape on both copies: the average is the mean
+  # shape and its mirror image (through the ibug68 permutation), mapped back to the photo.
+  size = int(config.data.image_size)
+  both = 0.5 * (ms + np.asarray(mirror.unmirror_points(ms, size, schemes.IBUG68.mirror)))
+  np.testing.assert_allclose(np.asarray(rec["faces"][0]["landmarks"]),
+                             _expected(both, [100, 60, 200, 160], config), atol=0.05)
+  assert not np.allclose(both, ms, atol=1.0)  # the mirroring did change the points
+  with pytest.raises(ValueError, match="--mirror needs --workdir"):
+    predict.run(None, _photo(tmp_path), output_dir=tmp_path / "none", mirror=True)

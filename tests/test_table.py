@@ -33,6 +33,14 @@ def test_table_has_the_mean_shape_row_and_each_model(tmp_path):
   assert "| mean shape (no fit) |" in text and "inter-ocular" in text
 
   r = subprocess.run([sys.executable, "-m", "benchmarks.table", f"--workdirs={wd}",
-                      "--output=", "--repeats=2", "--rounds=1", "--nomean_shape"], cwd=REPO,
-                     env=env, capture_output=True, text=True, timeout=600)
+                      "--output=", "--repeats=2", "--rounds=1", "--nomean_shape", "--mirror"],
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0 and "mean shape (no fit)" not in r.stdout
+  assert "| NME io, mirror-averaged |" in r.stdout
+  # Mirroring flips each crop, predicts, maps back through the scheme's permutation and
+  # averages: with the permutation right it stays close to the plain figure (a wrong
+  # one would swap left and right points and multiply the error).
+  row = next(line for line in r.stdout.splitlines() if line.startswith(f"| {wd} |"))
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  plain, mirrored = (float(c.rstrip(" %")) for c in cells[2:4])
+  assert 0 < mirrored < 1.1 * plain, row

@@ -8,6 +8,8 @@
   export     the inference export (config + arrays, no optimizer, no pickle)
   deep       the one driver of every deep method (``DeepMethod`` specs)
   classical  the one driver of every classical method (``ClassicalMethod`` specs)
+  mirror     test-time mirroring (``MirrorAveraged``: a prediction averaged with
+             the one on the mirrored crop)
 
 ``load_predictor(path)`` restores any trained method from a workdir, a copied
 export folder or a bundled model's name (``load_detector`` a face detector); ``train(config, workdir)`` trains the method ``config.method``
@@ -67,12 +69,21 @@ def read_trained(path: str | pathlib.Path
                           "training did not finish; run the training command again")
 
 
-def load_predictor(path: str | pathlib.Path) -> Predictor:
+def load_predictor(path: str | pathlib.Path, mirror: bool = False) -> Predictor:
   """Restores the trained method in ``path`` (a workdir, an export folder or a
   bundled model's name). For a detector method (``kind == "detector"``) this is
-  its ``Detector``."""
+  its ``Detector``. ``mirror``: average each prediction with the one on the
+  mirrored crop (``jaxmarks.methods.mirror``; landmark methods only)."""
   config, arrays, info = read_trained(path)
-  return get(config.method).load_predictor(config, arrays, info)
+  unit = get(config.method)
+  predictor = unit.load_predictor(config, arrays, info)
+  if mirror:
+    if unit.kind == "detector":
+      raise ValueError(f"{path} holds a face detector ({unit.name!r}); test-time mirroring "
+                       "is for landmark methods")
+    from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+    predictor = mirror_lib.MirrorAveraged(predictor)
+  return predictor
 
 
 def load_detector(path: str | pathlib.Path) -> Detector:
