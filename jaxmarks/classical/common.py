@@ -103,6 +103,34 @@ def gradients(image):
   return gx, gy
 
 
+def orientation_features(image, bins: int, pool_sigma: float = 1.5):
+  """Dense gradient-orientation channels of an ``(H, W)`` image -> ``(H, W, bins)``.
+
+  Each pixel's gradient magnitude is split between the two nearest of ``bins``
+  signed orientations (0 to 360 degrees), the channels are pooled with a Gaussian of
+  ``pool_sigma`` pixels (a dense HOG / SIFT cell without its grid), and each pixel's
+  vector is divided by its norm plus a fifth of the image's mean norm (flat regions
+  stay small instead of turning noise into unit vectors). The descriptors of
+  feature-based AAMs (Antonakos et al., "Feature-based Lucas-Kanade and Active
+  Appearance Models", TIP 2015) are of this kind; they are insensitive to the
+  brightness and contrast that raw intensities carry. ``bins`` and ``pool_sigma``
+  are static.
+  """
+  gx, gy = gradients(image)
+  mag = jnp.sqrt(gx * gx + gy * gy + 1e-12)
+  pos = (jnp.arctan2(gy, gx) + jnp.pi) * (bins / (2 * jnp.pi))  # [0, bins]
+  lo = jnp.floor(pos)
+  frac = pos - lo
+  lo = jnp.mod(lo, bins).astype(jnp.int32)
+  hi = jnp.mod(lo + 1, bins)
+  channels = jnp.arange(bins)
+  feats = (mag[..., None] * ((1 - frac)[..., None] * (channels == lo[..., None])
+                             + frac[..., None] * (channels == hi[..., None])))
+  feats = gaussian_blur(feats, pool_sigma)
+  norm = jnp.sqrt((feats * feats).sum(-1, keepdims=True))
+  return feats / (norm + 0.2 * jnp.mean(norm) + 1e-6)
+
+
 def downsample2(image):
   """Blur (sigma 1) and halve an ``(H, W)`` image -> ``(ceil(H/2), ceil(W/2))``.
 

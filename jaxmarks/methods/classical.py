@@ -90,7 +90,7 @@ def params_to_arrays(params: NamedTuple, prefix: str = "") -> dict[str, np.ndarr
     value = getattr(params, name)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
       out.update(params_to_arrays(value, f"{prefix}{name}/"))
-    else:
+    elif value is not None:  # None: an optional field this model does not use
       out[f"{prefix}{name}"] = np.asarray(value)
   return out
 
@@ -106,6 +106,9 @@ def params_from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = ""):
       values[name] = params_from_arrays(sub, arrays, f"{prefix}{name}/")
     else:
       key = f"{prefix}{name}"
+      if key not in arrays and name in cls._field_defaults:
+        values[name] = cls._field_defaults[name]  # an optional field left out
+        continue
       if key not in arrays:
         raise ValueError(f"the export has no array {key!r} of {cls.__name__}: it was made by "
                          "another method or version")
