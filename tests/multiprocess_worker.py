@@ -21,7 +21,7 @@ if MODE == "multi":
   PORT, PID = int(sys.argv[3]), int(sys.argv[4])
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=f"127.0.0.1:{PORT}", num_processes=2,
-                             process_id=PID, initialization_timeout=120)
+                             process_id=PID, initialization_timeout=300)
 
 import numpy as np  # noqa: E402
 import optax  # noqa: E402

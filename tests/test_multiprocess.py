@@ -26,7 +26,7 @@ def _env():
   return env
 
 
-def _finish(procs, timeout=300):
+def _finish(procs, timeout=600):
   outs = []
   try:
     for p in procs:
