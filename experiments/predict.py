@@ -100,8 +100,7 @@ class Models:
     self.mirror = bool(mirror)
     if mirror and not self.workdir:
       raise ValueError("--mirror needs --workdir or --model (a landmark method)")
-    is_landmarks = self.workdir is not None and not methods.is_detector(self.workdir)
-    self.predictor = (methods.load_predictor(self.workdir, mirror=mirror and is_landmarks)
+    self.predictor = (methods.load_predictor(self.workdir, mirror=mirror)
                       if self.workdir else None)
     if self.predictor is not None and not hasattr(self.predictor, "predict"):
       raise ValueError(f"{workdir} holds a face detector, not a landmark method: pass it as "

@@ -46,6 +46,17 @@ def unmirror_points(points, width: int, mirror):
   return jnp.take(back, jnp.asarray(mirror), axis=-2)
 
 
+def _with_mirror_images(images):
+  """``(B, H, W, C)`` -> the ``(2B, H, W, C)`` batch of the crops, then their mirror images."""
+  return jnp.concatenate([images, images[:, :, ::-1]], axis=0)
+
+
+def _average_halves(points, width: int, mirror):
+  """``(2B, K, 2)`` predictions on ``_with_mirror_images`` -> ``(B, K, 2)`` averaged."""
+  b = points.shape[0] // 2
+  return 0.5 * (points[:b] + unmirror_points(points[b:], width, mirror))
+
+
 def mirror_averaged(landmarks_fn: Callable[[Any], Any], mirror) -> Callable[[Any], Any]:
   """``images (B, H, W, C) -> landmarks (B, K, 2)`` averaged with the mirrored crops'.
 
@@ -55,9 +66,7 @@ def mirror_averaged(landmarks_fn: Callable[[Any], Any], mirror) -> Callable[[Any
 
   def fn(images):
     images = jnp.asarray(images)
-    b, width = images.shape[0], images.shape[2]
-    both = landmarks_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0))
-    return 0.5 * (both[:b] + unmirror_points(both[b:], width, mirror))
+    return _average_halves(landmarks_fn(_with_mirror_images(images)), images.shape[2], mirror)
 
   return fn
 
@@ -92,11 +101,10 @@ class MirrorAveraged:
     if images.ndim != 4:
       raise ValueError(f"predict expects crops (B, S, S, C); got shape {images.shape}")
     b, width = images.shape[0], images.shape[2]
-    out = self.predictor.predict(np.concatenate([images, images[:, :, ::-1]], axis=0))
+    out = self.predictor.predict(np.asarray(_with_mirror_images(images)))
 
     def average(points):
-      points = np.asarray(points)
-      return 0.5 * (points[:b] + np.asarray(unmirror_points(points[b:], width, self.mirror)))
+      return np.asarray(_average_halves(jnp.asarray(points), width, self.mirror))
 
     result = dict(out)
     result["landmarks"] = average(out["landmarks"])
