@@ -63,20 +63,23 @@ def test_separable_and_gathered_resampling_agree():
   assert np.unravel_index(int(jnp.argmax(p)), p.shape) in {(3, 3), (3, 4), (4, 3), (4, 4)}
 
 
-def _model(size=64, organ_start="mean"):
+def _model(size=64, organ_start="mean", organ_boxes=False):
   ms = _mean_shape(size)
   return facepp.FacePP(mean_shape=tuple(map(tuple, ms.tolist())), image_size=size,
                        input_sizes=(24, 24, 16, 16), supersample=(2, 1, 1, 1),
                        layers=((3, 8, (1, 1)), (3, 8, (1, 1)), (2, 8, (1, 1))),
-                       hidden=(16, 16, 16, 16), organ_start=organ_start), ms
+                       hidden=(16, 16, 16, 16), organ_start=organ_start,
+                       organ_boxes=organ_boxes), ms
 
 
-def test_untrained_levels_leave_the_mean_shape_in_place():
-  model, ms = _model()
+@pytest.mark.parametrize("organ_boxes", [False, True])
+def test_untrained_levels_leave_the_mean_shape_in_place(organ_boxes):
+  model, ms = _model(organ_boxes=organ_boxes)
   params, state = facepp.init_variables(model, jax.random.PRNGKey(0))
   assert state == {}
   assert set(params) == ({"level1_inner", "level1_contour", "level2_inner", "level2_contour"}
                          | {f"level{lv}_{n}" for lv in (3, 4) for n in facepp.ORGAN_NAMES})
+  assert params["level1_inner"]["out"]["kernel"].shape[-1] == (20 if organ_boxes else 4)
   assert params["level2_inner"]["out"]["kernel"].shape[-1] == 102
   assert params["level3_mouth"]["out"]["kernel"].shape[-1] == 40
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 1)), jnp.float32)
@@ -86,6 +89,60 @@ def test_untrained_levels_leave_the_mean_shape_in_place():
     np.testing.assert_allclose(stage, np.broadcast_to(ms, (2, 68, 2)), atol=1e-3)
   with pytest.raises(ValueError, match="expects 64x64 crops"):
     model.apply({"params": params}, jnp.zeros((1, 32, 32, 1)))
+
+
+def test_level1_places_each_mean_organ_in_its_box():
+  model, ms = _model(organ_boxes=True)
+  params = {}  # placing shapes in boxes uses no network
+  # A face whose organs are the mean organs, each stretched and moved on its own.
+  rng = np.random.default_rng(5)
+  face = ms.copy()
+  for idx in facepp.ORGANS + (facepp.CONTOUR,):
+    idx = list(idx)
+    c = ms[idx].mean(0)
+    face[idx] = c + (ms[idx] - c) * rng.uniform(0.7, 1.3, 2) + rng.uniform(-4, 4, 2)
+  box = lambda p: np.concatenate([p.min(0), p.max(0)])  # noqa: E731
+  boxes = {"inner_box": jnp.asarray(box(face[list(facepp.INNER)]))[None],
+           "contour_box": jnp.asarray(box(face[list(facepp.CONTOUR)]))[None],
+           "organ_boxes": jnp.asarray(np.stack([box(face[list(i)]) for i in facepp.ORGANS]))[None]}
+  shape = model.apply({"params": params}, boxes, method=facepp.FacePP.level1_shape)
+  np.testing.assert_allclose(shape[0], face, atol=1e-3)
+  # Without the organ boxes only the inner box is used: the organs' own moves are lost.
+  del boxes["organ_boxes"]
+  shape = model.apply({"params": params}, boxes, method=facepp.FacePP.level1_shape)
+  assert float(np.abs(np.asarray(shape[0]) - face).max()) > 1.0
+
+
+def test_level1_learns_the_boxes():
+  """A few Adam steps on one batch fit level 1's boxes (inner, contour and organs)."""
+  model, ms = _model(organ_boxes=True)
+  state = {}
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64)),  # level 1's nets only
+                      method=facepp.FacePP.level1)["params"]
+  loss_fn = facepp.loss_fn_for(model, "ibug68", 1, 0.0, "squared")
+  rng = np.random.default_rng(0)
+  # Faces shifted left or right by 6 px, drawn as a bright patch at the shifted face.
+  shifts = np.array([-6.0, 6.0, -6.0, 6.0], np.float32)
+  images = np.zeros((4, 64, 64, 1), np.float32)
+  for i, dx in enumerate(shifts):
+    images[i, 20:44, int(20 + dx):int(44 + dx)] = 1.0
+  images += 0.05 * rng.normal(size=images.shape).astype(np.float32)
+  landmarks = ms[None] + np.stack([shifts, np.zeros(4, np.float32)], -1)[:, None]
+  batch = {"image": jnp.asarray(images), "landmarks": jnp.asarray(landmarks, jnp.float32)}
+  tx = optax.adam(3e-3)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(p, o):
+    (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(p, state, batch, jax.random.PRNGKey(0))
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, loss
+
+  first = None
+  for _ in range(60):
+    params, opt, loss = step(params, opt)
+    first = loss if first is None else first
+  assert float(loss) < 0.2 * float(first), (float(first), float(loss))
 
 
 @pytest.mark.parametrize("organ_start", ["mean", "previous"])
@@ -108,8 +165,8 @@ def test_organ_levels_start_from_the_mean_organ_or_from_the_previous_level(organ
       assert change > 0.1 * moved, (level, change)
   if organ_start == "previous":  # the networks see the previous points' deviation
     assert params["level3_mouth"]["fc"]["kernel"].shape[0] == (
-        _model()[0].init(jax.random.PRNGKey(0), x)["params"]["level3_mouth"]["fc"][
-            "kernel"].shape[0] + 2 * 20)
+        jax.eval_shape(_model()[0].init, jax.random.PRNGKey(0), x)["params"]["level3_mouth"][
+            "fc"]["kernel"].shape[0] + 2 * 20)
 
 
 def test_a_level_trains_only_its_own_networks():
@@ -156,5 +213,9 @@ def test_config_errors_name_the_field(tmp_path):
   c.model.input_sizes = (24, 24, 8, 16)
   with pytest.raises(ValueError, match=r"do not fit an input of 8x8 \(config.model.input_sizes\)"):
     methods.train(c, tmp_path / "wd2")
+  c = facepp_configs.get_config("synthetic")
+  c.facepp.level1_loss = "huber"
+  with pytest.raises(ValueError, match="facepp.level1_loss"):
+    methods.train(c, tmp_path / "wd3")
   with pytest.raises(ValueError, match="unknown Face\\+\\+ config variant 'x'"):
     facepp_configs.get_config("x")

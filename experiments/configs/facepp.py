@@ -58,11 +58,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # 4.594 % after level 4; "previous" (start from, and see, the previous level's
   # points) reached 4.868 % after level 3 but only 4.799 % after level 4 (BENCHMARKS.md).
   c.model.organ_start = "mean"
+  # Level 1 boxing each organ as well (as the paper; level 1's estimate then places
+  # each mean organ in its box) and its box loss: neither makes level 1 learn on the
+  # augmented stream yet (BENCHMARKS.md, "Why level 1 does not learn").
+  c.model.organ_boxes = False
 
   c.facepp = ml_collections.ConfigDict()
   # Windows of levels 2-4 are placed on the earlier levels' predictions, shifted by
   # up to this fraction of their half side and scaled by up to 1 +- it.
   c.facepp.train_jitter = (0.1, 0.1, 0.06)
+  c.facepp.level1_loss = "l1"  # or "squared"
 
   # Level 1 barely moves on crops from the landmark box (BENCHMARKS.md): few steps;
   # level 4 was still improving at 3,000. (1000, 4500, 3500, 3000) gave 4.594 %, these
