@@ -172,15 +172,15 @@ def test_bundled_detector_batches_photos_of_any_size(original):
 
 
 def test_detector_evaluation_on_real_photos(original, tmp_path):
-  """Whole MTFL photos (the first 24 of train:holdout): faces found, NME of the points."""
+  """Whole MTFL photos (the first 12 of train:holdout): faces found, NME of the points."""
   builder = helpers.prepared_builder("mtfl", "mtfl")
   from jaxmarks import data
   d = data.get_data_config()
   d.dataset, d.data_dir = "mtfl", str(builder.data_dir).rsplit("/mtfl/", 1)[0]
   d.manual_dir = str(helpers.require_data("mtfl"))
   s = detect_eval.evaluate_detector(original, d, "train:holdout", output_dir=tmp_path,
-                                    limit=24, quiet=True)
-  assert s["faces"] == 24 and s["missed"] <= 1
+                                    limit=12, quiet=True)
+  assert s["faces"] == 12 and s["missed"] <= 1
   assert s["nme_inter_ocular"] < 0.08
   saved = json.loads((tmp_path / "detection_mtfl_train-holdout.json").read_text())
   assert saved["match_rule"] and saved["faces_from"].startswith("the detector's own boxes")
@@ -275,7 +275,7 @@ def test_paper_config_on_the_builders_dummy_data(tmp_path):
   config.progress = False
   for net in ("pnet", "rnet", "onet"):
     config[net].num_steps = 6
-    config[net].eval_every = 3
+    config[net].eval_every = 6
     config[net].batch_size = 16
     config[net].max_faces = 6
   summary = methods.train(config, tmp_path / "w")
@@ -323,7 +323,7 @@ def test_train_synthetic_end_to_end(tmp_path):
   config.data.data_dir = str(tmp_path / "tfds")
   config.progress = False
   for net in ("pnet", "rnet", "onet"):
-    config[net].num_steps = 40
+    config[net].num_steps = 20
     config[net].eval_every = 20
   summary = methods.train(config, tmp_path / "w")
   assert summary["faces"] == 16 and "missed" in summary

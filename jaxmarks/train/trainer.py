@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -198,6 +199,23 @@ def _rank_metric(m: Mapping[str, float]) -> float:
   return float(m["nme_inter_ocular"]) - 1e3 * float(m.get("phase", 0))
 
 
+_BARRIERS = itertools.count()  # every process passes the same barriers in the same order
+
+
+def _barrier(what: str, timeout_s: int = 600) -> None:
+  """With several processes, waits until all reach this point (the coordination
+  service's barrier, with its own timeout). Orbax's first collective opens the CPU
+  collectives' (Gloo) context, whose rendezvous gives up after 30 s: a process still
+  loading data or compiling that much later than the others (a loaded machine) made
+  the other fail. After this barrier they arrive together."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  if client is not None:
+    client.wait_at_barrier(f"jaxmarks {what} {next(_BARRIERS)}", timeout_s * 1000)
+
+
 def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
                        read_only: bool = False) -> ocp.CheckpointManager:
   """The manager of ``<workdir>/checkpoints``: the last ``keep`` checkpoints plus the
@@ -209,6 +227,8 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int = 3,
           get_metric_fn=_rank_metric, reverse=True, n=1,
           keep_checkpoints_without_metrics=False),
   ])
+  if not read_only:  # every process makes the training manager; readers may be alone
+    _barrier("checkpoint manager")
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, create=not read_only, read_only=read_only,
       enable_async_checkpointing=not read_only)
