@@ -69,7 +69,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.facepp.train_jitter = (0.1, 0.1, 0.06)
   c.facepp.level1_loss = "l1"  # or "squared"
 
-  # Level 1 barely moves on crops from the landmark box (BENCHMARKS.md): few steps;
+  # Level 1 learns no box from the augmented stream (BENCHMARKS.md): few steps;
   # level 4 was still improving at 3,000. (1000, 4500, 3500, 3000) gave 4.594 %, these
   # 4.565 % (train:holdout, BENCHMARKS.md).
   c.train.steps_per_level = (300, 4300, 3200, 4200)
