@@ -196,6 +196,11 @@ def _box(points):
   return jnp.concatenate([points.min(axis=1), points.max(axis=1)], axis=-1)
 
 
+def _organ_boxes(points):
+  """``(B, 68, 2)`` -> ``(B, 4 organs, 4)``: each organ's ``_box``."""
+  return jnp.stack([_box(points[:, list(idx)]) for idx in ORGANS], axis=1)
+
+
 def _in_box(unit_shape, box):
   """``(N, 2)`` points in box fractions placed in ``(B, 4)`` boxes -> ``(B, N, 2)``."""
   lo, hi = box[:, None, :2], box[:, None, 2:]
@@ -265,8 +270,7 @@ class FacePP(nn.Module):
 
   def mean_organ_boxes(self):
     """``(1, 4 organs, 4)`` boxes of the mean shape's organs."""
-    m = self._mean()
-    return jnp.stack([_box(m[:, list(idx)]) for idx in ORGANS], axis=1)
+    return _organ_boxes(self._mean())
 
   # ---- the levels
 
@@ -293,9 +297,10 @@ class FacePP(nn.Module):
     contour shapes in their boxes. ``(B, 68, 2)``."""
     m = self._mean()
     out = jnp.zeros((boxes["inner_box"].shape[0], 68, 2), jnp.float32)
-    parts = [(INNER, boxes["inner_box"])]
     if "organ_boxes" in boxes:
       parts = [(idx, boxes["organ_boxes"][:, i]) for i, idx in enumerate(ORGANS)]
+    else:
+      parts = [(INNER, boxes["inner_box"])]
     for idx, box in parts + [(CONTOUR, boxes["contour_box"])]:
       pts = m[:, list(idx)]
       mbox = _box(pts)
@@ -423,7 +428,7 @@ def loss_fn_for(model: FacePP, scheme: str, level: int, jitter: float,
       boxes = model.apply(variables, gray, method=FacePP.level1)
       targets = {"inner_box": _box(gt[:, list(INNER)]), "contour_box": _box(gt[:, list(CONTOUR)])}
       if "organ_boxes" in boxes:
-        targets["organ_boxes"] = jnp.stack([_box(gt[:, list(idx)]) for idx in ORGANS], axis=1)
+        targets["organ_boxes"] = _organ_boxes(gt)
       penalty = jnp.square if level1_loss == "squared" else jnp.abs
       loss = sum(penalty((boxes[k] - t).reshape(t.shape[0], -1) / iod).mean()
                  for k, t in targets.items())
