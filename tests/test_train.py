@@ -294,3 +294,32 @@ def test_unreadable_latest_checkpoint_is_set_aside_and_resume_is_exact(tmp_path,
   assert (wd / "checkpoints" / "unreadable-4").is_dir()  # set aside, not deleted
   _assert_trees_close(full.params, resumed.params, 0.0)  # resumed from step 2, exactly
   _assert_trees_close(full.opt_state, resumed.opt_state, 0.0)
+
+
+def test_each_phase_takes_its_own_learning_rate_factor_and_warmup():
+  """``train.phase_lr_factors`` and ``train.phase_warmup_steps`` reach each phase's
+  optimiser (Face++'s level 1 trains with no warm-up, its later levels with one)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from experiments.configs import facepp as facepp_configs  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import deep  # pylint: disable=g-import-not-at-top
+  from jaxmarks.models import facepp  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"train": {"optimizer": {
+      "name": "adam", "learning_rate": 1e-3, "schedule": "cosine", "warmup_steps": 100,
+      "end_factor": 0.0}, "phase_lr_factors": (1.0, 2.0), "phase_warmup_steps": (0,)}})
+  make = deep.optimizer_fn(config)
+  params = {"w": jnp.zeros(3)}
+  grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+
+  def first_step(tx):  # Adam's first step moves each weight by the learning rate
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return float(jnp.abs(updates["w"]).max())
+
+  assert first_step(make(1000, 0)) == pytest.approx(1e-3, rel=1e-3)  # no warm-up
+  assert first_step(make(1000, 1)) == 0.0  # phase 1: the config's warm-up, from 0
+  config.train.phase_warmup_steps = (0, 0)
+  assert first_step(deep.optimizer_fn(config)(1000, 1)) == pytest.approx(2e-3, rel=1e-3)
+
+  bad = facepp_configs.get_config("synthetic")
+  bad.train.phase_warmup_steps = (0, -5, 0, 0)
+  with pytest.raises(ValueError, match=r"phase_warmup_steps\[1\]=-5"):
+    deep._check_config(facepp.METHOD, bad)  # pylint: disable=protected-access

@@ -23,8 +23,9 @@ Config fields the driver reads (beyond the method's own): ``method``, ``seed``,
 ``distributed`` (with optional ``coordinator_address``, ``num_processes`` and
 ``process_id`` where the cluster is not auto-detected), ``data``
 (``jaxmarks.data.get_data_config()``), ``train`` (``optimizer``,
-``phase_lr_factors``, ``log_every``, ``eval_every``, ``checkpoint_every``,
-``keep_checkpoints``, ``eval_batch_size``, ``num_plot_faces``, ``progress``) and,
+``phase_lr_factors``, ``phase_warmup_steps``, ``log_every``, ``eval_every``,
+``checkpoint_every``, ``keep_checkpoints``, ``eval_batch_size``, ``num_plot_faces``,
+``progress``) and,
 if present, ``model.image_size`` and ``ablations``: ``{name: {section: {field:
 value}}}``, variants of the config trained after the main run (same split,
 schedule and seed) into ``<workdir>/ablations/<name>``, their validation errors
@@ -117,13 +118,17 @@ def unit(spec: DeepMethod) -> registry.MethodUnit:
 
 def optimizer_fn(config: ml_collections.ConfigDict) -> OptimizerFn:
   """Phase optimisers from ``config.train``: ``optimizer`` (``trainer.make_optimizer``)
-  with the learning rate scaled by ``phase_lr_factors[phase_index]`` (default 1)."""
+  with the learning rate scaled by ``phase_lr_factors[phase_index]`` (default 1) and,
+  where ``phase_warmup_steps`` names one, the phase's own warm-up length."""
 
   def make(num_steps: int, phase_index: int) -> optax.GradientTransformation:
     opt = ml_collections.ConfigDict(config.train.optimizer.to_dict())
     factors = list(config.train.get("phase_lr_factors") or [])
     if phase_index < len(factors):
       opt.learning_rate = float(opt.learning_rate) * float(factors[phase_index])
+    warmups = list(config.train.get("phase_warmup_steps") or [])
+    if phase_index < len(warmups):
+      opt.warmup_steps = int(warmups[phase_index])
     return trainer_lib.make_optimizer(opt, num_steps)
 
   return make
@@ -145,6 +150,10 @@ def _check_config(spec: DeepMethod, config: ml_collections.ConfigDict) -> None:
     validate.check_int(config, f"train.{key}", low)
   validate.check_int(config, "data.batch_size", 1)
   validate.check_int(config, "seed", 0)
+  for i, w in enumerate(config.train.get("phase_warmup_steps") or ()):
+    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+      raise ValueError(f"config.train.phase_warmup_steps[{i}]={w!r} must be an integer "
+                       f">= 0 (the warm-up steps of phase {i})")
   global_batch = int(config.data.batch_size)
   if global_batch % jax.device_count():
     raise ValueError(f"config.data.batch_size={global_batch} must be a multiple of the "
