@@ -1,8 +1,16 @@
 import os
 
 # Two fake CPU devices so data-parallel code paths run in tests. Must be set before jax
-# initialises its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# initialises its backends; subprocesses started by the tests inherit it.
+#
+# The tests run small programs a few times each, so XLA's compile time is most of the
+# suite's time: the CPU backend's LLVM optimisation is switched off (about 40 % less
+# wall time on a compile-bound test file, BENCHMARKS.md "Test suite"). Numerics stay
+# IEEE float32; only the generated machine code is slower. Set XLA_FLAGS yourself to
+# test with the optimised code.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                      "--xla_backend_optimization_level=0 "
+                      "--xla_llvm_disable_expensive_passes=true")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402

@@ -20,8 +20,11 @@ def _free_port() -> int:
 
 
 def _env():
-  # One CPU device per process (the test suite's conftest asks for two in its own process).
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+  # One CPU device per process (the test suite's conftest asks for two in its own
+  # process); its other flags (compile time) kept.
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if not f.startswith("--xla_force_host_platform_device_count"))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
              PYTHONPATH=str(helpers.REPO_ROOT))
   return env
 

@@ -89,7 +89,7 @@ def _classical(path, method: str):
   if method == "aam":
     x, y = toy.toy_faces(150, size=64, seed=0)
     params = aam.train(x, y, aam.AAMConfig(num_levels=2, frame_size=48, shape_variance=0.99,
-                                           texture_variance=0.98, max_iters=6,
+                                           texture_variance=0.98, max_iters=3,
                                            hessian_reg=0.1), log=lambda *a: None)
   elif method == "cpr":
     x, y = toy.toy_faces(160, seed=1)
@@ -106,7 +106,7 @@ def _classical(path, method: str):
   else:
     x, y = toy.toy_faces(120, size=64, seed=1)
     params = asm.train(x, y, asm.ASMConfig(num_levels=2, profile_half=3, search_half=3,
-                                           variance_fraction=0.99, max_iters=3,
+                                           variance_fraction=0.99, max_iters=2,
                                            scheme="toy"), log=lambda *a: None)
   data = get_data_config()
   data.image_size = int(x.shape[1])
