@@ -34,8 +34,9 @@ Where this departs from the paper, and why:
   to their weight: validation NME 11.0 % after 2,250 steps with ``lambda = 1``
   (zero-initialised landmark layer), 7.85 % after 1,500 with 0.1 (zero layer; 5.67 %
   landmarks alone), 5.30 % against 4.86 % at 2,250 of 3,000 steps with 0.01; with 0.003 the full 6,000-step run ends at 4.31 % against
-  4.21 % for landmarks alone (BENCHMARKS.md). No weight tried made the multi-task
-  model better than landmarks alone here.
+  4.21 % for landmarks alone (BENCHMARKS.md; a second seed: 4.22 % against 4.14 %).
+  No weight tried made the multi-task model better than landmarks alone here, nor head
+  pose alone (4.33 %), nor SGD with momentum instead of Adam (4.42 % against 4.34 %).
 - The period ``k`` counts validations (every ``config.train.eval_every`` steps), not
   iterations: the validation losses exist only there, and the training loss of a
   window is the mean over the steps since the previous validation, which is far
