@@ -145,3 +145,47 @@ def test_abs_tanh():
   from jaxmarks.layers import abs_tanh  # pylint: disable=g-import-not-at-top
   x = jnp.array([-2.0, 0.0, 0.5])
   np.testing.assert_allclose(abs_tanh(x, 1.5), 1.5 * np.abs(np.tanh([-2.0, 0.0, 0.5])), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- task gradients
+
+
+def _grads_through_fan_out(mode):
+  """Gradient at x of main(x0) + aux(x1) through ``fan_out``; main's gradient is
+  (1, 0) per row, aux's is given per row."""
+  from jaxmarks.layers import task_gradients
+  aux_grad = jnp.array([[-1.0, 2.0], [3.0, 1.0]])  # row 0 conflicts, row 1 agrees
+
+  def f(x):
+    a, b = task_gradients.fan_out(x, 2, mode)
+    return jnp.sum(a[:, 0]) + jnp.sum(b * aux_grad)
+
+  return np.asarray(jax.jit(jax.grad(f))(jnp.ones((2, 2))))
+
+
+def test_fan_out_sum_is_plain_autodiff():
+  np.testing.assert_allclose(_grads_through_fan_out("sum"), [[0.0, 2.0], [4.0, 1.0]])
+
+
+def test_fan_out_project_removes_only_the_conflicting_component():
+  # Row 0: aux (-1, 2) against main (1, 0) -> projected to (0, 2); row 1 agrees: kept.
+  np.testing.assert_allclose(_grads_through_fan_out("project"), [[1.0, 2.0], [4.0, 1.0]])
+
+
+def test_fan_out_drop_removes_conflicting_gradients_whole():
+  np.testing.assert_allclose(_grads_through_fan_out("drop"), [[1.0, 0.0], [4.0, 1.0]])
+
+
+def test_combine_never_points_against_main_and_rejects_unknown_modes():
+  from jaxmarks.layers import task_gradients
+  rng = np.random.default_rng(0)
+  main = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
+  aux = jnp.asarray(rng.normal(size=(3, 16, 8)), jnp.float32)
+  for mode in ("project", "drop"):
+    # Every kept or projected auxiliary gradient has a component >= 0 along main, per face.
+    extra = np.asarray(task_gradients.combine(main, aux, mode) - main)
+    assert np.all(np.sum(extra * np.asarray(main), -1) >= -1e-5), mode
+  # Random draws do conflict (so the check above is not vacuous).
+  assert np.any(np.sum(np.asarray(aux) * np.asarray(main)[None], -1) < 0)
+  with pytest.raises(ValueError, match="unknown gradient combination 'pcgrad'"):
+    task_gradients.combine(main, aux, "pcgrad")

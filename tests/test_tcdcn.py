@@ -87,3 +87,33 @@ def test_config_errors_name_the_field(tmp_path):
   c.data.extra_features = ("gender",)
   with pytest.raises(ValueError, match="must carry the tasks' labels"):
     methods.train(c, tmp_path / "wd")
+  c = tcdcn_configs.get_config("")
+  c.tcdcn.aux_gradient = "pcgrad"
+  with pytest.raises(ValueError, match="config.tcdcn.aux_gradient must be one of sum, project"):
+    methods.train(c, tmp_path / "wd")
+
+
+def test_projected_task_gradients_leave_the_landmark_gradient_and_the_outputs():
+  ms = np.array([[14, 16], [26, 16], [20, 22], [15, 28], [25, 28]], np.float32)
+  plain = tcdcn.TCDCN(mean_shape=tuple(map(tuple, ms.tolist())))
+  proj = tcdcn.TCDCN(mean_shape=tuple(map(tuple, ms.tolist())), aux_gradient="project")
+  params, _ = tcdcn.init_variables(plain, jax.random.PRNGKey(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (4, 40, 40, 1))
+  labels = jnp.array([0, 1, 4, 2])
+
+  def loss(model, p, aux_weight):
+    out = model.apply({"params": p}, images, train=True)
+    ce = -jax.nn.log_softmax(out["logits"]["pose"])[jnp.arange(4), labels].mean()
+    return jnp.sum(out["landmarks"] ** 2) * 1e-3 + aux_weight * ce
+
+  for w, same in ((0.0, True), (1.0, False)):
+    g_plain = jax.grad(lambda p: loss(plain, p, w))(params)
+    g_proj = jax.grad(lambda p: loss(proj, p, w))(params)
+    # Heads' own gradients never change; the shared layers' change only with a task.
+    for head in ("landmarks", "head_pose"):
+      np.testing.assert_allclose(g_proj[head]["kernel"], g_plain[head]["kernel"], rtol=1e-5)
+    close = np.allclose(g_proj["conv1"]["kernel"], g_plain["conv1"]["kernel"], rtol=1e-4)
+    assert close == same
+  a = plain.apply({"params": params}, images, train=True)["landmarks"]
+  b = proj.apply({"params": params}, images, train=True)["landmarks"]
+  np.testing.assert_array_equal(a, b)

@@ -53,6 +53,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.tcdcn.early_stopping = True
   c.tcdcn.early_stop_window = 5  # k, in validations
   c.tcdcn.early_stop_threshold = 0.5  # epsilon
+  # How the attributes' gradients join the landmarks' at the shared layer:
+  # "sum" (plain), "project" or "drop" (jaxmarks.layers.task_gradients).
+  c.tcdcn.aux_gradient = "sum"
 
   c.train.num_steps = 6000
   common.cosine_schedule(c.train)

@@ -74,6 +74,7 @@ import optax
 
 from jaxmarks import metrics as metrics_lib
 from jaxmarks.layers import abs_tanh
+from jaxmarks.layers import task_gradients
 from jaxmarks.methods import deep
 from jaxmarks.methods import validate
 from jaxmarks.train import trainer as trainer_lib
@@ -93,6 +94,9 @@ class TCDCN(nn.Module):
     fc_units: the shared fully connected layer (100).
     output_scale: pixels per unit of the landmark head's output.
     task_window: ``k`` of the early-stopping criterion (sizes the model state).
+    aux_gradient: how the auxiliary heads' gradients join the landmarks' at the shared
+      layer in training (``jaxmarks.layers.task_gradients``): ``"sum"`` (plain),
+      ``"project"`` or ``"drop"`` (their conflicting parts removed, per face).
   """
 
   mean_shape: Any
@@ -105,12 +109,13 @@ class TCDCN(nn.Module):
   output_scale: float = 5.0
   task_window: int = 5
   head_init: float = 0.01
+  aux_gradient: str = "sum"
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     """Returns ``{"landmarks": (B, K, 2) crop pixels, "logits": {task: (B, C)},
     "features": (B, fc_units)}`` (the shared layer; TCNN clusters it)."""
-    del train  # no dropout or batch statistics in TCDCN
+    # No dropout or batch statistics in TCDCN: ``train`` only selects the gradient rule.
     s = self.image_size
     if images.shape[1:3] != (s, s):
       raise ValueError(f"TCDCN expects {s}x{s} crops; got images of shape {images.shape}")
@@ -123,14 +128,18 @@ class TCDCN(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     shared = abs_tanh(nn.Dense(self.fc_units, name="fc")(x))
+    copies = (shared,) * (1 + len(self.tasks))
+    if train and self.tasks and self.aux_gradient != "sum":
+      copies = task_gradients.fan_out(shared, 1 + len(self.tasks), self.aux_gradient)
     k = len(self.mean_shape)
     # Not zero-initialised: the landmark loss must reach the shared layers from the first
     # step, or the auxiliary tasks shape them alone (see the module docstring).
     offsets = nn.Dense(2 * k, kernel_init=nn.initializers.normal(self.head_init),
-                       name="landmarks")(shared)
+                       name="landmarks")(copies[0])
     landmarks = (jnp.asarray(self.mean_shape, jnp.float32)[None]
                  + self.output_scale * offsets.reshape((-1, k, 2)))
-    logits = {name: nn.Dense(n, name=f"head_{name}")(shared) for name, n in self.tasks}
+    logits = {name: nn.Dense(n, name=f"head_{name}")(copies[1 + i])
+              for i, (name, n) in enumerate(self.tasks)}
     return {"landmarks": landmarks, "logits": logits, "features": shared}
 
 
@@ -281,7 +290,8 @@ def build_model(config: ml_collections.ConfigDict, mean_shape) -> TCDCN:
                image_size=int(m.image_size), widths=tuple(m.widths),
                kernels=tuple(m.kernels), fc_units=int(m.fc_units),
                output_scale=float(m.output_scale),
-               task_window=int(config.tcdcn.early_stop_window))
+               task_window=int(config.tcdcn.early_stop_window),
+               aux_gradient=str(config.tcdcn.get("aux_gradient", "sum")))
 
 
 def _phases(model: TCDCN, config: ml_collections.ConfigDict, scheme: str, optimizer_fn):
@@ -333,6 +343,10 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if missing:
     raise ValueError(f"config.data.extra_features must carry the tasks' labels; missing "
                      f"{missing}")
+  mode = config.tcdcn.get("aux_gradient", "sum")
+  if mode not in task_gradients.MODES:
+    raise ValueError(f"config.tcdcn.aux_gradient must be one of "
+                     f"{', '.join(task_gradients.MODES)}; got {mode!r}")
   if any(float(w) < 0 for w in config.tcdcn.task_weights):
     raise ValueError(f"config.tcdcn.task_weights must be >= 0; got "
                      f"{list(config.tcdcn.task_weights)}")
