@@ -169,11 +169,14 @@ def test_organ_levels_start_from_the_mean_organ_or_from_the_previous_level(organ
             "fc"]["kernel"].shape[0] + 2 * 20)
 
 
-def test_a_level_trains_only_its_own_networks():
+@pytest.mark.parametrize("contour_through", [False, True])
+def test_a_level_trains_only_its_own_networks(contour_through):
+  """Each phase moves its own level's networks; with ``contour_through`` the phases of
+  levels 3 and 4 also move level 2's contour network (and only that one of level 2)."""
   model, ms = _model()
   params, state = facepp.init_variables(model, jax.random.PRNGKey(0))
   phases = facepp.level_phases(model, "ibug68", [1, 1, 1, 1], lambda n, i: optax.adam(1e-2),
-                               [0.1, 0.1, 0.05])
+                               [0.1, 0.1, 0.05], contour_through=contour_through)
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(4, 64, 64, 1)), jnp.float32),
            "landmarks": jnp.asarray(ms[None] + rng.normal(size=(4, 68, 2)), jnp.float32)}
@@ -184,6 +187,8 @@ def test_a_level_trains_only_its_own_networks():
     moved = {k for k, v in updates.items()
              if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))}
     want = facepp._owned(i + 1)  # pylint: disable=protected-access
+    if contour_through and i >= 2:
+      want = want | {"level2_contour"}
     assert moved == want, (i, moved)
 
 

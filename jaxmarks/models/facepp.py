@@ -315,17 +315,21 @@ class FacePP(nn.Module):
       return window_of(corners, float(self.margins[0]))
     return win(boxes["inner_box"]), win(boxes["contour_box"])
 
+  def _level2_part(self, idx, net, gray, window):
+    # The mean in a window: its points' window grown by the same margin.
+    mean_u = self._mean_in_window(idx, float(self.margins[0]))
+    u = mean_u[None] + self.window_scale * net(self._window_input(2, gray, window)).reshape(
+        -1, len(idx), 2)
+    return from_window(u, *window)
+
   def level2(self, gray, windows):
     """``(inner (B, 51, 2), contour (B, 17, 2))`` from level 2's windows."""
-    outs = []
-    for idx, net, window in ((INNER, self.inner2, windows[0]),
-                             (CONTOUR, self.contour2, windows[1])):
-      # The mean in a window: its points' window grown by the same margin.
-      mean_u = self._mean_in_window(idx, float(self.margins[0]))
-      u = mean_u[None] + self.window_scale * net(self._window_input(2, gray, window)).reshape(
-          -1, len(idx), 2)
-      outs.append(from_window(u, *window))
-    return tuple(outs)
+    return (self._level2_part(INNER, self.inner2, gray, windows[0]),
+            self._level2_part(CONTOUR, self.contour2, gray, windows[1]))
+
+  def level2_contour(self, gray, window):
+    """``(B, 17, 2)``: the contour network of level 2 alone on its window."""
+    return self._level2_part(CONTOUR, self.contour2, gray, window)
 
   def organ_windows(self, level, shape):
     """Each organ's window around its points in ``shape`` ``(B, 68, 2)`` (levels 3, 4)."""
@@ -390,12 +394,15 @@ def init_variables(model: FacePP, rng):
   return jax.jit(lambda r: model.init(r, x))(rng)["params"], {}
 
 
-def _owned(level: int) -> set[str]:
+def _owned(level: int, contour_through: bool = False) -> set[str]:
+  """The networks that level ``level``'s phase trains; with ``contour_through`` the
+  contour network of level 2 keeps training in the phases of levels 3 and 4."""
   if level == 1:
     return {"level1_inner", "level1_contour"}
   if level == 2:
     return {"level2_inner", "level2_contour"}
-  return {f"level{level}_{n}" for n in ORGAN_NAMES}
+  return {f"level{level}_{n}" for n in ORGAN_NAMES} | (
+      {"level2_contour"} if contour_through else set())
 
 
 def _jittered(rng, window, jitter: float):
@@ -409,11 +416,14 @@ def _jittered(rng, window, jitter: float):
 
 
 def loss_fn_for(model: FacePP, scheme: str, level: int, jitter: float,
-                level1_loss: str = "l1"):
+                level1_loss: str = "l1", contour_through: bool = False,
+                contour_jitter: float = 0.0):
   """The loss of level ``level``'s networks, each against its own targets (normalised
   by the inter-ocular distance); earlier levels frozen (no gradient). Level 1's box
-  edges are penalised by ``level1_loss``: ``"l1"`` (absolute) or ``"squared"``."""
-  owned = _owned(level)
+  edges are penalised by ``level1_loss``: ``"l1"`` (absolute) or ``"squared"``. With
+  ``contour_through`` (levels 3 and 4), the loss of level 2's contour network on its
+  window (jittered by ``contour_jitter``) is added, and that network trains too."""
+  owned = _owned(level, contour_through)
 
   def err(pred, gt, iod):  # (B, N, 2) -> mean normalised point error
     return (jnp.linalg.norm(pred - gt, axis=-1) / iod).mean()
@@ -451,6 +461,11 @@ def loss_fn_for(model: FacePP, scheme: str, level: int, jitter: float,
                                    method=FacePP.organs)
         loss = sum(err(p, gt[:, list(idx)], iod) for p, idx in zip(organ_points, ORGANS))
         shape = FacePP.with_organs(shape, organ_points)
+        if contour_through:
+          window = model.apply(variables, prev, method=FacePP.level2_windows)[1]
+          window = _jittered(jax.random.fold_in(rng, 4), window, contour_jitter)
+          contour = model.apply(variables, gray, window, method=FacePP.level2_contour)
+          loss = loss + err(contour, gt[:, list(CONTOUR)], iod)
     nme = metrics_lib.nme(shape, gt, scheme, "inter_ocular").mean()
     return loss, (model_state, {"nme_inter_ocular": nme})
 
@@ -458,12 +473,15 @@ def loss_fn_for(model: FacePP, scheme: str, level: int, jitter: float,
 
 
 def level_phases(model: FacePP, scheme: str, steps: Sequence[int], optimizer_fn,
-                 jitters: Sequence[float], level1_loss: str = "l1"):
-  """One trainer phase per level; the other levels' parameters frozen."""
+                 jitters: Sequence[float], level1_loss: str = "l1",
+                 contour_through: bool = False):
+  """One trainer phase per level; the other levels' parameters frozen (but level 2's
+  contour network in the phases of levels 3 and 4 with ``contour_through``)."""
   phases = []
   for i, n in enumerate(steps):
     level = i + 1
-    owned = _owned(level)
+    through = contour_through and level > 2
+    owned = _owned(level, through)
     tx = optax.multi_transform(
         {"train": optimizer_fn(int(n), i), "frozen": optax.set_to_zero()},
         lambda p, owned=owned: {k: jax.tree.map(lambda _: "train" if k in owned else "frozen",
@@ -471,7 +489,8 @@ def level_phases(model: FacePP, scheme: str, steps: Sequence[int], optimizer_fn,
     jitter = float(jitters[level - 2]) if level > 1 else 0.0
     phases.append(trainer_lib.Phase(
         name=f"level{level}", num_steps=int(n), tx=tx,
-        loss_fn=loss_fn_for(model, scheme, level, jitter, level1_loss),
+        loss_fn=loss_fn_for(model, scheme, level, jitter, level1_loss, through,
+                            float(jitters[0])),
         predict_fn=lambda p, s, x, level=level: model.apply({"params": p}, x,
                                                             levels=level)["landmarks"]))
   return phases
@@ -501,6 +520,9 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   validate.check_int(config, "model.image_size", 16)
   if m.get("organ_start") is not None:  # absent from workdirs saved before it existed
     validate.check_choice(config, "model.organ_start", ("mean", "previous"))
+  if not isinstance(config.facepp.get("contour_through", False), bool):
+    raise ValueError("config.facepp.contour_through must be True or False; got "
+                     f"{config.facepp.contour_through!r}")
   if config.facepp.get("level1_loss") is not None:
     validate.check_choice(config, "facepp.level1_loss", ("l1", "squared"))
   for key, n in (("input_sizes", NUM_LEVELS), ("supersample", NUM_LEVELS),
@@ -538,13 +560,15 @@ METHOD = deep.DeepMethod(
     init_variables=init_variables,
     phases=lambda model, config, scheme, optimizer_fn: level_phases(
         model, scheme, list(config.train.steps_per_level), optimizer_fn,
-        list(config.facepp.train_jitter), str(config.facepp.get("level1_loss", "l1"))),
+        list(config.facepp.train_jitter), str(config.facepp.get("level1_loss", "l1")),
+        bool(config.facepp.get("contour_through", False))),
     inference_fn=lambda model, phase_index: (
         lambda p, s, x: {k: v for k, v in model.apply({"params": p}, x,
                                                       levels=phase_index + 1).items()
                          if k in ("landmarks", "stages")}),
     resume_keys=("model.image_size", "model.input_sizes", "model.layers", "model.hidden",
-                 "model.organ_start", "model.organ_boxes", "train.steps_per_level"),
+                 "model.organ_start", "model.organ_boxes", "train.steps_per_level",
+                 "facepp.contour_through"),
     check_config=_check_config,
     describe=lambda model, config, n: (
         f"Face++: inner cascade of 4 levels (boxes, 51 points, 4 organs, 4 upright "
