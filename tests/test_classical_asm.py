@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxmarks.classical import asm
+from jaxmarks.classical import cpr
 from jaxmarks import methods
 from jaxmarks.methods import classical
 from jaxmarks.methods import export
@@ -63,6 +64,28 @@ def test_asm_recovers_shifted_truth(trained):
   pred, diverged = asm.fit(trained, jnp.asarray(x), jnp.asarray(start))
   assert not np.any(diverged)
   assert _err(pred, y) < 1.0, _err(pred, y)
+
+
+def test_asm_start_regressor_moves_the_start_and_saves(tmp_path):
+  """``init_stages`` > 0: a short CPR cascade trained with the ASM brings the start
+  shape closer to the faces than the mean shape, the search refines from there, and
+  the whole model round-trips through the export unchanged."""
+  x, y = toy.toy_faces(120, size=64, seed=1)
+  cfg = asm.ASMConfig(num_levels=2, profile_half=3, search_half=3, variance_fraction=0.99,
+                      max_iters=6, scheme="toy", init_stages=2, init_rank=4)
+  params = asm.train(x, y, cfg, log=lambda *a: None)
+  assert params.initializer.weights.shape[:1] == (2,)
+  xv, yv = toy.toy_faces(24, size=64, seed=2)
+  mean = np.broadcast_to(params.init_shape, yv.shape)
+  start, _ = cpr.fit(params.initializer, jnp.asarray(xv))
+  assert _err(start, yv) < 0.8 * _err(mean, yv), (_err(start, yv), _err(mean, yv))
+  pred, diverged = asm.fit(params, jnp.asarray(xv))
+  assert not np.any(diverged)
+  assert _err(pred, yv) < 0.7 * _err(mean, yv), (_err(pred, yv), _err(mean, yv))
+  _export(tmp_path, "asm", params)
+  b = methods.load_predictor(tmp_path).predict(xv[:2])
+  np.testing.assert_array_equal(np.asarray(asm.Predictor(params).predict(xv[:2])["landmarks"]),
+                                np.asarray(b["landmarks"]))
 
 
 def _export(path, method, params):

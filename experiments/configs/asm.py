@@ -45,4 +45,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.asm.max_iters = 12
   c.asm.covariance_eps = 0.3
   c.asm.fit_tol = 0.25
+  # The start shape: the mean shape (0 stages), or a few low-rank regression stages
+  # (the project's CPR, trained on the same faces) that mostly fix the pose.
+  c.asm.init_stages = 0
+  c.asm.init_rank = 4
+  c.asm.init_grid = 3
   return c
