@@ -65,3 +65,19 @@ def _export(path, method, params):
   """Writes ``params`` as the classical driver does (an export folder, no pickle)."""
   config = ml_collections.ConfigDict({"method": method, "scheme": "ibug68"})
   export.write(path, config, classical.params_to_arrays(params))
+
+
+def test_start_regressor_for_the_iterative_fitters():
+  """``start_regressor``: None for 0 stages (``start_shapes`` then returns the start as it
+  is); otherwise a cascade of the asked stages and rank whose start beats the mean."""
+  x, y = toy.toy_faces(120, seed=1)
+  assert cpr.start_regressor(x, y, 0, 4, 3, "toy") is None
+  mean = jnp.asarray(y.mean(0))
+  np.testing.assert_array_equal(np.asarray(cpr.start_shapes(None, jnp.zeros((48, 48)), mean)),
+                                np.asarray(mean))
+  params = cpr.start_regressor(x, y, 2, 3, 3, "toy", log=lambda *a: None)
+  assert params.weights.shape[0] == 2 and params.basis.shape[1] == 3
+  xv, yv = toy.toy_faces(24, seed=2)
+  gray = jnp.asarray(xv[..., 0])
+  start = jax.vmap(lambda g: cpr.start_shapes(params, g, params.init_shape))(gray)
+  assert _err(start, yv) < 0.8 * _err(np.broadcast_to(mean, yv.shape), yv)

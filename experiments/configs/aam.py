@@ -45,6 +45,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.aam.max_texture_modes = 100
   c.aam.max_iters = 20
   c.aam.hessian_reg = 0.1
+  # The start shape: the mean shape (0 stages), or a few low-rank regression stages
+  # (the project's CPR, trained on the same faces) that mostly fix the pose.
+  c.aam.init_stages = 0
+  c.aam.init_rank = 4
+  c.aam.init_grid = 3
   c.aam.features = "orientations"
   c.aam.feature_bins = 8
   c.aam.algorithm = "alternating"

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks.classical import common
+from jaxmarks.classical import cpr
 from jaxmarks.methods import classical
 from jaxmarks.methods import validate
 from jaxmarks.classical import pdm as pdm_lib
@@ -125,6 +126,7 @@ class AAMParams(NamedTuple):
   hessian_reg: jnp.ndarray | None = None
   jtj: jnp.ndarray | None = None
   ajac: jnp.ndarray | None = None
+  initializer: cpr.CPRParams | None = None
 
 
 @dataclasses.dataclass
@@ -141,6 +143,10 @@ class AAMConfig:
   features: str = "intensity"  # or "orientations" (common.orientation_features)
   feature_bins: int = 8
   algorithm: str = "project_out"  # or "alternating"
+  init_stages: int = 0  # stages of the start-shape regressor (0: the mean shape)
+  init_rank: int = 4
+  init_grid: int = 3
+  scheme: str = "ibug68"
 
 
 # Gaussian pooling of the orientation channels, pixels of each pyramid level.
@@ -312,7 +318,7 @@ def _fit_one(params: AAMParams, gray, init, tol, unrolled_iters=None):
   pyr = [gray]
   for _ in range(levels - 1):
     pyr.append(common.downsample2(pyr[-1]))
-  shape = pdm_lib.constrain(params.pdm, init)
+  shape = pdm_lib.constrain(params.pdm, cpr.start_shapes(params.initializer, gray, init))
   for level in reversed(range(levels)):
     scale = 2.0**level
     shape = _fit_level(params, pyr[level], shape / scale, level, tol,
@@ -328,7 +334,8 @@ def fit(params: AAMParams, images, init_shapes=None, tol: float = 0.05,
   Args:
     params: trained ``AAMParams``.
     images: ``(B, S, S, C)`` float crops.
-    init_shapes: optional ``(B, K, 2)`` initial shapes (default ``params.init_shape``).
+    init_shapes: optional ``(B, K, 2)`` initial shapes (default ``params.init_shape``),
+      from which ``params.initializer`` (if any) starts.
     tol: convergence tolerance (largest vertex movement, pixels of each level).
     unrolled_iters: per level, run the fit unrolled to this many guarded steps
       (``common.fit_loop``; ``common.iteration_caps(params)``: the same result).
@@ -517,7 +524,9 @@ def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMPara
       basis=f32([lv["basis"] for lv in levels]),
       update=f32([np.pad(lv["update"], ((0, 0), (0, n_max - lv["update"].shape[1]), (0, 0))
                          ).reshape(len(lv["update"]), -1) for lv in levels]),
-      max_iters=jnp.full((cfg.num_levels,), cfg.max_iters, jnp.int32), **alternating)
+      max_iters=jnp.full((cfg.num_levels,), cfg.max_iters, jnp.int32), **alternating,
+      initializer=cpr.start_regressor(images, landmarks, cfg.init_stages, cfg.init_rank,
+                                      cfg.init_grid, cfg.scheme, log))
 
 
 # ------------------------------------------------------------------------ save / predict
@@ -530,8 +539,8 @@ def Predictor(params: AAMParams, config=None, tol: float = 0.05) -> common.FitPr
 
 def _fit(images, landmarks, scheme_name: str, config):
   """The classical driver's fit: ``config.aam`` -> ``AAMParams``."""
-  del scheme_name
-  return train(images, landmarks, classical.config_dataclass(AAMConfig, config.aam))
+  return train(images, landmarks, classical.config_dataclass(AAMConfig, config.aam,
+                                                             scheme=scheme_name))
 
 
 def _check_config(config) -> None:
@@ -542,6 +551,10 @@ def _check_config(config) -> None:
   for key in ("shape_variance", "texture_variance"):
     validate.check_float(config, f"aam.{key}", 0.0, 1.0, low_open=True)
   validate.check_float(config, "aam.hessian_reg", 0.0)
+  if config.aam.get("init_stages") is not None:
+    validate.check_int(config, "aam.init_stages", 0)
+    validate.check_int(config, "aam.init_rank", 1)
+    validate.check_int(config, "aam.init_grid", 2)
   validate.check_float(config, "aam.fit_tol", 0.0)
   if config.aam.get("features") is not None:
     validate.check_choice(config, "aam.features", FEATURES)

@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmarks import schemes
 from jaxmarks.classical import common
 from jaxmarks.classical import cpr
 from jaxmarks.methods import classical
@@ -75,9 +74,9 @@ class ASMParams(NamedTuple):
     max_iters: ``(L,)`` iteration cap per level (as floats; only the values are used).
     num_modes: ``(L,)`` int32 shape modes used by the PDM constraint at each level
       (fewer at the coarse levels: pose and the large modes first).
-    initializer: a short regression cascade (``cpr.CPRParams``, ``T`` stages of low
-      rank) run from the start shape before the search; ``T = 0`` (the default
-      without ``init_stages``) leaves the start shape as it is.
+    initializer: a short regression cascade (``cpr.CPRParams``, a few stages of low
+      rank; ``cpr.start_regressor``) run from the start shape before the search, or
+      None (``init_stages`` 0: the search starts from the start shape).
   """
   pdm: pdm_lib.PDM
   init_shape: jnp.ndarray
@@ -88,7 +87,7 @@ class ASMParams(NamedTuple):
   search: jnp.ndarray
   max_iters: jnp.ndarray
   num_modes: jnp.ndarray
-  initializer: cpr.CPRParams
+  initializer: cpr.CPRParams | None = None
 
 
 @dataclasses.dataclass
@@ -220,7 +219,7 @@ def _search_level(params: ASMParams, image, shape, level: int, tol: float, n_std
 def _fit_one(params: ASMParams, gray, init, tol, n_std, unrolled_iters=None):
   levels = params.profile_mean.shape[0]
   pyr = _pyramid(gray, levels)
-  init = cpr._fit_one(params.initializer, gray, init)  # pylint: disable=protected-access
+  init = cpr.start_shapes(params.initializer, gray, init)
   shape = pdm_lib.constrain(params.pdm, init)
   for level in reversed(range(levels)):
     scale = 2.0**level
@@ -295,37 +294,14 @@ def train(images, landmarks, cfg: ASMConfig | None = None, log=print) -> ASMPara
   scale = np.trace(cov, axis1=-2, axis2=-1)[..., None, None] / p
   icov = np.linalg.inv(cov + cfg.covariance_eps * scale * np.eye(p) + 1e-12 * np.eye(p))
   log(f"asm: {model.components.shape[0]} shape modes, {cfg.num_levels} levels, profiles of {p}")
-  initializer = start_regressor(images, landmarks, cfg, log)
+  initializer = cpr.start_regressor(images, landmarks, cfg.init_stages, cfg.init_rank,
+                                    cfg.init_grid, cfg.scheme, log)
   return ASMParams(
       pdm=model, init_shape=jnp.asarray(init_shape), prev_idx=prev_idx, next_idx=next_idx,
       profile_mean=jnp.asarray(mean, jnp.float32), profile_icov=jnp.asarray(icov, jnp.float32),
       search=jnp.arange(-cfg.search_half, cfg.search_half + 1, dtype=jnp.float32),
       max_iters=jnp.full((cfg.num_levels,), cfg.max_iters, jnp.int32),
       num_modes=jnp.asarray(num_modes), initializer=initializer)
-
-
-def start_regressor(images, landmarks, cfg: ASMConfig, log=print) -> cpr.CPRParams:
-  """The start-shape regressor: ``cfg.init_stages`` CPR stages of rank ``cfg.init_rank``
-  trained on the same faces (mirrored where the scheme has a mirror permutation); with
-  0 stages an empty cascade, which leaves the start shape unchanged."""
-  landmarks = np.asarray(landmarks, np.float32)
-  scheme = schemes.get_scheme(cfg.scheme) if cfg.scheme in schemes.SCHEMES else None
-  if cfg.init_stages > 0:
-    eyes = scheme.outer_eye_corners if scheme is not None else (0, 1)
-    ccfg = cpr.CPRConfig(num_stages=cfg.init_stages, rank=cfg.init_rank, grid=cfg.init_grid,
-                         eye_corners=eyes)
-    params = cpr.train(images, landmarks, ccfg,
-                       mirror_permutation=scheme.mirror if scheme is not None else None,
-                       log=log)
-    log(f"asm: start shapes from {cfg.init_stages} regression stage(s) of rank "
-        f"{cfg.init_rank}")
-    return params
-  k = landmarks.shape[1]
-  mean = landmarks.mean(0)
-  return cpr.CPRParams(
-      init_shape=jnp.asarray(mean), ref_shape=jnp.asarray(mean - mean.mean(0)),
-      offsets=jnp.zeros((0, k, 1, 2), jnp.float32), weights=jnp.zeros((0, k, 1), jnp.float32),
-      basis=jnp.zeros((0, 1, 2 * k), jnp.float32), bias=jnp.zeros((0, 2 * k), jnp.float32))
 
 
 def Predictor(params: ASMParams, config=None, tol: float = 0.25) -> common.FitPredictor:

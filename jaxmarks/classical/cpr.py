@@ -326,6 +326,29 @@ def train(images, landmarks, cfg: CPRConfig | None = None, mirror_permutation=No
       **{k: jnp.asarray(np.stack(v).astype(np.float32)) for k, v in stages.items()})
 
 
+def start_regressor(images, landmarks, num_stages: int, rank: int, grid: int,
+                    scheme_name: str, log=print) -> CPRParams | None:
+  """A short, low-rank cascade that gives an iterative fitter (ASM, AAM) its start shape:
+  ``num_stages`` stages of rank ``rank`` on ``grid x grid`` samples per point, trained
+  on ``(N, S, S, C)`` crops and ``(N, K, 2)`` landmarks (mirrored where the scheme has a
+  mirror permutation). None for 0 stages (the fitter starts from the mean shape)."""
+  if num_stages <= 0:
+    return None
+  scheme = schemes.SCHEMES.get(scheme_name)
+  cfg = CPRConfig(num_stages=num_stages, rank=rank, grid=grid,
+                  eye_corners=scheme.outer_eye_corners if scheme is not None else (0, 1))
+  params = train(images, np.asarray(landmarks, np.float32), cfg,
+                 mirror_permutation=scheme.mirror if scheme is not None else None, log=log)
+  log(f"start shapes from {num_stages} regression stage(s) of rank {rank}")
+  return params
+
+
+def start_shapes(params: CPRParams | None, gray, init):
+  """One face's start shape ``(K, 2)``: the start regressor ``params`` (None: none) run
+  from ``init`` ``(K, 2)`` on the ``(H, W)`` gray crop."""
+  return init if params is None else _fit_one(params, gray, init)
+
+
 # ------------------------------------------------------------------------ save / predict
 
 

@@ -95,15 +95,28 @@ def params_to_arrays(params: NamedTuple, prefix: str = "") -> dict[str, np.ndarr
   return out
 
 
+def _namedtuple_hint(hint):
+  """The NamedTuple class of a field hint ``X`` or ``X | None``, else None."""
+  for candidate in (hint, *typing.get_args(hint)):
+    if isinstance(candidate, type) and issubclass(candidate, tuple) and hasattr(
+        candidate, "_fields"):
+      return candidate
+  return None
+
+
 def params_from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = ""):
   """Inverse of ``params_to_arrays`` into NamedTuple class ``cls``; a clear error
   naming the missing field."""
   hints = typing.get_type_hints(cls)
   values = {}
   for name in cls._fields:
-    sub = hints.get(name)
-    if isinstance(sub, type) and issubclass(sub, tuple) and hasattr(sub, "_fields"):
-      values[name] = params_from_arrays(sub, arrays, f"{prefix}{name}/")
+    sub = _namedtuple_hint(hints.get(name))
+    if sub is not None:
+      nested = f"{prefix}{name}/"
+      if name in cls._field_defaults and not any(k.startswith(nested) for k in arrays):
+        values[name] = cls._field_defaults[name]  # an optional part left out
+      else:
+        values[name] = params_from_arrays(sub, arrays, nested)
     else:
       key = f"{prefix}{name}"
       if key not in arrays and name in cls._field_defaults:
