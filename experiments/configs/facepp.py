@@ -73,11 +73,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.facepp.level1_loss = "squared"  # or "l1"
   # The contour cascade has two levels only; its level-2 network keeps training (on its
   # own loss, beside the organ networks) while the inner cascade trains levels 3 and 4.
+  # The contour is the larger error (6.78 % io against 3.52 % for the inner points).
   c.facepp.contour_through = True
 
-  # Level 4 was still improving at 3,000 steps. (1000, 4500, 3500, 3000) with a level
-  # 1 that learned nothing gave 4.594 %, (300, 4300, 3200, 4200) 4.565 %; these, with
-  # level 1 learning, 10.78 / 5.36 / 4.92 / 4.563 % after levels 1-4 (train:holdout).
+  # (1500, 4300, 3200, 4200) without contour_through: 10.78 / 5.36 / 4.92 / 4.563 %
+  # after levels 1-4 (train:holdout); these with it: 11.17 / 5.28 / 4.71 / 4.334 %, in
+  # 36 min 46 s wall (BENCHMARKS.md).
   c.train.steps_per_level = (1200, 3600, 3000, 3800)
   # 5e-4 beat 2e-3 on level 2 after 800 steps (8.7 % against 9.9 %, BENCHMARKS.md).
   common.cosine_schedule(c.train, learning_rate=5e-4)
