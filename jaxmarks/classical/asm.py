@@ -35,6 +35,12 @@ Departures from the paper:
   9-sample profiles, 98 % of the variance) the fit reached 15.8 % against 11.9 %
   now on ``train:holdout``; even started from the ground truth, that model drifted
   to 6.9 % (the loose 30-mode constraint follows wrong profile matches).
+- The start shape (the 300w config): not the mean shape in the box but the shape of
+  a short regression cascade trained with the ASM on the same faces (``init_stages``
+  CPR stages of rank 4, ``cpr.start_regressor``; Stasm starts from detected eyes and
+  mouth instead). From it a single level fits best (300-W ``train:holdout``: a
+  6.91 % start fitted to 5.83 %, against 9.88 % from the mean shape with 3 levels);
+  more levels make a good start worse (BENCHMARKS.md).
 - Convergence: the largest point movement at the current level is below
   ``tol`` pixels of that level (the paper's "50% of points within the central
   half of the search range" needs a data-dependent test that is less portable).
