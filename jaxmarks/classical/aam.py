@@ -556,10 +556,7 @@ def _check_config(config) -> None:
   for key in ("shape_variance", "texture_variance"):
     validate.check_float(config, f"aam.{key}", 0.0, 1.0, low_open=True)
   validate.check_float(config, "aam.hessian_reg", 0.0)
-  if config.aam.get("init_stages") is not None:
-    validate.check_int(config, "aam.init_stages", 0)
-    validate.check_int(config, "aam.init_rank", 1)
-    validate.check_int(config, "aam.init_grid", 2)
+  cpr.check_start_config(config, "aam")
   validate.check_float(config, "aam.fit_tol", 0.0)
   if config.aam.get("features") is not None:
     validate.check_choice(config, "aam.features", FEATURES)

@@ -325,10 +325,7 @@ def _check_config(config) -> None:
   """Ranges of ``config.asm`` (named in the error)."""
   for key in ("num_levels", "profile_half", "search_half", "max_iters"):
     validate.check_int(config, f"asm.{key}", 1)
-  if config.asm.get("init_stages") is not None:
-    validate.check_int(config, "asm.init_stages", 0)
-    validate.check_int(config, "asm.init_rank", 1)
-    validate.check_int(config, "asm.init_grid", 2)
+  cpr.check_start_config(config, "asm")
   for key in ("variance_fraction", "coarse_variance_fraction"):
     validate.check_float(config, f"asm.{key}", 0.0, 1.0, low_open=True)
   validate.check_float(config, "asm.covariance_eps", 0.0)

@@ -343,6 +343,15 @@ def start_regressor(images, landmarks, num_stages: int, rank: int, grid: int,
   return params
 
 
+def check_start_config(config, section: str) -> None:
+  """Ranges of a fitter's start-regressor fields ``config.<section>.init_stages``,
+  ``init_rank`` and ``init_grid`` (named in the error); absent fields are not checked."""
+  if config[section].get("init_stages") is not None:
+    validate.check_int(config, f"{section}.init_stages", 0)
+    validate.check_int(config, f"{section}.init_rank", 1)
+    validate.check_int(config, f"{section}.init_grid", 2)
+
+
 def start_shapes(params: CPRParams | None, gray, init):
   """One face's start shape ``(K, 2)``: the start regressor ``params`` (None: none) run
   from ``init`` ``(K, 2)`` on the ``(H, W)`` gray crop."""

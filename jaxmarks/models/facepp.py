@@ -488,8 +488,7 @@ def level_phases(model: FacePP, scheme: str, steps: Sequence[int], optimizer_fn,
   phases = []
   for i, n in enumerate(steps):
     level = i + 1
-    through = contour_through and level > 2
-    owned = _owned(level, through)
+    owned = _owned(level, contour_through)
     tx = optax.multi_transform(
         {"train": optimizer_fn(int(n), i), "frozen": optax.set_to_zero()},
         lambda p, owned=owned: {k: jax.tree.map(lambda _: "train" if k in owned else "frozen",
@@ -497,7 +496,7 @@ def level_phases(model: FacePP, scheme: str, steps: Sequence[int], optimizer_fn,
     jitter = float(jitters[level - 2]) if level > 1 else 0.0
     phases.append(trainer_lib.Phase(
         name=f"level{level}", num_steps=int(n), tx=tx,
-        loss_fn=loss_fn_for(model, scheme, level, jitter, level1_loss, through,
+        loss_fn=loss_fn_for(model, scheme, level, jitter, level1_loss, contour_through,
                             float(jitters[0])),
         predict_fn=lambda p, s, x, level=level: model.apply({"params": p}, x,
                                                             levels=level)["landmarks"]))
