@@ -21,6 +21,16 @@ measurement is *interleaved* with the peak: ``--repeats`` rounds of (one matmul
 peak run, one timed run), after a warm-up (compilation) run. A figure's
 ``fraction_of_peak`` is its best time against the best peak of its own rounds,
 the same statistic for both; the median time is printed too.
+
+Side by side with PyTorch (issue 16): with a CPU build of PyTorch installed
+(``pip install torch --index-url https://download.pytorch.org/whl/cpu``; not a
+dependency of the library), the same run also times stage 1 against its PyTorch twin
+(``benchmarks/torch_dan.py``: same layers, the same weights, checked equal by
+``tests/test_torch_twin.py``) on the same batch: inference at each ``--infer_batches``
+size and one Adam training step at ``--train_batch``, JAX and PyTorch in interleaved
+rounds, and prints JAX's speed as a multiple of PyTorch's (> 1: JAX faster).
+
+  python -m benchmarks.dan_speed --side_by_side_only   # only the PyTorch comparison
 """
 
 from __future__ import annotations
@@ -50,6 +60,13 @@ _TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Training batch size (0: 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds per measurement.")
 _MATMUL_N = flags.DEFINE_integer("matmul_n", 2048, "Matrix side for the peak measurement.")
 _JSON = flags.DEFINE_string("json_out", "", "Also write the results to this JSON file.")
+_ONLY_TORCH = flags.DEFINE_bool(
+    "side_by_side_only", False, "Only the PyTorch side-by-side (skips the full-model "
+    "figures against the matmul peak).")
+_TORCH = flags.DEFINE_enum(
+    "torch", "auto", ["auto", "yes", "no"],
+    "Time the PyTorch twin of stage 1 (benchmarks/torch_dan.py) beside JAX's stage 1, "
+    "inference and Adam training step, interleaved: auto = when torch is installed.")
 
 
 def _flops(compiled) -> float:
@@ -111,6 +128,125 @@ def _time_vs_peak(fn, peak: MatmulPeak, repeats: int) -> dict[str, float]:
   return {"best": min(times), "median": float(np.median(times)), "peak": max(peaks)}
 
 
+def _interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
+  """Warm-up, then ``repeats`` rounds running each of ``fns`` once in turn (so that
+  the host's drift hits all of them alike) -> best and median seconds of each."""
+  for fn in fns.values():
+    fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t0)
+  return {name: {"best": min(t), "median": float(np.median(t))} for name, t in times.items()}
+
+
+def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: int,
+                       repeats: int) -> list[dict]:
+  """Stage 1 of ``model`` in JAX (the library's predict path and the trainer's Adam
+  step) against its PyTorch twin on the same inputs, in interleaved rounds. PyTorch
+  runs in eval mode under ``torch.inference_mode`` for inference, in NCHW and in
+  channels-last memory format (its faster one is its figure)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_dan  # pylint: disable=import-outside-toplevel
+
+  one_stage = model.clone(num_stages=1)
+  p1 = {"stage1": params["stage1"]}
+  s1 = {"batch_stats": {"stage1": state["batch_stats"]["stage1"]}}
+  twin = torch_dan.TorchDANStage(np.asarray(model.mean_shape, np.float32),
+                                 base_width=model.base_width, fc_units=model.fc_units,
+                                 dropout_rate=model.dropout_rate,
+                                 output_scale=model.image_size / 8)
+  torch_dan.load_flax_params(twin, p1["stage1"], s1["batch_stats"]["stage1"])
+  twin_cl = torch_dan.TorchDANStage(np.asarray(model.mean_shape, np.float32),
+                                    base_width=model.base_width, fc_units=model.fc_units,
+                                    dropout_rate=model.dropout_rate,
+                                    output_scale=model.image_size / 8)
+  twin_cl.load_state_dict(twin.state_dict())
+  twin_cl = twin_cl.to(memory_format=torch.channels_last)
+  print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads; JAX "
+        f"{jax.__version__}; stage 1 only, same layers and weights", flush=True)
+  rows = []
+  for b in infer_batches:
+    x = rng.normal(size=(b, 112, 112, 1)).astype(np.float32)
+    xj = jnp.asarray(x)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    xt_cl = xt.contiguous(memory_format=torch.channels_last)
+    predict = jax.jit(dan.predict_fn_for(one_stage, 1))
+    twin.eval()
+    twin_cl.eval()
+
+    def run_torch(net, inp):
+      with torch.inference_mode():
+        return net(inp)
+
+    t = _interleaved({"jax": lambda: jax.block_until_ready(predict(p1, s1, xj)),
+                      "torch": lambda: run_torch(twin, xt),
+                      "torch_cl": lambda: run_torch(twin_cl, xt_cl)}, repeats)
+    rows.append(_ratio_row("inference", b, t))
+  if train_batch:
+    b = train_batch
+    x = rng.normal(size=(b, 112, 112, 1)).astype(np.float32)
+    y = (np.asarray(model.mean_shape, np.float32)[None]
+         + rng.normal(size=(b, model.num_points, 2))).astype(np.float32)
+    t = trainer_lib.Trainer("/tmp/jaxmarks_dan_speed", scheme="ibug68", progress=False)
+    phase = dan.stage_phases(one_stage, "ibug68", [1], lambda n, i: optax.adam(1e-3))[0]
+    step = t._make_train_step(phase)  # pylint: disable=protected-access
+    batch = t.shard_batch({"image": x, "landmarks": y})
+    ts = trainer_lib.TrainState(
+        step=jnp.asarray(0, jnp.int32), params=jax.tree.map(jnp.copy, p1),
+        model_state=jax.tree.map(jnp.copy, s1), opt_state=phase.tx.init(p1),
+        rng=jax.random.PRNGKey(0))
+    holder = {"s": jax.device_put(ts, t.replicated)}
+
+    def run_jax():
+      holder["s"], out = step(holder["s"], batch)
+      jax.block_until_ready(out)
+
+    left, right = _outer_eye_corners()
+    yt = torch.from_numpy(y)
+
+    def torch_step(net, opt, inp):
+      def run():
+        opt.zero_grad(set_to_none=True)
+        loss = torch_dan.inter_ocular_loss(net(inp), yt, left, right)
+        loss.backward()
+        opt.step()
+      return run
+
+    twin.train()
+    twin_cl.train()
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    xt_cl = xt.contiguous(memory_format=torch.channels_last)
+    t = _interleaved({
+        "jax": run_jax,
+        "torch": torch_step(twin, torch.optim.Adam(twin.parameters(), 1e-3), xt),
+        "torch_cl": torch_step(twin_cl, torch.optim.Adam(twin_cl.parameters(), 1e-3), xt_cl),
+    }, repeats)
+    rows.append(_ratio_row("train step (Adam)", b, t))
+  return rows
+
+
+def _outer_eye_corners():
+  from jaxmarks import schemes  # pylint: disable=import-outside-toplevel
+  return schemes.get_scheme("ibug68").outer_eye_corners
+
+
+def _ratio_row(what: str, batch: int, t: dict) -> dict:
+  torch_best = min(t["torch"]["best"], t["torch_cl"]["best"])
+  layout = "NCHW" if t["torch"]["best"] <= t["torch_cl"]["best"] else "channels-last"
+  row = {"what": what, "batch": batch, "jax_seconds": t["jax"]["best"],
+         "jax_median_seconds": t["jax"]["median"], "torch_seconds": torch_best,
+         "torch_nchw_seconds": t["torch"]["best"], "torch_cl_seconds": t["torch_cl"]["best"],
+         "torch_layout": layout, "jax_speed_vs_torch": torch_best / t["jax"]["best"]}
+  print(f"{what} batch {batch:3d}: JAX {t['jax']['best']:.4f} s (median "
+        f"{t['jax']['median']:.4f}), PyTorch {torch_best:.4f} s ({layout}; NCHW "
+        f"{t['torch']['best']:.4f}, channels-last {t['torch_cl']['best']:.4f}) -> JAX at "
+        f"{row['jax_speed_vs_torch']:.2f}x PyTorch's speed", flush=True)
+  return row
+
+
 def main(argv):
   del argv
   repeats = _REPEATS.value
@@ -138,8 +274,9 @@ def main(argv):
             "fraction_of_peak": flops / t["best"] / 1e9 / t["peak"]}
 
   mb = _MICROBATCH.value
+  infer_batches = [] if _ONLY_TORCH.value else [int(v) for v in _BATCHES.value if v]
   conv_flops_per_image = conventional_flops_per_image(params)
-  for b in [int(v) for v in _BATCHES.value if v]:
+  for b in infer_batches:
     x = jnp.asarray(rng.normal(size=(b, 112, 112, 1)), jnp.float32)
     # FLOPs of the whole-batch program (a lax.map body is counted once, not per slice).
     flops = _flops(jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=0))
@@ -162,7 +299,7 @@ def main(argv):
             f"{100 * r['conventional_fraction_of_peak']:.0f}%; median "
             f"{b / r['median_seconds']:.2f} img/s)", flush=True)
   b = _TRAIN_BATCH.value
-  if b:
+  if b and not _ONLY_TORCH.value:
     t = trainer_lib.Trainer("/tmp/jaxmarks_dan_speed", scheme="ibug68", progress=False)
     phases = dan.stage_phases(model, "ibug68", [1] * _STAGES.value,
                               lambda n, i: optax.adam(1e-3))
@@ -191,6 +328,17 @@ def main(argv):
             f"({r['gflop_per_step']:.0f} GFLOP/step, {r['gflops']:.1f} GFLOP/s = "
             f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; median "
             f"{r['median_seconds']:.2f} s)", flush=True)
+  b = _TRAIN_BATCH.value
+  use_torch = _TORCH.value == "yes"
+  if _TORCH.value == "auto":
+    try:
+      import torch  # pylint: disable=import-outside-toplevel,unused-import
+      use_torch = True
+    except ImportError:
+      print("PyTorch not installed: no side-by-side (see the module docstring)")
+  if use_torch:
+    results["torch"] = torch_side_by_side(
+        model, params, state, rng, [int(v) for v in _BATCHES.value if v], b, repeats)
   print(json.dumps(results))
   if _JSON.value:
     with open(_JSON.value, "w") as f:

@@ -27,6 +27,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxmarks import methods
+from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -52,6 +53,10 @@ def define_flags(default_config: str | None = None, default_workdir: str | None 
     sys.exit(2)
   flags.DEFINE_string("workdir", default_workdir, "Output and resume folder.",
                       required=default_workdir is None)
+  flags.DEFINE_bool("single_arena_malloc", True,
+                    "Serve every thread's buffers from one glibc arena without mmap or "
+                    "trimming (jaxmarks.train.host): far fewer page faults and less "
+                    "kernel time per CPU training step, at a larger resident set.")
 
 
 def _config_spec(argv: Sequence[str], default: str | None) -> str | None:
@@ -126,6 +131,8 @@ def main(argv, expected_method: str | None = None) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+  if FLAGS.single_arena_malloc:
+    print(host.single_arena_malloc(), flush=True)
   config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=experiments/configs/dan.py")
