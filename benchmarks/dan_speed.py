@@ -46,6 +46,7 @@ import numpy as np
 import optax
 
 from jaxmarks.models import dan
+from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
 
 _WIDTH = flags.DEFINE_integer("base_width", 64, "DAN base width (64 = paper).")
@@ -63,6 +64,9 @@ _JSON = flags.DEFINE_string("json_out", "", "Also write the results to this JSON
 _ONLY_TORCH = flags.DEFINE_bool(
     "side_by_side_only", False, "Only the PyTorch side-by-side (skips the full-model "
     "figures against the matmul peak).")
+_MALLOC = flags.DEFINE_bool(
+    "single_arena_malloc", True, "The training command's allocator setting "
+    "(jaxmarks.train.host), applied before JAX starts.")
 _TORCH = flags.DEFINE_enum(
     "torch", "auto", ["auto", "yes", "no"],
     "Time the PyTorch twin of stage 1 (benchmarks/torch_dan.py) beside JAX's stage 1, "
@@ -249,6 +253,8 @@ def _ratio_row(what: str, batch: int, t: dict) -> dict:
 
 def main(argv):
   del argv
+  if _MALLOC.value:
+    print(host.single_arena_malloc(), flush=True)
   repeats = _REPEATS.value
   peak = MatmulPeak(_MATMUL_N.value)
   first_peak = max(peak.run() for _ in range(3))
