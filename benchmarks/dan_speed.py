@@ -35,6 +35,7 @@ rounds, and prints JAX's speed as a multiple of PyTorch's (> 1: JAX faster).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmarks import schemes
 from jaxmarks.models import dan
 from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
@@ -158,16 +160,8 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
   one_stage = model.clone(num_stages=1)
   p1 = {"stage1": params["stage1"]}
   s1 = {"batch_stats": {"stage1": state["batch_stats"]["stage1"]}}
-  twin = torch_dan.TorchDANStage(np.asarray(model.mean_shape, np.float32),
-                                 base_width=model.base_width, fc_units=model.fc_units,
-                                 dropout_rate=model.dropout_rate,
-                                 output_scale=model.image_size / 8)
-  torch_dan.load_flax_params(twin, p1["stage1"], s1["batch_stats"]["stage1"])
-  twin_cl = torch_dan.TorchDANStage(np.asarray(model.mean_shape, np.float32),
-                                    base_width=model.base_width, fc_units=model.fc_units,
-                                    dropout_rate=model.dropout_rate,
-                                    output_scale=model.image_size / 8)
-  twin_cl.load_state_dict(twin.state_dict())
+  twin = torch_dan.twin_of(one_stage, p1, s1)
+  twin_cl = copy.deepcopy(twin)
   twin_cl = twin_cl.to(memory_format=torch.channels_last)
   print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads; JAX "
         f"{jax.__version__}; stage 1 only, same layers and weights", flush=True)
@@ -208,7 +202,7 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
       holder["s"], out = step(holder["s"], batch)
       jax.block_until_ready(out)
 
-    left, right = _outer_eye_corners()
+    left, right = schemes.get_scheme("ibug68").outer_eye_corners
     yt = torch.from_numpy(y)
 
     def torch_step(net, opt, inp):
@@ -230,11 +224,6 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
     }, repeats)
     rows.append(_ratio_row("train step (Adam)", b, t))
   return rows
-
-
-def _outer_eye_corners():
-  from jaxmarks import schemes  # pylint: disable=import-outside-toplevel
-  return schemes.get_scheme("ibug68").outer_eye_corners
 
 
 def _ratio_row(what: str, batch: int, t: dict) -> dict:
@@ -280,9 +269,9 @@ def main(argv):
             "fraction_of_peak": flops / t["best"] / 1e9 / t["peak"]}
 
   mb = _MICROBATCH.value
-  infer_batches = [] if _ONLY_TORCH.value else [int(v) for v in _BATCHES.value if v]
+  batches = [int(v) for v in _BATCHES.value if v]
   conv_flops_per_image = conventional_flops_per_image(params)
-  for b in infer_batches:
+  for b in [] if _ONLY_TORCH.value else batches:
     x = jnp.asarray(rng.normal(size=(b, 112, 112, 1)), jnp.float32)
     # FLOPs of the whole-batch program (a lax.map body is counted once, not per slice).
     flops = _flops(jax.jit(dan.predict_fn_for(model, model.num_stages, microbatch=0))
@@ -334,7 +323,6 @@ def main(argv):
             f"({r['gflop_per_step']:.0f} GFLOP/step, {r['gflops']:.1f} GFLOP/s = "
             f"{100 * r['fraction_of_peak']:.0f}% of peak {r['peak_gflops']:.0f}; median "
             f"{r['median_seconds']:.2f} s)", flush=True)
-  b = _TRAIN_BATCH.value
   use_torch = _TORCH.value == "yes"
   if _TORCH.value == "auto":
     try:
@@ -343,8 +331,8 @@ def main(argv):
     except ImportError:
       print("PyTorch not installed: no side-by-side (see the module docstring)")
   if use_torch:
-    results["torch"] = torch_side_by_side(
-        model, params, state, rng, [int(v) for v in _BATCHES.value if v], b, repeats)
+    results["torch"] = torch_side_by_side(model, params, state, rng, batches,
+                                          _TRAIN_BATCH.value, repeats)
   print(json.dumps(results))
   if _JSON.value:
     with open(_JSON.value, "w") as f:

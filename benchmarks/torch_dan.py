@@ -72,6 +72,19 @@ def inter_ocular_loss(pred: torch.Tensor, target: torch.Tensor, left: int,
   return (err / norm).mean()
 
 
+def twin_of(dan_model, params, model_state) -> TorchDANStage:
+  """The twin of stage 1 of a Flax ``jaxmarks.models.dan.DAN`` with its variables
+  (``params`` and ``model_state`` of the whole model) copied in."""
+  scale = dan_model.output_scale
+  twin = TorchDANStage(np.asarray(dan_model.mean_shape, np.float32),
+                       base_width=dan_model.base_width, fc_units=dan_model.fc_units,
+                       dropout_rate=dan_model.dropout_rate,
+                       output_scale=dan_model.image_size / 8 if scale is None else scale,
+                       image_size=dan_model.image_size)
+  load_flax_params(twin, params["stage1"], model_state["batch_stats"]["stage1"])
+  return twin
+
+
 def load_flax_params(twin: TorchDANStage, params, batch_stats) -> None:
   """Copies one Flax ``DANStage``'s ``params`` and ``batch_stats`` (the stage's own
   sub-dicts, e.g. ``params["stage1"]``) into ``twin``."""

@@ -43,18 +43,14 @@ def _model_and_variables(dropout: float):
   return model, ms, params, state, images, target
 
 
-def _twin(torch, model, ms, params, state):
+def _twin(model, params, state):
   from benchmarks import torch_dan  # pylint: disable=import-outside-toplevel
-  twin = torch_dan.TorchDANStage(ms, base_width=model.base_width, fc_units=model.fc_units,
-                                 dropout_rate=model.dropout_rate,
-                                 output_scale=model.image_size / 8)
-  torch_dan.load_flax_params(twin, params["stage1"], state["batch_stats"]["stage1"])
-  return twin, torch_dan
+  return torch_dan.twin_of(model, params, state), torch_dan
 
 
 def test_twin_inference_matches_jax(torch):
   model, ms, params, state, images, _ = _model_and_variables(dropout=0.5)
-  twin, _ = _twin(torch, model, ms, params, state)
+  twin, _ = _twin(model, params, state)
   twin.eval()
   want = np.asarray(dan.predict_fn_for(model, 1)(params, state, jnp.asarray(images)))
   with torch.no_grad():
@@ -66,7 +62,7 @@ def test_twin_inference_matches_jax(torch):
 
 def test_twin_training_loss_and_gradient_match_jax(torch):
   model, ms, params, state, images, target = _model_and_variables(dropout=0.0)
-  twin, torch_dan = _twin(torch, model, ms, params, state)
+  twin, torch_dan = _twin(model, params, state)
   twin.train()
   loss_fn = dan.loss_fn_for(model, "ibug68", 1)
   batch = {"image": jnp.asarray(images), "landmarks": jnp.asarray(target)}
