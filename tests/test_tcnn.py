@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tcnn as tcnn_configs
+from jaxmarks import evaluation
 from jaxmarks import gmm
 from jaxmarks import methods
 from jaxmarks.methods import deep
@@ -101,6 +102,19 @@ def test_training_tweaks_and_prints_both(trained):
           and line.strip().split()[0] in ("vanilla", "tweaked")]
   assert [r[0] for r in rows] == ["vanilla", "tweaked"]
   assert rows[1][1] == f"NME(inter_ocular)={100 * summary['nme_inter_ocular']:.3f}%"
+
+
+def test_final_printout_adds_the_mirror_averaged_row(trained):
+  root, summary, out = trained
+  line = [l for l in out.splitlines() if l.strip().startswith("tweaked, mirror-averaged")]
+  assert len(line) == 1
+  mirrored = summary["mirror_averaged"]
+  assert f"NME(inter_ocular)={100 * mirrored['nme_inter_ocular']:.3f}%" in line[0]
+  # The same figure as the evaluate command's --mirror on the exported model.
+  again = evaluation.evaluate_trained(root / "wd", mirror=True, output_dir=root / "ev")
+  assert again["test_time_mirror"] and mirrored["n"] == again["n"] == 10
+  np.testing.assert_allclose(mirrored["nme_inter_ocular"], again["nme_inter_ocular"], rtol=1e-5)
+  assert mirrored["nme_inter_ocular"] != summary["nme_inter_ocular"]
 
 
 def test_export_routes_faces_and_keeps_the_vanilla_network(trained):

@@ -46,6 +46,9 @@ def deep_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.train.eval_batch_size = 64
   c.train.num_plot_faces = 16
   c.train.progress = True
+  # After training, also print the final model with test-time mirroring (an extra
+  # row beside the plain figure; not in the papers; jaxmarks.methods.mirror).
+  c.train.mirror_row = True
   c.ablations = ml_collections.ConfigDict()  # {name: {section: {field: value}}}
   return c
 
