@@ -137,6 +137,22 @@ def test_alternating_fit_from_the_mean_shape_and_its_export(alternating, tmp_pat
   np.testing.assert_allclose(np.asarray(b["landmarks"]), np.asarray(pred[:2]), atol=1e-3)
 
 
+def test_the_loop_layout_fits_the_same_and_is_made_once(alternating):
+  """``for_fitting`` (what the predictor holds) gives the trained layout's fit exactly."""
+  fast = aam.for_fitting(alternating)
+  levels, n_p = alternating.jtj.shape[0], alternating.basis.shape[1]
+  n_t = alternating.appearance_grad.shape[1]
+  assert fast.jtj.shape == (levels, n_p * n_p, n_t * n_t)
+  assert fast.appearance_grad.shape[::2] == (levels, n_t)
+  assert aam.for_fitting(fast) is fast
+  x, _ = toy.toy_faces(6, size=64, seed=7)
+  for images in (x[:1], x):
+    a, da = aam.fit(alternating, jnp.asarray(images))
+    b, db = aam.fit(fast, jnp.asarray(images))
+    np.testing.assert_array_equal(np.asarray(da), np.asarray(db))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
 def test_a_project_out_export_has_no_alternating_arrays(trained, tmp_path):
   arrays = classical.params_to_arrays(trained)
   assert "jtj" not in arrays and "appearance" not in arrays

@@ -111,6 +111,10 @@ class AAMParams(NamedTuple):
       Jacobian of ``A0 + A c`` is ``sum_i c~_i J_i``, so its Gauss-Newton matrix is a
       quadratic form in ``c~`` and an iteration never forms the ``(N C, P)`` Jacobian.
     ajac: ``(L, M + 1, M, P)`` the texture modes times each ``J_i``, or None.
+
+  ``for_fitting`` returns the same parameters with ``appearance_grad``, ``jtj``,
+  ``ajac`` and ``warp_jacobian`` laid out for the fit's loop (``_loop_layout``); the
+  predictor holds that form, ``train`` and the saved files this one.
   """
   pdm: pdm_lib.PDM
   init_shape: jnp.ndarray
@@ -267,17 +271,10 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
 
   alternating = params.appearance is not None
   if alternating:
-    # This level's arrays, sliced and laid out once outside the loop so that every
-    # product inside it contracts their last axis: with the parameters passed as
-    # arguments, XLA:CPU otherwise re-laid them out at each iteration (6x slower).
-    modes, dwdp, reg = (params.appearance[level], params.warp_jacobian[level],
-                        params.hessian_reg[level])
-    n_t = params.appearance_grad.shape[1]  # M + 1
+    modes, reg = params.appearance[level], params.hessian_reg[level]
     n_p = params.basis.shape[1]  # P
-    grads_t = params.appearance_grad[level].reshape(n_t, -1).T  # (N C 2, M + 1)
-    jtj_t = params.jtj[level].transpose(2, 3, 0, 1).reshape(n_p * n_p, n_t * n_t)
-    ajac_t = params.ajac[level].transpose(1, 2, 0).reshape(-1, n_t)  # (M P, M + 1)
-    dwdp_t = dwdp.transpose(1, 0, 2).reshape(n_p, -1)  # (P, N 2)
+    grads_t, jtj_t, ajac_t, dwdp_t = (a[level] for a in _loop_layout(params))
+    n_t = grads_t.shape[-1]  # M + 1
 
   def solve_alternating(err):
     """Alternating IC (Tzimiropoulos and Pantic, ICCV 2013): the texture parameters
@@ -316,6 +313,40 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
   _, shape, _ = common.fit_loop(cond, body, (0, shape, jnp.asarray(jnp.inf, jnp.float32)),
                                 unrolled)
   return shape
+
+
+def _loop_layout(params: AAMParams):
+  """The alternating fit's arrays laid out so that every product inside the loop
+  contracts their last axis: ``appearance_grad (L, N C 2, M + 1)``, ``jtj (L, P P,
+  (M + 1)^2)``, ``ajac (L, M P, M + 1)``, ``warp_jacobian (L, P, N 2)``.
+
+  Arrays already in this layout (``for_fitting``: 3-D ``jtj``) are returned as they
+  are; the trained layout (5-D ``jtj``) is transposed here, which inside ``fit`` costs
+  a relayout of the ~40 MB of arrays on every call (XLA:CPU otherwise re-lays them out
+  at each iteration, which is slower still).
+  """
+  if params.jtj.ndim == 3:
+    return params.appearance_grad, params.jtj, params.ajac, params.warp_jacobian
+  n_l, n_t = params.appearance_grad.shape[:2]  # L, M + 1
+  n_p = params.basis.shape[1]  # P
+  return (params.appearance_grad.reshape(n_l, n_t, -1).transpose(0, 2, 1),
+          params.jtj.transpose(0, 3, 4, 1, 2).reshape(n_l, n_p * n_p, n_t * n_t),
+          params.ajac.transpose(0, 2, 3, 1).reshape(n_l, -1, n_t),
+          params.warp_jacobian.transpose(0, 2, 1, 3).reshape(n_l, n_p, -1))
+
+
+def for_fitting(params: AAMParams) -> AAMParams:
+  """``params`` with the alternating fit's arrays in the loop's layout (``_loop_layout``),
+  transposed once on the host instead of in every ``fit`` call. ``fit`` takes either
+  form and gives the same result; the predictor holds this one."""
+  if params.appearance is None or params.jtj.ndim == 3:
+    return params
+  host = AAMParams(*[None] * len(params))._replace(  # numpy transposes, no compilation
+      appearance_grad=np.asarray(params.appearance_grad), jtj=np.asarray(params.jtj),
+      ajac=np.asarray(params.ajac), warp_jacobian=np.asarray(params.warp_jacobian),
+      basis=np.asarray(params.basis))
+  grads, jtj, ajac, dwdp = (jnp.asarray(np.ascontiguousarray(a)) for a in _loop_layout(host))
+  return params._replace(appearance_grad=grads, jtj=jtj, ajac=ajac, warp_jacobian=dwdp)
 
 
 def _fit_one(params: AAMParams, gray, init, tol, unrolled_iters=None):
@@ -539,7 +570,7 @@ def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMPara
 
 def Predictor(params: AAMParams, config=None, tol: float = 0.05) -> common.FitPredictor:
   """The ``jaxmarks.methods`` predictor for a trained AAM."""
-  return common.FitPredictor(fit, params, config, tol=tol)
+  return common.FitPredictor(fit, for_fitting(params), config, tol=tol)
 
 
 def _fit(images, landmarks, scheme_name: str, config):
