@@ -11,7 +11,8 @@ Variants (``--config=experiments/configs/dan.py:<variant>``):
   size 0.001, batch 64. For a GPU or TPU.
 - ``"300w_cpu"``: a reduced-width DAN (8..64 channels, fc 256) on the shared 300-W
   training data (``train:fit``), validated on ``train:holdout`` (10 % held out);
-  about 31 minutes on an idle 2-core CPU (4.374 % inter-ocular NME on train:holdout; BENCHMARKS.md).
+  about 31 minutes on an idle 2-core CPU (4.374 % inter-ocular NME on train:holdout;
+  BENCHMARKS.md).
 
 The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
 (``jaxmarks.data.paths``). Any field can be overridden:
