@@ -273,7 +273,12 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
   if alternating:
     modes, reg = params.appearance[level], params.hessian_reg[level]
     n_p = params.basis.shape[1]  # P
-    grads_t, jtj_t, ajac_t, dwdp_t = (a[level] for a in _loop_layout(params))
+    arrays = (params.appearance_grad, params.jtj, params.ajac, params.warp_jacobian)
+    if params.jtj.ndim == 3:  # already in the loop's layout (``for_fitting``)
+      grads_t, jtj_t, ajac_t, dwdp_t = (a[level] for a in arrays)
+    else:  # the trained layout: this level only, laid out here on every call
+      grads_t, jtj_t, ajac_t, dwdp_t = (
+          a[0] for a in _loop_layout(*(x[level:level + 1] for x in arrays), n_p))
     n_t = grads_t.shape[-1]  # M + 1
 
   def solve_alternating(err):
@@ -315,37 +320,33 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
   return shape
 
 
-def _loop_layout(params: AAMParams):
-  """The alternating fit's arrays laid out so that every product inside the loop
-  contracts their last axis: ``appearance_grad (L, N C 2, M + 1)``, ``jtj (L, P P,
-  (M + 1)^2)``, ``ajac (L, M P, M + 1)``, ``warp_jacobian (L, P, N 2)``.
+def _loop_layout(appearance_grad, jtj, ajac, warp_jacobian, n_p: int):
+  """The alternating fit's arrays, from the trained layout (``AAMParams``) to one in
+  which every product inside the loop contracts their last axis: ``appearance_grad
+  (L, N C 2, M + 1)``, ``jtj (L, P P, (M + 1)^2)``, ``ajac (L, M P, M + 1)``,
+  ``warp_jacobian (L, P, N 2)`` (``n_p``: P). Works on numpy and JAX arrays alike.
 
-  Arrays already in this layout (``for_fitting``: 3-D ``jtj``) are returned as they
-  are; the trained layout (5-D ``jtj``) is transposed here, which inside ``fit`` costs
-  a relayout of the ~40 MB of arrays on every call (XLA:CPU otherwise re-lays them out
-  at each iteration, which is slower still).
+  Made inside ``fit`` from the trained layout, this relayout of ~40 MB costs every call
+  (XLA:CPU otherwise re-lays the arrays out at each iteration, which is slower still);
+  ``for_fitting`` makes it once.
   """
-  if params.jtj.ndim == 3:
-    return params.appearance_grad, params.jtj, params.ajac, params.warp_jacobian
-  n_l, n_t = params.appearance_grad.shape[:2]  # L, M + 1
-  n_p = params.basis.shape[1]  # P
-  return (params.appearance_grad.reshape(n_l, n_t, -1).transpose(0, 2, 1),
-          params.jtj.transpose(0, 3, 4, 1, 2).reshape(n_l, n_p * n_p, n_t * n_t),
-          params.ajac.transpose(0, 2, 3, 1).reshape(n_l, -1, n_t),
-          params.warp_jacobian.transpose(0, 2, 1, 3).reshape(n_l, n_p, -1))
+  n_l, n_t = appearance_grad.shape[:2]  # L, M + 1
+  return (appearance_grad.reshape(n_l, n_t, -1).transpose(0, 2, 1),
+          jtj.transpose(0, 3, 4, 1, 2).reshape(n_l, n_p * n_p, n_t * n_t),
+          ajac.transpose(0, 2, 3, 1).reshape(n_l, -1, n_t),
+          warp_jacobian.transpose(0, 2, 1, 3).reshape(n_l, n_p, -1))
 
 
 def for_fitting(params: AAMParams) -> AAMParams:
-  """``params`` with the alternating fit's arrays in the loop's layout (``_loop_layout``),
-  transposed once on the host instead of in every ``fit`` call. ``fit`` takes either
-  form and gives the same result; the predictor holds this one."""
+  """``params`` with the alternating fit's arrays in the loop's layout (``_loop_layout``;
+  recognised by a 3-D ``jtj``), transposed once on the host instead of in every ``fit``
+  call. ``fit`` takes either form and gives the same result; the predictor holds this one."""
   if params.appearance is None or params.jtj.ndim == 3:
     return params
-  host = AAMParams(*[None] * len(params))._replace(  # numpy transposes, no compilation
-      appearance_grad=np.asarray(params.appearance_grad), jtj=np.asarray(params.jtj),
-      ajac=np.asarray(params.ajac), warp_jacobian=np.asarray(params.warp_jacobian),
-      basis=np.asarray(params.basis))
-  grads, jtj, ajac, dwdp = (jnp.asarray(np.ascontiguousarray(a)) for a in _loop_layout(host))
+  host = (np.asarray(a) for a in (params.appearance_grad, params.jtj, params.ajac,
+                                  params.warp_jacobian))
+  grads, jtj, ajac, dwdp = (jnp.asarray(np.ascontiguousarray(a))
+                            for a in _loop_layout(*host, params.basis.shape[1]))
   return params._replace(appearance_grad=grads, jtj=jtj, ajac=ajac, warp_jacobian=dwdp)
 
 

@@ -265,30 +265,29 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   extra = {"validation_curve": history, "train_seconds": train_seconds,
            "variant": config.get("variant"), "workdir": str(workdir),
            "export": str(export_dir)}
+  eval_config = evaluation.eval_data_config(config)
+  quiet_eval = lambda model: evaluation.evaluate(  # noqa: E731
+      model, eval_config, data.eval_split, batch_size=eval_bs, quiet=True)
+  final_name = spec.finish_names[1] if before is not None else spec.name
+  before_summary = mirrored = None
   if before is not None:  # the model before ``finish``, in the same summary file
-    before_summary = evaluation.evaluate(
-        before, evaluation.eval_data_config(config), data.eval_split, batch_size=eval_bs,
-        quiet=True)
-    extra[spec.finish_names[0]] = {k: before_summary[k] for k in _SUMMARY_KEYS
-                                   if k in before_summary}
+    before_summary = quiet_eval(before)
+    extra[spec.finish_names[0]] = _brief(before_summary)
+  if tc.get("mirror_row", True):  # the export with test-time mirroring (not in the papers)
+    mirrored = quiet_eval(mirror_lib.MirrorAveraged(predictor))
+    extra["mirror_averaged"] = _brief(mirrored)
   summary = evaluation.evaluate(
-      predictor, evaluation.eval_data_config(config), data.eval_split, output_dir=workdir,
+      predictor, eval_config, data.eval_split, output_dir=workdir,
       batch_size=eval_bs, num_faces=int(tc.num_plot_faces),
       names={"json": "eval_summary.json", "ced": "ced.png", "grid": "landmarks_grid.png"},
       extra=extra)
   print("validation NME (inter-ocular) during training: " + ", ".join(
       f"step {h['step']} [{h['phase']}] {100 * h['nme_inter_ocular']:.2f}%" for h in history),
         flush=True)
-  rows = [(spec.finish_names[0], before_summary)] if before is not None else []
-  rows.append((spec.finish_names[1] if before is not None else spec.name, summary))
-  if tc.get("mirror_row", True):
-    # Test-time mirroring (not in the papers) as an extra row, beside the plain figure.
-    mirrored = evaluation.evaluate(
-        mirror_lib.MirrorAveraged(predictor), evaluation.eval_data_config(config),
-        data.eval_split, batch_size=eval_bs, quiet=True)
-    summary["mirror_averaged"] = {k: mirrored[k] for k in _SUMMARY_KEYS if k in mirrored}
-    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
-    rows.append((f"{rows[-1][0]}, mirror-averaged", mirrored))
+  rows = [(name, s) for name, s in [(spec.finish_names[0], before_summary),
+                                      (final_name, summary),
+                                      (f"{final_name}, mirror-averaged", mirrored)]
+          if s is not None]
   if len(rows) > 1:
     _print_rows(f"{data.dataset} {data.eval_split}", rows)
   print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
@@ -330,7 +329,7 @@ def _run_ablations(spec: DeepMethod, config: ml_collections.ConfigDict,
     print(f"ablation {name!r}: {changes.to_dict() if hasattr(changes, 'to_dict') else changes}",
           flush=True)
     s = train(spec, variant, workdir / "ablations" / name)
-    results[name] = {k: s[k] for k in _SUMMARY_KEYS if k in s}
+    results[name] = _brief(s)
     rows.append((name, s))
   _print_rows(f"{config.data.dataset} {config.data.eval_split}", rows, "ablations on ")
   return results
@@ -338,6 +337,11 @@ def _run_ablations(spec: DeepMethod, config: ml_collections.ConfigDict,
 
 _SUMMARY_KEYS = ("nme_inter_ocular", "nme_inter_pupil", "auc_inter_ocular",
                  "failure_rate_0.1_inter_ocular", "n")
+
+
+def _brief(summary: dict) -> dict:
+  """The headline figures of an evaluation summary (``_SUMMARY_KEYS``)."""
+  return {k: summary[k] for k in _SUMMARY_KEYS if k in summary}
 
 
 def _print_rows(split: str, rows, title: str = "") -> None:
