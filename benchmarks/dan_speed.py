@@ -154,6 +154,11 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
   step) against its PyTorch twin on the same inputs, in interleaved rounds. PyTorch
   runs in eval mode under ``torch.inference_mode`` for inference, in NCHW and in
   channels-last memory format (its faster one is its figure)."""
+  if jax.default_backend() != "cpu":
+    print(f"PyTorch side by side skipped: JAX runs on {jax.default_backend()} and the twin "
+          "on the CPU only; a ratio across devices would compare the machines, not the "
+          "libraries", flush=True)
+    return []
   import torch  # pylint: disable=import-outside-toplevel
   from benchmarks import torch_dan  # pylint: disable=import-outside-toplevel
 
@@ -250,6 +255,10 @@ def main(argv):
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"float32 matmul peak ({_MATMUL_N.value}^2): {first_peak:.1f} GFLOP/s "
         "(re-measured beside each figure)", flush=True)
+  if jax.default_backend() != "cpu":
+    print(f"note: on {jax.default_backend()} XLA's cost analysis leaves out the "
+          "convolutions run by library calls (cuDNN), so its GFLOP figures and % of peak "
+          "read far too low: read the conventional count", flush=True)
   rng = np.random.default_rng(0)
   ms = rng.uniform(30, 82, (68, 2)).astype(np.float32)
   ms[36], ms[45] = (35, 45), (77, 45)

@@ -296,6 +296,22 @@ def test_a_worker_process_gives_the_same_batches(records):
   _assert_batches_equal([next(it2)], local[1:])
 
 
+def test_worker_count_auto_is_one_per_usable_core_less_one(monkeypatch):
+  """num_workers -1 ("auto", the GPU configs') is the usable cores less one, at least 1."""
+  from jaxmarks.data import config as data_config
+
+  assert data_config.worker_count(0) == 0 and data_config.worker_count(3) == 3
+  monkeypatch.setattr(data_config.os, "sched_getaffinity", lambda pid: set(range(16)),
+                      raising=False)
+  assert data_config.worker_count(-1) == 15
+  monkeypatch.setattr(data_config.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+  assert data_config.worker_count(-1) == 1
+  cfg = _config()
+  cfg.num_workers = -2
+  with pytest.raises(ValueError, match="num_workers"):
+    data_config.check_data_config(cfg)  # make_loader's first step
+
+
 def test_end_to_end_from_the_tiny_builder(tmp_path):
   builder = helpers.build_dataset("synthetic_faces", None, tmp_path, config="tiny")
   del builder

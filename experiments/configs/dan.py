@@ -74,7 +74,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.train_split = "train:fit"
     c.data.eval_split = "train:holdout"
     c.data.batch_size = 64
-    c.data.num_workers = 2
+    # One input worker per free core: on an H200 the full-width train step (9.6 ms at
+    # batch 64) outruns a worker's few hundred 300-W crops/s (BENCHMARKS.md, "On a GPU").
+    c.data.num_workers = -1
     c.train.steps_per_stage = (60000, 60000)
   elif variant == "300w_cpu":
     c.data.dataset = "ibug300w"

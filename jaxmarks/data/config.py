@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import ml_collections
@@ -47,7 +48,10 @@ def get_data_config() -> ml_collections.ConfigDict:
   # Loading.
   c.batch_size = 32
   c.eval_pad = False  # pad the last eval batch to batch_size (mask=False rows)
-  c.num_workers = 0  # grain worker processes; 0 = in the calling process
+  # grain worker processes; 0 = in the calling process; -1 = one per usable CPU core
+  # less one (``worker_count``: what a GPU or TPU config wants, since one worker feeds
+  # only a few hundred 300-W crops per second).
+  c.num_workers = 0
   c.worker_buffer_size = 2
   c.read_threads = 0  # grain reader threads per process; 0 = read in the processing thread
   c.read_buffer_size = 64  # records prefetched per process
@@ -68,8 +72,28 @@ def settings(config) -> Settings:
   return Settings(**values)
 
 
+def worker_count(num_workers: int) -> int:
+  """The number of grain worker processes that ``config.data.num_workers`` asks for.
+
+  ``num_workers >= 0`` is taken as it is; ``-1`` ("auto") is one worker per CPU core
+  this process may run on, less one for the training loop, and at least one.
+  """
+  n = int(num_workers)
+  if n >= 0:
+    return n
+  if n != -1:
+    raise ValueError(f"config.data.num_workers must be >= 0, or -1 for one worker per "
+                     f"usable CPU core less one; got {n}")
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    cores = os.cpu_count() or 1
+  return max(1, cores - 1)
+
+
 def check_data_config(config) -> None:
   """Raises ValueError naming the ``config.data`` field that is out of range."""
+  worker_count(config.num_workers)
   if config.box_source not in BOX_SOURCES:
     raise ValueError(f"config.data.box_source must be one of {BOX_SOURCES}; "
                      f"got {config.box_source!r}")

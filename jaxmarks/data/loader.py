@@ -172,7 +172,7 @@ def make_loader(config, split: str | None = None, *, training: bool,
   local = splits.IndexedSource(source.source, indices, "gray" if config.grayscale else "rgb")
   batch_size = int(batch_size or config.batch_size)
   seed = int(config.seed if seed is None else seed)
-  workers = int(config.num_workers if worker_count is None else worker_count)
+  workers = config_lib.worker_count(config.num_workers if worker_count is None else worker_count)
   if workers > 0:
     _check_flags_parsed()
   if training:

@@ -50,6 +50,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jaxmarks import evaluation
+from jaxmarks.data import config as data_config_lib
 from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import mirror as mirror_lib
 from jaxmarks.methods import registry
@@ -204,7 +205,8 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
                                            **_distributed_args(config))
   _check_config(spec, config)
   saved = workdir_lib.claim(workdir, config, spec.resume_keys)
-  if int(config.data.num_workers) > 0:
+  workers = data_config_lib.worker_count(config.data.num_workers)
+  if workers > 0:
     import cv2  # pylint: disable=g-import-not-at-top
     cv2.setNumThreads(1)
 
@@ -226,7 +228,8 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
                f"({data.train_split}), {len(eval_source)} validation faces ({data.eval_split}); "
                f"{jax.device_count()} device(s) [{jax.devices()[0].platform}] in "
-               f"{jax.process_count()} process(es), global batch {global_batch}")
+               f"{jax.process_count()} process(es), global batch {global_batch}, "
+               f"{workers} input worker(s)")
 
   model = spec.build_model(config, mean_shape)
   params, model_state = spec.init_variables(model, jax.random.PRNGKey(int(config.seed)))
