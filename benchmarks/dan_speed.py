@@ -57,7 +57,8 @@ _STAGES = flags.DEFINE_integer("num_stages", 2, "Number of DAN stages.")
 _BATCHES = flags.DEFINE_list("infer_batches", ["1", "64"], "Inference batch sizes "
                               "(empty: skip).")
 _MICROBATCH = flags.DEFINE_integer(
-    "microbatch", dan.INFERENCE_MICROBATCH, "Inference slice size (the library's default); "
+    "microbatch", dan.INFERENCE_MICROBATCH, "Inference slice size (the library's CPU default; "
+    "other backends run the whole batch); "
     "the whole batch at once is measured beside it.")
 _TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Training batch size (0: skip).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds per measurement.")

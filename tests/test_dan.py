@@ -122,3 +122,11 @@ def test_microbatched_inference_matches_whole_batch():
   out = fn(None, None, x)
   np.testing.assert_allclose(out["a"], x.sum(axis=(1, 2, 3)), rtol=1e-5)
   assert out["b"][0].shape == (11, 2)
+
+
+def test_inference_slices_on_cpu_whole_batch_elsewhere(monkeypatch):
+  """Slices of INFERENCE_MICROBATCH on CPU (faster there); the whole batch on a GPU
+  (faster there: BENCHMARKS.md, "On a GPU")."""
+  assert dan.default_microbatch() == dan.INFERENCE_MICROBATCH > 0  # the tests run on CPU
+  monkeypatch.setattr(dan.jax, "default_backend", lambda: "gpu")
+  assert dan.default_microbatch() == 0

@@ -254,14 +254,25 @@ def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter
   return loss_fn
 
 
-# Inference runs this many images at a time (``jaxmarks.inference.microbatched``):
-# faster on CPU at large batches; 0 = the whole batch at once.
+# On CPU, inference runs this many images at a time (``jaxmarks.inference.microbatched``):
+# faster there at large batches (BENCHMARKS.md: 64-69 % of the matmul peak against
+# 54-56 % whole). On a GPU the whole batch at once is faster (an H200 at batch 64:
+# 19,140 img/s whole, 10,637 img/s in slices of 8), so other backends default to 0.
 INFERENCE_MICROBATCH = 8
 
 
-def apply_fn_for(model: DAN, stage: int, microbatch: int = INFERENCE_MICROBATCH):
+def default_microbatch() -> int:
+  """The inference slice size for the default backend: ``INFERENCE_MICROBATCH`` on CPU,
+  0 (the whole batch) elsewhere."""
+  return INFERENCE_MICROBATCH if jax.default_backend() == "cpu" else 0
+
+
+def apply_fn_for(model: DAN, stage: int, microbatch: int | None = None):
   """``(params, model_state, images (B, S, S, C)) -> DAN.__call__``'s dict for stages
-  ``1..stage`` in inference mode, ``microbatch`` images at a time."""
+  ``1..stage`` in inference mode, ``microbatch`` images at a time (None: the
+  backend's default, ``default_microbatch()``)."""
+  if microbatch is None:
+    microbatch = default_microbatch()
 
   def apply_fn(params, model_state, images):
     return model.apply({"params": params, **model_state}, images, active_stages=stage,
@@ -270,7 +281,7 @@ def apply_fn_for(model: DAN, stage: int, microbatch: int = INFERENCE_MICROBATCH)
   return inference.microbatched(apply_fn, microbatch)
 
 
-def predict_fn_for(model: DAN, stage: int, microbatch: int = INFERENCE_MICROBATCH):
+def predict_fn_for(model: DAN, stage: int, microbatch: int | None = None):
   """``(params, model_state, images (B, S, S, C)) -> (B, K, 2)`` landmarks of stage
   ``stage``, ``microbatch`` images at a time."""
   apply_fn = apply_fn_for(model, stage, microbatch)
