@@ -219,6 +219,26 @@ def test_windows_are_labelled_by_iou():
   np.testing.assert_allclose(twice["box"], s["box"], atol=1e-6)
 
 
+def test_landmark_faces_beside_the_windows_of_a_face_with_a_box():
+  """per_face.landmarks adds landmark-face windows to a face that has a box and five
+  points (MTFL's), leaving its other windows as they were."""
+  image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)
+  box = np.array([40.0, 30.0, 100.0, 90.0])
+  points = np.array([[55, 50], [85, 50], [70, 62], [58, 75], [82, 75]], np.float64)
+  per_face = mtcnn_configs.get_config("synthetic").onet.per_face
+  per_face.landmarks = 0
+  plain = mtcnn_train.sample_windows([(image, box, points)], 48, per_face, seed=0)
+  per_face.landmarks = 4
+  more = mtcnn_train.sample_windows([(image, box, points)], 48, per_face, seed=0)
+  n = len(plain["label"])
+  for k in plain:
+    np.testing.assert_array_equal(more[k][:n], plain[k])
+  extra = more["label"][n:]
+  assert len(extra) == 4 and np.all(extra == mtcnn_train.LANDMARK)
+  lm = more["landmarks"][n:]
+  assert np.all((lm > 0) & (lm < 1))  # IoU > 0.65 windows: the points lie inside
+
+
 def test_photos_of_several_faces_and_landmark_faces():
   """The paper's data: WIDER-like photos (several boxes, no landmarks) and CelebA-like
   landmark faces."""

@@ -41,8 +41,9 @@ def _net(num_steps: int, batch_size: int, max_faces: int, negatives: int, positi
   c.max_faces = max_faces  # training faces whose photos give this net's windows
   c.per_face = ml_collections.ConfigDict(
       {"negatives": negatives, "positives": positives, "parts": parts})
-  if landmarks:  # windows per landmark-only face (the paper's landmark faces)
-    c.per_face.landmarks = landmarks
+  # Landmark-face windows (IoU > 0.65, teaching the five points only) per landmark-only
+  # face (the paper's CelebA faces) and per face that has a box and points (MTFL's).
+  c.per_face.landmarks = landmarks
   c.ohem = 0.7  # online hard example mining: the hardest 70 % of classification losses
   c.landmark_loss = "squared"  # the paper's; "nme": normalised by the eye distance
   c.optimizer = ml_collections.ConfigDict({

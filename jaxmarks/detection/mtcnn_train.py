@@ -191,6 +191,18 @@ def _landmark_windows(rng, image, box, points, n: int, size: int) -> dict[str, n
   return _pack(image, windows, np.full(len(windows), LANDMARK), box, points, size)
 
 
+def _extra_landmark_windows(seed: int, k: int, image, box, points, per_face,
+                            size: int) -> list[dict[str, np.ndarray]]:
+  """``per_face.landmarks`` landmark-face windows of a face that has a box and five
+  points (role ``"both"``, e.g. MTFL's), beside its detection windows: the paper's
+  landmark faces for data without a separate landmark set. Drawn from their own
+  random stream (``[seed, k, 1]``), so the other windows do not change."""
+  n = int(per_face.get("landmarks", 0))
+  if n <= 0 or points is None:
+    return []
+  return [_landmark_windows(np.random.default_rng([seed, k, 1]), image, box, points, n, size)]
+
+
 def _unpack(face) -> tuple[np.ndarray, Any, Any, str]:
   """A face record ``(image, box, points[, role])``; role ``"both"`` (default: a
   face box of the detector's kind and five points), ``"boxes"`` (face boxes only;
@@ -237,6 +249,7 @@ def sample_windows(faces, size: int, per_face: ml_collections.ConfigDict,
                               4 * quotas[NEG], min_side=12)
     windows, labels = _take(rng, windows, _label(windows, box), quotas)
     parts.append(_pack(image, windows, labels, box, points, size))
+    parts.extend(_extra_landmark_windows(seed, k, image, box, points, per_face, size))
   return _concat(parts, size)
 
 
@@ -285,6 +298,8 @@ def mine_windows(detector: mtcnn_detector.MTCNNDetector, stages: int, faces, siz
       all_w = np.concatenate([windows[keep], extra_w])
       all_l = np.concatenate([labels[keep], extra_l])
       parts.append(_pack(image, all_w, all_l, box, points, size))
+      parts.extend(_extra_landmark_windows(seed, start + k, image, box, points, per_face,
+                                           size))
   return _concat(parts, size)
 
 
