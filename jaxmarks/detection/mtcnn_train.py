@@ -41,6 +41,10 @@ Departures from the paper: no WIDER FACE / CelebA in the default configs (the
 photos of MTFL and 300-W, one annotated face each: other faces in a photo may
 become negatives); Adam with a cosine schedule instead of SGD; every network has
 a landmark head; windows are mirrored at random (with the five points swapped).
+The default ``mtfl`` config cuts the O-Net's landmark faces from the same faces as
+its detection windows (``per_face.landmarks``) and trains its landmarks with the
+error over the eye-centre distance (``landmark_loss="nme"``) instead of the squared
+error: 5.995 % against 7.676 % on MTFL ``train:holdout`` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
