@@ -151,7 +151,8 @@ def make_loader(config, split: str | None = None, *, training: bool,
     num_epochs: training epochs (default endless); evaluation always one.
     shard_index: this host's shard (default ``jax.process_index()``).
     shard_count: number of shards (default ``jax.process_count()``).
-    worker_count: grain worker processes (default ``config.num_workers``).
+    worker_count: grain worker processes (default ``config.num_workers``; -1: one per
+      usable CPU core less one, ``config.worker_count``).
     seed: shuffle/augmentation seed (default ``config.seed``).
   """
   config_lib.check_data_config(config)
