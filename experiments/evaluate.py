@@ -17,6 +17,11 @@ missed, and the NME of its five points on the faces it found::
 
   python -m experiments.evaluate --workdir=mtcnn-original --dataset=mtfl \
       --split=train:holdout --manual_dir=../shared/datasets/mtfl
+
+For a detector, ``--mirror`` averages O-Net's five points with those on the mirrored
+crop and ``--refine_landmarks`` runs O-Net once more on each final box
+(``config.detector.landmark_mirror`` / ``landmark_refine``; not in the paper); the
+files then carry the setting's name.
 """
 
 from __future__ import annotations
@@ -49,7 +54,24 @@ def _define_flags() -> None:
   flags.DEFINE_integer("num_faces", 16, "Faces drawn in the landmark grid.")
   flags.DEFINE_bool("mirror", False, "Test-time mirroring: average each prediction with the "
                     "one on the mirrored crop (reported as mirror-averaged; not in the papers).")
+  flags.DEFINE_bool("refine_landmarks", False, "MTCNN: run O-Net once more on each final "
+                    "box for the five points (config.detector.landmark_refine; not in the "
+                    "paper).")
+  flags.DEFINE_multi_string("detector_setting", [], "A detector's inference setting, "
+                            "name=value (config.detector), e.g. thresholds=(0.5,0.6,0.6); "
+                            "repeatable.")
   flags.DEFINE_integer("limit", 0, "Detectors: evaluate only the first N faces (0: all).")
+
+
+def _detector_settings() -> dict:
+  """``--detector_setting``, ``--mirror`` and ``--refine_landmarks`` as the detector's
+  ``config.detector`` overrides."""
+  settings = methods.parse_settings(FLAGS.detector_setting)
+  if FLAGS.mirror:
+    settings["landmark_mirror"] = True
+  if FLAGS.refine_landmarks:
+    settings["landmark_refine"] = True
+  return settings
 
 
 def main(argv) -> None:
@@ -64,7 +86,8 @@ def main(argv) -> None:
           FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
           manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
           builder_config=FLAGS.builder_config, output_dir=FLAGS.output_dir or None,
-          limit=FLAGS.limit or None)
+          limit=FLAGS.limit or None,
+          settings=_detector_settings())
       return
     evaluation.evaluate_trained(
         FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,

@@ -37,7 +37,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -95,7 +95,8 @@ class Models:
   """The landmark method (or None) and the face detector a prediction uses."""
 
   def __init__(self, workdir=None, detector: str = "mtcnn-original",
-               boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False):
+               boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False,
+               detector_settings: Mapping[str, Any] | None = None):
     self.workdir = methods.resolve(workdir) if workdir else None
     self.mirror = bool(mirror)
     if mirror and not self.workdir:
@@ -105,6 +106,10 @@ class Models:
     if self.predictor is not None and not hasattr(self.predictor, "predict"):
       raise ValueError(f"{workdir} holds a face detector, not a landmark method: pass it as "
                        "--detector (without --workdir its five points are the landmarks)")
+    self.detector_settings = dict(detector_settings or {})
+    if self.detector_settings and (boxes or detector == "none"):
+      raise ValueError("--detector_setting is for a face detector; --box and --detector=none "
+                       "use none")
     if boxes:
       self.detector = pipeline.GivenBoxes(np.stack([parse_box(b) for b in boxes]))
       self.detector_name = "argument (--box)"
@@ -115,7 +120,7 @@ class Models:
           float(self.predictor.config.data.get("crop_scale", 2.0)))
       self.detector_name = "central square (the photo is taken to be a face crop)"
     else:
-      self.detector = methods.load_detector(detector)
+      self.detector = methods.load_detector(detector, detector_settings)
       self.detector_name = str(detector)
       if min_face_size:
         if min_face_size < 12:
@@ -141,6 +146,7 @@ class Models:
         "scheme": methods.scheme_of(config),
         "coordinates": "image pixels, 0-based, x then y",
         **({"test_time_mirror": True} if self.mirror else {}),
+        **({"detector_settings": self.detector_settings} if self.detector_settings else {}),
         "faces": [{"box": [round(float(v), 3) for v in f.box], "score": round(f.score, 5),
                    "landmarks": np.round(f.landmarks, 3).tolist(),
                    **({"diverged": f.diverged} if f.diverged is not None else {}),
@@ -174,12 +180,15 @@ def _say(n_faces: int, faces, where: str) -> None:
 
 def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
         detector: str = "mtcnn-original", min_face_size: int = 0,
-        outputs: Outputs | None = None, mirror: bool = False) -> dict[str, Any]:
+        outputs: Outputs | None = None, mirror: bool = False,
+        detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
-  JSON dict. ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``)."""
+  JSON dict. ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``).
+  ``detector_settings``: the detector's inference settings that replace its own
+  (``methods.load_detector``)."""
   outputs = outputs or Outputs()
   image = pipeline.read_image(image_path)
-  models = Models(workdir, detector, boxes, min_face_size, mirror)
+  models = Models(workdir, detector, boxes, min_face_size, mirror, detector_settings)
   faces = models.faces([image])[0]
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
@@ -213,14 +222,15 @@ def image_files(folder) -> list[pathlib.Path]:
 
 def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
                batch_size: int = 8, min_face_size: int = 0,
-               outputs: Outputs | None = None, mirror: bool = False) -> list[dict[str, Any]]:
+               outputs: Outputs | None = None, mirror: bool = False,
+               detector_settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
   """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
   detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
   overlay per photo."""
   outputs = outputs or Outputs()
   files = image_files(folder) if not isinstance(folder, (list, tuple)) else [
       pathlib.Path(f) for f in folder]
-  models = Models(workdir, detector, (), min_face_size, mirror)
+  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
   out_dir = _out_dir(models, output_dir)
   records, total = [], 0
   jsonl_path = out_dir / "predictions.jsonl"
@@ -273,14 +283,15 @@ def video_frames(path) -> tuple[Iterator[np.ndarray], float, tuple[int, int]]:
 
 def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
               batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
-              smooth: bool = False, mirror: bool = False) -> dict[str, Any]:
+              smooth: bool = False, mirror: bool = False,
+              detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
   (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
   and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
   filter), which removes most frame-to-frame jitter on still faces."""
   outputs = outputs or Outputs()
   frames, fps, size = video_frames(video_path)
-  models = Models(workdir, detector, (), min_face_size, mirror)
+  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(video_path).stem
   paths = {"jsonl": out_dir / f"{stem}_landmarks.jsonl", "mp4": out_dir / f"{stem}_landmarks.mp4",
@@ -380,15 +391,17 @@ def main(argv) -> None:
   try:
     if workdir and methods.is_detector(workdir):  # its own five points are the landmarks
       workdir, detector = None, workdir
+    settings = methods.parse_settings(FLAGS.detector_setting)
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
-          FLAGS.min_face_size, outputs, FLAGS.mirror)
+          FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
     elif "images" in given:
       run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
-                 FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror)
+                 FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
     else:
       run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
-                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth, FLAGS.mirror)
+                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth, FLAGS.mirror,
+                settings)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -413,6 +426,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call.")
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
                        "model's own, 20 for MTCNN); larger is faster.")
+  flags.DEFINE_multi_string("detector_setting", [], "The detector's inference setting, "
+                            "name=value (its config.detector), e.g. landmark_refine=True "
+                            "or thresholds=(0.5,0.6,0.6); repeatable.")
   flags.DEFINE_bool("json", True, "Write the landmarks as JSON (--nojson: not).")
   flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
   flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "

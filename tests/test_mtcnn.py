@@ -119,6 +119,77 @@ def test_landmark_box_from_points():
   assert pipeline.landmark_box_from_points(points, "imm73") is None
 
 
+# --- test-time options for the five points -----------------------------------------------
+
+
+def _dot_onet(crops):
+  """A stand-in O-Net that finds the one bright pixel of each 48x48 crop: its five
+  points lie about it in a left/right-symmetric layout (eyes, nose, mouth corners),
+  in the window's units from its top-left edge (pixel centres)."""
+  crops = np.asarray(crops)
+  flat = crops[..., 0].reshape(len(crops), -1).argmax(1)
+  cy, cx = (flat // 48 + 0.5) / 48, (flat % 48 + 0.5) / 48
+  dx = np.array([-0.2, 0.2, 0.0, -0.15, 0.15])
+  dy = np.array([-0.1, -0.1, 0.0, 0.2, 0.2])
+  points = np.stack([cx[:, None] + dx, cy[:, None] + dy], axis=-1).astype(np.float32)
+  return {"prob": np.ones(len(crops), np.float32), "box": np.zeros((len(crops), 4), np.float32),
+          "points": points}
+
+
+def _stub_detector(**settings):
+  config = mtcnn_detector.imported_config()
+  config.detector.update(settings)
+  return mtcnn_detector.MTCNNDetector.with_networks(config, None, None, _dot_onet)
+
+
+def test_landmark_mirror_flips_back_and_swaps_the_pairs():
+  """Mirroring a crop and its points back (u -> 1 - u, left/right pairs swapped) gives
+  the points of the unmirrored crop: the average equals them."""
+  crops = np.zeros((3, 48, 48, 3), np.float32)
+  for k, (y, x) in enumerate([(10, 5), (30, 40), (24, 24)]):
+    crops[k, y, x] = 255.0
+  plain = _stub_detector()._run_onet(crops)["points"]
+  mirrored = _stub_detector(landmark_mirror=True)._run_onet(crops)["points"]
+  np.testing.assert_allclose(mirrored, plain, atol=1e-6)
+  # A stand-in that ignored the left/right order would not survive the mirror.
+  lopsided = lambda c: {**_dot_onet(c), "points": _dot_onet(c)["points"] + np.float32(
+      [[0.1, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])}
+  config = mtcnn_detector.imported_config()
+  config.detector.landmark_mirror = True
+  det = mtcnn_detector.MTCNNDetector.with_networks(config, None, None, lopsided)
+  assert not np.allclose(det._run_onet(crops)["points"], plain + np.float32(
+      [[0.1, 0.0], [0, 0], [0, 0], [0, 0], [0, 0]]), atol=1e-3)
+
+
+def test_landmark_refine_maps_the_window_back_to_the_photo():
+  """O-Net again on each final box, squared: the stand-in's points come back in the
+  photo's pixels (0-based) wherever the box is, inside the photo or across its edge."""
+  image = np.zeros((120, 160, 3), np.uint8)
+  image[50, 70] = 255
+  det = _stub_detector(landmark_refine=True)
+  # Final boxes (1-based inclusive, score), one tall, one reaching past the left edge.
+  boxes = np.array([[41.0, 21.0, 112.0, 100.0, 0.9], [-10.0, 30.0, 85.0, 77.0, 0.8]])
+  [(b, points)] = det._refine([image], [(boxes, np.zeros((2, 5, 2)))])
+  np.testing.assert_array_equal(b, boxes)
+  nose = points[:, 2]  # the stand-in's nose sits on the bright pixel
+  side = np.array([[80.0], [96.0]])  # the squared windows' sides, in pixels
+  np.testing.assert_allclose(nose, [[70, 50], [70, 50]], atol=side.max() / 48)
+  np.testing.assert_allclose(points[:, 1, 0] - points[:, 0, 0], 0.4 * side[:, 0], atol=1e-6)
+  empty = det._refine([image], [(np.zeros((0, 5)), np.zeros((0, 5, 2)))])
+  assert empty[0][0].shape == (0, 5)
+
+
+def test_detector_settings_override_and_unknown_ones_are_refused():
+  det = methods.load_detector("mtcnn-original", {"landmark_refine": True})
+  assert det.settings.landmark_refine and not det.settings.landmark_mirror
+  with pytest.raises(ValueError, match="unknown MTCNN detector setting.*landmark_refin\\b"):
+    methods.load_detector("mtcnn-original", {"landmark_refin": True})
+  with pytest.raises(ValueError, match="thresholds"):
+    methods.load_detector("mtcnn-original", {"thresholds": 0.5})
+  with pytest.raises(ValueError, match="landmark_mirror"):
+    methods.load_detector("mtcnn-original", {"landmark_mirror": "yes"})
+
+
 # --- the bundled weights on real photos --------------------------------------------------
 
 
@@ -396,6 +467,23 @@ def test_evaluate_command_on_a_detector(tmp_path):
   assert r.returncode == 0, r.stderr
   assert "faces=6 missed=" in r.stdout and "NME(inter_ocular)=" in r.stdout
   assert (tmp_path / "detection_mtfl_train-holdout.json").is_file()
+  # Test-time settings: recorded, and in the file names beside the default run's.
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate", "--workdir=mtcnn-original",
+       "--dataset=mtfl", "--split=train:holdout", f"--data_dir={data_dir}",
+       f"--manual_dir={helpers.require_data('mtfl')}", "--limit=3", "--refine_landmarks",
+       "--detector_setting=thresholds=(0.5, 0.6, 0.6)", f"--output_dir={tmp_path}"],
+      cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr
+  assert "faces=3 missed=" in r.stdout and "landmark_refine" in r.stdout
+  [tagged] = tmp_path.glob("detection_mtfl_train-holdout_landmark_refine_thresholds-*.json")
+  assert json.loads(tagged.read_text())["detector_settings"] == {
+      "landmark_refine": True, "thresholds": [0.5, 0.6, 0.6]}
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir=mtcnn-original",
+                      "--dataset=mtfl", "--detector_setting=thresholds"],
+                     cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 2 and "expected name=value" in r.stderr
   r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir=mtcnn-original"],
                      cwd=helpers.REPO_ROOT, env=env, capture_output=True, text=True,
                      timeout=600)

@@ -158,6 +158,15 @@ def test_detector_finds_faces_without_a_box(model, tmp_path):
   lm = np.asarray(rec68["faces"][0]["landmarks"])
   box = np.asarray(rec["faces"][0]["box"])
   assert np.all((lm.mean(0) > box[:2]) & (lm.mean(0) < box[2:]))
+  # The detector's settings: same face and box, points from a second O-Net pass.
+  refined = predict.run(None, takeo, output_dir=tmp_path / "refined",
+                        detector_settings={"landmark_refine": True})
+  assert refined["detector_settings"] == {"landmark_refine": True}
+  assert refined["faces"][0]["box"] == rec["faces"][0]["box"]
+  moved = np.abs(np.subtract(refined["faces"][0]["landmarks"], rec["faces"][0]["landmarks"]))
+  assert 0 < moved.max() < 5
+  with pytest.raises(ValueError, match="detector_setting"):
+    predict.run(path, takeo, boxes=["10,10,90,90"], detector_settings={"landmark_refine": True})
 
 
 def test_predict_folder_and_video(tmp_path):
@@ -225,6 +234,8 @@ def test_predict_bad_inputs_and_no_face(tmp_path):
   assert r.returncode == 2 and "nowhere does not exist" in r.stderr
   r = _cli(f"--image={blank}", "--detector=/no/such/model")
   assert r.returncode == 2 and "neither a folder nor a bundled model" in r.stderr
+  r = _cli(f"--image={blank}", "--detector_setting=landmark_refine")
+  assert r.returncode == 2 and "expected name=value" in r.stderr
 
 
 def test_predict_with_test_time_mirroring_averages_the_mirrored_crop(model, tmp_path):

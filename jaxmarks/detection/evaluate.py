@@ -73,7 +73,7 @@ def draw_detections(image: np.ndarray, dets, gt_points: np.ndarray | None = None
 def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: str, *,
                       output_dir=None, batch_size: int = 16, num_overlays: int = 8,
                       limit: int | None = None, quiet: bool = False,
-                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                      extra: dict[str, Any] | None = None, tag: str = "") -> dict[str, Any]:
   """Runs ``detector`` on the whole images of ``split`` and scores it.
 
   Args:
@@ -87,6 +87,8 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
     limit: evaluate only the first ``limit`` records (None: all).
     quiet: do not print.
     extra: more fields for the summary.
+    tag: appended to the printed label and the file names (e.g. the test-time
+      settings used), so that runs with other settings do not overwrite them.
 
   Returns:
     the landmark summary of the matched faces (``evaluation.summarize``, scheme
@@ -140,11 +142,12 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
   })
   if extra:
     summary.update(extra)
-  label = f"{data_config.dataset} {split}"
+  label = f"{data_config.dataset} {split}" + (f", {tag}" if tag else "")
   if output_dir is not None:
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = evaluation._safe(f"{data_config.dataset}_{split}")  # pylint: disable=protected-access
+    stem = evaluation._safe(  # pylint: disable=protected-access
+        f"{data_config.dataset}_{split}" + (f"_{tag}" if tag else ""))
     files = {"json": str(out / f"detection_{stem}.json"),
              "overlays": str(out / f"detection_overlays_{stem}.png")}
     if len(pred):
@@ -186,18 +189,20 @@ def _tile(images: list[np.ndarray], side: int = 256, ncols: int = 4) -> np.ndarr
 def evaluate_trained_detector(path, dataset: str | None = None, split: str | None = None, *,
                               manual_dir: str | None = None, data_dir: str | None = None,
                               builder_config: str | None = None, output_dir=None,
-                              limit: int | None = None, batch_size: int = 16
-                              ) -> dict[str, Any]:
+                              limit: int | None = None, batch_size: int = 16,
+                              settings: dict[str, Any] | None = None) -> dict[str, Any]:
   """``evaluate_detector`` of the detector in ``path`` (a workdir, an export folder or
   a bundled model's name). The dataset defaults to the one the detector was
   evaluated on in training (``config.data.eval_dataset``); a bundled model needs
   ``dataset``. Writes into ``output_dir`` (default: ``path``, or ``./evaluation``
-  for a bundled model)."""
+  for a bundled model). ``settings``: inference settings that replace the trained
+  ones (``methods.load_detector``); the true ones name the output files and the
+  summary records them."""
   from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   path = methods.resolve(path)
-  detector = methods.load_detector(path)
+  detector = methods.load_detector(path, settings)
   trained = methods.load_config(path).get("data")
   if trained is not None and trained.get("eval_dataset"):
     dataset = dataset or trained.eval_dataset
@@ -214,5 +219,10 @@ def evaluate_trained_detector(path, dataset: str | None = None, split: str | Non
   d.builder_config = builder_config or ""
   if output_dir is None:
     output_dir = pathlib.Path("evaluation") if bundled.contains(path) else path
+  extra = {"trained": str(path)}
+  if settings:
+    extra["detector_settings"] = dict(settings)
+  tag = "_".join(k if v is True else f"{k}-{v}" for k, v in sorted((settings or {}).items())
+                 if v is not False)
   return evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
-                           limit=limit, batch_size=batch_size, extra={"trained": str(path)})
+                           limit=limit, batch_size=batch_size, extra=extra, tag=tag)

@@ -16,6 +16,14 @@ reference to the pixel:
 4. **O-Net** on 48x48 crops: threshold, landmarks (relative to the box before
    regression), regression, NMS with the "Min" overlap (0.7).
 
+Two test-time options for the five points, not in the paper and off by default
+(``config.detector``): ``landmark_refine`` runs O-Net once more on each final box
+(regressed, then squared) and keeps those points, read from a window centred on the
+face instead of on the R-Net candidate; ``landmark_mirror`` averages O-Net's points
+with those of the mirrored crop (mirrored back, the scheme's left/right pairs
+swapped; the points' unit is the window's side from its left edge, so a mirrored
+``u`` is ``1 - u``). Boxes and scores are unchanged by either.
+
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
 levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
@@ -40,10 +48,15 @@ import ml_collections
 import numpy as np
 
 from jaxmarks.detection import boxes as box_lib
+from jaxmarks import schemes
 from jaxmarks.methods.base import Detections
 from jaxmarks.models import mtcnn as nets
 
 __all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales"]
+
+
+# The five points' left/right pairs swapped (eyes, mouth corners).
+_MIRROR = np.asarray(schemes.get_scheme("mtfl5").mirror)
 
 
 def default_detector_config() -> ml_collections.ConfigDict:
@@ -57,6 +70,9 @@ def default_detector_config() -> ml_collections.ConfigDict:
   c.nms_rnet = 0.7
   c.nms_onet = 0.7       # with the "min" overlap
   c.pad_to = 16          # P-Net input sizes are padded to multiples of this
+  # Test-time options for the five points (not in the paper; both off by default):
+  c.landmark_refine = False  # O-Net once more on each final (regressed, squared) box
+  c.landmark_mirror = False  # average O-Net's points with those on the mirrored crop
   return c
 
 
@@ -273,7 +289,7 @@ class MTCNNDetector:
     crops, owner = self._crops(images, candidates, 48)
     if crops is None:
       return [(np.zeros((0, 5)), np.zeros((0, 5, 2))) for _ in images]
-    out = self._run_crop_net("onet", crops)
+    out = self._run_onet(crops)
     result = []
     for i, boxes in enumerate(candidates):
       mine = owner == i
@@ -292,6 +308,36 @@ class MTCNNDetector:
         keep = box_lib.nms(b, s.nms_onet, "min")
         b, points = b[keep], points[keep]
       result.append((b, points))
+    if s.get("landmark_refine", False):
+      result = self._refine(images, result)
+    return result
+
+  def _run_onet(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """O-Net on ``(N, 48, 48, 3)`` crops; with ``landmark_mirror`` its points
+    ``(N, 5, 2)`` are averaged with those of the mirrored crops, mirrored back."""
+    if not self.settings.get("landmark_mirror", False):
+      return self._run_crop_net("onet", crops)
+    both = self._run_crop_net("onet", np.concatenate([crops, crops[:, :, ::-1]]))
+    n = crops.shape[0]
+    out = {k: v[:n] for k, v in both.items()}
+    flipped = both["points"][n:][:, _MIRROR]
+    flipped = np.stack([1.0 - flipped[..., 0], flipped[..., 1]], axis=-1)
+    out["points"] = 0.5 * (out["points"] + flipped)
+    return out
+
+  def _refine(self, images, final):
+    """The points of O-Net on each final box, squared (``landmark_refine``)."""
+    windows = [np.fix(box_lib.square(b)) if b.shape[0] else b for b, _ in final]
+    crops, owner = self._crops(images, windows, 48)
+    if crops is None:
+      return final
+    pts = self._run_onet(crops)["points"].astype(np.float64)
+    result = []
+    for i, ((b, _), w) in enumerate(zip(final, windows)):
+      p = pts[owner == i]
+      sx, sy = (w[:, 2] - w[:, 0] + 1)[:, None], (w[:, 3] - w[:, 1] + 1)[:, None]
+      result.append((b, np.stack([sx * p[..., 0] + w[:, 0:1] - 1,
+                                  sy * p[..., 1] + w[:, 1:2] - 1], axis=-1)))
     return result
 
   def proposals(self, images: Sequence[np.ndarray], stages: int) -> list[np.ndarray]:

@@ -39,8 +39,21 @@ def load_detector(config: ml_collections.ConfigDict, arrays: dict[str, np.ndarra
   tree = export_lib.unflatten(arrays)
   if "params" not in tree or set(tree["params"]) != {"pnet", "rnet", "onet"}:
     raise ValueError("an MTCNN export must hold params/pnet, params/rnet and params/onet")
-  if config.get("detector") is None:
-    config.detector = mtcnn_detector.default_detector_config()
+  settings = mtcnn_detector.default_detector_config()  # settings added since the export
+  saved = config.get("detector")
+  if saved is not None:
+    unknown = sorted(set(saved.keys()) - set(settings.keys()))
+    if unknown:
+      raise ValueError(f"unknown MTCNN detector setting(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(settings.keys()))}")
+    for name, value in saved.to_dict().items():
+      try:
+        settings[name] = value
+      except TypeError as e:
+        raise ValueError(f"config.detector.{name}: {e}") from e
+  with config.unlocked():
+    config.detector = settings
+  check_detector_settings(config)
   return mtcnn_detector.MTCNNDetector(tree["params"], config)
 
 
@@ -63,10 +76,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       validate.check_int(config, f"{net}.per_face.landmarks", 0)
   validate.check_int(config, "data.val_faces", 1)
   validate.check_int(config, "data.backgrounds", 0)
+  check_detector_settings(config)
+
+
+def check_detector_settings(config: ml_collections.ConfigDict) -> None:
+  """``config.detector``'s values: a clear error naming the field at fault."""
   t = config.detector.thresholds
-  if len(t) != 3 or not all(0.0 <= float(v) <= 1.0 for v in t):
+  if (not isinstance(t, (tuple, list)) or len(t) != 3
+      or not all(isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0 for v in t)):
     raise ValueError(f"config.detector.thresholds must be three numbers in [0, 1]; got {t}")
   validate.check_int(config, "detector.min_face_size", 12)
+  for field in ("landmark_refine", "landmark_mirror"):
+    if not isinstance(config.detector.get(field, False), bool):
+      raise ValueError(f"config.detector.{field} must be True or False; got "
+                       f"{config.detector[field]!r}")
 
 
 def _data_config(config, dataset: str, manual_dir: str, builder_config: str | None = None):

@@ -18,8 +18,9 @@ names.
 
 from __future__ import annotations
 
+import ast
 import pathlib
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -86,16 +87,45 @@ def load_predictor(path: str | pathlib.Path, mirror: bool = False) -> Predictor:
   return predictor
 
 
-def load_detector(path: str | pathlib.Path) -> Detector:
+def load_detector(path: str | pathlib.Path,
+                  settings: Mapping[str, Any] | None = None) -> Detector:
   """Restores a trained face detector (a workdir, an export folder or a bundled
-  model's name, e.g. ``"mtcnn-original"``); a clear error for a landmark method."""
+  model's name, e.g. ``"mtcnn-original"``); a clear error for a landmark method.
+  ``settings``: inference settings that replace the trained ones
+  (``config.detector``, e.g. ``{"landmark_refine": True}``; the detector rejects a
+  name it does not know)."""
   config, arrays, info = read_trained(path)
   unit = get(config.method)
   if unit.kind != "detector":
     raise ValueError(f"{path} holds a {unit.name!r} model, which is a landmark method, not a "
                      f"face detector (registered detectors: "
                      f"{', '.join(n for n in names() if get(n).kind == 'detector')})")
+  if settings:
+    with config.unlocked():
+      if config.get("detector") is None:
+        config.detector = ml_collections.ConfigDict()
+      for name, value in dict(settings).items():
+        try:
+          config.detector[name] = value
+        except TypeError as e:
+          raise ValueError(f"{path}: detector setting {name}={value!r}: {e}") from e
   return unit.load_predictor(config, arrays, info)
+
+
+def parse_settings(items: Sequence[str], flag: str = "--detector_setting") -> dict[str, Any]:
+  """``name=value`` strings (the value a Python literal: ``thresholds=(0.5,0.6,0.6)``,
+  ``landmark_refine=True``) -> a settings dict for ``load_detector``; a clear error
+  naming the item at fault."""
+  settings = {}
+  for item in items:
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+      raise ValueError(f"{flag}={item!r}: expected name=value")
+    try:
+      settings[name.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"{flag}={item!r}: the value is not a Python literal") from e
+  return settings
 
 
 def is_detector(path: str | pathlib.Path) -> bool:
