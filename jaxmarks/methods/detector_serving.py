@@ -110,7 +110,9 @@ def _manifest(out_dir: pathlib.Path, detector, fmt: str, entry: dict[str, Any]
               "method": str(config.get("method", "mtcnn")), "scheme": "mtfl5",
               "parameters_sha256": serving._digest(detector),  # pylint: disable=protected-access
               "input": "RGB images, 0..255 float32 (normalised inside the networks)",
-              "cascade": config.detector.to_dict(), "model": config.get("model", {}),
+              # As JSON has it (tuples as lists), so that it compares with a written one.
+              "cascade": json.loads(json.dumps(config.detector.to_dict())),
+              "model": config.get("model", {}),
               "jax_version": jax.__version__, "files": {}}
   if hasattr(manifest["model"], "to_dict"):
     manifest["model"] = manifest["model"].to_dict()
