@@ -47,8 +47,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmarks.detection import boxes as box_lib
 from jaxmarks import schemes
+from jaxmarks.detection import boxes as box_lib
 from jaxmarks.methods.base import Detections
 from jaxmarks.models import mtcnn as nets
 
@@ -57,6 +57,22 @@ __all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyram
 
 # The five points' left/right pairs swapped (eyes, mouth corners).
 _MIRROR = np.asarray(schemes.get_scheme("mtfl5").mirror)
+
+
+def mirror_window_points(points: np.ndarray) -> np.ndarray:
+  """Five points ``(..., 5, 2)`` in a window's units (its side, from its left edge) ->
+  the same points of the mirrored window: ``u -> 1 - u``, left/right pairs swapped."""
+  p = np.asarray(points)[..., _MIRROR, :]
+  return np.stack([1.0 - p[..., 0], p[..., 1]], axis=-1)
+
+
+def _to_image(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """Points ``(N, 5, 2)`` in units of inclusive 1-based boxes ``(N, 4+)`` -> 0-based
+  image pixels."""
+  w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+  h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+  return np.stack([w * points[..., 0] + boxes[:, 0:1] - 1,
+                   h * points[..., 1] + boxes[:, 1:2] - 1], axis=-1)
 
 
 def default_detector_config() -> ml_collections.ConfigDict:
@@ -299,10 +315,7 @@ class MTCNNDetector:
       passed = prob > s.thresholds[2]
       b = np.concatenate([boxes[passed, :4], prob[passed, None]], axis=1)
       reg, pts = reg[passed], pts[passed]
-      w = (b[:, 2] - b[:, 0] + 1)[:, None]
-      h = (b[:, 3] - b[:, 1] + 1)[:, None]
-      points = np.stack([w * pts[..., 0] + b[:, 0:1] - 1, h * pts[..., 1] + b[:, 1:2] - 1],
-                        axis=-1)
+      points = _to_image(pts, b)
       if b.shape[0]:
         b = box_lib.regress(b, reg)
         keep = box_lib.nms(b, s.nms_onet, "min")
@@ -320,9 +333,7 @@ class MTCNNDetector:
     both = self._run_crop_net("onet", np.concatenate([crops, crops[:, :, ::-1]]))
     n = crops.shape[0]
     out = {k: v[:n] for k, v in both.items()}
-    flipped = both["points"][n:][:, _MIRROR]
-    flipped = np.stack([1.0 - flipped[..., 0], flipped[..., 1]], axis=-1)
-    out["points"] = 0.5 * (out["points"] + flipped)
+    out["points"] = 0.5 * (out["points"] + mirror_window_points(both["points"][n:]))
     return out
 
   def _refine(self, images, final):
@@ -333,12 +344,8 @@ class MTCNNDetector:
       return final
     pts = self._run_onet(crops)["points"].astype(np.float64)
     result = []
-    for i, ((b, _), w) in enumerate(zip(final, windows)):
-      p = pts[owner == i]
-      sx, sy = (w[:, 2] - w[:, 0] + 1)[:, None], (w[:, 3] - w[:, 1] + 1)[:, None]
-      result.append((b, np.stack([sx * p[..., 0] + w[:, 0:1] - 1,
-                                  sy * p[..., 1] + w[:, 1:2] - 1], axis=-1)))
-    return result
+    return [(b, _to_image(pts[owner == i], w))
+            for i, ((b, _), w) in enumerate(zip(final, windows))]
 
   def proposals(self, images: Sequence[np.ndarray], stages: int) -> list[np.ndarray]:
     """The candidates of the first ``stages`` (1: P-Net, 2: P-Net then R-Net) per

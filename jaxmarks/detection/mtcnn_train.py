@@ -75,7 +75,6 @@ NEG, POS, PART = 0, 1, 2
 # A face window that only teaches the landmarks: the paper's "landmark faces" (CelebA
 # crops), from faces whose box is not the detector's kind of box.
 LANDMARK = 3
-MIRROR = np.asarray(schemes_lib.get_scheme("mtfl5").mirror)
 
 
 def face_box(landmarks: np.ndarray, scheme: str) -> np.ndarray:
@@ -335,8 +334,7 @@ def mirror_batch(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict
   b = batch["box"]
   out["box"] = np.where(flip[:, None], np.stack([-b[:, 2], b[:, 1], -b[:, 0], b[:, 3]], axis=1),
                         b)
-  lm = batch["landmarks"][:, MIRROR]
-  lm = np.stack([1.0 - lm[..., 0], lm[..., 1]], axis=-1)
+  lm = mtcnn_detector.mirror_window_points(batch["landmarks"])
   out["landmarks"] = np.where(flip[:, None, None], lm, batch["landmarks"]).astype(np.float32)
   return out
 
