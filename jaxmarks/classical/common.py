@@ -57,13 +57,14 @@ def sample(image, points):
   h, w, c = image.shape
   x = jnp.clip(points[..., 0], 0.0, w - 1.0)
   y = jnp.clip(points[..., 1], 0.0, h - 1.0)
-  x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32)
-  y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32)
+  x0 = jnp.clip(jnp.floor(x), 0, w - 2)
+  y0 = jnp.clip(jnp.floor(y), 0, h - 2)
   fx = (x - x0)[..., None]
   fy = (y - y0)[..., None]
   flat = image.reshape(h * w, c)
-  i00 = y0 * w + x0
-  taps = flat[jnp.stack([i00, i00 + 1, i00 + w, i00 + w + 1], axis=-1)]  # (..., 4, C)
+  i00 = y0.astype(jnp.uint32) * w + x0.astype(jnp.uint32)  # unsigned: no wrap-around ops
+  taps = flat.at[jnp.stack([i00, i00 + 1, i00 + w, i00 + w + 1], axis=-1)].get(
+      mode="promise_in_bounds")  # (..., 4, C); in bounds by the clamps above
   wts = jnp.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-2)
   out = (taps * wts).sum(axis=-2)
   return out[..., 0] if squeeze else out
@@ -191,7 +192,10 @@ def run_cascade(fit_one, params, images, init_shapes=None):
   gray = to_gray(images)
   if init_shapes is None:
     init_shapes = jnp.broadcast_to(params.init_shape, (gray.shape[0], *params.init_shape.shape))
-  shapes = jax.vmap(lambda g, s: fit_one(params, g, s))(gray, init_shapes)
+  if gray.shape[0] == 1:  # batch 1 (a static shape): the unbatched fit is faster on a CPU
+    shapes = fit_one(params, gray[0], init_shapes[0])[None]
+  else:
+    shapes = jax.vmap(lambda g, s: fit_one(params, g, s))(gray, init_shapes)
   diverged = divergence_flags(shapes, init_shapes, gray.shape[1:3])
   return safe_shapes(shapes, diverged, init_shapes), diverged
 
