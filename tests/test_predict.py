@@ -251,3 +251,19 @@ def test_predict_with_test_time_mirroring_averages_the_mirrored_crop(model, tmp_
   assert not np.allclose(both, ms, atol=1.0)  # the mirroring did change the points
   with pytest.raises(ValueError, match="--mirror needs --workdir"):
     predict.run(None, _photo(tmp_path), output_dir=tmp_path / "none", mirror=True)
+
+
+def test_predictor_inputs_become_float32_without_leaving_their_device():
+  """``base.float32_images``: NumPy (any dtype, or a list) -> a float32 NumPy array,
+  a JAX array stays a JAX array (cast when it is not float32); the values kept."""
+  from jaxmarks.methods import base  # pylint: disable=g-import-not-at-top
+  u8 = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
+  out = base.float32_images(u8)
+  assert isinstance(out, np.ndarray) and out.dtype == np.float32
+  np.testing.assert_array_equal(out, u8)
+  assert base.float32_images(u8.tolist()).dtype == np.float32
+  on_device = jax.numpy.asarray(u8)
+  cast = base.float32_images(on_device)
+  assert isinstance(cast, jax.Array) and cast.dtype == np.float32
+  same = jax.numpy.asarray(u8, np.float32)
+  assert base.float32_images(same) is same

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks import transforms
+from jaxmarks.methods import base
 
 __all__ = [
     "to_gray",
@@ -257,7 +258,7 @@ class FitPredictor:
     return lambda images: fit_fn(params, images, None, **fit_kwargs)[0]
 
   def predict(self, images):
-    landmarks, diverged = self.fit_fn(self.params, jnp.asarray(images, jnp.float32), None,
+    landmarks, diverged = self.fit_fn(self.params, base.float32_images(images), None,
                                       **self.fit_kwargs)
     return {"landmarks": landmarks, "diverged": diverged}
 

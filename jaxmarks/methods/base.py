@@ -28,10 +28,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+import jax
 import ml_collections
 import numpy as np
 
-__all__ = ["Predictor", "Detector", "Detections"]
+__all__ = ["Predictor", "Detector", "Detections", "float32_images"]
+
+
+def float32_images(images):
+  """A predictor's input as float32, without ``jnp.asarray``'s dispatch (about 0.14
+  ms per call on a CPU, a third of a classical fit at batch 1): a JAX array stays on
+  its device (cast if need be); anything else becomes a NumPy array, which the
+  jitted function then transfers itself."""
+  if isinstance(images, jax.Array):
+    return images if images.dtype == np.float32 else images.astype(np.float32)
+  return np.asarray(images, np.float32)
 
 
 @runtime_checkable

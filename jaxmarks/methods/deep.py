@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 
 from jaxmarks import evaluation
 from jaxmarks.data import config as data_config_lib
+from jaxmarks.methods import base
 from jaxmarks.methods import export as export_lib
 from jaxmarks.methods import mirror as mirror_lib
 from jaxmarks.methods import registry
@@ -504,7 +505,7 @@ class DeepPredictor:
     return lambda images: apply(params, model_state, images)["landmarks"]
 
   def predict(self, images) -> dict[str, Any]:
-    images = jnp.asarray(images, jnp.float32)
+    images = base.float32_images(images)
     if images.ndim != 4:
       raise ValueError(f"images must be (B, S, S, C); got shape {images.shape}")
     out = self._apply(self.params, self.model_state, images)
