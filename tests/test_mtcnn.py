@@ -179,6 +179,29 @@ def test_landmark_refine_maps_the_window_back_to_the_photo():
   assert empty[0][0].shape == (0, 5)
 
 
+def test_landmark_shift_maps_each_moved_window_back_to_the_photo():
+  """``landmark_shift``: each moved window sees the bright pixel elsewhere in the
+  window; mapped back through its own window, the points land on it (through the
+  unmoved one they would be 0.15 of the side, 12 px, off; the average over the four
+  symmetric moves would hide that, so each view is checked)."""
+  image = np.zeros((120, 160, 3), np.uint8)
+  image[50, 70] = 255
+  boxes = np.array([[41.0, 21.0, 112.0, 100.0, 0.9]])
+  det = _stub_detector(landmark_refine=True, landmark_shift=0.15)
+  window = [mtcnn_detector.box_lib.square(boxes[:, :4])]
+  moves = [(0.15, 0.0), (-0.15, 0.0), (0.0, 0.15), (0.0, -0.15), (0.1, -0.1)]
+  views = det._view_points([image], window, moves)
+  assert len(views) == len(moves)
+  for [points] in views:
+    np.testing.assert_allclose(points[0, 2], [70, 50], atol=80 / 48)
+    np.testing.assert_allclose(points[0, 1, 0] - points[0, 0, 0], 0.4 * 80, atol=0.5)
+  [(b, points)] = det._refine([image], [(boxes, np.zeros((1, 5, 2)))])
+  np.testing.assert_array_equal(b, boxes)
+  np.testing.assert_allclose(points[0, 2], [70, 50], atol=80 / 48)
+  with pytest.raises(ValueError, match="landmark_shift"):
+    methods.load_detector("mtcnn-original", {"landmark_shift": 0.7})
+
+
 def test_detector_settings_override_and_unknown_ones_are_refused():
   det = methods.load_detector("mtcnn-original", {"landmark_refine": True})
   assert det.settings.landmark_refine and not det.settings.landmark_mirror

@@ -22,7 +22,10 @@ Two test-time options for the five points, not in the paper and off by default
 face instead of on the R-Net candidate; ``landmark_mirror`` averages O-Net's points
 with those of the mirrored crop (mirrored back, the scheme's left/right pairs
 swapped; the points' unit is the window's side from its left edge, so a mirrored
-``u`` is ``1 - u``). Boxes and scores are unchanged by either.
+``u`` is ``1 - u``). With ``landmark_refine``, ``landmark_shift`` (a fraction of the
+box's side) also reads the points on four windows moved by it left, right, up and
+down, and averages the five views in image pixels. Boxes and scores are unchanged by
+any of them.
 
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
@@ -86,9 +89,10 @@ def default_detector_config() -> ml_collections.ConfigDict:
   c.nms_rnet = 0.7
   c.nms_onet = 0.7       # with the "min" overlap
   c.pad_to = 16          # P-Net input sizes are padded to multiples of this
-  # Test-time options for the five points (not in the paper; both off by default):
+  # Test-time options for the five points (not in the paper; all off by default):
   c.landmark_refine = False  # O-Net once more on each final (regressed, squared) box
   c.landmark_mirror = False  # average O-Net's points with those on the mirrored crop
+  c.landmark_shift = 0.0     # with landmark_refine: also 4 windows moved by this x side
   return c
 
 
@@ -337,15 +341,38 @@ class MTCNNDetector:
     return out
 
   def _refine(self, images, final):
-    """The points of O-Net on each final box, squared (``landmark_refine``)."""
-    windows = [np.fix(box_lib.square(b)) if b.shape[0] else b for b, _ in final]
-    crops, owner = self._crops(images, windows, 48)
-    if crops is None:
+    """The points of O-Net on each final box, squared (``landmark_refine``); with
+    ``landmark_shift`` > 0 also on that window moved by +-shift of its side along x
+    and along y, the five views' points averaged in image pixels."""
+    shift = float(self.settings.get("landmark_shift", 0.0))
+    moves = [(0.0, 0.0)]
+    if shift > 0:
+      moves += [(shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift)]
+    squared = [box_lib.square(b[:, :4]) for b, _ in final]
+    views = self._view_points(images, squared, moves)
+    if views is None:
       return final
-    pts = self._run_onet(crops)["points"].astype(np.float64)
-    result = []
-    return [(b, _to_image(pts[owner == i], w))
-            for i, ((b, _), w) in enumerate(zip(final, windows))]
+    return [(b, np.mean([v[i] for v in views], axis=0)) for i, (b, _) in enumerate(final)]
+
+  def _view_points(self, images, windows, moves):
+    """O-Net's points in image pixels on ``windows`` (per photo ``(N, 4)``, 1-based
+    inclusive) moved by each ``(dx, dy)`` of ``moves`` (fractions of their side), in
+    one batched call: per move, per photo ``(N, 5, 2)``; None when no photo has one."""
+    moved, crops, owners = [], [], []
+    for dx, dy in moves:
+      m = [np.fix(w + np.concatenate([dx * (w[:, 2:3] - w[:, 0:1] + 1),
+                                      dy * (w[:, 3:4] - w[:, 1:2] + 1)] * 2, axis=1))
+           for w in windows]
+      c, owner = self._crops(images, m, 48)
+      if c is None:
+        return None
+      moved.append(m)
+      crops.append(c)
+      owners.append(owner)
+    pts = self._run_onet(np.concatenate(crops))["points"].astype(np.float64)
+    pts = np.split(pts, len(moves))
+    return [[_to_image(p[o == i], w) for i, w in enumerate(m)]
+            for p, o, m in zip(pts, owners, moved)]
 
   def proposals(self, images: Sequence[np.ndarray], stages: int) -> list[np.ndarray]:
     """The candidates of the first ``stages`` (1: P-Net, 2: P-Net then R-Net) per
