@@ -13,8 +13,11 @@ then::
 For each workdir this evaluates the method on its ``config.data.eval_split``
 (300-W: ``train:holdout``, crops from the ground-truth landmark box, the mean
 shape as the initialisation) and prints the inter-ocular and inter-pupil NME,
-AUC@0.08, failure rate, ms per face at batch 1 (best of 5 loops of 200 calls),
-faces per second at batch 64 and the training time recorded by the experiment.
+AUC@0.08, failure rate, ms per face at batch 1, faces per second at batch 64 and the
+training time recorded by the experiment. The batch-1 figure is the best of
+``--rounds`` loops of ``--repeats`` calls, the rows' loops interleaved round by round
+at the end of the run (after dlib's training), so that a shared machine's slow spells
+fall on every row alike.
 
 ``--dlib`` (needs the optional extra ``jaxmarks[peers]``: ``dlib-bin``) also trains
 dlib's shape predictor (its ERT trainer with its default options, 2 threads) in this
@@ -38,6 +41,7 @@ from absl import flags
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Trained classical workdirs.")
 _SPLIT = flags.DEFINE_string("split", "", "Split (default: each config's eval_split).")
 _REPEATS = flags.DEFINE_integer("repeats", 200, "Batch-1 calls per timing loop.")
+_ROUNDS = flags.DEFINE_integer("rounds", 15, "Timing loops per row (the best is kept).")
 _DLIB = flags.DEFINE_bool("dlib", False, "Also train and evaluate dlib's shape predictor "
                           "on the same faces (the [peers] extra).")
 _DLIB_FACES = flags.DEFINE_integer("dlib_max_train_faces", 0, "Limit dlib's training "
@@ -46,7 +50,8 @@ _DLIB_FACES = flags.DEFINE_integer("dlib_max_train_faces", 0, "Limit dlib's trai
 
 def _dlib_row(config, split: str):
   """dlib's ERT trainer on the config's training crops (see the module docstring):
-  ``("dlib", split, summary, speed, train_seconds)``, or None with the reason printed."""
+  ``("dlib", split, summary, speed, train_seconds, one_call)``, or None with the reason
+  printed; ``one_call()`` predicts one face (the next of 64 test faces)."""
   import time  # pylint: disable=g-import-not-at-top
 
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -100,26 +105,40 @@ def _dlib_row(config, split: str):
   pred = np.asarray([predict(i) for i in range(len(faces))], np.float32)
   summary = evaluation.summarize(pred, test_landmarks, scheme)
   n = min(64, len(faces))
-  best = float("inf")
-  for _ in range(5):
-    t = time.perf_counter()
-    for r in range(_REPEATS.value):
-      predictor(faces[r % n], boxes[r % n])
-    best = min(best, (time.perf_counter() - t) / _REPEATS.value)
-  speed = {"ms_per_face_batch1": 1e3 * best, "faces_per_second_batched": 1.0 / best,
-           "load_average_1min": os.getloadavg()[0]}
-  return ("dlib", split, summary, speed, train_s)
+  calls = iter(range(1 << 62))
+
+  def one_call():
+    r = next(calls) % n
+    predictor(faces[r], boxes[r])
+
+  return ("dlib", split, summary, {}, train_s, one_call)
+
+
+def _interleaved_batch1(calls, repeats: int, rounds: int) -> list[float]:
+  """ms per call of each of ``calls`` (after one warm-up call each): the best of
+  ``rounds`` loops of ``repeats`` calls, one loop of every call per round."""
+  import time  # pylint: disable=g-import-not-at-top
+  for call in calls:
+    call()
+  best = [float("inf")] * len(calls)
+  for _ in range(rounds):
+    for k, call in enumerate(calls):
+      t = time.perf_counter()
+      for _ in range(repeats):
+        call()
+      best[k] = min(best[k], (time.perf_counter() - t) / repeats)
+  return [1e3 * b for b in best]
 
 
 def main(argv):
   del argv
+  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
 
-  print(f"load average before timing: {os.getloadavg()}")
   rows = []
   for wd in _WORKDIRS.value:
     wd = pathlib.Path(wd).expanduser().resolve()
@@ -131,11 +150,12 @@ def main(argv):
                                           output_dir=str(wd / "benchmark"))
     images, _, _ = classical.load_arrays(config.data, split, max_faces=64)
     speed = evaluation.time_predictor(predictor, images, repeats=_REPEATS.value)
-    speed["load_average_1min"] = os.getloadavg()[0]
+    one = np.asarray(images[:1], np.float32)
+    one_call = lambda p=predictor, x=one: jax.block_until_ready(p.predict(x)["landmarks"])
     metrics_path = wd / f"metrics_{tag}.json"
     train_s = (json.loads(metrics_path.read_text()).get("train_seconds")
                if metrics_path.exists() else float("nan"))
-    rows.append((config.method, split, summary, speed, train_s))
+    rows.append((config.method, split, summary, speed, train_s, one_call))
   if _DLIB.value:
     if not _WORKDIRS.value:
       raise app.UsageError("--dlib needs a workdir whose config names the data")
@@ -144,11 +164,20 @@ def main(argv):
                     _SPLIT.value or config.data.eval_split)
     if row is not None:
       rows.append(row)
+  print(f"timing batch 1, the rows interleaved ({_ROUNDS.value} rounds of {_REPEATS.value} "
+        f"calls); load average before: {os.getloadavg()}", flush=True)
+  ms = _interleaved_batch1([r[-1] for r in rows], _REPEATS.value, _ROUNDS.value)
+  load = os.getloadavg()[0]
+  for (method, _, _, speed, _, _), m in zip(rows, ms):
+    speed["ms_per_face_batch1"] = m
+    speed["load_average_1min"] = load
+    if method == "dlib":  # one face per call
+      speed["faces_per_second_batched"] = 1e3 / m
 
   print()
   print(f"{'method':6} {'split':14} {'n':>4} {'NME io %':>9} {'NME ip %':>9} {'AUC@.08':>8} "
         f"{'FR io %':>8} {'div':>4} {'ms/face b1':>10} {'faces/s b64':>11} {'train s':>8} {'load':>5}")
-  for method, split, s, sp, tr in rows:
+  for method, split, s, sp, tr, _ in rows:
     print(f"{method:6} {split:14} {s['n']:>4} {100 * s['nme_inter_ocular']:>9.3f} "
           f"{100 * s['nme_inter_pupil']:>9.3f} {s['auc_inter_ocular']:>8.4f} "
           f"{100 * s['failure_rate_inter_ocular']:>8.2f} {s.get('diverged', 0):>4} "
