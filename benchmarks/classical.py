@@ -31,12 +31,15 @@ reason.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
 
 from absl import app
 from absl import flags
+
+from benchmarks import timing
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Trained classical workdirs.")
 _SPLIT = flags.DEFINE_string("split", "", "Split (default: each config's eval_split).")
@@ -105,29 +108,13 @@ def _dlib_row(config, split: str):
   pred = np.asarray([predict(i) for i in range(len(faces))], np.float32)
   summary = evaluation.summarize(pred, test_landmarks, scheme)
   n = min(64, len(faces))
-  calls = iter(range(1 << 62))
+  calls = itertools.count()
 
   def one_call():
     r = next(calls) % n
     predictor(faces[r], boxes[r])
 
   return ("dlib", split, summary, {}, train_s, one_call)
-
-
-def _interleaved_batch1(calls, repeats: int, rounds: int) -> list[float]:
-  """ms per call of each of ``calls`` (after one warm-up call each): the best of
-  ``rounds`` loops of ``repeats`` calls, one loop of every call per round."""
-  import time  # pylint: disable=g-import-not-at-top
-  for call in calls:
-    call()
-  best = [float("inf")] * len(calls)
-  for _ in range(rounds):
-    for k, call in enumerate(calls):
-      t = time.perf_counter()
-      for _ in range(repeats):
-        call()
-      best[k] = min(best[k], (time.perf_counter() - t) / repeats)
-  return [1e3 * b for b in best]
 
 
 def main(argv):
@@ -166,9 +153,12 @@ def main(argv):
       rows.append(row)
   print(f"timing batch 1, the rows interleaved ({_ROUNDS.value} rounds of {_REPEATS.value} "
         f"calls); load average before: {os.getloadavg()}", flush=True)
-  ms = _interleaved_batch1([r[-1] for r in rows], _REPEATS.value, _ROUNDS.value)
+  loops = {k: lambda call=r[-1]: [call() for _ in range(_REPEATS.value)]
+           for k, r in enumerate(rows)}
+  best = timing.interleaved(loops, _ROUNDS.value)
   load = os.getloadavg()[0]
-  for (method, _, _, speed, _, _), m in zip(rows, ms):
+  for k, (method, _, _, speed, _, _) in enumerate(rows):
+    m = 1e3 * best[k]["best"] / _REPEATS.value
     speed["ms_per_face_batch1"] = m
     speed["load_average_1min"] = load
     if method == "dlib":  # one face per call

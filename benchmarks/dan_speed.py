@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import timing
 from jaxmarks import schemes
 from jaxmarks.models import dan
 from jaxmarks.train import host
@@ -135,20 +136,6 @@ def _time_vs_peak(fn, peak: MatmulPeak, repeats: int) -> dict[str, float]:
   return {"best": min(times), "median": float(np.median(times)), "peak": max(peaks)}
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
-  """Warm-up, then ``repeats`` rounds running each of ``fns`` once in turn (so that
-  the host's drift hits all of them alike) -> best and median seconds of each."""
-  for fn in fns.values():
-    fn()
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - t0)
-  return {name: {"best": min(t), "median": float(np.median(t))} for name, t in times.items()}
-
-
 def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: int,
                        repeats: int) -> list[dict]:
   """Stage 1 of ``model`` in JAX (the library's predict path and the trainer's Adam
@@ -185,9 +172,9 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
       with torch.inference_mode():
         return net(inp)
 
-    t = _interleaved({"jax": lambda: jax.block_until_ready(predict(p1, s1, xj)),
-                      "torch": lambda: run_torch(twin, xt),
-                      "torch_cl": lambda: run_torch(twin_cl, xt_cl)}, repeats)
+    t = timing.interleaved({"jax": lambda: jax.block_until_ready(predict(p1, s1, xj)),
+                            "torch": lambda: run_torch(twin, xt),
+                            "torch_cl": lambda: run_torch(twin_cl, xt_cl)}, repeats)
     rows.append(_ratio_row("inference", b, t))
   if train_batch:
     b = train_batch
@@ -223,7 +210,7 @@ def torch_side_by_side(model, params, state, rng, infer_batches, train_batch: in
     twin_cl.train()
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     xt_cl = xt.contiguous(memory_format=torch.channels_last)
-    t = _interleaved({
+    t = timing.interleaved({
         "jax": run_jax,
         "torch": torch_step(twin, torch.optim.Adam(twin.parameters(), 1e-3), xt),
         "torch_cl": torch_step(twin_cl, torch.optim.Adam(twin_cl.parameters(), 1e-3), xt_cl),
