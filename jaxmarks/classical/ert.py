@@ -77,6 +77,9 @@ from jaxmarks.methods import validate
 __all__ = ["ERTParams", "ERTConfig", "pixels", "fit", "train", "fit_tree", "Predictor",
            "UNIT"]
 
+# Gathers whose indices are in bounds by construction (see ``_traverse``).
+_IN_BOUNDS = "promise_in_bounds"
+
 
 class ERTParams(NamedTuple):
   """A trained ERT cascade: ``T`` stages of ``M`` trees of depth ``d``, ``P`` pool
@@ -152,7 +155,7 @@ def pixels(image, shape, ref_shape, anchors, offsets):
 
 
 def _traverse(values, split_u, split_v, threshold, depth: int):
-  """Leaf index ``(M,)`` of each tree for pool values ``(P,)``.
+  """Leaf index ``(M,)`` uint32 of each tree for pool values ``(P,)``.
 
   Indices are unsigned and promised in bounds (they are, by construction), which
   spares XLA the negative-index and clamping work around every gather."""
@@ -166,10 +169,7 @@ def _traverse(values, split_u, split_v, threshold, depth: int):
     u, v, t = (a.at[i].get(mode=_IN_BOUNDS) for a in (split_u, split_v, threshold))
     right = values.at[u].get(mode=_IN_BOUNDS) - values.at[v].get(mode=_IN_BOUNDS) > t
     node = 2 * node + jnp.where(right, 1, 2).astype(jnp.uint32)
-  return (node - (2**depth - 1)).astype(jnp.int32)
-
-
-_IN_BOUNDS = "promise_in_bounds"
+  return node - (2**depth - 1)
 
 
 def _fit_one(params: ERTParams, gray, init):
@@ -181,7 +181,7 @@ def _fit_one(params: ERTParams, gray, init):
   def step(shape, stage):
     anchors, offsets, su, sv, th, leaves, basis = stage
     values, lin = pixels(image, shape, params.ref_shape, anchors, offsets)
-    leaf = _traverse(values, su, sv, th, depth).astype(jnp.uint32)
+    leaf = _traverse(values, su, sv, th, depth)
     rows = leaves.reshape(trees * n_leaves, -1).at[first + leaf].get(
         mode=_IN_BOUNDS, indices_are_sorted=True, unique_indices=True)
     delta = (rows.sum(0) @ basis).reshape(-1, 2)
