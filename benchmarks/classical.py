@@ -136,7 +136,7 @@ def main(argv):
     summary = evaluation.evaluate_trained(wd, split=split, predictor=predictor, batch_size=64,
                                           output_dir=str(wd / "benchmark"))
     images, _, _ = classical.load_arrays(config.data, split, max_faces=64)
-    speed = evaluation.time_predictor(predictor, images, repeats=_REPEATS.value)
+    speed = evaluation.batched_speed(predictor, images, repeats=_REPEATS.value)
     one = np.asarray(images[:1], np.float32)
     one_call = lambda p=predictor, x=one: jax.block_until_ready(p.predict(x)["landmarks"])
     metrics_path = wd / f"metrics_{tag}.json"

@@ -25,11 +25,12 @@ reference.
 from __future__ import annotations
 
 import os
-import time
 
 from absl import app
 from absl import flags
 import numpy as np
+
+from benchmarks import timing
 
 _DETECTORS = flags.DEFINE_list("detectors", ["mtcnn-original"],
                                "Bundled names, MTCNN workdirs or export folders.")
@@ -80,20 +81,15 @@ def main(argv):
   per_call = {k: 8 if k.endswith("8 per call") else 1 for k in runners}
   print(f"{'photo (640x480)':16} {'detector':38} {'faces':>5} {'ms/photo':>9} {'load':>5}")
   for label, image in photos.items():
-    times = {k: [] for k in runners}
     faces = {}
-    for k, fn in runners.items():  # warm-up (compilation)
+    for k, fn in runners.items():
       out = fn(image)
       faces[k] = len(out[0]) if k.startswith("jaxmarks") else len(out)
-    for _ in range(_ROUNDS.value):
-      for k, fn in runners.items():
-        t = time.perf_counter()
-        fn(image)
-        times[k].append((time.perf_counter() - t) * 1e3 / per_call[k])
+    times = timing.interleaved({k: (lambda fn=fn: fn(image)) for k, fn in runners.items()},
+                               _ROUNDS.value)
     for k in runners:
-      print(f"{label:16} {k:38} {faces[k]:>5} {np.median(times[k]):>9.1f} "
+      print(f"{label:16} {k:38} {faces[k]:>5} {times[k]['median'] * 1e3 / per_call[k]:>9.1f} "
             f"{os.getloadavg()[0]:>5.1f}", flush=True)
-
 
 if __name__ == "__main__":
   app.run(main)

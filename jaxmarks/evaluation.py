@@ -34,7 +34,7 @@ from jaxmarks import schemes as schemes_lib
 
 __all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
            "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
-           "time_predictor"]
+           "time_predictor", "batched_speed"]
 
 THRESHOLD = 0.08
 # Every summary reports these normalisations (outer eye corners, eye centres,
@@ -373,6 +373,31 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
                   num_faces=num_faces, extra={"trained": str(path)})
 
 
+def _best_loop_seconds(call, calls: int, rounds: int) -> float:
+  """Seconds per call of ``call()``: the best of ``rounds`` loops of ``calls`` calls,
+  after one warm-up (compile) call."""
+  call()
+  best = np.inf
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    for _ in range(calls):
+      call()
+    best = min(best, (time.perf_counter() - t0) / calls)
+  return best
+
+
+def batched_speed(predictor, images, batch_size: int = 64, repeats: int = 200,
+                  rounds: int = 5) -> dict[str, float]:
+  """Faces/s of ``predictor.predict`` on batches of ``batch_size`` (``images`` repeated
+  to fill one): the best of ``rounds`` loops of ``repeats // 20`` calls."""
+  images = np.asarray(images, np.float32)
+  batch = np.concatenate([images] * -(-batch_size // len(images)))[:batch_size]
+  seconds = _best_loop_seconds(
+      lambda: jax.block_until_ready(predictor.predict(batch)["landmarks"]),
+      max(1, repeats // 20), rounds)
+  return {"faces_per_second_batched": batch_size / seconds, "timing_batch_size": batch_size}
+
+
 def time_predictor(predictor, images, batch_size: int = 64, repeats: int = 200,
                    rounds: int = 5) -> dict[str, float]:
   """Wall-clock speed of ``predictor.predict``: ms per face at batch 1, faces/s batched.
@@ -380,23 +405,8 @@ def time_predictor(predictor, images, batch_size: int = 64, repeats: int = 200,
   Each figure is the best of ``rounds`` timed loops (after a warm-up/compile call),
   which removes most of the noise of a shared machine.
   """
-  images = np.asarray(images, np.float32)
-  one = images[:1]
-  jax.block_until_ready(predictor.predict(one)["landmarks"])
-  best1 = np.inf
-  for _ in range(rounds):
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-      jax.block_until_ready(predictor.predict(one)["landmarks"])
-    best1 = min(best1, (time.perf_counter() - t0) / repeats)
-  reps = -(-batch_size // len(images))
-  batch = np.concatenate([images] * reps)[:batch_size]
-  jax.block_until_ready(predictor.predict(batch)["landmarks"])
-  bestb = np.inf
-  for _ in range(rounds):
-    t0 = time.perf_counter()
-    for _ in range(max(1, repeats // 20)):
-      jax.block_until_ready(predictor.predict(batch)["landmarks"])
-    bestb = min(bestb, (time.perf_counter() - t0) / max(1, repeats // 20))
-  return {"ms_per_face_batch1": 1e3 * best1, "faces_per_second_batched": batch_size / bestb,
-          "timing_batch_size": batch_size}
+  one = np.asarray(images[:1], np.float32)
+  seconds = _best_loop_seconds(
+      lambda: jax.block_until_ready(predictor.predict(one)["landmarks"]), repeats, rounds)
+  return {"ms_per_face_batch1": 1e3 * seconds,
+          **batched_speed(predictor, images, batch_size, repeats, rounds)}
