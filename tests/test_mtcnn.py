@@ -33,6 +33,29 @@ def test_shift_conv_equals_conv():
   np.testing.assert_allclose(out, conv.apply(params, x), atol=1e-5)
 
 
+def test_wide_conv_is_the_plain_convolution():
+  """``WideConv`` (input channels zero-padded to 8) == ``nn.Conv`` with the same
+  parameters, which keep their shape (the imported and trained checkpoints load)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 13, 11, 3))
+  conv = nn.Conv(10, (3, 3), padding="VALID")
+  params = conv.init(jax.random.PRNGKey(1), x)
+  wide = nets.WideConv(10, 3)
+  assert jax.tree_util.tree_map(jnp.shape, wide.init(jax.random.PRNGKey(1), x)) == \
+      jax.tree_util.tree_map(jnp.shape, params)
+  np.testing.assert_allclose(wide.apply(params, x), conv.apply(params, x), atol=1e-5)
+
+
+def test_float_area_resize_rounds_to_the_uint8_one():
+  """The detector's pyramid resizes the photo as float32 and rounds: the reference's
+  uint8 area resize to the bit (OpenCV computes that one in float and rounds too)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+  for w, h in [(384, 288), (273, 205), (98, 73), (18, 14)]:
+    expected = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    got = np.rint(cv2.resize(image.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("name,size", [("pnet", 12), ("rnet", 24), ("onet", 48)])
 def test_net_heads(name, size):
   params = nets.init_params(name, jax.random.PRNGKey(0))

@@ -70,6 +70,31 @@ class ShiftConv(nn.Module):
     return patches @ kernel.reshape(-1, self.features) + bias
 
 
+class WideConv(nn.Module):
+  """A VALID convolution whose input channels are zero-padded to ``channels`` (the
+  kernel's too) before XLA's convolution: the same parameters (``kernel (k, k, C,
+  F)``, ``bias``) and result as ``nn.Conv(F, (k, k), padding="VALID")``. XLA's CPU
+  convolution is slow on three input channels: P-Net's first layer on 384x288 takes
+  3.0 ms with eight against 4.2 ms with three (2-core machine)."""
+
+  features: int
+  kernel_size: int
+  channels: int = 8
+
+  @nn.compact
+  def __call__(self, x):
+    k, c = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    extra = max(self.channels - c, 0)
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+    kernel = jnp.pad(kernel, [(0, 0), (0, 0), (0, extra), (0, 0)])
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
+
+
 def _pool(x, window: int):
   return nn.max_pool(x, (window, window), strides=(2, 2), padding="SAME")
 
@@ -98,7 +123,7 @@ class PNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, valid_hw=None):
-    x = PReLU(name="prelu1")(nn.Conv(10, (3, 3), padding="VALID", name="conv1")(x))
+    x = PReLU(name="prelu1")(WideConv(10, 3, name="conv1")(x))
     if valid_hw is not None:
       rows = jnp.arange(x.shape[1])[None, :, None, None]
       cols = jnp.arange(x.shape[2])[None, None, :, None]
