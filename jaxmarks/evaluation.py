@@ -118,7 +118,13 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
 def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
   """Console lines of a summary, each naming its split (``label``) and normalisation."""
   t = f"{summary['threshold']:g}"
-  lines = [f"[{label}] n={summary['n']}"]
+  head = f"[{label}] n={summary['n']}"
+  if summary.get("dataset_scheme"):
+    head += f" ({summary['dataset_scheme']} ground truth compared as {summary['scheme']}"
+    if summary.get("box_source") == "landmarks" and summary.get("box_points"):
+      head += f"; crops around the box of the {summary['box_points']} points"
+    head += ")"
+  lines = [head]
   for norm in REPORTED_NORMALIZATIONS:
     if f"nme_{norm}" not in summary:
       continue
@@ -299,6 +305,12 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
         f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
         f"other; evaluate it on a dataset with the {trained!r} scheme")
+  if common != scheme and data.box_source == "landmarks":
+    # The oracle box is the tight box of the points the method was trained on (a
+    # 5-point model on 300-W: the box of the 68 converted to its five).
+    data = data.copy_and_resolve_references()
+    with data.unlocked():
+      data.box_points = common
   source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
@@ -320,6 +332,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
       summary["n"] / max(result["seconds"], 1e-9))
   summary.update({"dataset": data.dataset, "builder_config": data.builder_config,
                   "split": split, "box_source": data.box_source,
+                  "box_points": data.get("box_points", "") or scheme,
                   "data_dir": str(builder.data_dir), "manual_dir": data.manual_dir,
                   "method": config.get("method")})
   if getattr(predictor, "step", None) is not None:

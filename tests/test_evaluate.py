@@ -110,8 +110,11 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
   s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(five, ms5), batch_size=8,
                                   num_faces=3)
   assert s["scheme"] == "mtfl5" and s["dataset_scheme"] == "ibug68"
+  assert s["box_points"] == "mtfl5"  # cropped around the five points, as it was trained
   assert len(s["per_landmark_nme_inter_ocular"]) == 5 and 0 <= s["failure_rate_0.1_inter_ocular"] <= 1
-  assert "per landmark NME(inter_ocular): left_eye" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "per landmark NME(inter_ocular): left_eye" in out
+  assert "ibug68 ground truth compared as mtfl5; crops around the box of the mtfl5 points" in out
   bad = ml_collections.ConfigDict({"method": "fake", "scheme": "imm73", "data": saved["data"]})
   with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'imm73'"):
     evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))

@@ -169,6 +169,27 @@ def test_box_sources(records):
     ip.box_of_record(bad, _config(box_source="box"))
 
 
+def test_box_of_other_points(records):
+  """``box_points``: the landmark box of the record's points converted to another
+  scheme (a 5-point model on 68-point data is cropped as it was trained)."""
+  rec = dict(records[2], visible=np.ones(68, bool))
+  five = schemes.convert(rec["landmarks"], "ibug68", "mtfl5")
+  box = ip.box_of_record(rec, _config(box_points="mtfl5"), "ibug68")
+  np.testing.assert_allclose(box, [*five.min(0), *five.max(0)], rtol=1e-6)
+  assert box[2] - box[0] < np.ptp(rec["landmarks"][:, 0])  # not the 68 points' box
+  np.testing.assert_allclose(ip.box_of_record(rec, _config(box_points="ibug68"), "ibug68"),
+                             ip.box_of_record(rec, _config(), "ibug68"))
+  # A converted point is visible when all of its points are: hide the right eye's contour.
+  rec["visible"][42:48] = False
+  box = ip.box_of_record(rec, _config(box_points="mtfl5"), "ibug68")
+  others = five[[0, 2, 3, 4]]
+  np.testing.assert_allclose(box, [*others.min(0), *others.max(0)], rtol=1e-6)
+  with pytest.raises(ValueError, match="box_points='mtfl5' needs the records' landmark scheme"):
+    ip.box_of_record(rec, _config(box_points="mtfl5"))
+  out = ip.process_record(rec, _config(box_points="mtfl5"), scheme="ibug68")
+  np.testing.assert_allclose(out["box"], box, rtol=1e-5)
+
+
 def test_mean_shape_in_crop(records):
   cfg = _config()
   shapes = np.stack([r["landmarks"] for r in records])

@@ -29,6 +29,11 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.image_size = 112
   c.grayscale = True
   c.box_source = "landmarks"  # "landmarks" (GT landmark box) or "box" (dataset's box)
+  # With box_source="landmarks": the scheme whose points the box is drawn around, the
+  # record's converted to it ("": the record's own). A 5-point model evaluated on 300-W
+  # gets the box of the five points it was trained with (eye centres, nose, mouth
+  # corners), not of the 68 (set by ``jaxmarks.evaluation.evaluate``).
+  c.box_points = ""
   c.crop_scale = 2.0  # crop side / larger box side (DAN: landmarks span half the crop)
   # Augmentation (training only); DAN's perturbation defaults.
   c.augment = True

@@ -9,8 +9,11 @@ crop pixels (``image_size`` square; box centre -> crop centre
 (``jaxmarks.transforms.invert_affine``) maps predictions back to the image. The
 box is ``box_source="landmarks"`` (the tight box of the ground-truth landmarks:
 training, and evaluation with an oracle box) or ``"box"`` (the dataset's ``box``
-feature, e.g. a detector box). With the default ``crop_scale=2.0`` the landmark
-box's larger side spans half the crop, as in DAN (``frameFraction=0.25``).
+feature, e.g. a detector box). ``box_points`` draws the landmark box around the
+record's points converted to another scheme (``jaxmarks.schemes.convert``): a 5-point
+model evaluated on 300-W is cropped around the five points it was trained on. With
+the default ``crop_scale=2.0`` the landmark box's larger side spans half the crop, as
+in DAN (``frameFraction=0.25``).
 
 Training crops are augmented (``jaxmarks.data.augment``): the window is jittered,
 optionally mirrored (landmarks re-indexed with the scheme's mirror permutation,
@@ -30,6 +33,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from jaxmarks import schemes
 from jaxmarks import shapes
 from jaxmarks import transforms
 from jaxmarks.data import augment
@@ -56,15 +60,33 @@ def _landmark_box(landmarks, visible=None) -> np.ndarray | None:
   return shapes.landmark_box(lm[ok])
 
 
-def box_of_record(record, config) -> np.ndarray:
+def _box_points(record, config, scheme: str | None):
+  """The record's landmarks and visibility the landmark box is drawn around: its own,
+  or converted to ``config.box_points`` (a point of the target scheme is visible when
+  every point it is made of is)."""
+  landmarks, visible = record["landmarks"], record.get("visible")
+  target = getattr(config, "box_points", "") or ""
+  if not target or target == scheme:
+    return landmarks, visible
+  if not scheme:
+    raise ValueError(f"config.data.box_points={target!r} needs the records' landmark scheme")
+  landmarks = schemes.convert(np.asarray(landmarks, np.float64), scheme, target)
+  if visible is not None:
+    v = np.repeat(np.asarray(visible, np.float64)[:, None], 2, axis=1)
+    visible = schemes.convert(v, scheme, target)[:, 0] >= 1.0
+  return landmarks, visible
+
+
+def box_of_record(record, config, scheme: str | None = None) -> np.ndarray:
   """The face box ``(4,)`` a record is cropped around (``config.box_source``).
 
-  ``"landmarks"``: the tight box of the finite (and, if any, visible) landmarks;
-  falls back to the ``box`` feature if no landmark is usable. ``"box"``: the
+  ``"landmarks"``: the tight box of the finite (and, if any, visible) landmarks
+  (converted from ``scheme``, the record's, to ``config.box_points`` when that is
+  set); falls back to the ``box`` feature if no landmark is usable. ``"box"``: the
   record's ``box`` feature.
   """
   if config.box_source == "landmarks":
-    box = _landmark_box(record["landmarks"], record.get("visible"))
+    box = _landmark_box(*_box_points(record, config, scheme))
     if box is not None:
       return box
   elif config.box_source != "box":
@@ -190,7 +212,8 @@ def crop_face(image, box, config, rng: np.random.Generator | None = None):
 
 
 def process_record(record, config, mirror: np.ndarray | None = None,
-                   rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+                   rng: np.random.Generator | None = None,
+                   scheme: str | None = None) -> dict[str, np.ndarray]:
   """One record -> one crop example (augmented iff ``rng`` is given and ``augment``).
 
   Args:
@@ -199,6 +222,7 @@ def process_record(record, config, mirror: np.ndarray | None = None,
     config: the data config.
     mirror: ``(K,)`` the scheme's mirror permutation (needed for flips).
     rng: per-example generator; None = evaluation crop.
+    scheme: the record's landmark scheme (needed with ``config.box_points``).
 
   Returns:
     dict: ``image`` ``(S, S, C)`` float32, ``landmarks`` ``(K, 2)`` float32,
@@ -214,7 +238,7 @@ def process_record(record, config, mirror: np.ndarray | None = None,
   visible = np.asarray(record.get("visible", np.ones(k, bool)), bool)
   if visible.shape != (k,):
     raise ValueError(f"record 'visible' must be ({k},); got {visible.shape}")
-  box = box_of_record(record, config)
+  box = box_of_record(record, config, scheme)
   augment = rng is not None and bool(config.augment)
   flip = False
   if augment and config.flip_prob > 0:

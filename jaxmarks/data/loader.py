@@ -57,18 +57,20 @@ __all__ = ["make_loader", "parse_flags_with_defaults"]
 class _TrainMap(grain.RandomMapTransform):
   config: Any
   mirror: np.ndarray | None
+  scheme: str | None = None
 
   def random_map(self, element, rng: np.random.Generator):
-    return crop.process_record(element, self.config, self.mirror, rng=rng)
+    return crop.process_record(element, self.config, self.mirror, rng=rng, scheme=self.scheme)
 
 
 @dataclasses.dataclass
 class _EvalMap(grain.MapTransform):
   config: Any
   mirror: np.ndarray | None
+  scheme: str | None = None
 
   def map(self, element):
-    return crop.process_record(element, self.config, self.mirror, rng=None)
+    return crop.process_record(element, self.config, self.mirror, rng=None, scheme=self.scheme)
 
 
 @dataclasses.dataclass
@@ -182,12 +184,12 @@ def make_loader(config, split: str | None = None, *, training: bool,
                        f"shard {shard_index}/{shard_count}")
     sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=True,
                                  num_epochs=num_epochs, seed=seed + 7919 * shard_index)
-    ops: list[Any] = [_TrainMap(config_lib.settings(config), mirror),
+    ops: list[Any] = [_TrainMap(config_lib.settings(config), mirror, scheme),
                       grain.Batch(batch_size, drop_remainder=True)]
   else:
     sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=False,
                                  num_epochs=1)
-    ops = [_EvalMap(config_lib.settings(config), mirror), grain.Batch(batch_size, drop_remainder=False)]
+    ops = [_EvalMap(config_lib.settings(config), mirror, scheme), grain.Batch(batch_size, drop_remainder=False)]
     if config.eval_pad:
       ops.append(_PadBatch(batch_size))
   read = grain.ReadOptions(num_threads=int(config.read_threads),
