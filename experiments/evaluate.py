@@ -11,6 +11,14 @@ output folder (default: the workdir) ``evaluation_<dataset>_<split>.json``,
 (``jaxmarks.evaluation.evaluate_trained``). ``--mirror`` averages each prediction
 with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.methods.mirror``).
 
+Methods and data of different landmark schemes meet in the smaller one (a 5-point
+model on 300-W is scored on the 68 points converted to its five, and cropped around
+the box of those five, as it was trained); ``--scheme=mtfl5`` scores a 68-point method
+on the five MTFL points too (files ``..._as_mtfl5``), so both sit in one table::
+
+  python -m experiments.evaluate --workdir=dan-300w --scheme=mtfl5 \
+      --dataset=ibug300w --split=train:holdout --manual_dir=../shared/datasets/300w
+
 A face detector (MTCNN: a workdir, or the bundled ``mtcnn-original``) is evaluated
 on the whole photos of the split instead (``jaxmarks.detection.evaluate``): faces
 missed, and the NME of its five points on the faces it found::
@@ -52,6 +60,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.")
   flags.DEFINE_string("output_dir", "", "Where to write the JSON/PNGs (default: workdir).")
   flags.DEFINE_integer("num_faces", 16, "Faces drawn in the landmark grid.")
+  flags.DEFINE_string("scheme", "", "Score in this landmark scheme, both sides converted "
+                      "(e.g. mtfl5: a 68-point method's error on the five MTFL points); "
+                      "default: the smaller of the method's and the dataset's.")
   flags.DEFINE_bool("mirror", False, "Test-time mirroring: average each prediction with the "
                     "one on the mirrored crop (reported as mirror-averaged; not in the papers).")
   flags.DEFINE_bool("refine_landmarks", False, "MTCNN: run O-Net once more on each final "
@@ -94,7 +105,7 @@ def main(argv) -> None:
         builder_config=FLAGS.builder_config, data_dir=FLAGS.data_dir,
         manual_dir=FLAGS.manual_dir, box_source=FLAGS.box_source,
         batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir or None,
-        num_faces=FLAGS.num_faces, mirror=FLAGS.mirror)
+        num_faces=FLAGS.num_faces, mirror=FLAGS.mirror, compare_as=FLAGS.scheme or None)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)

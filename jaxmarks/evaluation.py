@@ -118,13 +118,15 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
 def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
   """Console lines of a summary, each naming its split (``label``) and normalisation."""
   t = f"{summary['threshold']:g}"
-  head = f"[{label}] n={summary['n']}"
-  if summary.get("dataset_scheme"):
-    head += f" ({summary['dataset_scheme']} ground truth compared as {summary['scheme']}"
-    if summary.get("box_source") == "landmarks" and summary.get("box_points"):
-      head += f"; crops around the box of the {summary['box_points']} points"
-    head += ")"
-  lines = [head]
+  notes = [f"{summary[key]} {what} compared as {summary['scheme']}"
+           for key, what in (("dataset_scheme", "ground truth"), ("method_scheme", "predictions"))
+           if summary.get(key)]
+  if notes and summary.get("box_source") == "landmarks" and summary.get("box_points"):
+    notes.append(f"crops around the box of the {summary['box_points']} points")
+    trained_on = summary.get("method_scheme") or summary["scheme"]
+    if summary["box_points"] != trained_on:
+      notes[-1] += f", not of the {trained_on} points the method was trained on"
+  lines = [f"[{label}] n={summary['n']}" + (f" ({'; '.join(notes)})" if notes else "")]
   for norm in REPORTED_NORMALIZATIONS:
     if f"nme_{norm}" not in summary:
       continue
@@ -259,7 +261,7 @@ def _safe(name: str) -> str:
 def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | None = None, *,
              output_dir=None, batch_size: int = 64, num_faces: int = 16,
              names: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
-             quiet: bool = False) -> dict[str, Any]:
+             quiet: bool = False, compare_as: str | None = None) -> dict[str, Any]:
   """Evaluates a predictor on one split; prints the summary and writes JSON + PNGs.
 
   Args:
@@ -273,6 +275,9 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
       dataset and split).
     extra: more fields for the summary JSON.
     quiet: do not print.
+    compare_as: the landmark scheme both the predictions and the ground truth are
+      converted to before scoring (e.g. ``"mtfl5"``: a 68-point method's error on the
+      five MTFL points); default: the smaller of the method's and the dataset's.
 
   Returns:
     the summary (``summarize``) with the dataset, split, box source, method,
@@ -294,7 +299,13 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   trained = workdir_lib.scheme_of(config) or scheme
   # Compared in the scheme both can be brought to (e.g. a 5-point model on 300-W: the
   # ground truth's 68 points become 5).
-  if schemes_lib.can_convert(scheme, trained):
+  if compare_as:
+    for name, source in (("dataset's", scheme), ("method's", trained)):
+      if not schemes_lib.can_convert(source, compare_as):
+        raise ValueError(f"cannot compare as {compare_as!r}: the {name} scheme {source!r} "
+                         f"does not convert to it")
+    common = compare_as
+  elif schemes_lib.can_convert(scheme, trained):
     common = trained
   elif schemes_lib.can_convert(trained, scheme):
     common = scheme
@@ -305,12 +316,13 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
         f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
         f"other; evaluate it on a dataset with the {trained!r} scheme")
-  if common != scheme and data.box_source == "landmarks":
+  if (trained != scheme and data.box_source == "landmarks"
+      and schemes_lib.can_convert(scheme, trained)):
     # The oracle box is the tight box of the points the method was trained on (a
     # 5-point model on 300-W: the box of the 68 converted to its five).
     data = data.copy_and_resolve_references()
     with data.unlocked():
-      data.box_points = common
+      data.box_points = trained
   source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
@@ -327,6 +339,8 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
                       diverged=result["diverged"])
   if common != scheme:
     summary["dataset_scheme"] = scheme
+  if common != trained:
+    summary["method_scheme"] = trained
   # Wall time of predict() over the split, first-call compilation included.
   summary["images_per_second_incl_compile"] = float(
       summary["n"] / max(result["seconds"], 1e-9))
@@ -341,6 +355,8 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
     summary.update(extra)
   label = f"{data.dataset} {split}"
   stem = _safe(f"{data.dataset}_{split}")
+  if compare_as:
+    stem += f"_as_{compare_as}"
   from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   if isinstance(predictor, mirror_lib.MirrorAveraged):
     summary["test_time_mirror"] = True
@@ -364,14 +380,16 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
                      builder_config: str | None = None, data_dir: str | None = None,
                      manual_dir: str | None = None, box_source: str | None = None,
                      batch_size: int = 64, output_dir=None, num_faces: int = 16,
-                     predictor=None, mirror: bool = False) -> dict[str, Any]:
+                     predictor=None, mirror: bool = False,
+                     compare_as: str | None = None) -> dict[str, Any]:
   """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
   split of any dataset with its scheme; writes into ``output_dir`` (default ``path``).
 
   The dataset and its location default to the method's own ``config.data``; the
   crop settings are always the method's. ``predictor`` skips restoring it again.
   ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``); the files are then
-  named ``..._mirror`` and the label says "mirror-averaged".
+  named ``..._mirror`` and the label says "mirror-averaged". ``compare_as``: score in
+  that landmark scheme (``evaluate``).
   """
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   path = methods.resolve(path)  # a folder, or a bundled model's name
@@ -383,7 +401,7 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
   data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
                           box_source, batch_size)
   return evaluate(predictor, data, split, output_dir=output_dir or path, batch_size=batch_size,
-                  num_faces=num_faces, extra={"trained": str(path)})
+                  num_faces=num_faces, extra={"trained": str(path)}, compare_as=compare_as)
 
 
 def _best_loop_seconds(call, calls: int, rounds: int) -> float:

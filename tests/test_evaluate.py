@@ -115,6 +115,14 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
   out = capsys.readouterr().out
   assert "per landmark NME(inter_ocular): left_eye" in out
   assert "ibug68 ground truth compared as mtfl5; crops around the box of the mtfl5 points" in out
+  # A 68-point method scored on the five points (``--scheme=mtfl5``), cropped as trained.
+  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
+                                  num_faces=3, compare_as="mtfl5")
+  assert (s["scheme"], s["dataset_scheme"], s["method_scheme"]) == ("mtfl5", "ibug68", "ibug68")
+  assert s["box_points"] == "ibug68" and s["files"]["json"].endswith("_as_mtfl5.json")
+  assert "ibug68 predictions compared as mtfl5" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="cannot compare as 'imm73'"):
+    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), compare_as="imm73")
   bad = ml_collections.ConfigDict({"method": "fake", "scheme": "imm73", "data": saved["data"]})
   with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'imm73'"):
     evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))
