@@ -31,6 +31,7 @@ import numpy as np
 from jaxmarks import metrics as metrics_lib
 from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
+from jaxmarks import shapes as shapes_lib
 
 __all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
            "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
@@ -126,6 +127,8 @@ def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
     trained_on = summary.get("method_scheme") or summary["scheme"]
     if summary["box_points"] != trained_on:
       notes[-1] += f", not of the {trained_on} points the method was trained on"
+    elif summary.get("dataset_scheme", summary["scheme"]) == "mtfl5" != trained_on:
+      notes[-1] += ", estimated from the five (as from a detector's)"
   lines = [f"[{label}] n={summary['n']}" + (f" ({'; '.join(notes)})" if notes else "")]
   for norm in REPORTED_NORMALIZATIONS:
     if f"nme_{norm}" not in summary:
@@ -316,10 +319,12 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
         f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
         f"other; evaluate it on a dataset with the {trained!r} scheme")
-  if (trained != scheme and data.box_source == "landmarks"
-      and schemes_lib.can_convert(scheme, trained)):
-    # The oracle box is the tight box of the points the method was trained on (a
-    # 5-point model on 300-W: the box of the 68 converted to its five).
+  if trained != scheme and data.box_source == "landmarks" and (
+      schemes_lib.can_convert(scheme, trained)
+      or (scheme == "mtfl5" and trained in shapes_lib.FIVE_POINT_LAYOUT)):
+    # The oracle box is the box of the points the method was trained on: a 5-point
+    # model on 300-W gets the box of the 68 converted to its five; a 68-point model
+    # on MTFL the 68-point box its five most likely have (as from a detector's five).
     data = data.copy_and_resolve_references()
     with data.unlocked():
       data.box_points = trained

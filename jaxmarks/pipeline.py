@@ -35,25 +35,13 @@ import cv2
 import numpy as np
 
 from jaxmarks import data as data_lib
-from jaxmarks import shapes
+from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
 from jaxmarks import transforms
 from jaxmarks.methods import workdir as workdir_lib
 from jaxmarks.methods.base import Detections, Detector, Predictor
 
 __all__ = ["Face", "GivenBoxes", "CentralSquare", "read_image", "check_box",
            "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict", "draw_faces"]
-
-# Where MTFL's five points (eye centres, nose tip, mouth corners) sit, on average,
-# inside a scheme's landmark box (the tight box of all its points, the box the
-# methods are trained on), as fractions of the box's width and height. iBUG 68:
-# the mean over 300-W train:fit (1,811 faces; the points from
-# ``schemes.convert(..., "ibug68", "mtfl5")``); standard deviations 0.10 (x) and
-# 0.05 (y) of the box, most of it head pose.
-FIVE_POINT_LAYOUT = {
-    "ibug68": ((0.2858, 0.2015), (0.7129, 0.1941), (0.5060, 0.4445), (0.3196, 0.6672),
-               (0.6930, 0.6601)),
-}
-
 
 @dataclasses.dataclass
 class Face:
@@ -160,31 +148,6 @@ class CentralSquare:
       out.append(Detections(np.concatenate([c - side / 2, c + side / 2])[None],
                             np.ones(1, np.float32)))
     return out
-
-
-def landmark_box_from_points(points, scheme: str) -> np.ndarray | None:
-  """The landmark box of scheme ``scheme`` that a face with these five detected
-  points most likely has: ``(4,)`` ``(x0, y0, x1, y1)``, or None when the scheme
-  has no known layout.
-
-  For ``mtfl5`` it is the box of the points themselves (the 5-point methods'
-  training box); otherwise ``x0 + u * width`` is fitted to the points' x by least
-  squares with ``u`` from ``FIVE_POINT_LAYOUT``, and likewise for y.
-  """
-  p = np.asarray(points, np.float64).reshape(5, 2)
-  if scheme == "mtfl5":
-    return shapes.landmark_box(p)
-  layout = FIVE_POINT_LAYOUT.get(scheme)
-  if layout is None:
-    return None
-  u = np.asarray(layout, np.float64)
-  box = []
-  for axis in (0, 1):
-    a = np.stack([np.ones(5), u[:, axis]], axis=1)
-    (origin, size), *_ = np.linalg.lstsq(a, p[:, axis], rcond=None)
-    box.append((origin, origin + size))
-  (x0, x1), (y0, y1) = box
-  return np.array([x0, y0, x1, y1])
 
 
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,

@@ -7,6 +7,7 @@ import pytest
 from jaxmarks import data as ip
 from jaxmarks import transforms
 from jaxmarks import schemes
+from jaxmarks import shapes
 from tests import helpers
 from tfds_builders.synthetic_faces import renderer as synthetic
 
@@ -188,6 +189,12 @@ def test_box_of_other_points(records):
     ip.box_of_record(rec, _config(box_points="mtfl5"))
   out = ip.process_record(rec, _config(box_points="mtfl5"), scheme="ibug68")
   np.testing.assert_allclose(out["box"], box, rtol=1e-5)
+  # Five points -> the 68-point box they most likely have (as from a detector's five).
+  rec5 = {"image": rec["image"], "landmarks": five}
+  np.testing.assert_allclose(ip.box_of_record(rec5, _config(box_points="ibug68"), "mtfl5"),
+                             shapes.landmark_box_from_points(five, "ibug68"))
+  with pytest.raises(ValueError, match="no box of 'imm73' points from 'mtfl5' points"):
+    ip.box_of_record(rec5, _config(box_points="imm73"), "mtfl5")
 
 
 def test_mean_shape_in_crop(records):

@@ -14,6 +14,7 @@ from experiments.configs import mtcnn as mtcnn_configs
 from jaxmarks import methods
 from jaxmarks import pipeline
 from jaxmarks import schemes
+from jaxmarks import shapes
 from jaxmarks.detection import boxes as box_lib
 from jaxmarks.detection import evaluate as detect_eval
 from jaxmarks.detection import mtcnn_detector
@@ -133,13 +134,13 @@ def test_chunks_cover_counts():
 
 
 def test_landmark_box_from_points():
-  layout = np.asarray(pipeline.FIVE_POINT_LAYOUT["ibug68"])
+  layout = np.asarray(shapes.FIVE_POINT_LAYOUT["ibug68"])
   box = np.array([100.0, 50.0, 180.0, 150.0])
   points = box[:2] + layout * (box[2:] - box[:2])
-  np.testing.assert_allclose(pipeline.landmark_box_from_points(points, "ibug68"), box)
-  np.testing.assert_allclose(pipeline.landmark_box_from_points(points, "mtfl5"),
+  np.testing.assert_allclose(shapes.landmark_box_from_points(points, "ibug68"), box)
+  np.testing.assert_allclose(shapes.landmark_box_from_points(points, "mtfl5"),
                              [*points.min(0), *points.max(0)])
-  assert pipeline.landmark_box_from_points(points, "imm73") is None
+  assert shapes.landmark_box_from_points(points, "imm73") is None
 
 
 # --- test-time options for the five points -----------------------------------------------

@@ -60,21 +60,29 @@ def _landmark_box(landmarks, visible=None) -> np.ndarray | None:
   return shapes.landmark_box(lm[ok])
 
 
-def _box_points(record, config, scheme: str | None):
-  """The record's landmarks and visibility the landmark box is drawn around: its own,
-  or converted to ``config.box_points`` (a point of the target scheme is visible when
-  every point it is made of is)."""
+def _landmark_box_of(record, config, scheme: str | None) -> np.ndarray | None:
+  """The tight box of the record's finite (and, if any, visible) landmarks, or of
+  them converted to ``config.box_points`` (a converted point is visible when every
+  point it is made of is); from five MTFL points, a scheme with more points gets the
+  box it most likely has (``shapes.landmark_box_from_points``, as for a detector's
+  five points). None when no point is usable."""
   landmarks, visible = record["landmarks"], record.get("visible")
   target = getattr(config, "box_points", "") or ""
   if not target or target == scheme:
-    return landmarks, visible
+    return _landmark_box(landmarks, visible)
   if not scheme:
     raise ValueError(f"config.data.box_points={target!r} needs the records' landmark scheme")
-  landmarks = schemes.convert(np.asarray(landmarks, np.float64), scheme, target)
-  if visible is not None:
-    v = np.repeat(np.asarray(visible, np.float64)[:, None], 2, axis=1)
-    visible = schemes.convert(v, scheme, target)[:, 0] >= 1.0
-  return landmarks, visible
+  if schemes.can_convert(scheme, target):
+    landmarks = schemes.convert(np.asarray(landmarks, np.float64), scheme, target)
+    if visible is not None:
+      v = np.repeat(np.asarray(visible, np.float64)[:, None], 2, axis=1)
+      visible = schemes.convert(v, scheme, target)[:, 0] >= 1.0
+    return _landmark_box(landmarks, visible)
+  if scheme != "mtfl5" or target not in shapes.FIVE_POINT_LAYOUT:
+    raise ValueError(f"config.data.box_points={target!r}: no box of {target!r} points from "
+                     f"{scheme!r} points")
+  points = np.asarray(landmarks, np.float64)
+  return shapes.landmark_box_from_points(points, target) if np.isfinite(points).all() else None
 
 
 def box_of_record(record, config, scheme: str | None = None) -> np.ndarray:
@@ -86,7 +94,7 @@ def box_of_record(record, config, scheme: str | None = None) -> np.ndarray:
   record's ``box`` feature.
   """
   if config.box_source == "landmarks":
-    box = _landmark_box(*_box_points(record, config, scheme))
+    box = _landmark_box_of(record, config, scheme)
     if box is not None:
       return box
   elif config.box_source != "box":

@@ -15,7 +15,7 @@ detector's crops.
 **Face box**: the data has landmarks, not face boxes. The box is the square about
 the landmark box of the face (brows to chin, ear to ear): the 68-point box for
 300-W faces, and for MTFL's five points the 68-point box they most likely have
-(``jaxmarks.pipeline.landmark_box_from_points``). So the trained detector's boxes
+(``jaxmarks.shapes.landmark_box_from_points``). So the trained detector's boxes
 are the boxes the 68-point landmark methods were trained on.
 
 **Losses** (Sec. II-C): cross-entropy for face / non-face on negatives and
@@ -59,7 +59,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmarks import pipeline
 from jaxmarks import schemes as schemes_lib
 from jaxmarks import shapes
 from jaxmarks.detection import boxes as box_lib
@@ -84,7 +83,7 @@ def face_box(landmarks: np.ndarray, scheme: str) -> np.ndarray:
     box = shapes.landmark_box(lm)
   else:
     five = schemes_lib.convert(lm[None], scheme, "mtfl5")[0]
-    box = pipeline.landmark_box_from_points(five, "ibug68")
+    box = shapes.landmark_box_from_points(five, "ibug68")
   c = (box[:2] + box[2:]) / 2
   side = max(box[2] - box[0], box[3] - box[1])
   return np.concatenate([c - side / 2, c + side / 2])

@@ -221,11 +221,12 @@ def sample_crops(predictor, batch: int, seed: int = 0) -> np.ndarray:
   AAM) turns last-bit rounding differences into visible ones on non-faces."""
   from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   from jaxmarks import pipeline  # pylint: disable=g-import-not-at-top
+  from jaxmarks import shapes  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import crop as crop_lib  # pylint: disable=g-import-not-at-top
   data = predictor.config.data
   scheme = workdir_lib.scheme_of(predictor.config)
   sample = json.loads(bundled.SAMPLE_FACE.read_text())
-  box = pipeline.landmark_box_from_points(sample["points"], scheme) if scheme else None
+  box = shapes.landmark_box_from_points(sample["points"], scheme) if scheme else None
   if box is None:
     return _smooth_random_crops(data, batch, seed)
   photo = pipeline.read_image(bundled.SAMPLE_PHOTO)
