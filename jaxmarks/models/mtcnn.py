@@ -88,7 +88,9 @@ class WideConv(nn.Module):
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     extra = max(self.channels - c, 0)
-    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+    # Padded by a product with [I 0] rather than a pad: jax2onnx's pad needs a fixed
+    # batch size, the ONNX export's P-Net has a symbolic one.
+    x = x @ jnp.eye(c, c + extra, dtype=x.dtype)
     kernel = jnp.pad(kernel, [(0, 0), (0, 0), (0, extra), (0, 0)])
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
