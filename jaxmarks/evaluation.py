@@ -175,6 +175,7 @@ def eval_data_config(config: ml_collections.ConfigDict, dataset: str | None = No
     data.dataset = dataset
     data.builder_config = ""
     data.manual_dir = ""
+    data.extra_features = ()  # training labels (TCDCN's attributes) another dataset lacks
   if builder_config is not None:
     data.builder_config = builder_config
   if data_dir is not None:

@@ -248,3 +248,14 @@ def test_a_bundled_model_is_evaluated_by_name_with_test_time_mirroring(trained, 
   saved = json.loads((tmp_path / "evaluation_synthetic_faces_validation_mirror.json").read_text())
   assert saved["nme_inter_ocular"] == pytest.approx(s["nme_inter_ocular"])
   assert (tmp_path / "ced_synthetic_faces_validation_mirror.png").is_file()
+
+
+def test_eval_data_config_on_another_dataset_drops_training_labels():
+  """TCDCN's attribute labels (``extra_features``) are training inputs: evaluating it on
+  a dataset without them (300-W) must not ask the records for them."""
+  config = ml_collections.ConfigDict({"data": {"dataset": "mtfl", "extra_features": ("gender",),
+                                               "image_size": 40}})
+  data = evaluation.eval_data_config(config, dataset="ibug300w")
+  assert data.dataset == "ibug300w" and tuple(data.extra_features) == ()
+  assert data.image_size == 40  # the crop settings stay the method's
+  assert tuple(evaluation.eval_data_config(config).extra_features) == ("gender",)
