@@ -31,7 +31,6 @@ import numpy as np
 from jaxmarks import metrics as metrics_lib
 from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
-from jaxmarks import shapes as shapes_lib
 
 __all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
            "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
@@ -320,9 +319,8 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
         f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
         f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
         f"other; evaluate it on a dataset with the {trained!r} scheme")
-  if trained != scheme and data.box_source == "landmarks" and (
-      schemes_lib.can_convert(scheme, trained)
-      or (scheme == "mtfl5" and trained in shapes_lib.FIVE_POINT_LAYOUT)):
+  if (trained != scheme and data.box_source == "landmarks"
+      and data_lib.box_points_known(scheme, trained)):
     # The oracle box is the box of the points the method was trained on: a 5-point
     # model on 300-W gets the box of the 68 converted to its five; a 68-point model
     # on MTFL the 68-point box its five most likely have (as from a detector's five).

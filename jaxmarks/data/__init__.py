@@ -16,6 +16,7 @@ opened, so crops and batches of in-memory records need no TFDS.
 from jaxmarks.data.config import get_data_config, check_data_config, settings  # noqa: F401
 from jaxmarks.data.crop import (  # noqa: F401
     box_of_record,
+    box_points_known,
     crop_face,
     crop_transform,
     mean_shape_in_crop,

@@ -40,7 +40,7 @@ from jaxmarks.data import augment
 from jaxmarks.data import config as config_lib
 from jaxmarks.data import splits
 
-__all__ = ["box_of_record", "crop_transform", "normalize_image", "crop_face", "process_record",
+__all__ = ["box_of_record", "box_points_known", "crop_transform", "normalize_image", "crop_face", "process_record",
            "mean_shape_in_crop"]
 
 BOX_SOURCES = config_lib.BOX_SOURCES
@@ -58,6 +58,14 @@ def _landmark_box(landmarks, visible=None) -> np.ndarray | None:
   if not ok.any():
     return None
   return shapes.landmark_box(lm[ok])
+
+
+def box_points_known(scheme: str, target: str) -> bool:
+  """Whether records of landmark scheme ``scheme`` give a landmark box of ``target``
+  points (``config.box_points``): their own, converted ones, or the box that five
+  MTFL points most likely have in a scheme with a known five-point layout."""
+  return (not target or schemes.can_convert(scheme, target)
+          or (scheme == "mtfl5" and target in shapes.FIVE_POINT_LAYOUT))
 
 
 def _landmark_box_of(record, config, scheme: str | None) -> np.ndarray | None:
@@ -78,7 +86,7 @@ def _landmark_box_of(record, config, scheme: str | None) -> np.ndarray | None:
       v = np.repeat(np.asarray(visible, np.float64)[:, None], 2, axis=1)
       visible = schemes.convert(v, scheme, target)[:, 0] >= 1.0
     return _landmark_box(landmarks, visible)
-  if scheme != "mtfl5" or target not in shapes.FIVE_POINT_LAYOUT:
+  if not box_points_known(scheme, target):
     raise ValueError(f"config.data.box_points={target!r}: no box of {target!r} points from "
                      f"{scheme!r} points")
   points = np.asarray(landmarks, np.float64)
