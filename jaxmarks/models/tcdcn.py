@@ -305,7 +305,8 @@ def build_model(config: ml_collections.ConfigDict, mean_shape) -> TCDCN:
 def _phases(model: TCDCN, config: ml_collections.ConfigDict, scheme: str, optimizer_fn):
   weights = [float(w) for w in config.tcdcn.task_weights]
   return [trainer_lib.Phase(
-      name="multitask", num_steps=int(config.train.num_steps),
+      name="multitask" if any(w > 0 for w in weights) else "landmarks only",
+      num_steps=int(config.train.num_steps),
       tx=optimizer_fn(int(config.train.num_steps), 0),
       loss_fn=loss_fn_for(model, scheme, weights),
       predict_fn=lambda p, s, x: model.apply({"params": p}, x)["landmarks"],
