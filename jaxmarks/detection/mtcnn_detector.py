@@ -129,6 +129,19 @@ def _padded(v: int, step: int) -> int:
   return int(-(-v // (4 * step)) * (4 * step))
 
 
+# Pixels per P-Net call: levels of several photos share a call up to this many (at
+# most 8 levels), since one call on eight 384x288 levels is slower per level than
+# eight calls (its intermediate arrays leave the caches).
+PNET_PIXELS = 1 << 17
+
+
+def _pnet_batch(height: int, width: int) -> int:
+  """How many padded levels of this size go through P-Net in one call: a power of two
+  up to 8, within ``PNET_PIXELS``."""
+  n = max(1, min(8, PNET_PIXELS // (height * width)))
+  return 1 << (n.bit_length() - 1)
+
+
 def _chunks(n: int, smallest: int = 4, largest: int = 128) -> list[int]:
   """Batch sizes (powers of two) that cover ``n`` crops with little padding, so that a
   handful of compiled shapes serve every count: 129 -> [128, 4]."""
@@ -230,8 +243,9 @@ class MTCNNDetector:
     floats = [image.astype(np.float32) for image in images]
     pending = []
     for (ph, pw), levels in groups.items():
-      for first in range(0, len(levels), 8):
-        part = levels[first:first + 8]
+      step = _pnet_batch(ph, pw)
+      for first in range(0, len(levels), step):
+        part = levels[first:first + step]
         size = 1 << (len(part) - 1).bit_length()  # batch padded to a power of two
         batch = np.zeros((size, ph, pw, 3), np.float32)
         valid = np.full((size, 2), 12, np.int32)
