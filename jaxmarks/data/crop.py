@@ -80,15 +80,15 @@ def _landmark_box_of(record, config, scheme: str | None) -> np.ndarray | None:
     return _landmark_box(landmarks, visible)
   if not scheme:
     raise ValueError(f"config.data.box_points={target!r} needs the records' landmark scheme")
+  if not box_points_known(scheme, target):
+    raise ValueError(f"config.data.box_points={target!r}: no box of {target!r} points from "
+                     f"{scheme!r} points")
   if schemes.can_convert(scheme, target):
     landmarks = schemes.convert(np.asarray(landmarks, np.float64), scheme, target)
     if visible is not None:
       v = np.repeat(np.asarray(visible, np.float64)[:, None], 2, axis=1)
       visible = schemes.convert(v, scheme, target)[:, 0] >= 1.0
     return _landmark_box(landmarks, visible)
-  if not box_points_known(scheme, target):
-    raise ValueError(f"config.data.box_points={target!r}: no box of {target!r} points from "
-                     f"{scheme!r} points")
   points = np.asarray(landmarks, np.float64)
   return shapes.landmark_box_from_points(points, target) if np.isfinite(points).all() else None
 

@@ -90,11 +90,8 @@ def check_detector_settings(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config.detector.get(field, False), bool):
       raise ValueError(f"config.detector.{field} must be True or False; got "
                        f"{config.detector[field]!r}")
-  shift = config.detector.get("landmark_shift", 0.0)
-  if (isinstance(shift, bool) or not isinstance(shift, (int, float))
-      or not 0.0 <= float(shift) < 0.5):
-    raise ValueError(f"config.detector.landmark_shift must be a number in [0, 0.5) (a "
-                     f"fraction of the face box's side); got {shift!r}")
+  if "landmark_shift" in config.detector:  # a fraction of the face box's side
+    validate.check_float(config, "detector.landmark_shift", 0.0, 0.5, high_open=True)
 
 
 def _data_config(config, dataset: str, manual_dir: str, builder_config: str | None = None):

@@ -28,17 +28,18 @@ def check_int(config: ml_collections.ConfigDict, dotted: str, low: int,
 
 
 def check_float(config: ml_collections.ConfigDict, dotted: str, low: float,
-                high: float | None = None, low_open: bool = False) -> float:
-  """``config.<dotted>`` as a finite number in ``[low, high]`` (``(low, high]`` with
-  ``low_open``); a ValueError naming the field."""
+                high: float | None = None, low_open: bool = False,
+                high_open: bool = False) -> float:
+  """``config.<dotted>`` as a finite number in ``[low, high]`` (an open end with
+  ``low_open`` / ``high_open``); a ValueError naming the field."""
   value = workdir_lib.config_value(config, dotted)
   number = isinstance(value, (int, float)) and not isinstance(value, bool)
   ok = number and math.isfinite(value) and (value > low if low_open else value >= low) and (
-      high is None or value <= high)
+      high is None or (value < high if high_open else value <= high))
   if not ok:
-    left = "(" if low_open else "["
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
     allowed = (f"a number {'>' if low_open else '>='} {low}" if high is None
-               else f"a number in {left}{low}, {high}]")
+               else f"a number in {left}{low}, {high}{right}")
     raise ValueError(f"config.{dotted} must be {allowed}; got {value!r}")
   return float(value)
 
