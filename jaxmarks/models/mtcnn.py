@@ -52,8 +52,11 @@ class ShiftConv(nn.Module):
   """A VALID convolution computed as one matrix product over the ``k * k`` shifted
   copies of the input: the same parameters (``kernel (k, k, C, F)``, ``bias``) and
   result as ``nn.Conv(F, (k, k), padding="VALID")``; faster on CPU for R-Net's and
-  O-Net's three-channel first layers (2x) and P-Net's second and third (P-Net on
-  384x288: 9.9 ms against 11.9 ms; measured with XLA CPU on the 2-core machine)."""
+  O-Net's three-channel first layers (2x), P-Net's second and third (P-Net on
+  384x288: 9.9 ms against 11.9 ms) and O-Net's second, whose kernel gradient is
+  the slowest part of XLA's convolution in training (an O-Net training step at
+  batch 128: 250-265 ms against 330-375 ms; measured with XLA CPU on the 2-core
+  machine)."""
 
   features: int
   kernel_size: int
@@ -164,7 +167,7 @@ class ONet(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = _pool(PReLU(name="prelu1")(ShiftConv(32, 3, name="conv1")(x)), 3)
-    x = nn.max_pool(PReLU(name="prelu2")(nn.Conv(64, (3, 3), padding="VALID", name="conv2")(x)),
+    x = nn.max_pool(PReLU(name="prelu2")(ShiftConv(64, 3, name="conv2")(x)),
                     (3, 3), strides=(2, 2), padding="VALID")
     x = _pool(PReLU(name="prelu3")(nn.Conv(64, (3, 3), padding="VALID", name="conv3")(x)), 2)
     x = PReLU(name="prelu4")(nn.Conv(128, (2, 2), padding="VALID", name="conv4")(x))
