@@ -1,5 +1,7 @@
 """TCDCN: the network, task-wise early stopping, training through the deep driver."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +70,13 @@ def test_training_stops_tasks_and_runs_the_ablation(trained, capsys):
   assert np.all(arrays["model_state/tasks/active"][stopped >= 0] == 0)
   _, abl, _ = deep.read_checkpoint(root / "wd" / "ablations" / "landmarks_only", config, step=12)
   assert np.all(abl["model_state/tasks/stopped_at"] == -1)  # lambda = 0: nothing to stop
+  # The multi-task run logs its tasks' losses; the ablation (no task trained) does not.
+  def logged(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return set().union(*(json.loads(line) for line in lines))
+  assert {"train/loss_gender", "train/loss_pose"} <= logged(root / "wd")
+  assert not any(k.startswith("train/loss_") for k in logged(
+      root / "wd" / "ablations" / "landmarks_only"))
 
 
 def test_predictor_gives_landmarks_and_attribute_probabilities(trained):

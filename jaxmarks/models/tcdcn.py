@@ -182,7 +182,8 @@ def _task_losses(out, batch, tasks) -> jax.Array:
 
 def loss_fn_for(model: TCDCN, scheme: str, task_weights: Sequence[float]):
   """The trainer's ``loss_fn``: the landmarks' NME (inter-ocular) + the sum of active
-  ``lambda_a * CE_a``; also adds each task's loss to the running training sums."""
+  ``lambda_a * CE_a``; also adds each task's loss to the running training sums. Logs
+  ``loss_<task>`` for the tasks whose weight is above 0."""
   lambdas = jnp.asarray(task_weights, jnp.float32)
 
   def loss_fn(params, model_state, batch, rng):
@@ -195,8 +196,11 @@ def loss_fn_for(model: TCDCN, scheme: str, task_weights: Sequence[float]):
     loss = landmark_loss + jnp.sum(ts["active"] * lambdas * ce)
     new_ts = dict(ts, train_sum=ts["train_sum"] + jax.lax.stop_gradient(ce),
                   train_count=ts["train_count"] + 1.0)
+    # Only the tasks this run trains: a landmarks-only ablation's untrained heads would
+    # log chance-level losses that read like results.
     aux = {"nme_inter_ocular": landmark_loss,
-           **{f"loss_{name}": ce[i] for i, (name, _) in enumerate(model.tasks)}}
+           **{f"loss_{name}": ce[i] for i, (name, _) in enumerate(model.tasks)
+              if float(task_weights[i]) > 0}}
     return loss, (dict(model_state, tasks=new_ts), aux)
 
   return loss_fn
