@@ -34,16 +34,47 @@ def test_shift_conv_equals_conv():
   np.testing.assert_allclose(out, conv.apply(params, x), atol=1e-5)
 
 
-def test_wide_conv_is_the_plain_convolution():
-  """``WideConv`` (input channels zero-padded to 8) == ``nn.Conv`` with the same
-  parameters, which keep their shape (the imported and trained checkpoints load)."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 13, 11, 3))
-  conv = nn.Conv(10, (3, 3), padding="VALID")
-  params = conv.init(jax.random.PRNGKey(1), x)
-  wide = nets.WideConv(10, 3)
-  assert jax.tree_util.tree_map(jnp.shape, wide.init(jax.random.PRNGKey(1), x)) == \
-      jax.tree_util.tree_map(jnp.shape, params)
-  np.testing.assert_allclose(wide.apply(params, x), conv.apply(params, x), atol=1e-5)
+class _TextbookPNet(nn.Module):
+  """P-Net written plainly (XLA convolutions, -inf outside the real image, Caffe's
+  ceil-mode max-pool): what ``nets.PNet``'s faster layers must equal."""
+
+  @nn.compact
+  def __call__(self, x, valid_hw):
+    y = nn.Conv(10, (3, 3), padding="VALID", name="conv1")(x)
+    y = nets.PReLU(name="prelu1")(y)
+    rows = jnp.arange(y.shape[1])[None, :, None, None]
+    cols = jnp.arange(y.shape[2])[None, None, :, None]
+    y = jnp.where((rows < valid_hw[:, 0, None, None, None] - 2)
+                  & (cols < valid_hw[:, 1, None, None, None] - 2), y, -jnp.inf)
+    y = nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME")
+    y = jnp.where(jnp.isfinite(y), y, 0.0)
+    y = nets.PReLU(name="prelu2")(nn.Conv(16, (3, 3), padding="VALID", name="conv2")(y))
+    y = nets.PReLU(name="prelu3")(nn.Conv(32, (3, 3), padding="VALID", name="conv3")(y))
+    return nets._heads(y, True)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("shape,valid", [((16, 16), (16, 16)), ((17, 23), (15, 20)),
+                                         ((32, 48), (29, 48)), ((13, 12), (12, 12))])
+def test_pnet_is_the_textbook_network(shape, valid):
+  """P-Net's first layer computed in the pooling's 2x2 blocks (``PooledConv``) and
+  its shifted-product convolutions give the plain network's maps, padded inputs and
+  odd sizes included; the parameters are the same (checkpoints load)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2,) + shape + (3,))
+  valid_hw = jnp.asarray([valid, (12, 12)], jnp.int32)
+  params = nets.init_params("pnet", jax.random.PRNGKey(1))
+  # Negative PReLU slopes too (PReLU is applied before the max) and a non-zero bias.
+  params = jax.tree_util.tree_map(
+      lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  assert jax.tree_util.tree_map(jnp.shape, _TextbookPNet().init(
+      jax.random.PRNGKey(1), x, valid_hw)["params"]) == jax.tree_util.tree_map(jnp.shape, params)
+  got = nets.PNet().apply({"params": params}, x, valid_hw)
+  expected = _TextbookPNet().apply({"params": params}, x, valid_hw)
+  assert (params["prelu1"]["slope"] < 0).any()
+  for k in ("logits", "box", "points"):
+    np.testing.assert_allclose(got[k], expected[k], atol=1e-4)
+  if shape == valid:  # the whole input real: the same maps as without valid_hw
+    np.testing.assert_allclose(nets.PNet().apply({"params": params}, x[:1])["logits"],
+                               got["logits"][:1], atol=1e-4)
 
 
 def test_float_area_resize_rounds_to_the_uint8_one():
