@@ -26,11 +26,12 @@ from tests import helpers
 # --- networks -------------------------------------------------------------------------
 
 
-def test_shift_conv_equals_conv():
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 13, 11, 3))
-  conv = nn.Conv(7, (3, 3), padding="VALID")
+@pytest.mark.parametrize("k,channels", [(3, 3), (3, 28), (2, 48)])
+def test_shift_conv_equals_conv(k, channels):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 13, 11, channels))
+  conv = nn.Conv(7, (k, k), padding="VALID")
   params = conv.init(jax.random.PRNGKey(1), x)
-  out = nets.ShiftConv(7, 3).apply(params, x)
+  out = nets.ShiftConv(7, k).apply(params, x)
   np.testing.assert_allclose(out, conv.apply(params, x), atol=1e-5)
 
 
