@@ -29,6 +29,10 @@ class _OrtNet:
     import onnxruntime  # pylint: disable=g-import-not-at-top
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # No busy-waiting of onnxruntime's threads after a run: they would take the cores
+    # from whatever a benchmark times next (the interleaved rounds of mtcnn_speed).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     self._session = onnxruntime.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])
     self._input_name = self._session.get_inputs()[0].name
