@@ -85,7 +85,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.detector = mtcnn_detector.default_detector_config()
   # Test-time: the five points from O-Net once more on each final box, averaged with the
   # mirrored crop (not in the paper; 5.131 % against 5.821 % io on MTFL train:holdout
-  # for the same trained nets, BENCHMARKS.md). The "paper" variant keeps the paper's.
+  # for the same trained nets, with the 4,000-step O-Net of then, as the figures of the
+  # next two settings; BENCHMARKS.md). The "paper" variant keeps the paper's.
   c.detector.landmark_refine = True
   c.detector.landmark_mirror = True
   # ... and on the window moved by +-5 % of its side along x and y, the five views'
