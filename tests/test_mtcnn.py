@@ -163,6 +163,7 @@ def test_chunks_cover_counts():
     sizes = mtcnn_detector._chunks(n)
     assert sum(sizes) >= n and sum(sizes) - n < 8
     assert all(s & (s - 1) == 0 for s in sizes)
+    assert sum(mtcnn_detector._chunks(n, smallest=1)) == n
 
 
 def test_landmark_box_from_points():
