@@ -11,8 +11,9 @@ Variants (``--config=experiments/configs/dan.py:<variant>``):
   size 0.001, batch 64. For a GPU or TPU.
 - ``"300w_cpu"``: a reduced-width DAN (8..64 channels, fc 256) on the shared 300-W
   training data (``train:fit``), validated on ``train:holdout`` (10 % held out);
-  about 51 minutes on a 2-core CPU (4.155 % inter-ocular NME on train:holdout from
-  the best checkpoint, 4.199 % at the last step, 4.057 % mirror-averaged; BENCHMARKS.md).
+  about 50 minutes on a 2-core CPU. Two runs on two hosts: 4.155 % and 4.517 %
+  inter-ocular NME on train:holdout (best checkpoints; 4.057 % and 4.324 %
+  mirror-averaged): stage 2's gain varies a lot between runs (BENCHMARKS.md).
 
 The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
 (``jaxmarks.data.paths``). Any field can be overridden:
