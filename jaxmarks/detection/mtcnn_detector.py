@@ -31,8 +31,9 @@ Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
 levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
 photos of many sizes share compilations, and the levels of all photos of a call
-that share a padded shape go through P-Net together. R-Net and O-Net batches are
-split into powers of two (``_chunks``; at least 4 for R-Net, exact for O-Net).
+that share a padded shape go through P-Net together. R-Net's crops go in batches of
+powers of two of at least 4 (the last one zero-padded), O-Net's in powers of two that
+add up to the count exactly (``_chunks``).
 
 Coordinates: the cascade computes in the reference's 1-based inclusive boxes
 (``jaxmarks.detection.boxes``); the returned ``Detections`` are in the project's
@@ -213,8 +214,8 @@ class MTCNNDetector:
     n = crops.shape[0]
     fn = self._rnet_fn if name == "rnet" else self._onet_fn
     pending, start = [], 0
-    # O-Net (0.5 ms a crop on the 2-core CPU) gets exact batch sizes down to 1: its
-    # handful of candidates per photo padded to a multiple of 4 cost 1-2 ms a photo.
+    # O-Net (0.5 ms a crop on the 2-core CPU) gets batches down to 1, adding up to its
+    # handful of candidates exactly: padding the last batch to 4 cost 1-2 ms a photo.
     smallest = 1 if name == "onet" else 4
     for size in _chunks(n, smallest):  # dispatched asynchronously, fetched together
       part = crops[start:start + size]
