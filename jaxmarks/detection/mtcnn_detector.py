@@ -229,7 +229,8 @@ class MTCNNDetector:
 
   # --- the stages -------------------------------------------------------------
   def _stage1(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """P-Net proposals per image: ``(N, 5)`` inclusive boxes with scores, squared."""
+    """P-Net proposals per photo (``_photos``): ``(N, 5)`` inclusive boxes with scores,
+    squared."""
     s = self.settings
     per_image: list[list[np.ndarray]] = [[] for _ in images]
     # Every pyramid level of every photo, grouped by padded shape: one P-Net call per
@@ -242,9 +243,6 @@ class MTCNNDetector:
         hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
         groups.setdefault((_padded(hs, s.pad_to), _padded(ws, s.pad_to)), []).append(
             (i, scale, hs, ws))
-    # OpenCV's area resize of a float32 image, rounded, is its uint8 resize (the
-    # reference's pyramid) to the bit, and 20 % faster than resizing the uint8 photo.
-    floats = [image.astype(np.float32) for image in images]
     pending = []
     for (ph, pw), levels in groups.items():
       step = _pnet_batch(ph, pw)
@@ -254,7 +252,7 @@ class MTCNNDetector:
         batch = np.zeros((size, ph, pw, 3), np.float32)
         valid = np.full((size, 2), 12, np.int32)
         for b, (i, _, hs, ws) in enumerate(part):
-          batch[b, :hs, :ws] = np.rint(cv2.resize(floats[i], (ws, hs),
+          batch[b, :hs, :ws] = np.rint(cv2.resize(images[i], (ws, hs),
                                                   interpolation=cv2.INTER_AREA))
           valid[b] = hs, ws
         pending.append((part, self._pnet_fn(self.params["pnet"], batch, valid)))
@@ -402,7 +400,7 @@ class MTCNNDetector:
     network's windows from them; only the networks of those stages are needed."""
     if stages not in (1, 2):
       raise ValueError(f"stages must be 1 or 2; got {stages}")
-    images = [self._check(image, i) for i, image in enumerate(images)]
+    images = self._photos(images)
     found = self._stage1(images)
     return self._stage2(images, found) if stages == 2 else found
 
@@ -410,7 +408,7 @@ class MTCNNDetector:
   def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
     """Faces in each photo ``(H, W, 3)`` uint8 RGB -> ``Detections`` (boxes, scores,
     five points), best score first."""
-    images = [self._check(image, i) for i, image in enumerate(images)]
+    images = self._photos(images)
     if not images:
       return []
     proposals = self._stage1(images)
@@ -422,6 +420,14 @@ class MTCNNDetector:
       b, points = b[order], points[order]
       out.append(Detections(box_lib.to_pixel_edges(b), b[:, 4], points.reshape(-1, 5, 2)))
     return out
+
+  @classmethod
+  def _photos(cls, images) -> list[np.ndarray]:
+    """The checked uint8 photos as float32, converted once for every stage: OpenCV's
+    area resize of a float32 image, rounded, is its uint8 resize (the reference's
+    pyramid) to the bit, and 20 % faster than resizing the uint8 photo; the crops of
+    R-Net and O-Net (``crop_resized``) resize float32 views of the same arrays."""
+    return [np.asarray(cls._check(image, i), np.float32) for i, image in enumerate(images)]
 
   @staticmethod
   def _check(image, index: int) -> np.ndarray:
