@@ -129,6 +129,39 @@ def test_nms_union_and_min():
     box_lib.nms(b, 0.5, "max")
 
 
+def _textbook_nms(b, threshold, method):
+  """Greedy NMS one box at a time, ties in ``np.argsort``'s order (the reference's)."""
+  order, keep = list(np.argsort(b[:, 4])), []
+  while order:
+    i = order.pop()
+    keep.append(i)
+    survivors = []
+    for j in order:
+      w = max(0.0, min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]) + 1)
+      h = max(0.0, min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]) + 1)
+      ai = (b[i, 2] - b[i, 0] + 1) * (b[i, 3] - b[i, 1] + 1)
+      aj = (b[j, 2] - b[j, 0] + 1) * (b[j, 3] - b[j, 1] + 1)
+      overlap = w * h / (min(ai, aj) if method == "min" else ai + aj - w * h)
+      if overlap <= threshold:
+        survivors.append(j)
+    order = survivors
+  return keep
+
+
+@pytest.mark.parametrize("limit", [0, 1024])  # the one-box-at-a-time loop; the matrix
+def test_nms_matches_textbook_greedy(monkeypatch, limit):
+  monkeypatch.setattr(box_lib, "_NMS_MATRIX_LIMIT", limit)
+  rng = np.random.default_rng(0)
+  for n in (1, 7, 60, 300):
+    xy = rng.integers(0, 120, (n, 2)).astype(np.float64)
+    wh = rng.integers(5, 50, (n, 1)).astype(np.float64)
+    scores = np.round(rng.uniform(0, 1, (n, 1)), 1)  # many ties
+    b = np.concatenate([xy, xy + wh, scores], axis=1)
+    for threshold, method in ((0.5, "union"), (0.7, "union"), (0.7, "min")):
+      np.testing.assert_array_equal(box_lib.nms(b, threshold, method),
+                                    _textbook_nms(b, threshold, method))
+
+
 def test_square_regress_and_edges():
   b = np.array([[10.0, 20.0, 30.0, 60.0, 0.5]])
   sq = box_lib.square(b)

@@ -43,19 +43,47 @@ def nms(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarra
     return np.zeros(0, np.int64)
   x1, y1, x2, y2, s = (boxes[:, i] for i in range(5))
   area = (x2 - x1 + 1) * (y2 - y1 + 1)
-  order = np.argsort(s)
+  order = np.argsort(s)[::-1]  # best first: argsort's order reversed, ties as the reference
+  if order.size > _NMS_MATRIX_LIMIT:
+    return _nms_loop(x1, y1, x2, y2, area, order, threshold, method)
+  # Every pair's overlap at once, then the greedy pass over the rows: the same boxes
+  # as the loop below (same arithmetic per pair), several times faster for the few
+  # hundred cells of a pyramid level.
+  x1, y1, x2, y2, area = x1[order], y1[order], x2[order], y2[order], area[order]
+  overlap = _overlap(x1[:, None], y1[:, None], x2[:, None], y2[:, None], area[:, None],
+                     x1, y1, x2, y2, area, method)
+  drop = np.triu(overlap > threshold, 1)  # row k: the worse boxes that k removes if kept
+  alive = np.ones(order.size, bool)
+  for k in np.flatnonzero(drop.any(axis=1)):  # a row that removes nothing changes nothing
+    if alive[k]:
+      alive &= ~drop[k]
+  return order[alive]
+
+
+# Above this many boxes ``nms`` loops instead of building the (N, N) overlaps.
+_NMS_MATRIX_LIMIT = 1024
+
+
+def _overlap(ax1, ay1, ax2, ay2, a_area, bx1, by1, bx2, by2, b_area, method: str):
+  """Overlap of inclusive boxes a and b (broadcast): IoU or intersection over the
+  smaller area."""
+  w = np.maximum(0.0, np.minimum(ax2, bx2) - np.maximum(ax1, bx1) + 1)
+  h = np.maximum(0.0, np.minimum(ay2, by2) - np.maximum(ay1, by1) + 1)
+  inter = w * h
+  if method == "min":
+    return inter / np.minimum(a_area, b_area)
+  return inter / (a_area + b_area - inter)
+
+
+def _nms_loop(x1, y1, x2, y2, area, order, threshold: float, method: str) -> np.ndarray:
+  """``nms`` one kept box at a time (``order``: best first), for many boxes."""
   keep = []
   while order.size:
-    i = order[-1]
+    i = order[0]
     keep.append(i)
-    rest = order[:-1]
-    w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-    h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-    inter = w * h
-    if method == "min":
-      overlap = inter / np.minimum(area[i], area[rest])
-    else:
-      overlap = inter / (area[i] + area[rest] - inter)
+    rest = order[1:]
+    overlap = _overlap(x1[i], y1[i], x2[i], y2[i], area[i], x1[rest], y1[rest], x2[rest],
+                       y2[rest], area[rest], method)
     order = rest[overlap <= threshold]
   return np.asarray(keep, np.int64)
 
