@@ -16,8 +16,10 @@ authors' networks take for one). For each, milliseconds per photo
   ``jaxmarks[mtcnn-reference]`` is installed.
 
 Rounds are interleaved (every detector once per round) and each figure is the
-median of ``--rounds`` rounds after a warm-up call (compilation excluded); the
-load average is printed: other work on the machine slows every figure. The target
+median of ``--rounds`` rounds after a warm-up call (compilation excluded), beside
+the best round and the median CPU time of the process per photo (all its threads:
+what the photo costs the machine); the load average is printed: other work on the
+machine slows every figure. The target
 (issue 11): <= 50 ms per 640x480 photo on the 2-core CPU, and faster than the
 reference.
 """
@@ -79,7 +81,8 @@ def main(argv):
     print(f"reference not timed: {e}")
 
   per_call = {k: 8 if k.endswith("8 per call") else 1 for k in runners}
-  print(f"{'photo (640x480)':16} {'detector':38} {'faces':>5} {'ms/photo':>9} {'load':>5}")
+  print(f"{'photo (640x480)':16} {'detector':38} {'faces':>5} {'ms/photo':>9} {'best':>6} "
+        f"{'cpu ms':>7} {'load':>5}")
   for label, image in photos.items():
     faces = {}
     for k, fn in runners.items():
@@ -88,8 +91,10 @@ def main(argv):
     times = timing.interleaved({k: (lambda fn=fn: fn(image)) for k, fn in runners.items()},
                                _ROUNDS.value)
     for k in runners:
-      print(f"{label:16} {k:38} {faces[k]:>5} {times[k]['median'] * 1e3 / per_call[k]:>9.1f} "
-            f"{os.getloadavg()[0]:>5.1f}", flush=True)
+      t, n = times[k], per_call[k]
+      print(f"{label:16} {k:38} {faces[k]:>5} {t['median'] * 1e3 / n:>9.1f} "
+            f"{t['best'] * 1e3 / n:>6.1f} {t['cpu'] * 1e3 / n:>7.1f} {os.getloadavg()[0]:>5.1f}",
+            flush=True)
 
 if __name__ == "__main__":
   app.run(main)
