@@ -185,6 +185,19 @@ def test_crop_resized_pads_outside_the_image():
   np.testing.assert_allclose(far, 0)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_crop_resized_inside_is_the_area_resize_of_the_box(channels):
+  import cv2  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(0).integers(0, 256, (40, 50, channels)).astype(np.uint8)
+  boxes = np.array([[3, 5, 22, 24], [10, 1, 50, 40], [7, 7, 12, 12]])  # 1-based inclusive
+  crops = box_lib.crop_resized(image, boxes, 16)
+  assert crops.shape == (3, 16, 16, channels) and crops.dtype == np.float32
+  for crop, (x1, y1, x2, y2) in zip(crops, boxes):
+    region = image[y1 - 1:y2, x1 - 1:x2].astype(np.float32)
+    want = cv2.resize(region, (16, 16), interpolation=cv2.INTER_AREA).reshape(16, 16, -1)
+    np.testing.assert_array_equal(crop, want)
+
+
 def test_pyramid_scales_follow_the_reference_rule():
   scales = mtcnn_detector.pyramid_scales(480, 640, 20, 0.709)
   assert scales[0] == pytest.approx(0.6) and len(scales) == 10

@@ -141,25 +141,28 @@ def crop_resized(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
   """
   import cv2  # pylint: disable=g-import-not-at-top
   height, width = image.shape[:2]
-  src, dst, shape = pad(boxes, width, height)
-  out = np.zeros((boxes.shape[0], size, size, image.shape[2]), np.float32)
+  channels = image.shape[2]
+  # Python ints for the loop: indexing with NumPy scalars cost more than the resizes.
+  src, dst, shape = (a.tolist() for a in pad(boxes, width, height))
+  out = np.zeros((boxes.shape[0], size, size, channels), np.float32)
   floats = None
-  for k in range(boxes.shape[0]):
-    h, w = int(shape[k, 0]), int(shape[k, 1])
+  for k, ((h, w), (sy0, sy1, sx0, sx1), (dy0, dy1, dx0, dx1)) in enumerate(
+      zip(shape, src, dst)):
     if h <= 0 or w <= 0:
       continue
-    sy0, sy1, sx0, sx1 = src[k]
-    dy0, dy1, dx0, dx1 = dst[k]
-    if (dy0, dx0, dy1, dx1) == (0, 0, h, w):  # inside the image: resize a view of it
+    if dy0 == 0 and dx0 == 0 and dy1 == h and dx1 == w:  # inside: resize a view of it
       if floats is None:
         floats = np.asarray(image, np.float32)
       tmp = floats[sy0:sy1, sx0:sx1]
     else:
-      tmp = np.zeros((h, w, image.shape[2]), np.float32)
+      tmp = np.zeros((h, w, channels), np.float32)
       if sy1 > sy0 and sx1 > sx0:
         tmp[dy0:dy1, dx0:dx1] = image[sy0:sy1, sx0:sx1]
-    out[k] = cv2.resize(tmp, (size, size), interpolation=cv2.INTER_AREA).reshape(
-        size, size, -1)
+    if channels == 3:  # straight into the output
+      cv2.resize(tmp, (size, size), dst=out[k], interpolation=cv2.INTER_AREA)
+    else:  # OpenCV drops a single channel's axis
+      out[k] = cv2.resize(tmp, (size, size), interpolation=cv2.INTER_AREA).reshape(
+          size, size, -1)
   return out
 
 
