@@ -115,6 +115,27 @@ def test_pnet_padding_is_masked():
     np.testing.assert_allclose(out["box"][:, :oh, :ow], ref["box"], atol=1e-4)
 
 
+def test_pnet_in_bands_equals_pnet_on_the_whole_level():
+  """A tall padded level through P-Net band by band (``_pnet_in_strips``) gives the
+  maps of one call on the whole level, for levels filling the batch entry or not."""
+  params = {n: nets.init_params(n, jax.random.PRNGKey(i), with_landmarks=n == "onet")
+            for i, n in enumerate(("pnet", "rnet", "onet"))}
+  det = mtcnn_detector.MTCNNDetector(params, mtcnn_detector.imported_config())
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (2, 208, 40, 3)).astype(np.float32)
+  valid = np.array([[208, 40], [151, 33]], np.int32)  # the second: an odd level
+  out_h = -(-(208 - 2) // 2) - 4
+  assert out_h > 2 * mtcnn_detector.PNET_STRIP_ROWS  # three bands
+  whole = jax.jit(det._pnet_probs)(det.params["pnet"], images, valid)
+  banded = det._pnet_fn(det.params["pnet"], images, valid)
+  for b, (h, w) in enumerate(valid):
+    oh, ow = -(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4
+    for a, c in zip(whole, banded):
+      assert a.shape == c.shape
+      np.testing.assert_allclose(np.asarray(c)[b, :oh, :ow], np.asarray(a)[b, :oh, :ow],
+                                 atol=1e-6)
+
+
 # --- boxes ----------------------------------------------------------------------------
 
 

@@ -31,9 +31,10 @@ Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
 levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
 photos of many sizes share compilations, and the levels of all photos of a call
-that share a padded shape go through P-Net together. R-Net's crops go in batches of
-powers of two of at least 4 (the last one zero-padded), O-Net's in powers of two that
-add up to the count exactly (``_chunks``).
+that share a padded shape go through P-Net together; a tall level goes through it in
+bands of rows (``_pnet_in_strips``). R-Net's crops go in batches of powers of two
+of at least 4 (the last one zero-padded), O-Net's in powers of two that add up to the
+count exactly (``_chunks``).
 
 Coordinates: the cascade computes in the reference's 1-based inclusive boxes
 (``jaxmarks.detection.boxes``); the returned ``Detections`` are in the project's
@@ -136,6 +137,10 @@ def _padded(v: int, step: int) -> int:
 PNET_PIXELS = 1 << 17
 
 
+# Output rows per band of a tall P-Net input (``MTCNNDetector._pnet_in_strips``).
+PNET_STRIP_ROWS = 36
+
+
 def _pnet_batch(height: int, width: int) -> int:
   """How many padded levels of this size go through P-Net in one call: a power of two
   up to 8, within ``PNET_PIXELS``."""
@@ -177,7 +182,7 @@ class MTCNNDetector:
     self._rnet = nets.RNet(with_landmarks=bool(model.get("rnet_landmarks", False)))
     self._onet = nets.ONet(with_landmarks=True)
     self.params = jax.tree_util.tree_map(jnp.asarray, dict(params))
-    self._pnet_fn = jax.jit(self._pnet_probs)
+    self._pnet_fn = jax.jit(self._pnet_in_strips)
     self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet))
     self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet))
 
@@ -202,6 +207,31 @@ class MTCNNDetector:
   def _pnet_probs(self, params, images, valid_hw):
     out = self._pnet.apply({"params": params}, nets.normalize(images), valid_hw)
     return jax.nn.softmax(out["logits"], axis=-1)[..., 1], out["box"]
+
+  def _pnet_in_strips(self, params, images, valid_hw):
+    """``_pnet_probs`` on a tall input one band of about ``PNET_STRIP_ROWS`` output
+    rows at a time (``lax.map``; each band with the 10 input rows of overlap its last
+    cells need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
+    384x288 level on the 2-core CPU, whose caches hold one band's intermediate
+    arrays but not the whole level's. ``images (B, H, W, 3)``, static ``H``."""
+    b, h = images.shape[:2]
+    out_h = -(-(h - 2) // 2) - 4
+    n = -(-out_h // PNET_STRIP_ROWS)
+    if n < 2:
+      return self._pnet_probs(params, images, valid_hw)
+    rows = -(-out_h // n)  # output rows per band: n bands cover out_h with little waste
+    band = 2 * rows + 10  # the input rows of `rows` output rows
+    images = jnp.pad(images, [(0, 0), (0, 2 * rows * n + 10 - h), (0, 0), (0, 0)])
+    bands = jnp.stack([images[:, 2 * rows * i:2 * rows * i + band] for i in range(n)])
+    starts = 2 * rows * jnp.arange(n)[:, None]
+    # Rows beyond a band's share of the image masked as beyond the image; a band with
+    # fewer than 12 real rows holds no real cell (the caller keeps only those).
+    valid_h = jnp.clip(valid_hw[None, :, 0] - starts, 12, band)
+    valid = jnp.stack([valid_h, jnp.broadcast_to(valid_hw[None, :, 1], valid_h.shape)], -1)
+    prob, box = jax.lax.map(lambda a: self._pnet_probs(params, *a), (bands, valid))
+    prob = jnp.moveaxis(prob, 0, 1).reshape((b, n * rows) + prob.shape[3:])
+    box = jnp.moveaxis(box, 0, 1).reshape((b, n * rows) + box.shape[3:])
+    return prob[:, :out_h], box[:, :out_h]
 
   def _crop_net(self, net, params, crops):
     out = net.apply({"params": params}, nets.normalize(crops))
