@@ -116,7 +116,7 @@ def test_pnet_padding_is_masked():
 
 
 def test_pnet_in_bands_equals_pnet_on_the_whole_level():
-  """A tall padded level through P-Net band by band (``_pnet_in_strips``) gives the
+  """A tall padded level through P-Net band by band (``_pnet_in_bands``) gives the
   maps of one call on the whole level, for levels filling the batch entry or not."""
   params = {n: nets.init_params(n, jax.random.PRNGKey(i), with_landmarks=n == "onet")
             for i, n in enumerate(("pnet", "rnet", "onet"))}
@@ -125,7 +125,7 @@ def test_pnet_in_bands_equals_pnet_on_the_whole_level():
   images = rng.uniform(0, 255, (2, 208, 40, 3)).astype(np.float32)
   valid = np.array([[208, 40], [151, 33]], np.int32)  # the second: an odd level
   out_h = -(-(208 - 2) // 2) - 4
-  assert out_h > 2 * mtcnn_detector.PNET_STRIP_ROWS  # three bands
+  assert out_h > 2 * mtcnn_detector.PNET_BAND_ROWS  # three bands
   whole = jax.jit(det._pnet_probs)(det.params["pnet"], images, valid)
   banded = det._pnet_fn(det.params["pnet"], images, valid)
   for b, (h, w) in enumerate(valid):

@@ -32,7 +32,7 @@ up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
 levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
 photos of many sizes share compilations, and the levels of all photos of a call
 that share a padded shape go through P-Net together; a tall level goes through it in
-bands of rows (``_pnet_in_strips``). R-Net's crops go in batches of powers of two
+bands of rows (``_pnet_in_bands``). R-Net's crops go in batches of powers of two
 from 4 to 64 (the last one zero-padded), O-Net's in powers of two up to 16 that add
 up to the count exactly (``_chunks``).
 
@@ -137,8 +137,8 @@ def _padded(v: int, step: int) -> int:
 PNET_PIXELS = 1 << 17
 
 
-# Output rows per band of a tall P-Net input (``MTCNNDetector._pnet_in_strips``).
-PNET_STRIP_ROWS = 36
+# Output rows per band of a tall P-Net input (``MTCNNDetector._pnet_in_bands``).
+PNET_BAND_ROWS = 36
 
 
 def _pnet_batch(height: int, width: int) -> int:
@@ -182,7 +182,7 @@ class MTCNNDetector:
     self._rnet = nets.RNet(with_landmarks=bool(model.get("rnet_landmarks", False)))
     self._onet = nets.ONet(with_landmarks=True)
     self.params = jax.tree_util.tree_map(jnp.asarray, dict(params))
-    self._pnet_fn = jax.jit(self._pnet_in_strips)
+    self._pnet_fn = jax.jit(self._pnet_in_bands)
     self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet))
     self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet))
 
@@ -208,15 +208,15 @@ class MTCNNDetector:
     out = self._pnet.apply({"params": params}, nets.normalize(images), valid_hw)
     return jax.nn.softmax(out["logits"], axis=-1)[..., 1], out["box"]
 
-  def _pnet_in_strips(self, params, images, valid_hw):
-    """``_pnet_probs`` on a tall input one band of about ``PNET_STRIP_ROWS`` output
+  def _pnet_in_bands(self, params, images, valid_hw):
+    """``_pnet_probs`` on a tall input one band of about ``PNET_BAND_ROWS`` output
     rows at a time (``lax.map``; each band with the 10 input rows of overlap its last
     cells need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
     384x288 level on the 2-core CPU, whose caches hold one band's intermediate
     arrays but not the whole level's. ``images (B, H, W, 3)``, static ``H``."""
     b, h = images.shape[:2]
     out_h = -(-(h - 2) // 2) - 4
-    n = -(-out_h // PNET_STRIP_ROWS)
+    n = -(-out_h // PNET_BAND_ROWS)
     if n < 2:
       return self._pnet_probs(params, images, valid_hw)
     rows = -(-out_h // n)  # output rows per band: n bands cover out_h with little waste
