@@ -115,19 +115,24 @@ def test_pnet_padding_is_masked():
     np.testing.assert_allclose(out["box"][:, :oh, :ow], ref["box"], atol=1e-4)
 
 
-def test_pnet_in_bands_equals_pnet_on_the_whole_level():
+@pytest.mark.parametrize("size,valid_hw", [
+    ((2, 208, 40), [[208, 40], [151, 33]]),  # tall: bands of PNET_BAND_ROWS; an odd level
+    ((1, 96, 1600), [[91, 1555]]),  # wide: shorter bands (PNET_BAND_MIN_ROWS)
+])
+def test_pnet_in_bands_equals_pnet_on_the_whole_level(size, valid_hw):
   """A tall padded level through P-Net band by band (``_pnet_in_bands``) gives the
   maps of one call on the whole level, for levels filling the batch entry or not."""
   params = {n: nets.init_params(n, jax.random.PRNGKey(i), with_landmarks=n == "onet")
             for i, n in enumerate(("pnet", "rnet", "onet"))}
   det = mtcnn_detector.MTCNNDetector(params, mtcnn_detector.imported_config())
-  rng = np.random.default_rng(0)
-  images = rng.uniform(0, 255, (2, 208, 40, 3)).astype(np.float32)
-  valid = np.array([[208, 40], [151, 33]], np.int32)  # the second: an odd level
-  out_h = -(-(208 - 2) // 2) - 4
-  assert out_h > 2 * mtcnn_detector.PNET_BAND_ROWS  # three bands
+  images = np.random.default_rng(0).uniform(0, 255, size + (3,)).astype(np.float32)
+  valid = np.array(valid_hw, np.int32)
   whole = jax.jit(det._pnet_probs)(det.params["pnet"], images, valid)
   banded = det._pnet_fn(det.params["pnet"], images, valid)
+  # More than one band (the test would prove nothing otherwise): the banded program
+  # maps over them.
+  lowered = det._pnet_fn.lower(det.params["pnet"], images, valid).as_text()
+  assert "while" in lowered
   for b, (h, w) in enumerate(valid):
     oh, ow = -(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4
     for a, c in zip(whole, banded):

@@ -137,8 +137,13 @@ def _padded(v: int, step: int) -> int:
 PNET_PIXELS = 1 << 17
 
 
-# Output rows per band of a tall P-Net input (``MTCNNDetector._pnet_in_bands``).
+# Output rows per band of a tall P-Net input (``MTCNNDetector._pnet_in_bands``): at
+# most ``PNET_BAND_ROWS``, fewer on a wide input (about ``PNET_BAND_CELLS`` output
+# cells per band, all the batch's levels together) but not under ``PNET_BAND_MIN_ROWS``
+# (each band recomputes 10 input rows of overlap).
 PNET_BAND_ROWS = 36
+PNET_BAND_CELLS = 36 * 192
+PNET_BAND_MIN_ROWS = 18
 
 
 def _pnet_batch(height: int, width: int) -> int:
@@ -214,9 +219,10 @@ class MTCNNDetector:
     cells need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
     384x288 level on the 2-core CPU, whose caches hold one band's intermediate
     arrays but not the whole level's. ``images (B, H, W, 3)``, static ``H``."""
-    b, h = images.shape[:2]
-    out_h = -(-(h - 2) // 2) - 4
-    n = -(-out_h // PNET_BAND_ROWS)
+    b, h, w = images.shape[:3]
+    out_h, out_w = -(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4
+    most = min(PNET_BAND_ROWS, max(PNET_BAND_MIN_ROWS, PNET_BAND_CELLS // (b * out_w)))
+    n = -(-out_h // most)
     if n < 2:
       return self._pnet_probs(params, images, valid_hw)
     rows = -(-out_h // n)  # output rows per band: n bands cover out_h with little waste
