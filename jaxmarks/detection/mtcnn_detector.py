@@ -214,13 +214,14 @@ class MTCNNDetector:
     return jax.nn.softmax(out["logits"], axis=-1)[..., 1], out["box"]
 
   def _pnet_in_bands(self, params, images, valid_hw):
-    """``_pnet_probs`` on a tall input one band of about ``PNET_BAND_ROWS`` output
-    rows at a time (``lax.map``; each band with the 10 input rows of overlap its last
-    cells need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
+    """``_pnet_probs`` on a tall input one band of output rows at a time (``lax.map``;
+    band heights from ``PNET_BAND_ROWS``, ``PNET_BAND_CELLS`` and
+    ``PNET_BAND_MIN_ROWS``; each band with the 10 input rows of overlap its last cells
+    need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
     384x288 level on the 2-core CPU, whose caches hold one band's intermediate
-    arrays but not the whole level's. ``images (B, H, W, 3)``, static ``H``."""
+    arrays but not the whole level's. ``images (B, H, W, 3)``, static shape."""
     b, h, w = images.shape[:3]
-    out_h, out_w = -(-(h - 2) // 2) - 4, -(-(w - 2) // 2) - 4
+    out_h, out_w = nets.pnet_cells(h, w)
     most = min(PNET_BAND_ROWS, max(PNET_BAND_MIN_ROWS, PNET_BAND_CELLS // (b * out_w)))
     n = -(-out_h // most)
     if n < 2:
@@ -298,7 +299,7 @@ class MTCNNDetector:
     for part, result in pending:
       prob, reg = jax.device_get(result)
       for b, (i, scale, hs, ws) in enumerate(part):
-        out_h, out_w = -(-(hs - 2) // 2) - 4, -(-(ws - 2) // 2) - 4
+        out_h, out_w = nets.pnet_cells(hs, ws)
         cells = self._cells(prob[b, :out_h, :out_w], reg[b, :out_h, :out_w], scale,
                             s.thresholds[0])
         keep = box_lib.nms(cells, s.nms_level, "union")

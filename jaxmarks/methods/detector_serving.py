@@ -45,6 +45,7 @@ import numpy as np
 
 from jaxmarks.detection import mtcnn_detector
 from jaxmarks.methods import serving
+from jaxmarks.models import mtcnn as mtcnn_nets
 
 __all__ = ["NETS", "DEFAULT_TILE", "network_functions", "export_stablehlo", "export_onnx",
            "load_networks", "load_detector", "cascade", "tiled_pnet", "network_agreement",
@@ -209,11 +210,11 @@ def tiled_pnet(run: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]], ti
   images = np.asarray(images, np.float32)
   valid_hw = np.asarray(valid_hw, np.int64)
   bsz, h, w = images.shape[:3]
-  out_h, out_w = max(-(-(h - 2) // 2) - 4, 0), max(-(-(w - 2) // 2) - 4, 0)
+  out_h, out_w = (max(v, 0) for v in mtcnn_nets.pnet_cells(h, w))
   tiles, valid, where = [], [], []
   for b in range(bsz):
     vh, vw = (int(v) for v in valid_hw[b])
-    cells_h, cells_w = -(-(vh - 2) // 2) - 4, -(-(vw - 2) // 2) - 4
+    cells_h, cells_w = mtcnn_nets.pnet_cells(vh, vw)
     for ty in range(0, max(cells_h, 0), m):
       for tx in range(0, max(cells_w, 0), m):
         y0, x0 = 2 * ty, 2 * tx
@@ -313,7 +314,8 @@ def network_agreement(detector, calls, tile: int | None, seed: int = 0) -> dict[
       # Only the valid cells: tiles leave the padding's cells at zero.
       mask = np.zeros(want[0].shape, bool)
       for b, (vh, vw) in enumerate(valid):
-        mask[b, :-(-(vh - 2) // 2) - 4, :-(-(vw - 2) // 2) - 4] = True
+        cells_h, cells_w = mtcnn_nets.pnet_cells(vh, vw)
+        mask[b, :cells_h, :cells_w] = True
       diffs = [np.abs(g - w)[mask] for g, w in zip(got, want)]
     else:
       diffs = [np.abs(np.asarray(g) - w) for g, w in zip(calls[name](*inputs[name]), want)]

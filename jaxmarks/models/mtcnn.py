@@ -39,9 +39,15 @@ import jax.numpy as jnp
 
 from jaxmarks.layers.activations import PReLU
 
-__all__ = ["PNet", "RNet", "ONet", "NETS", "INPUT_SIZE", "normalize"]
+__all__ = ["PNet", "RNet", "ONet", "NETS", "INPUT_SIZE", "normalize", "pnet_cells"]
 
 INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+
+
+def pnet_cells(height: int, width: int) -> tuple[int, int]:
+  """The size of P-Net's output maps on a ``height x width`` input: ``ceil((v - 2) / 2)
+  - 4`` cells along each side (none, or fewer, under 12 px)."""
+  return -(-(height - 2) // 2) - 4, -(-(width - 2) // 2) - 4
 
 
 def normalize(images):
