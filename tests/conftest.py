@@ -21,5 +21,5 @@ from tests import helpers  # noqa: E402
 
 @pytest.fixture(scope="session")
 def data_root():
-  """The real-data folder (``JAXMARKS_TEST_DATA``); skips (fails under CI) if absent."""
+  """The real-data folder (``JAXMARKS_DATASETS``); skips (fails under CI) if absent."""
   return helpers.require_data()

@@ -1,9 +1,12 @@
-"""Helpers of the tests (not part of the installed package): real face data (``JAXMARKS_TEST_DATA``),
-datasets built from it once per machine, and the landmark-dataset contract check.
+"""Helpers of the tests (not part of the installed package): real face data
+(``JAXMARKS_DATASETS``, as for the library), datasets built from it once per
+machine, and the landmark-dataset contract check.
 
 The data folder defaults to ``../shared/datasets`` relative to the repository
 root. Without it, tests skip with a reason; under ``CI=true`` a missing folder
-is a failure, because CI always has the data beside the clone.
+is a failure, because CI always has the data beside the clone. The builders' own
+test support (``build_dataset``, ``decode_source_image``, ...) is
+``tfds_builders.testing``, re-exported here.
 """
 
 from __future__ import annotations
@@ -11,16 +14,29 @@ from __future__ import annotations
 import os
 import pathlib
 
-ENV_VAR = "JAXMARKS_TEST_DATA"
+from jaxmarks.data import paths
+
+ENV_VAR = paths.ENV_VAR  # JAXMARKS_DATASETS, the library's setting
+_OLD_ENV_VAR = "JAXMARKS_TEST_DATA"  # deprecated alias, read when ENV_VAR is unset
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Re-exported from ``tfds_builders.testing`` (imported on first use: it loads TFDS).
+_BUILDER_TESTING = ("build_dataset", "decode_source_image", "encoded_image_size")
+
+
+def __getattr__(name: str):
+  if name in _BUILDER_TESTING:
+    from tfds_builders import testing
+
+    return getattr(testing, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def data_root() -> pathlib.Path:
-  """The configured real-data folder (may not exist)."""
-  value = os.environ.get(ENV_VAR)
+  """``$JAXMARKS_DATASETS`` (default ``<repo>/../shared/datasets``); may not exist."""
+  value = os.environ.get(ENV_VAR) or os.environ.get(_OLD_ENV_VAR)
   if value:
     return pathlib.Path(value).expanduser().resolve()
-  return (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+  return (REPO_ROOT / paths.DEFAULT_ROOT).resolve()
 
 
 def require_data(subpath: str = "") -> pathlib.Path:
@@ -149,113 +165,16 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
       fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def build_dataset(name: str, manual_dir, data_dir, config: str | None = None):
-  """Builds ``name`` (optionally ``config``) from ``manual_dir`` into ``data_dir``.
-
-  For tests over small inputs (dummy data, copies in a tmp dir); array_record
-  files, no TensorFlow. Returns the prepared builder.
-  """
-  from jaxmarks.data import builders
-
-  return builders.prepare(name, data_dir=str(data_dir),
-                          manual_dir=str(manual_dir) if manual_dir else None, config=config)
-
-
-def decode_source_image(path):
-  """A source image decoded by OpenCV the way the builders store it: (H, W, 3) RGB uint8.
-
-  EXIF orientation is ignored (as TFDS' decoder does); grey images get three equal
-  channels.
-  """
-  import cv2
-  import numpy as np
-
-  image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-  if image is None:
-    raise ValueError(f"OpenCV cannot read {path}")
-  return np.ascontiguousarray(image[..., ::-1])
-
-
-def encoded_image_size(data: bytes) -> tuple[int, int]:
-  """``(height, width)`` read from a JPEG or PNG header without decoding the image."""
-  if data[:8] == b"\x89PNG\r\n\x1a\n":
-    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-  if data[:2] == b"\xff\xd8":
-    i = 2
-    while i + 9 <= len(data):
-      if data[i] != 0xFF:
-        break
-      marker = data[i + 1]
-      if marker == 0xFF:
-        i += 1
-        continue
-      if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
-        return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-      i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-  raise ValueError("not a JPEG or PNG with a readable header")
-
-
-def check_landmark_dataset(builder, expected_splits: dict, manual_dir=None,
-                           decode_images: int | None = None,
-                           landmarks_inside: bool = True) -> dict:
-  """Checks every example of a built landmark dataset against the common contract.
-
-  Checks: the split sizes; the scheme in the metadata and K against
-  ``jaxmarks.schemes``; dtypes and shapes of ``landmarks`` (K, 2) float32,
-  ``visible`` (K,) bool, ``box`` (4,) float32 with ``x0 <= x1``, ``y0 <= y1``; finite
-  visible landmarks, inside the image when ``landmarks_inside``
-  (``-0.5 <= x <= W - 0.5``, the size read from the stored JPEG/PNG header). For
-  ``decode_images`` examples per split, evenly spread (all if None), the stored
-  image is decoded the way ``as_data_source`` does it (``(H, W, 3)`` uint8) and, when
-  ``manual_dir`` is given, compared with OpenCV's decoding of
-  ``manual_dir/filename``.
-
-  Returns:
-    ``{split: source}`` of the data sources (images decoded).
-  """
-  import numpy as np
-  import tensorflow_datasets as tfds
-
+def check_landmark_dataset(builder, expected_splits: dict, **kwargs) -> dict:
+  """``tfds_builders.testing.check_landmark_dataset`` with K checked against the
+  metadata's scheme in ``jaxmarks.schemes``; same arguments and result."""
   from jaxmarks import schemes
   from jaxmarks.data import builders
+  from tfds_builders import testing
 
   scheme = schemes.get_scheme(builders.scheme_of(builder))
-  k = scheme.num_points
-  image_feature = builder.info.features["image"]
-  got = {split: info.num_examples for split, info in builder.info.splits.items()}
-  assert got == dict(expected_splits), f"{builder.name}: splits {got} != {expected_splits}"
-  sources = {}
-  for split, n in expected_splits.items():
-    raw = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-    assert len(raw) == n
-    step = 1 if decode_images is None else max(1, n // max(1, decode_images))
-    examples = (ex for start in range(0, n, 256)
-                for ex in raw.__getitems__(range(start, min(start + 256, n))))
-    for i, ex in enumerate(examples):
-      name = ex["filename"].decode() if isinstance(ex["filename"], bytes) else ex["filename"]
-      where = f"{builder.name} {split}[{i}] ({name})"
-      assert ex["landmarks"].dtype == np.float32 and ex["landmarks"].shape == (k, 2), where
-      assert ex["visible"].dtype == np.bool_ and ex["visible"].shape == (k,), where
-      assert ex["box"].dtype == np.float32 and ex["box"].shape == (4,), where
-      box = ex["box"]
-      assert box[0] <= box[2] and box[1] <= box[3], f"{where}: box {box}"
-      pts = ex["landmarks"][ex["visible"]]
-      assert len(pts) and np.all(np.isfinite(pts)), f"{where}: no finite visible landmark"
-      h, w = encoded_image_size(ex["image"])
-      if landmarks_inside:
-        inside = ((pts[:, 0] >= -0.5) & (pts[:, 0] <= w - 0.5)
-                  & (pts[:, 1] >= -0.5) & (pts[:, 1] <= h - 0.5))
-        assert inside.all(), f"{where}: landmarks outside the {w}x{h} image: {pts[~inside]}"
-      if i % step == 0:
-        image = image_feature.decode_example_np(ex["image"])
-        assert image.dtype == np.uint8 and image.shape == (h, w, 3), (
-            f"{where}: image {image.dtype} {image.shape}, header says {h}x{w}")
-        if manual_dir is not None:
-          expected = decode_source_image(pathlib.Path(manual_dir) / name)
-          assert expected.shape == image.shape and np.array_equal(expected, image), (
-              f"{where}: stored image differs from OpenCV's decoding of the source")
-    sources[split] = builder.as_data_source(split)
-  return sources
+  return testing.check_landmark_dataset(builder, expected_splits,
+                                        num_points=scheme.num_points, **kwargs)
 
 
 def fake_mtfl(root, num_faces: int, seed: int = 0):

@@ -1,4 +1,4 @@
-"""The dataset builders on the real data (``JAXMARKS_TEST_DATA``, see tests/helpers.py).
+"""The dataset builders on the real data (``JAXMARKS_DATASETS``, see tests/helpers.py).
 
 Each dataset is built once per machine into ``<repo>/.cache/test_datasets`` by
 ``tests.helpers.prepared_builder`` (keyed by the builder's source), then checked:

@@ -64,3 +64,26 @@ def test_ibug68_to_mtfl5_conversion():
   np.testing.assert_allclose(schemes.convert(x[:, m68], "ibug68", "mtfl5"), y[:, m5])
   with pytest.raises(ValueError, match="no conversion"):
     schemes.convert(y, "mtfl5", "ibug68")
+
+
+
+def test_builders_declare_a_known_scheme_of_their_landmark_count(tmp_path):
+  """What ``tfds_builders.testing`` cannot check without jaxmarks: every config of
+  every landmark builder names a scheme of ``jaxmarks.schemes`` with as many points
+  as its ``landmarks`` feature (WIDER FACE has no landmarks)."""
+  import tensorflow_datasets as tfds
+
+  import tfds_builders
+
+  tfds_builders.register_all()
+  checked = []
+  for name in tfds_builders.BUILDERS:
+    for config in tfds.builder_cls(name).BUILDER_CONFIGS or [None]:
+      full = f"{name}/{config.name}" if config else name
+      builder = tfds.builder(full, data_dir=str(tmp_path))
+      if "landmarks" not in builder.info.features:
+        continue
+      k = builder.info.features["landmarks"].shape[0]
+      assert schemes.get_scheme(builder.info.metadata["scheme"]).num_points == k, full
+      checked.append(full)
+  assert len(set(checked)) >= 12, checked  # 9 builders, 3 with several configs

@@ -1,6 +1,6 @@
 """``tests.helpers.prepared_builder``: one build per machine, locked, keyed by source.
 
-These tests point ``JAXMARKS_TEST_DATA`` at the IMM builder's dummy data and
+These tests point ``JAXMARKS_DATASETS`` at the IMM builder's dummy data and
 ``JAXMARKS_TEST_CACHE`` at a tmp dir, so they need no real data.
 """
 
@@ -32,7 +32,7 @@ print("EXAMPLES", len(builder.as_data_source("train")))
 
 
 def test_concurrent_callers_build_once(tmp_path):
-  env = dict(os.environ, JAXMARKS_TEST_DATA=str(DUMMY_ROOT),
+  env = dict(os.environ, JAXMARKS_DATASETS=str(DUMMY_ROOT),
              JAXMARKS_TEST_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(helpers.REPO_ROOT))
   procs = [subprocess.Popen([sys.executable, "-c", _SCRIPT], cwd=helpers.REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -51,7 +51,7 @@ def test_concurrent_callers_build_once(tmp_path):
 
 
 def test_second_call_reuses_the_cache(tmp_path, monkeypatch):
-  monkeypatch.setenv("JAXMARKS_TEST_DATA", str(DUMMY_ROOT))
+  monkeypatch.setenv("JAXMARKS_DATASETS", str(DUMMY_ROOT))
   monkeypatch.setenv("JAXMARKS_TEST_CACHE", str(tmp_path))
   first = helpers.prepared_builder("imm_faces", "full", config="full")
   info = pathlib.Path(first.data_dir) / "dataset_info.json"

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import dummy_faces
 from tfds_builders import landmark_io
+from tfds_builders import testing
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -29,7 +29,7 @@ def test_jpeg_and_png_pass_through(tmp_path, rgb):
     cv2.imwrite(str(path), rgb)
     data, size = landmark_io.load_image(path)
     assert data == path.read_bytes() and size == (30, 40)
-    np.testing.assert_array_equal(_decode(data), helpers.decode_source_image(path))
+    np.testing.assert_array_equal(_decode(data), testing.decode_source_image(path))
 
 
 @pytest.mark.parametrize("ext, convert", [
@@ -61,7 +61,7 @@ def test_grey_jpeg_decodes_to_three_channels(tmp_path, rgb):
   cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY))
   data, _ = landmark_io.load_image(path)
   assert data == path.read_bytes()
-  np.testing.assert_array_equal(_decode(data), helpers.decode_source_image(path))
+  np.testing.assert_array_equal(_decode(data), testing.decode_source_image(path))
 
 
 def _exif_with_thumbnail(thumbnail: bytes) -> bytes:

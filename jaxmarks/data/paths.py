@@ -12,8 +12,8 @@ and point ``JAXMARKS_DATASETS`` at it. Unset, it is ``../shared/datasets`` from
 the current directory (the layout this project is developed in). A config's
 ``data.manual_dir`` is ``dataset_dir(<subfolder>)`` made absolute when the
 config is built; ``--config.data.manual_dir=/path/to/300w`` overrides it for one
-run. This setting is for users' runs; the tests have their own
-(``JAXMARKS_TEST_DATA``, see ``tests/helpers.py``).
+run. The tests read the same setting (their default is ``../shared/datasets``
+from the repository root, see ``tests/helpers.py``).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 DB = DUMMY / "aflw" / "data" / "aflw.sqlite"
@@ -27,8 +27,8 @@ def _query(db, sql):
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("aflw", DUMMY, tmp_path)
-  sources = helpers.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
+  builder = testing.build_dataset("aflw", DUMMY, tmp_path)
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "aflw21"
   train = sources["train"]
   faces = {int(train[i]["face_id"]): train[i] for i in range(3)}
@@ -75,18 +75,18 @@ def test_bad_database_names_the_problem(tmp_path, sql, message):
   conn.commit()
   conn.close()
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("aflw", manual, tmp_path / "data")
+    testing.build_dataset("aflw", manual, tmp_path / "data")
 
 
 def test_not_a_database(tmp_path):
   manual, db = _copy(tmp_path)
   db.write_bytes(b"this is not sqlite" * 100)
   with pytest.raises(landmark_io.LandmarkDataError, match=r"aflw\.sqlite"):
-    helpers.build_dataset("aflw", manual, tmp_path / "data")
+    testing.build_dataset("aflw", manual, tmp_path / "data")
 
 
 def test_missing_database(tmp_path):
   manual, db = _copy(tmp_path)
   db.unlink()
   with pytest.raises(landmark_io.LandmarkDataError, match=r"aflw\.sqlite not found"):
-    helpers.build_dataset("aflw", manual, tmp_path / "data")
+    testing.build_dataset("aflw", manual, tmp_path / "data")

@@ -11,16 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import helpers
-from tfds_builders.bioid import bioid_dataset_builder as bioid
 from tfds_builders import landmark_io
+from tfds_builders import testing
+from tfds_builders.bioid import bioid_dataset_builder as bioid
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("bioid", DUMMY, tmp_path)
-  sources = helpers.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
+  builder = testing.build_dataset("bioid", DUMMY, tmp_path)
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "bioid20"
   train = sources["train"]
   by_name = {train[i]["filename"].decode(): train[i] for i in range(3)}
@@ -56,4 +56,4 @@ def test_bad_input_names_the_file(tmp_path, damage, message):
   shutil.copytree(DUMMY, manual)
   damage(manual)
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("bioid", manual, tmp_path / "data")
+    testing.build_dataset("bioid", manual, tmp_path / "data")

@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 from tfds_builders.celeba import celeba_dataset_builder as celeba
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
@@ -29,8 +29,8 @@ def _row(path: pathlib.Path, image: str) -> list[str]:
 
 
 def test_builds_wild(tmp_path):
-  builder = helpers.build_dataset("celeba", DUMMY, tmp_path, config="wild")
-  sources = helpers.check_landmark_dataset(builder, SPLITS, manual_dir=DUMMY)
+  builder = testing.build_dataset("celeba", DUMMY, tmp_path, config="wild")
+  sources = testing.check_landmark_dataset(builder, SPLITS, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "mtfl5"
   train = _by_name(sources["train"])  # TFDS orders records by a hash of their keys
   assert sorted(train) == ["img_celeba/000001.jpg", "img_celeba/000002.jpg",
@@ -56,8 +56,8 @@ def test_builds_aligned_with_files_at_the_top(tmp_path):
   for name in ("list_landmarks_align_celeba.txt", "list_attr_celeba.txt"):
     shutil.copy(DUMMY / "Anno" / name, manual / name)
   shutil.copy(DUMMY / "Eval" / "list_eval_partition.txt", manual)  # no box file: not needed
-  builder = helpers.build_dataset("celeba", manual, tmp_path / "data", config="aligned")
-  sources = helpers.check_landmark_dataset(builder, SPLITS, manual_dir=manual)
+  builder = testing.build_dataset("celeba", manual, tmp_path / "data", config="aligned")
+  sources = testing.check_landmark_dataset(builder, SPLITS, manual_dir=manual)
   ex = _by_name(sources["test"])["img_align_celeba/000006.jpg"]
   values = np.asarray(_row(manual / "list_landmarks_align_celeba.txt", "000006.jpg"), np.float32)
   np.testing.assert_array_equal(ex["landmarks"], values.reshape(5, 2))
@@ -117,5 +117,5 @@ def test_malformed_files_name_file_and_line(tmp_path, name, lineno, text, messag
     _edit(path, lineno, text)
   data_dir = tmp_path / "data"
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("celeba", manual, data_dir, config="wild")
+    testing.build_dataset("celeba", manual, data_dir, config="wild")
   assert not [p for p in data_dir.rglob("*") if "incomplete" in p.name or p.name == "1.0.0"]

@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 SPLITS = {"train": 5, "common": 2, "challenging": 1, "full": 3, "private": 2}
@@ -31,8 +31,8 @@ def _leftovers(data_dir: pathlib.Path):
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("ibug300w", DUMMY, tmp_path)
-  sources = helpers.check_landmark_dataset(builder, SPLITS, manual_dir=DUMMY)
+  builder = testing.build_dataset("ibug300w", DUMMY, tmp_path)
+  sources = testing.check_landmark_dataset(builder, SPLITS, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "ibug68"
   train = sources["train"]
   names = sorted(train[i]["filename"].decode() for i in range(len(train)))
@@ -52,8 +52,8 @@ def test_builds_dummy_data(tmp_path):
 def test_only_present_splits_are_written(tmp_path):
   manual = tmp_path / "manual"
   shutil.copytree(DUMMY / "ibug", manual / "ibug")
-  builder = helpers.build_dataset("ibug300w", manual, tmp_path / "data")
-  helpers.check_landmark_dataset(builder, {"challenging": 1}, manual_dir=manual)
+  builder = testing.build_dataset("ibug300w", manual, tmp_path / "data")
+  testing.check_landmark_dataset(builder, {"challenging": 1}, manual_dir=manual)
 
 
 def test_partial_split_is_an_error(tmp_path):
@@ -61,7 +61,7 @@ def test_partial_split_is_an_error(tmp_path):
   shutil.copytree(DUMMY, manual)
   shutil.rmtree(manual / "helen" / "trainset")
   with pytest.raises(landmark_io.LandmarkDataError, match=r"missing: helen/trainset/"):
-    helpers.build_dataset("ibug300w", manual, tmp_path / "data")
+    testing.build_dataset("ibug300w", manual, tmp_path / "data")
 
 
 def test_manual_dir_without_300w_folders_lists_them(tmp_path):
@@ -69,7 +69,7 @@ def test_manual_dir_without_300w_folders_lists_them(tmp_path):
   manual.mkdir()
   (manual / "README.txt").write_text("not 300-W")
   with pytest.raises(landmark_io.LandmarkDataError) as info:
-    helpers.build_dataset("ibug300w", manual, tmp_path / "data")
+    testing.build_dataset("ibug300w", manual, tmp_path / "data")
   for folder in ("afw/", "helen/trainset/", "lfpw/testset/", "ibug/", "01_Indoor/"):
     assert folder in str(info.value)
 
@@ -111,11 +111,11 @@ def test_bad_input_fails_cleanly_and_rebuilds_once_fixed(tmp_path, relpath, dama
   data_dir = tmp_path / "data"
   damage(manual / relpath)
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("ibug300w", manual, data_dir)
+    testing.build_dataset("ibug300w", manual, data_dir)
   assert _leftovers(data_dir) == []
   shutil.copy(DUMMY / relpath, manual / relpath)  # fix it
-  builder = helpers.build_dataset("ibug300w", manual, data_dir)
-  helpers.check_landmark_dataset(builder, SPLITS, manual_dir=manual)
+  builder = testing.build_dataset("ibug300w", manual, data_dir)
+  testing.check_landmark_dataset(builder, SPLITS, manual_dir=manual)
 
 
 def test_wrong_point_count_without_header(tmp_path):
@@ -124,7 +124,7 @@ def test_wrong_point_count_without_header(tmp_path):
   _drop_point(manual / "afw/2000_1.pts")
   with pytest.raises(landmark_io.LandmarkDataError,
                      match=r"2000_1\.pts: expected 68 points, found 67"):
-    helpers.build_dataset("ibug300w", manual, tmp_path / "data")
+    testing.build_dataset("ibug300w", manual, tmp_path / "data")
 
 
 def test_pts_without_image(tmp_path):
@@ -132,4 +132,4 @@ def test_pts_without_image(tmp_path):
   shutil.copytree(DUMMY, manual)
   (manual / "ibug/image_003_1.jpg").unlink()
   with pytest.raises(landmark_io.LandmarkDataError, match=r"no image .*image_003_1\.pts"):
-    helpers.build_dataset("ibug300w", manual, tmp_path / "data")
+    testing.build_dataset("ibug300w", manual, tmp_path / "data")

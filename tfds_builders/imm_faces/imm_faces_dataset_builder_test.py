@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 from tfds_builders.imm_faces import imm_faces_dataset_builder as imm
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
@@ -24,8 +24,8 @@ DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 ])
 def test_builds_dummy_data(tmp_path, config, scheme, asf):
   manual = DUMMY / config
-  builder = helpers.build_dataset("imm_faces", manual, tmp_path, config=config)
-  sources = helpers.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual)
+  builder = testing.build_dataset("imm_faces", manual, tmp_path, config=config)
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual)
   assert builder.info.metadata["scheme"] == scheme
   train = sources["train"]
   by_key = {train[i]["filename"].decode(): train[i] for i in range(3)}
@@ -72,10 +72,10 @@ def test_bad_asf_names_the_file(tmp_path, edit, message):
   asf.write_text(edit(asf.read_text()))
   data_dir = tmp_path / "data"
   with pytest.raises(landmark_io.LandmarkDataError, match=r"02_01\.asf.*" + message):
-    helpers.build_dataset("imm_faces", manual, data_dir, config="frontal")
+    testing.build_dataset("imm_faces", manual, data_dir, config="frontal")
   assert not [p for p in data_dir.rglob("*") if "incomplete" in p.name or p.name == "1.0.0"]
   shutil.copy(DUMMY / "frontal" / "asf" / "02_01.asf", asf)
-  builder = helpers.build_dataset("imm_faces", manual, data_dir, config="frontal")
+  builder = testing.build_dataset("imm_faces", manual, data_dir, config="frontal")
   assert builder.info.splits["train"].num_examples == 3
 
 
@@ -85,9 +85,9 @@ def test_wrong_config_for_the_files(tmp_path):
   for asf in (manual / "asf").glob("*.asf"):
     shutil.move(asf, manual / asf.name)  # 73-point files read as the 58-point database
   with pytest.raises(landmark_io.LandmarkDataError, match=r"expected 58 points .* found 73"):
-    helpers.build_dataset("imm_faces", manual, tmp_path / "data", config="full")
+    testing.build_dataset("imm_faces", manual, tmp_path / "data", config="full")
 
 
 def test_missing_asf_folder(tmp_path):
   with pytest.raises(landmark_io.LandmarkDataError, match=r"no \.asf files in .*asf"):
-    helpers.build_dataset("imm_faces", DUMMY / "full", tmp_path, config="frontal")
+    testing.build_dataset("imm_faces", DUMMY / "full", tmp_path, config="frontal")

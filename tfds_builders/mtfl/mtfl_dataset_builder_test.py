@@ -11,16 +11,16 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 from tfds_builders.mtfl import mtfl_dataset_builder as mtfl
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("mtfl", DUMMY, tmp_path)
-  sources = helpers.check_landmark_dataset(builder, {"train": 3, "test": 2}, manual_dir=DUMMY)
+  builder = testing.build_dataset("mtfl", DUMMY, tmp_path)
+  sources = testing.check_landmark_dataset(builder, {"train": 3, "test": 2}, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "mtfl5"
   by_name = {ex["filename"].decode(): ex for ex in (sources["train"][i] for i in range(3))}
   ex = by_name["net_7876/0_0_1.jpg"]  # a grey JPEG: stored with 3 equal channels
@@ -40,8 +40,8 @@ def test_only_training_file(tmp_path):
   manual = tmp_path / "MTFL_release"
   shutil.copytree(DUMMY, manual / "MTFL")  # one folder below the manual directory
   (manual / "MTFL" / "testing.txt").unlink()
-  builder = helpers.build_dataset("mtfl", manual, tmp_path / "data")
-  sources = helpers.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual)
+  builder = testing.build_dataset("mtfl", manual, tmp_path / "data")
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=manual)
   assert sources["train"][0]["filename"].decode().startswith("MTFL/")
 
 
@@ -64,10 +64,10 @@ def test_bad_line_names_file_and_line_and_rebuilds_once_fixed(tmp_path, line, me
   annotation.write_bytes("\r\n".join(lines).encode())
   data_dir = tmp_path / "data"
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("mtfl", manual, data_dir)
+    testing.build_dataset("mtfl", manual, data_dir)
   assert not [p for p in data_dir.rglob("*") if "incomplete" in p.name or p.name == "1.0.0"]
   shutil.copy(DUMMY / "training.txt", annotation)
-  builder = helpers.build_dataset("mtfl", manual, data_dir)
+  builder = testing.build_dataset("mtfl", manual, data_dir)
   assert builder.info.splits["train"].num_examples == 3
 
 

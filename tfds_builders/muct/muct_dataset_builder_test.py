@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 from tfds_builders.muct import muct_dataset_builder as muct
 
 DUMMY = pathlib.Path(__file__).parent / "dummy_data"
@@ -19,8 +19,8 @@ CSV = DUMMY / "muct-landmarks" / "muct76-opencv.csv"
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("muct", DUMMY, tmp_path)
-  sources = helpers.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
+  builder = testing.build_dataset("muct", DUMMY, tmp_path)
+  sources = testing.check_landmark_dataset(builder, {"train": 3}, manual_dir=DUMMY)
   assert builder.info.metadata["scheme"] == "muct76"
   train = sources["train"]
   by_name = {train[i]["filename"].decode(): train[i] for i in range(3)}
@@ -51,11 +51,11 @@ def test_bad_csv_names_file_and_line(tmp_path, edit, message):
   edit(lines)
   csv.write_text("\n".join(lines) + "\n")
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("muct", manual, tmp_path / "data")
+    testing.build_dataset("muct", manual, tmp_path / "data")
 
 
 def test_missing_csv(tmp_path):
   manual = tmp_path / "manual"
   shutil.copytree(DUMMY / "jpg", manual / "jpg")
   with pytest.raises(landmark_io.LandmarkDataError, match=r"muct76-opencv\.csv not found"):
-    helpers.build_dataset("muct", manual, tmp_path / "data")
+    testing.build_dataset("muct", manual, tmp_path / "data")

@@ -3,15 +3,15 @@
 import cv2
 import numpy as np
 
-from tests import helpers
+from tfds_builders import testing
 from tfds_builders.synthetic_faces import renderer as synthetic
 from tfds_builders.synthetic_faces import synthetic_faces_dataset_builder as sf
 
 
 def test_builds_tiny_config_with_the_common_contract(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXMARKS_SYNTHETIC_WORKERS", "2")  # the parallel path of big configs
-  builder = helpers.build_dataset("synthetic_faces", None, tmp_path, config="tiny")
-  sources = helpers.check_landmark_dataset(builder, {"train": 48, "validation": 16})
+  builder = testing.build_dataset("synthetic_faces", None, tmp_path, config="tiny")
+  sources = testing.check_landmark_dataset(builder, {"train": 48, "validation": 16})
   assert builder.info.metadata["scheme"] == "ibug68"
   for split, offset in (("train", 0), ("validation", sf._SPLIT_OFFSETS["validation"])):
     source = sources[split]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests import helpers
 from tfds_builders import landmark_io
+from tfds_builders import testing
 from tfds_builders.widerface import make_dummy_data
 from tfds_builders.widerface import widerface_dataset_builder as wider
 
@@ -32,7 +32,7 @@ def _expected(split: str) -> dict:
 
 
 def test_builds_dummy_data(tmp_path):
-  builder = helpers.build_dataset("widerface", DUMMY, tmp_path)
+  builder = testing.build_dataset("widerface", DUMMY, tmp_path)
   got = {split: info.num_examples for split, info in builder.info.splits.items()}
   assert got == {"train": 3, "validation": 2}
   for split, folder in (("train", "train"), ("validation", "val")):
@@ -53,7 +53,7 @@ def test_builds_dummy_data(tmp_path):
         np.testing.assert_array_equal(faces[attr], attrs[:, j].astype(dtype))
       image = ex["image"]
       assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-      np.testing.assert_array_equal(image, helpers.decode_source_image(DUMMY / name))
+      np.testing.assert_array_equal(image, testing.decode_source_image(DUMMY / name))
     assert seen == set(expected)
   raw = builder.as_data_source("train", decoders={"image": tfds.decode.SkipDecoding()})
   name = raw[0]["image/filename"].decode()
@@ -61,7 +61,7 @@ def test_builds_dummy_data(tmp_path):
 
 
 def test_image_without_faces_has_empty_arrays(tmp_path):
-  builder = helpers.build_dataset("widerface", DUMMY, tmp_path)
+  builder = testing.build_dataset("widerface", DUMMY, tmp_path)
   source = builder.as_data_source("train")
   ex = next(source[i] for i in range(3)
             if source[i]["image/filename"].endswith(b"0_Parade_Parade_0_2.jpg"))
@@ -74,7 +74,7 @@ def test_only_validation(tmp_path):
   shutil.copytree(DUMMY, manual)
   (manual / "wider_face_split" / "wider_face_train_bbx_gt.txt").unlink()
   shutil.rmtree(manual / "WIDER_train")
-  builder = helpers.build_dataset("widerface", manual, tmp_path / "data")
+  builder = testing.build_dataset("widerface", manual, tmp_path / "data")
   assert {s: i.num_examples for s, i in builder.info.splits.items()} == {"validation": 2}
 
 
@@ -108,7 +108,7 @@ def test_malformed_annotations_name_file_and_line(tmp_path, lineno, text, messag
   _replace(gt, lineno, text)
   data_dir = tmp_path / "data"
   with pytest.raises(landmark_io.LandmarkDataError, match=message):
-    helpers.build_dataset("widerface", manual, data_dir)
+    testing.build_dataset("widerface", manual, data_dir)
   assert not [p for p in data_dir.rglob("*") if "incomplete" in p.name or p.name == "1.0.0"]
 
 
