@@ -28,15 +28,37 @@ Photos can also be given as arguments: ``python -m experiments.predict a.jpg``
 (one photo), ``... DIR`` (a folder), ``... a.jpg b.jpg`` (several photos, batched)
 or ``... clip.mp4`` (a video). ``jaxmarks predict`` is this command with the
 bundled models as defaults (``experiments/cli.py``).
+
+Bad input. Exit status 2 and one ``error:`` line on stderr, with nothing
+written, for a bad argument (``--batch_size`` < 1, a photo that is not a regular
+file or not a photo, an ``--output_dir`` that is a file or cannot be written:
+checked before any inference). In a folder (or several photos) an unreadable photo
+is skipped with a ``warning:`` line naming it, the others are done, and the run
+exits 1 at the end; so does a video with undecodable frames (skipped and counted)
+or fewer frames than its container says. Every output file is written under a
+temporary name in its folder and renamed over the old one only when complete, so
+a failed or interrupted run leaves the previous results whole; a ``note:`` line
+says when files of an earlier run are replaced. Two photos of a folder with one
+stem (``face.jpg``, ``face.png``) get overlays named after their suffix too
+(``face_jpg_landmarks.png``, ``face_png_landmarks.png``). Photos above
+``pipeline.MAX_DETECT_PIXELS`` (50 megapixels) are searched for faces on a
+scaled-down copy (a ``note:`` says so; the landmarks are fitted on, and given in,
+the photo's own pixels); above ``pipeline.MAX_IMAGE_PIXELS`` (200 megapixels) they
+are refused. A face whose landmarks are not finite (a diverged fit) is marked
+``"diverged": true``, its non-finite coordinates written as ``null``.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import csv
 import json
 import os
 import pathlib
+import secrets
 import sys
+import tempfile
 from typing import Any, Iterator, Mapping, Sequence
 
 from absl import app
@@ -63,6 +85,125 @@ class Outputs:
     self.json, self.csv, self.overlay = bool(json_files), bool(csv_files), bool(overlay)
 
 
+class OutputError(OSError):
+  """An output file that could not be written; the message names it."""
+
+
+class FolderRecords(list):
+  """``run_folder``'s records, one per photo done, and ``skipped``: ``(photo,
+  reason)`` of each photo that could not be read."""
+
+  def __init__(self, records=(), skipped=()):
+    super().__init__(records)
+    self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def warn(message: str) -> None:
+  """A one-line ``warning:`` on stderr: part of the input was left out."""
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_run_settings(batch_size: int = 1, min_face_size: int = 0) -> None:
+  """``--batch_size`` >= 1 and ``--min_face_size`` 0 or >= 12, before anything is
+  read or written; a one-line error otherwise."""
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"--batch_size must be an integer >= 1; got {batch_size}")
+  if (isinstance(min_face_size, bool) or not isinstance(min_face_size, int)
+      or (min_face_size != 0 and min_face_size < 12)):
+    raise ValueError(f"--min_face_size must be 0 (the detector's own) or an integer >= 12 "
+                     f"pixels; got {min_face_size}")
+
+
+def check_output_dir(path) -> pathlib.Path:
+  """The output folder, created if need be and tried with a temporary file, before
+  any inference; a one-line error naming it when it is a file or cannot be written."""
+  path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"--output_dir {path} is a file, not a folder")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--output_dir {path} cannot be created: {e.strerror or e}") from None
+  try:
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".jaxmarks-write-test-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"--output_dir {path} is not writable: {e.strerror or e}") from None
+  return path
+
+
+@contextlib.contextmanager
+def replacing(path: pathlib.Path) -> Iterator[pathlib.Path]:
+  """A temporary name beside ``path`` (same suffix) to write to: renamed over ``path``
+  when the block ends without an error, removed otherwise. A failed or interrupted
+  run so never leaves a truncated file in place of a good one."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+  try:
+    yield tmp
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  try:
+    os.replace(tmp, path)
+  except OSError as e:
+    tmp.unlink(missing_ok=True)
+    raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _naming(path: pathlib.Path) -> Iterator[None]:
+  """Turns an error writing (to the temporary name of) ``path`` into one naming it."""
+  try:
+    yield
+  except OutputError:
+    raise
+  except (OSError, cv2.error) as e:
+    why = getattr(e, "strerror", None) or getattr(e, "err", None) or str(e)
+    raise OutputError(f"cannot write {path}: {why}") from None
+
+
+def _note_replacing(paths: Sequence[pathlib.Path], out_dir: pathlib.Path) -> None:
+  old = [p for p in paths if p.exists()]
+  if len(old) == 1:
+    pipeline.note(f"replacing {old[0]} from an earlier run")
+  elif old:
+    pipeline.note(f"replacing {old[0]} and {len(old) - 1} more file(s) in {out_dir} from an "
+                  "earlier run")
+
+
+def overlay_stems(files: Sequence[pathlib.Path]) -> list[str]:
+  """Each photo's overlay name (before ``_landmarks.png``): its stem, or
+  ``<stem>_<suffix>`` (``face_jpg``) where several photos share a stem (letter case
+  aside), with ``_2``, ``_3``, ... added if that is still not unique."""
+  counts = collections.Counter(f.stem.lower() for f in files)
+  wanted = [f"{f.stem}_{f.suffix[1:]}" if counts[f.stem.lower()] > 1 and f.suffix else f.stem
+            for f in files]
+  seen, out = set(), []
+  for stem in wanted:
+    name, k = stem, 1
+    while name.lower() in seen:
+      k += 1
+      name = f"{stem}_{k}"
+    seen.add(name.lower())
+    out.append(name)
+  return out
+
+
+def _numbers(values, digits: int) -> Any:
+  """Rounded floats (nested lists for an array), ``None`` where not finite: JSON has
+  no NaN or Infinity."""
+  a = np.asarray(values, np.float64)
+  if a.ndim == 0:
+    return round(float(a), digits) if np.isfinite(a) else None
+  return [_numbers(v, digits) for v in a]
+
+
+def _dumps(record: dict[str, Any], **kwargs) -> str:
+  return json.dumps(record, allow_nan=False, **kwargs)
+
+
 def csv_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
   """One CSV row per landmark of every face of a prediction record."""
   for j, face in enumerate(record["faces"]):
@@ -71,12 +212,18 @@ def csv_rows(record: dict[str, Any]) -> Iterator[list[Any]]:
              k, x, y]
 
 
-def _write_csv(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
-  with open(path, "w", newline="") as f:
+def _write_csv(path: pathlib.Path, tmp: pathlib.Path,
+               records: Sequence[dict[str, Any]]) -> None:
+  with _naming(path), open(tmp, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(CSV_HEADER)
     for record in records:
       writer.writerows(csv_rows(record))
+
+
+def _write_text(path: pathlib.Path, tmp: pathlib.Path, text: str) -> None:
+  with _naming(path):
+    tmp.write_text(text)
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -97,6 +244,7 @@ class Models:
   def __init__(self, workdir=None, detector: str = "mtcnn-original",
                boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False,
                detector_settings: Mapping[str, Any] | None = None):
+    check_run_settings(min_face_size=min_face_size)
     self.workdir = methods.resolve(workdir) if workdir else None
     self.mirror = bool(mirror)
     if mirror and not self.workdir:
@@ -120,12 +268,11 @@ class Models:
           float(self.predictor.config.data.get("crop_scale", 2.0)))
       self.detector_name = "central square (the photo is taken to be a face crop)"
     else:
-      self.detector = methods.load_detector(detector, detector_settings)
-      self.detector_name = str(detector)
+      found = methods.load_detector(detector, detector_settings)
       if min_face_size:
-        if min_face_size < 12:
-          raise ValueError(f"--min_face_size must be at least 12 pixels; got {min_face_size}")
-        self.detector.settings.min_face_size = int(min_face_size)
+        found.settings.min_face_size = int(min_face_size)
+      self.detector = pipeline.ScaledDetection(found)  # huge photos: on a smaller copy
+      self.detector_name = str(detector)
     if self.predictor is None and boxes:
       raise ValueError("--box needs --workdir (a landmark method to run in the boxes)")
 
@@ -147,12 +294,22 @@ class Models:
         "coordinates": "image pixels, 0-based, x then y",
         **({"test_time_mirror": True} if self.mirror else {}),
         **({"detector_settings": self.detector_settings} if self.detector_settings else {}),
-        "faces": [{"box": [round(float(v), 3) for v in f.box], "score": round(f.score, 5),
-                   "landmarks": np.round(f.landmarks, 3).tolist(),
+        "faces": [{"box": _numbers(f.box, 3), "score": _numbers(f.score, 5),
+                   "landmarks": _numbers(f.landmarks, 3),
                    **({"diverged": f.diverged} if f.diverged is not None else {}),
                    **({"track": f.track_id} if f.track_id is not None else {})}
                   for f in faces],
     }
+
+  def note_scaled(self, what, shape) -> None:
+    """A ``note:`` when photos of ``shape`` are searched on a scaled-down copy."""
+    scaled = (self.detector.scaled_size(shape)
+              if isinstance(self.detector, pipeline.ScaledDetection) else None)
+    if scaled:
+      pipeline.note(
+          f"{what} is {shape[1]}x{shape[0]} pixels: faces are searched on a copy scaled to "
+          f"{scaled[0]}x{scaled[1]} (at most {pipeline.MAX_DETECT_PIXELS / 1e6:g} megapixels; "
+          "the smallest faces may be missed); landmarks are in the photo's own pixels")
 
 
 def _out_dir(models: Models, output_dir) -> pathlib.Path:
@@ -162,12 +319,15 @@ def _out_dir(models: Models, output_dir) -> pathlib.Path:
     out = models.workdir / "predictions"
   else:
     out = pathlib.Path("predictions")
-  out.mkdir(parents=True, exist_ok=True)
-  return out
+  return check_output_dir(out)
 
 
-def _write_png(path: pathlib.Path, image: np.ndarray, faces) -> None:
-  cv2.imwrite(str(path), cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+def _write_png(path: pathlib.Path, tmp: pathlib.Path, image: np.ndarray, faces) -> None:
+  with _naming(path):
+    ok = cv2.imwrite(str(tmp), cv2.cvtColor(pipeline.draw_faces(image, faces),
+                                            cv2.COLOR_RGB2BGR))
+  if not ok:
+    raise OutputError(f"cannot write {path}: OpenCV could not write the image (disk full?)")
 
 
 def _say(n_faces: int, faces, where: str) -> None:
@@ -187,34 +347,39 @@ def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
   ``detector_settings``: the detector's inference settings that replace its own
   (``methods.load_detector``)."""
   outputs = outputs or Outputs()
+  check_run_settings(min_face_size=min_face_size)
   image = pipeline.read_image(image_path)
   models = Models(workdir, detector, boxes, min_face_size, mirror, detector_settings)
-  faces = models.faces([image])[0]
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
+  files = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
+           (("json", outputs.json), ("csv", outputs.csv), ("png", outputs.overlay)) if wanted}
+  _note_replacing(list(files.values()), out_dir)
+  models.note_scaled(image_path, image.shape)
+  faces = models.faces([image])[0]
   record = {"image": str(pathlib.Path(image_path).resolve()), **models.record(image, faces)}
-  files = {}
-  if outputs.json:
-    files["json"] = out_dir / f"{stem}_landmarks.json"
-    files["json"].write_text(json.dumps(record, indent=2))
-  if outputs.csv:
-    files["csv"] = out_dir / f"{stem}_landmarks.csv"
-    _write_csv(files["csv"], [record])
-  if outputs.overlay:
-    files["png"] = out_dir / f"{stem}_landmarks.png"
-    _write_png(files["png"], image, faces)
+  with contextlib.ExitStack() as stack:
+    tmp = {k: stack.enter_context(replacing(p)) for k, p in files.items()}
+    if "json" in files:
+      _write_text(files["json"], tmp["json"], _dumps(record, indent=2))
+    if "csv" in files:
+      _write_csv(files["csv"], tmp["csv"], [record])
+    if "png" in files:
+      _write_png(files["png"], tmp["png"], image, faces)
   record["files"] = {k: str(v) for k, v in files.items()}
   _say(len(faces), faces, ", ".join(map(str, files.values())) or "(no files asked for)")
   return record
 
 
 def image_files(folder) -> list[pathlib.Path]:
-  """The photos of a folder (by suffix, sorted); a clear error if there are none."""
+  """The photos of a folder (by suffix, sorted; hidden files and folders left out); a
+  clear error if there are none. Entries that are not regular files (a FIFO) are
+  kept, for ``read_image`` to name them."""
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"--images folder {folder} does not exist")
   files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                 and p.is_file())
+                 and not p.name.startswith(".") and not p.is_dir())
   if not files:
     raise ValueError(f"--images folder {folder} holds no photos ({', '.join(IMAGE_SUFFIXES)})")
   return files
@@ -223,62 +388,127 @@ def image_files(folder) -> list[pathlib.Path]:
 def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
                batch_size: int = 8, min_face_size: int = 0,
                outputs: Outputs | None = None, mirror: bool = False,
-               detector_settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+               detector_settings: Mapping[str, Any] | None = None) -> FolderRecords:
   """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
   detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
-  overlay per photo."""
+  overlay per photo (``overlay_stems`` names them). A photo that cannot be read is
+  skipped with a ``warning:`` line and listed in the result's ``skipped``."""
   outputs = outputs or Outputs()
+  check_run_settings(batch_size, min_face_size)
   files = image_files(folder) if not isinstance(folder, (list, tuple)) else [
       pathlib.Path(f) for f in folder]
   models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
   out_dir = _out_dir(models, output_dir)
-  records, total = [], 0
-  jsonl_path = out_dir / "predictions.jsonl"
-  with open(jsonl_path, "w") if outputs.json else open(os.devnull, "w") as jsonl:
+  overlays = ([out_dir / f"{s}_landmarks.png" for s in overlay_stems(files)]
+              if outputs.overlay else [])
+  paths = {k: out_dir / f"predictions.{k}" for k, wanted in
+           (("jsonl", outputs.json), ("csv", outputs.csv)) if wanted}
+  _note_replacing([*paths.values(), *overlays], out_dir)
+  records, total = FolderRecords(), 0
+  with contextlib.ExitStack() as stack:
+    tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
+    jsonl = None
+    if "jsonl" in paths:
+      with _naming(paths["jsonl"]):
+        jsonl = open(tmp["jsonl"], "w")
+      stack.callback(jsonl.close)
     for start in range(0, len(files), batch_size):
-      chunk = files[start:start + batch_size]
-      images = [pipeline.read_image(p) for p in chunk]
-      for path, image, faces in zip(chunk, images, models.faces(images)):
-        record = {"image": str(path.resolve()), **models.record(image, faces)}
-        jsonl.write(json.dumps(record) + "\n")
-        if outputs.overlay:
-          _write_png(out_dir / f"{path.stem}_landmarks.png", image, faces)
+      done, images = [], []
+      for i in range(start, min(start + batch_size, len(files))):
+        try:
+          images.append(pipeline.read_image(files[i]))
+          done.append(i)
+        except (ValueError, OSError) as e:
+          warn(f"{e}; skipped it")
+          records.skipped.append((str(files[i]), str(e)))
+      for i, image in zip(done, images):
+        models.note_scaled(files[i], image.shape)
+      for i, image, faces in zip(done, images, models.faces(images) if images else []):
+        record = {"image": str(files[i].resolve()), **models.record(image, faces)}
+        if jsonl is not None:
+          with _naming(paths["jsonl"]):
+            jsonl.write(_dumps(record) + "\n")
+        if overlays:
+          with replacing(overlays[i]) as t:
+            _write_png(overlays[i], t, image, faces)
         records.append(record)
         total += len(faces)
-  written = [jsonl_path] if outputs.json else []
-  if outputs.csv:
-    written.append(out_dir / "predictions.csv")
-    _write_csv(written[-1], records)
-  print(f"{len(files)} photo(s), {total} face(s) -> "
-        f"{', '.join(map(str, written)) or out_dir}", flush=True)
+    if "csv" in paths:
+      _write_csv(paths["csv"], tmp["csv"], records)
+    if jsonl is not None:
+      with _naming(paths["jsonl"]):
+        jsonl.close()
+  line = (f"{len(records)} photo(s), {total} face(s) -> "
+          f"{', '.join(map(str, paths.values())) or out_dir}")
+  if records.skipped:
+    line += f"; {len(records.skipped)} unreadable photo(s) skipped (named above)"
+  print(line, flush=True)
   return records
 
 
-def video_frames(path) -> tuple[Iterator[np.ndarray], float, tuple[int, int]]:
-  """RGB frames of a video, its frame rate and size; a clear error naming the file
-  when it cannot be read."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"video file {path} does not exist")
-  if path.stat().st_size == 0:
-    raise ValueError(f"video file {path} is empty")
-  cap = cv2.VideoCapture(str(path))
-  ok, first = cap.read() if cap.isOpened() else (False, None)
-  if not ok:
-    cap.release()
-    raise ValueError(f"{path} is not a video OpenCV can read (expected e.g. MP4, AVI, MOV)")
-  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+class VideoFrames:
+  """The RGB frames of a video, read on past frames OpenCV cannot decode.
 
-  def frames():
-    frame = first
-    while frame is not None:
-      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-      ok, frame = cap.read()
-      if not ok:
-        break
-    cap.release()
+  Iterating yields ``(index, frame)``, ``index`` the frame's place in the video.
+  A frame that fails to decode is skipped and counted (``skipped``: their
+  indices); reading ends at the container's frame count (``expected``, 0 when it
+  does not say) or after ``MAX_FAILURES_IN_A_ROW`` failures. ``missing``: frames
+  the container holds that were neither decoded nor skipped (a truncated file).
 
-  return frames(), float(fps), (first.shape[1], first.shape[0])
+  Raises:
+    FileNotFoundError, ValueError: naming the file when it cannot be read at all.
+  """
+
+  MAX_FAILURES_IN_A_ROW = 25
+
+  def __init__(self, path):
+    self.path = pathlib.Path(path)
+    if pipeline.check_regular_file(self.path, "video file").st_size == 0:
+      raise ValueError(f"video file {self.path} is empty")
+    self._cap = cv2.VideoCapture(str(self.path))
+    self.expected = (max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+                     if self._cap.isOpened() else 0)
+    self.decoded, self.skipped = 0, []
+    self._first, failures = None, 0
+    while self._cap.isOpened() and self._first is None and not self._stop(failures):
+      ok, frame = self._cap.read()
+      self._first, failures = (frame, failures) if ok else (None, failures + 1)
+    if self._first is None:
+      self._cap.release()
+      raise ValueError(f"{self.path} is not a video OpenCV can read (expected e.g. MP4, AVI, "
+                       "MOV)")
+    self.skipped = list(range(failures))
+    self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    self.size = (self._first.shape[1], self._first.shape[0])
+
+  def _stop(self, failures: int) -> bool:
+    """Whether ``failures`` failed reads in a row mean the end of the video."""
+    if failures >= self.MAX_FAILURES_IN_A_ROW:
+      return True
+    return bool(self.expected) and self.decoded + len(self.skipped) + failures >= self.expected
+
+  @property
+  def missing(self) -> int:
+    return max(0, self.expected - self.decoded - len(self.skipped))
+
+  def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+    frame, self._first = self._first, None
+    index, failures = len(self.skipped), 0
+    try:
+      while frame is not None:
+        self.decoded += 1
+        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        index += 1
+        frame = None
+        while frame is None and (failures == 0 or not self._stop(failures)):
+          ok, frame = self._cap.read()
+          if not ok:
+            frame, failures = None, failures + 1
+        if frame is not None:  # the failures before it were frames that did not decode
+          self.skipped += list(range(index, index + failures))
+          index, failures = index + failures, 0
+    finally:
+      self._cap.release()
 
 
 def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
@@ -288,60 +518,93 @@ def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-origi
   """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
   (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
   and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
-  filter), which removes most frame-to-frame jitter on still faces."""
+  filter), which removes most frame-to-frame jitter on still faces. Frames that do
+  not decode are skipped (``VideoFrames``): the result's ``skipped_frames`` and
+  ``missing_frames`` count them, ``frame_count`` is what the container says."""
   outputs = outputs or Outputs()
-  frames, fps, size = video_frames(video_path)
+  check_run_settings(batch_size, min_face_size)
+  video = VideoFrames(video_path)
+  fps, size = video.fps, video.size
   models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(video_path).stem
-  paths = {"jsonl": out_dir / f"{stem}_landmarks.jsonl", "mp4": out_dir / f"{stem}_landmarks.mp4",
-           "csv": out_dir / f"{stem}_landmarks.csv"}
-  if not outputs.json:
-    del paths["jsonl"]
-  if not outputs.overlay:
-    del paths["mp4"]
-  if not outputs.csv:
-    del paths["csv"]
-  writer = (cv2.VideoWriter(str(paths["mp4"]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-            if "mp4" in paths else None)
+  paths = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
+           (("jsonl", outputs.json), ("mp4", outputs.overlay), ("csv", outputs.csv)) if wanted}
+  _note_replacing(list(paths.values()), out_dir)
+  models.note_scaled(f"each frame of {video_path}", (size[1], size[0]))
   tracker = None
   if smooth:
     from jaxmarks import tracking  # pylint: disable=g-import-not-at-top
     tracker = tracking.FaceTracker()
-  n_frames = n_faces = 0
-  batch: list[np.ndarray] = []
+  n_faces = 0
+  batch: list[tuple[int, np.ndarray]] = []
   records: list[dict[str, Any]] = []
 
-  def flush(jsonl):
-    nonlocal n_frames, n_faces
-    for image, faces in zip(batch, models.faces(batch)):
-      if tracker is not None:
-        faces = tracker.update(faces, n_frames / fps)
-      record = {"frame": n_frames, **models.record(image, faces)}
-      jsonl.write(json.dumps(record) + "\n")
-      if outputs.csv:
-        records.append(record)
-      if writer is not None:
-        writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
-      n_frames += 1
-      n_faces += len(faces)
-    batch.clear()
+  with contextlib.ExitStack() as stack:
+    tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
+    writer = jsonl = None
+    if "mp4" in paths:
+      with _naming(paths["mp4"]):
+        writer = cv2.VideoWriter(str(tmp["mp4"]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+      stack.callback(writer.release)
+      if not writer.isOpened():
+        raise OutputError(f"cannot write {paths['mp4']}: OpenCV's VideoWriter cannot open it "
+                          "(codec mp4v)")
+    if "jsonl" in paths:
+      with _naming(paths["jsonl"]):
+        jsonl = open(tmp["jsonl"], "w")
+      stack.callback(jsonl.close)
 
-  with open(paths["jsonl"], "w") if "jsonl" in paths else open(os.devnull, "w") as jsonl:
-    for frame in frames:
-      batch.append(frame)
+    def flush():
+      nonlocal n_faces
+      images = [image for _, image in batch]
+      for (index, image), faces in zip(batch, models.faces(images)):
+        if tracker is not None:
+          faces = tracker.update(faces, index / fps)
+        record = {"frame": index, **models.record(image, faces)}
+        if jsonl is not None:
+          with _naming(paths["jsonl"]):
+            jsonl.write(_dumps(record) + "\n")
+        if outputs.csv:
+          records.append(record)
+        if writer is not None:
+          with _naming(paths["mp4"]):
+            writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
+        n_faces += len(faces)
+      batch.clear()
+
+    for index, frame in video:
+      batch.append((index, frame))
       if len(batch) == batch_size:
-        flush(jsonl)
+        flush()
     if batch:
-      flush(jsonl)
-  if writer is not None:
-    writer.release()
-  if "csv" in paths:
-    _write_csv(paths["csv"], records)
-  print(f"{n_frames} frame(s), {n_faces} face(s) in all -> "
-        f"{', '.join(map(str, paths.values())) or out_dir}", flush=True)
-  return {"frames": n_frames, "faces": n_faces,
-          "files": {k: str(v) for k, v in paths.items()}}
+      flush()
+    if writer is not None:
+      writer.release()
+      if not tmp["mp4"].is_file() or tmp["mp4"].stat().st_size == 0:
+        raise OutputError(f"cannot write {paths['mp4']}: OpenCV's VideoWriter wrote nothing")
+    if "csv" in paths:
+      _write_csv(paths["csv"], tmp["csv"], records)
+    if jsonl is not None:
+      with _naming(paths["jsonl"]):
+        jsonl.close()
+  line = (f"{video.decoded} frame(s), {n_faces} face(s) in all -> "
+          f"{', '.join(map(str, paths.values())) or out_dir}")
+  if video.skipped or video.missing:
+    shown = ", ".join(map(str, video.skipped[:10])) + (", ..." if len(video.skipped) > 10 else "")
+    warn(f"{video_path}: "
+         + (f"{len(video.skipped)} frame(s) could not be decoded and were skipped (frame "
+            f"{shown})" if video.skipped else "")
+         + ("; " if video.skipped and video.missing else "")
+         + (f"{video.missing} frame(s) could not be read at the end" if video.missing else "")
+         + f"; the video says it holds {video.expected}")
+    line += (f"; {len(video.skipped) + video.missing} of the video's {video.expected} frames "
+             "could not be read (see the warning)")
+  print(line, flush=True)
+  return {"frames": video.decoded, "faces": n_faces,
+          "files": {k: str(v) for k, v in paths.items()},
+          "skipped_frames": len(video.skipped), "missing_frames": video.missing,
+          "frame_count": video.expected}
 
 
 def classify_paths(paths: Sequence[str]) -> tuple[str, Any]:
@@ -353,9 +616,9 @@ def classify_paths(paths: Sequence[str]) -> tuple[str, Any]:
   for p in map(pathlib.Path, paths):
     if p.is_dir():
       kinds.append("folder")
-    elif not p.exists():
-      raise FileNotFoundError(f"{p} does not exist")
-    elif p.suffix.lower() in VIDEO_SUFFIXES:
+      continue
+    pipeline.check_regular_file(p, "")  # /dev/zero, a FIFO: would never end
+    if p.suffix.lower() in VIDEO_SUFFIXES:
       kinds.append("video")
     else:
       kinds.append("image")  # read_image says clearly if it is none
@@ -367,6 +630,8 @@ def classify_paths(paths: Sequence[str]) -> tuple[str, Any]:
 
 
 def main(argv) -> None:
+  """Exit status 0; 2 with one ``error:`` line for a bad input; 1 when a photo of a
+  folder or frames of a video were skipped (each named in a ``warning:`` line)."""
   given = {f: FLAGS[f].value for f in ("image", "images", "video") if FLAGS[f].value}
   try:
     if len(argv) > 1:
@@ -374,7 +639,7 @@ def main(argv) -> None:
         raise app.UsageError("give photos either as arguments or with --image/--images/--video")
       kind, what = classify_paths(argv[1:])
       given = {kind: what}
-  except (FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
   if len(given) != 1:
@@ -388,23 +653,33 @@ def main(argv) -> None:
     raise app.UsageError("give --model or --workdir, not both")
   workdir, detector = FLAGS.workdir or FLAGS.model or None, FLAGS.detector
   outputs = Outputs(FLAGS.json, FLAGS.csv, FLAGS.overlay)
+  status = 0
   try:
+    check_run_settings(FLAGS.batch_size, FLAGS.min_face_size)
     if workdir and methods.is_detector(workdir):  # its own five points are the landmarks
+      if FLAGS.mirror:
+        raise ValueError(f"--mirror is test-time mirroring for a landmark method, and {workdir} "
+                         "is a face detector: for its own five points use "
+                         "--detector_setting=landmark_mirror=True")
       workdir, detector = None, workdir
     settings = methods.parse_settings(FLAGS.detector_setting)
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
           FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
     elif "images" in given:
-      run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
-                 FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
+      records = run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
+                           FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror,
+                           settings)
+      status = 1 if records.skipped else 0
     else:
-      run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
-                FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth, FLAGS.mirror,
-                settings)
-  except (FileNotFoundError, ValueError) as e:
+      result = run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
+                         FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth,
+                         FLAGS.mirror, settings)
+      status = 1 if result["skipped_frames"] or result["missing_frames"] else 0
+  except (OSError, ValueError, cv2.error) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
+  sys.exit(status)
 
 
 def define_flags() -> None:
@@ -415,17 +690,20 @@ def define_flags() -> None:
   flags.DEFINE_string("model", None, "A bundled model by name (jaxmarks models lists them); "
                       "the same as --workdir.")
   flags.DEFINE_string("image", None, "A photo.")
-  flags.DEFINE_string("images", None, "A folder of photos (batched).")
-  flags.DEFINE_string("video", None, "A video file.")
+  flags.DEFINE_string("images", None, "A folder of photos (batched); a photo that cannot be "
+                      "read is skipped with a warning naming it, and the run exits 1.")
+  flags.DEFINE_string("video", None, "A video file; undecodable frames are skipped, counted "
+                      "and the run exits 1.")
   flags.DEFINE_string("detector", "mtcnn-original", "Face detector: a bundled model "
                       "(mtcnn-original), an MTCNN workdir, or none (the photo is a face crop).")
   flags.DEFINE_multi_string("box", [], "Face box x0,y0,x1,y1 in image pixels instead of the "
                             "detector; repeat it for several faces.")
   flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/predictions, or "
-                      "./predictions).")
-  flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call.")
+                      "./predictions), checked to be writable before anything runs; files of "
+                      "an earlier run are replaced (a note says so) only once complete.")
+  flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call (>= 1).")
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
-                       "model's own, 20 for MTCNN); larger is faster.")
+                       "model's own, 20 for MTCNN; else >= 12); larger is faster.")
   flags.DEFINE_multi_string("detector_setting", [], "The detector's inference setting, "
                             "name=value (its config.detector), e.g. landmark_refine=True "
                             "or thresholds=(0.5,0.6,0.6); repeatable.")

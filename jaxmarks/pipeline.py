@@ -28,7 +28,12 @@ face's landmarks (brows to chin, ear to ear).
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import pathlib
+import stat
+import struct
+import sys
 from typing import Sequence
 
 import cv2
@@ -40,8 +45,17 @@ from jaxmarks import transforms
 from jaxmarks.methods import workdir as workdir_lib
 from jaxmarks.methods.base import Detections, Detector, Predictor
 
-__all__ = ["Face", "GivenBoxes", "CentralSquare", "read_image", "check_box",
-           "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict", "draw_faces"]
+__all__ = ["Face", "GivenBoxes", "CentralSquare", "ScaledDetection", "read_image",
+           "check_box", "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict",
+           "draw_faces", "MAX_IMAGE_PIXELS", "MAX_DETECT_PIXELS"]
+
+# Photos larger than this are refused before they are decoded (3 bytes a pixel, twice
+# over while decoding: 200 megapixels are about 1.2 GB).
+MAX_IMAGE_PIXELS = 200_000_000
+# Photos larger than this are searched for faces on a scaled-down copy
+# (``ScaledDetection``): MTCNN's pyramid on 144 megapixels takes minutes and GBs.
+MAX_DETECT_PIXELS = 50_000_000
+
 
 @dataclasses.dataclass
 class Face:
@@ -53,7 +67,7 @@ class Face:
     landmarks: ``(K, 2)`` the landmark method's points, image pixels.
     points: ``(5, 2)`` the detector's own five points, or None.
     diverged: whether the landmark fit flagged itself as failed (classical
-      methods), or None.
+      methods) or gave points that are not finite (NaN, inf), or None.
     track_id: the face's track across video frames (``jaxmarks.tracking``), or None.
   """
 
@@ -65,17 +79,177 @@ class Face:
   track_id: int | None = None
 
 
-def read_image(path) -> np.ndarray:
-  """Reads a photo as ``(H, W, 3)`` uint8 RGB; a clear error if it is not one."""
+def note(message: str) -> None:
+  """A one-line notice on stderr (``note: ...``): something done that the user should
+  know of, not an error."""
+  print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def check_regular_file(path, what: str = "file") -> os.stat_result:
+  """``os.stat`` of a file that must be a regular one (not a folder, a device such as
+  ``/dev/zero``, a FIFO or a socket, which would block or never end); ``what``
+  starts the messages (``"image file"``; empty: the path alone).
+
+  Raises:
+    FileNotFoundError: it does not exist (or is a broken link).
+    ValueError: it is something else than a regular file, or cannot be read.
+  """
   path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"image file {path} does not exist")
-  raw = np.fromfile(str(path), np.uint8)
-  image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+  name = f"{what} {path}" if what else str(path)
+  try:
+    st = os.stat(path)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{name} does not exist") from None
+  except OSError as e:
+    raise ValueError(f"{name} cannot be read: {e.strerror or e}") from None
+  if stat.S_ISDIR(st.st_mode):
+    raise ValueError(f"{name} is a folder, not a file")
+  if not stat.S_ISREG(st.st_mode):
+    raise ValueError(f"{name} is not a regular file (a device, FIFO or socket)")
+  return st
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunks(raw: bytes):
+  """``(type, data)`` of a PNG's chunks up to the first IDAT (a damaged length ends it)."""
+  pos = len(_PNG_SIGNATURE)
+  while pos + 8 <= len(raw):
+    length, kind = struct.unpack(">I4s", raw[pos:pos + 8])
+    if kind == b"IDAT" or pos + 12 + length > len(raw):
+      return
+    yield kind, raw[pos + 8:pos + 8 + length]
+    pos += 12 + length
+
+
+def _header_size(raw: bytes) -> tuple[int, int] | None:
+  """``(width, height)`` from a PNG, JPEG or BMP header (None for other formats or a
+  header that cannot be read): the size is known before anything is decoded."""
+  if raw.startswith(_PNG_SIGNATURE) and raw[12:16] == b"IHDR":
+    return struct.unpack(">II", raw[16:24])
+  if raw.startswith(b"BM") and len(raw) >= 26:
+    w, h = struct.unpack("<ii", raw[18:26])
+    return abs(w), abs(h)
+  if raw.startswith(b"\xff\xd8"):
+    pos = 2
+    while pos + 4 <= len(raw):
+      if raw[pos] != 0xFF:
+        return None
+      marker = raw[pos + 1]
+      if marker == 0xFF:  # fill byte
+        pos += 1
+        continue
+      if marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+        pos += 2
+        continue
+      (length,) = struct.unpack(">H", raw[pos + 2:pos + 4])
+      if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+        if pos + 9 > len(raw):
+          return None
+        h, w = struct.unpack(">HH", raw[pos + 5:pos + 9])
+        return w, h
+      if marker == 0xDA:  # start of scan: no frame header before it
+        return None
+      pos += 2 + length
+  return None
+
+
+def _significant_bits(values: np.ndarray, declared: int | None) -> tuple[int, str]:
+  """The bits a 16-bit channel's data use: the PNG's sBIT when it says, else those
+  of the next power of two above the data's largest value (at least 8)."""
+  if declared and 1 <= declared <= 16:
+    return declared, "its sBIT chunk"
+  top = int(values.max()) if values.size else 0
+  return max(8, top.bit_length()), f"its largest value is {top}"
+
+
+def _sbit(raw: bytes) -> tuple[int | None, int | None]:
+  """A PNG's significant bits (sBIT chunk) of its colour and its alpha channels."""
+  if not raw.startswith(_PNG_SIGNATURE):
+    return None, None
+  color_type = raw[25] if len(raw) > 25 else 0
+  for kind, data in _png_chunks(raw):
+    if kind == b"sBIT" and data:
+      has_alpha = color_type in (4, 6)
+      colors = data[:-1] if has_alpha and len(data) > 1 else data
+      return max(colors), (data[-1] if has_alpha and len(data) > 1 else None)
+  return None, None
+
+
+def _to_8_bits(channel: np.ndarray, bits: int) -> np.ndarray:
+  top = (1 << bits) - 1
+  return np.clip(np.rint(channel.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def read_image(path) -> np.ndarray:
+  """Reads a photo as ``(H, W, 3)`` uint8 RGB; a clear error if it is not one.
+
+  Grey photos become three equal channels; a photo with an alpha channel (grey or
+  colour, 8 or 16 bits) is composited over white, as viewers show it; 16-bit data
+  are scaled to 8 bits by the bits they use: the PNG's sBIT chunk, else the next
+  power of two above the largest value (a ``note:`` line on stderr says so when
+  that is not 16). Photos above ``MAX_IMAGE_PIXELS`` are refused from their header
+  when it can be read (PNG, JPEG, BMP), before decoding.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: it is not a regular file, not a photo OpenCV decodes, or too large.
+  """
+  path = pathlib.Path(path)
+  check_regular_file(path, "image file")
+  try:
+    raw = np.fromfile(str(path), np.uint8)
+  except OSError as e:
+    raise ValueError(f"image file {path} cannot be read: {e.strerror or e}") from None
+  head = raw[:1 << 20].tobytes()  # JPEG: the frame header follows EXIF, ICC, ...
+  size = _header_size(head)
+  if size is not None:
+    _check_pixels(path, *size)
+  png = head.startswith(_PNG_SIGNATURE)
+  # PNG: every channel and bit as stored (alpha, sBIT); other formats: EXIF
+  # orientation applied, depth kept (16-bit TIFF), alpha dropped.
+  flags = cv2.IMREAD_UNCHANGED if png else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+  try:
+    image = cv2.imdecode(raw, flags) if raw.size else None
+    if image is not None and image.dtype not in (np.uint8, np.uint16):  # float TIFF, ...
+      image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+  except cv2.error as e:
+    raise ValueError(f"{path} is not an image file OpenCV can decode (OpenCV: "
+                     f"{getattr(e, 'err', '') or str(e).strip().splitlines()[-1]})") from None
   if image is None:
     raise ValueError(f"{path} is not an image file OpenCV can decode "
                      "(expected e.g. JPEG, PNG, BMP, TIFF)")
+  _check_pixels(path, image.shape[1], image.shape[0])
+  if image.ndim == 2:
+    image = image[:, :, None]
+  if image.dtype == np.uint16:
+    color_sbit, alpha_sbit = _sbit(head) if png else (None, None)
+    n_color = 3 if image.shape[2] >= 3 else 1
+    bits, why = _significant_bits(image[:, :, :n_color], color_sbit)
+    if bits != 16:
+      note(f"{path} is a 16-bit image whose data use {bits} bits ({why}): scaled "
+           f"0..{(1 << bits) - 1} to 0..255")
+    channels = [_to_8_bits(image[:, :, :n_color], bits)]
+    if image.shape[2] in (2, 4):
+      channels.append(_to_8_bits(image[:, :, n_color:],
+                                 _significant_bits(image[:, :, n_color:], alpha_sbit)[0]))
+    image = np.concatenate(channels, axis=2)
+  if image.shape[2] in (2, 4):  # composited over white
+    alpha = image[:, :, -1:].astype(np.float32) / 255.0
+    image = np.rint(image[:, :, :-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+  if image.shape[2] == 1:
+    return np.ascontiguousarray(np.repeat(image, 3, axis=2))
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _check_pixels(path, width: int, height: int) -> None:
+  if width * height > MAX_IMAGE_PIXELS:
+    raise ValueError(
+        f"{path} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); photos "
+        f"above {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are refused: scale it down first "
+        "(faces are found on at most "
+        f"{MAX_DETECT_PIXELS / 1e6:.0f} megapixels anyway)")
 
 
 # A face box may stick out of its photo, but not be this many times larger than it.
@@ -150,6 +324,55 @@ class CentralSquare:
     return out
 
 
+class ScaledDetection:
+  """A detector run on a scaled-down copy of each photo above ``max_pixels`` (the
+  boxes and points mapped back to the photo's own pixels); smaller photos are passed
+  as they are. The landmarks are then fitted on the full photo. Other attributes
+  (``config``, ``settings``) are the wrapped detector's.
+
+  Args:
+    detector: the detector (``jaxmarks.methods.Detector``).
+    max_pixels: the largest photo searched as it is (default ``MAX_DETECT_PIXELS``,
+      read at each call).
+  """
+
+  def __init__(self, detector: Detector, max_pixels: int | None = None):
+    self.detector = detector
+    self.max_pixels = max_pixels
+
+  def __getattr__(self, name):
+    if name == "detector":
+      raise AttributeError(name)
+    return getattr(self.detector, name)
+
+  def scaled_size(self, shape) -> tuple[int, int] | None:
+    """``(width, height)`` of the copy a photo of ``shape`` is searched on, or None
+    when it is searched as it is."""
+    limit = self.max_pixels or MAX_DETECT_PIXELS
+    h, w = int(shape[0]), int(shape[1])
+    if h * w <= limit:
+      return None
+    s = math.sqrt(limit / (h * w))
+    return max(1, int(w * s)), max(1, int(h * s))
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    sizes = [self.scaled_size(im.shape) for im in images]
+    small = [im if wh is None else cv2.resize(im, wh, interpolation=cv2.INTER_AREA)
+             for im, wh in zip(images, sizes)]
+    out = []
+    for image, wh, dets in zip(images, sizes, self.detector.detect(small)):
+      if wh is None or not len(dets):
+        out.append(dets)
+        continue
+      # pixel centres: x_small = (x + 0.5) * s - 0.5
+      s = np.array([wh[0] / image.shape[1], wh[1] / image.shape[0]], np.float64)
+      back = lambda p: (np.asarray(p, np.float64) + 0.5) / s - 0.5  # noqa: E731
+      boxes = back(dets.boxes.reshape(-1, 2, 2)).reshape(-1, 4)
+      points = None if dets.points is None else back(dets.points)
+      out.append(Detections(boxes, dets.scores, points))
+    return out
+
+
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
                        detector: Detector, batch_size: int = 64) -> list[list[Face]]:
   """Landmarks of every face in every photo.
@@ -192,22 +415,34 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
     for r in range(lm.shape[0]):
       i, j = owner[start + r]
       dets = detections[i]
+      flag = None if diverged is None else bool(np.asarray(diverged)[r])
+      if not np.all(np.isfinite(lm[r])):
+        flag = True  # the method's points are not numbers: a failed fit
       faces[i].append(Face(
           box=dets.boxes[j], score=float(dets.scores[j]),
           landmarks=transforms.apply_affine(inverse[start + r], lm[r]),
-          points=None if dets.points is None else dets.points[j],
-          diverged=None if diverged is None else bool(np.asarray(diverged)[r])))
+          points=None if dets.points is None else dets.points[j], diverged=flag))
   return faces
 
 
+def _drawable(values) -> bool:
+  """Finite and small enough for OpenCV's int coordinates."""
+  v = np.asarray(values, np.float64)
+  return bool(np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e7))
+
+
 def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-  """The photo (RGB) with each face's box (green) and landmarks (red) drawn."""
+  """The photo (RGB) with each face's box (green) and landmarks (red) drawn; points
+  and boxes that are not finite (a diverged fit) are left out."""
   canvas = image.copy()
   scale = max(1, int(round(max(image.shape[:2]) / 400)))
   for face in faces:
-    b = np.round(np.asarray(face.box)).astype(int)
-    cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0), scale)
-    for x, y in np.asarray(face.landmarks):
-      cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1,
-                 lineType=cv2.LINE_AA)
+    if _drawable(face.box):
+      b = np.round(np.asarray(face.box, np.float64)).astype(int)
+      cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0),
+                    scale)
+    for x, y in np.asarray(face.landmarks, np.float64).reshape(-1, 2):
+      if _drawable((x, y)):
+        cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1,
+                   lineType=cv2.LINE_AA)
   return canvas
