@@ -20,6 +20,14 @@ What it does, in order:
    data and its terms, the split and its NME with every normalisation, the size,
    the parameters and the speed.
 
+Everything is written into a temporary folder beside the target and renamed into
+place only at the end, so a failure leaves the bundled models as they were. The
+name must be lowercase letters, digits and ``-``, starting with a letter. An
+existing bundled model is replaced only with ``--replace``; an imported model
+that carries its own NOTICE or LICENSE (``mtcnn-original``), and a folder that is
+not a bundled model (``samples``), never are. ``--output_root`` writes elsewhere
+than the package (a copy of it, in tests).
+
 Register the new name in ``jaxmarks/bundled/__init__.py`` (``MODELS``).
 """
 
@@ -30,6 +38,8 @@ import json
 import os
 import pathlib
 import platform
+import re
+import shutil
 import subprocess
 import sys
 
@@ -39,7 +49,8 @@ from absl import logging as absl_logging
 import numpy as np
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained workdir (or export folder).")
-_NAME = flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w.")
+_NAME = flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w: "
+                            "lowercase letters, digits and '-', starting with a letter.")
 _COMMAND = flags.DEFINE_string("command", "", "The command that trained the workdir (for the "
                                "card).")
 _NOTE = flags.DEFINE_string("note", "", "One more paragraph for the card (what the model is "
@@ -49,6 +60,12 @@ _MAX_CHANGE = flags.DEFINE_float("max_nme_change", 0.01, "Largest change of the 
 _FLOAT16 = flags.DEFINE_bool("float16", True, "Try float16 storage.")
 _OUT = flags.DEFINE_string("output_root", "", "Where the model folder goes (default: the "
                            "package's jaxmarks/bundled).")
+_REPLACE = flags.DEFINE_bool("replace", False, "Replace a bundled model of the same name "
+                             "(never an imported one with a NOTICE or LICENSE, such as "
+                             "mtcnn-original).")
+
+# A bundled model's name: lowercase letters, digits and '-', starting with a letter.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]*")
 
 # Terms of the data a bundled model may be trained on (the datasets' own terms).
 DATA_TERMS = {
@@ -123,34 +140,98 @@ def render_card(card: dict) -> str:
   return "\n".join(lines)
 
 
+def check_target(name: str, root: pathlib.Path, replace: bool) -> pathlib.Path:
+  """The folder bundled model ``name`` goes to under ``root``; a one-line ValueError
+  when the name is malformed or the folder may not be (re)written. Reads only."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  if not NAME_PATTERN.fullmatch(name):
+    raise ValueError(f"--name={name!r} is not a valid bundled model name: use lowercase "
+                     "letters, digits and '-', starting with a letter (e.g. cpr-300w)")
+  target = root / name.replace("-", "_")
+  if not target.exists():
+    return target
+  if not target.is_dir() or not (target / "export.json").is_file():
+    raise ValueError(f"{target} exists and is not a bundled model's folder: choose another "
+                     "--name")
+  notices = sorted(p.name for p in target.iterdir()
+                   if p.name.upper().startswith(("NOTICE", "LICENSE")))
+  if notices:
+    raise ValueError(f"bundled model {name!r} ({target}) is an imported model with its own "
+                     f"{' and '.join(notices)}; experiments.bundle never replaces it: choose "
+                     "another --name")
+  if not replace:
+    default = (" (the default model of jaxmarks predict)"
+               if name in (bundled.DEFAULT_LANDMARKS, bundled.DEFAULT_DETECTOR) else "")
+    raise ValueError(f"bundled model {name!r} already exists in {target}{default}; pass "
+                     "--replace to replace it, or choose another --name")
+  return target
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   absl_logging.set_verbosity(absl_logging.WARNING)
+  try:
+    _bundle()
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _bundle() -> None:
+  """``main`` without the error handling."""
   from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+
+  if not _WORKDIR.value or not _NAME.value:
+    raise app.UsageError("--workdir and --name are required")
+  # Refused before anything is read or written.
+  root = (pathlib.Path(_OUT.value).expanduser() if _OUT.value
+          else pathlib.Path(bundled.__file__).parent).resolve()
+  target = check_target(_NAME.value, root, _REPLACE.value)
+  workdir = pathlib.Path(_WORKDIR.value).expanduser().resolve()
+  source = export.locate(workdir)
+  if source is None:
+    raise FileNotFoundError(f"{workdir} holds no inference export (export/): train it to the "
+                            "end first")
+  config, arrays, info = export.read(source)
+  unit = methods.get(config.method)
+  if unit.kind == "detector":
+    raise ValueError("detectors are bundled by their own command (experiments.import_mtcnn)")
+  staging = root / f".{target.name}.bundling-{os.getpid()}"
+  try:
+    _write(staging, workdir, source, config, arrays, info, unit)
+    aside = root / f".{target.name}.replaced-{os.getpid()}"
+    if target.exists():
+      os.replace(target, aside)
+    try:
+      os.replace(staging, target)
+    except OSError:
+      if aside.exists():
+        os.replace(aside, target)  # the old model back
+      raise
+    shutil.rmtree(aside, ignore_errors=True)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  card = json.loads((target / "card.json").read_text())
+  ev = card["evaluation"]
+  print(f"wrote {target} ({card['storage']['dtype']}, {card['storage']['bytes'] / 1e6:.2f} MB):"
+        f" inter-ocular NME {100 * ev['bundled']['nme_inter_ocular']:.3f} % (float32 "
+        f"{100 * ev['float32']['nme_inter_ocular']:.3f} %), "
+        f"{card['speed']['ms_per_face_batch1']:.2f} ms/face at batch 1", flush=True)
+  if _NAME.value not in bundled.MODELS:
+    print(f"register it: add {_NAME.value!r}: {target.name!r} to MODELS in "
+          "jaxmarks/bundled/__init__.py", flush=True)
+
+
+def _write(target: pathlib.Path, workdir, source, config, arrays, info, unit) -> None:
+  """Evaluates the export ``source`` and writes the bundled model into ``target``."""
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
   from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-
-  if not _WORKDIR.value or not _NAME.value:
-    raise app.UsageError("--workdir and --name are required")
-  workdir = pathlib.Path(_WORKDIR.value).expanduser().resolve()
-  source = export.locate(workdir)
-  if source is None:
-    print(f"error: {workdir} holds no inference export (export/): train it to the end first",
-          file=sys.stderr)
-    sys.exit(2)
-  config, arrays, info = export.read(source)
-  unit = methods.get(config.method)
-  if unit.kind == "detector":
-    print("error: detectors are bundled by their own command (experiments.import_mtcnn)",
-          file=sys.stderr)
-    sys.exit(2)
-  root = pathlib.Path(_OUT.value) if _OUT.value else pathlib.Path(bundled.__file__).parent
-  target = root / _NAME.value.replace("-", "_")
-
   predictor32 = methods.load_predictor(source)
   data = evaluation.eval_data_config(config)
   split = data.eval_split
@@ -205,12 +286,6 @@ def main(argv) -> None:
   }
   (target / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
   (target / "MODEL_CARD.md").write_text(render_card(card))
-  print(f"wrote {target} ({dtype}, {card['storage']['bytes'] / 1e6:.2f} MB): inter-ocular NME "
-        f"{100 * s16['nme_inter_ocular']:.3f} % (float32 {100 * s32['nme_inter_ocular']:.3f} "
-        f"%), {speed['ms_per_face_batch1']:.2f} ms/face at batch 1", flush=True)
-  if _NAME.value not in bundled.MODELS:
-    print(f"register it: add {_NAME.value!r}: {target.name!r} to MODELS in "
-          "jaxmarks/bundled/__init__.py", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ r"""Evaluates a trained method (a workdir or an export folder) on any split of a
 Prints n and the NME under each normalisation (inter-ocular, inter-pupil, box
 diagonal) with AUC@0.08 and the failure rate (plus the divergence count when the
 method reports one, and each stage's NME for cascades), and writes into the
-output folder (default: the workdir) ``evaluation_<dataset>_<split>.json``,
+output folder (default: the workdir; for a bundled model or an export folder on its
+own, ``./evaluation/<name>/``, said when it starts) ``evaluation_<dataset>_<split>.json``,
 ``ced_<dataset>_<split>.png`` and ``landmarks_<dataset>_<split>.png``
 (``jaxmarks.evaluation.evaluate_trained``). ``--mirror`` averages each prediction
 with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.methods.mirror``).
@@ -58,7 +59,10 @@ def _define_flags() -> None:
   flags.DEFINE_enum("box_source", None, ["landmarks", "box"],
                     "Face box: ground-truth landmark box or the dataset's box feature.")
   flags.DEFINE_integer("batch_size", 64, "Evaluation batch size.")
-  flags.DEFINE_string("output_dir", "", "Where to write the JSON/PNGs (default: workdir).")
+  flags.DEFINE_string("output_dir", "", "Where to write the JSON/PNGs (default: the workdir; "
+                      "a workdir's export/ folder: its workdir; a bundled model or an export "
+                      "folder on its own: ./evaluation/<name>/). Never inside the installed "
+                      "package.")
   flags.DEFINE_integer("num_faces", 16, "Faces drawn in the landmark grid.")
   flags.DEFINE_string("scheme", "", "Score in this landmark scheme, both sides converted "
                       "(e.g. mtfl5: a 68-point method's error on the five MTFL points); "
@@ -93,10 +97,17 @@ def main(argv) -> None:
   try:
     if methods.is_detector(FLAGS.workdir):
       from jaxmarks.detection import evaluate as detection_eval  # pylint: disable=g-import-not-at-top
+      output_dir = FLAGS.output_dir
+      if not output_dir:  # the rule of evaluation.evaluate_trained
+        output_dir, why = evaluation.output_dir_for(methods.resolve(FLAGS.workdir))
+        if why:
+          print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
+                "another folder)", flush=True)
+      evaluation.check_output_dir(output_dir)
       detection_eval.evaluate_trained_detector(
           FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
           manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
-          builder_config=FLAGS.builder_config, output_dir=FLAGS.output_dir or None,
+          builder_config=FLAGS.builder_config, output_dir=output_dir,
           limit=FLAGS.limit or None,
           settings=_detector_settings())
       return

@@ -33,8 +33,9 @@ from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
 
 __all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
-           "eval_data_config", "run_predictor", "write_results", "evaluate", "evaluate_trained",
-           "time_predictor", "batched_speed"]
+           "eval_data_config", "run_predictor", "write_results", "output_dir_for",
+           "check_output_dir", "evaluate", "evaluate_trained", "time_predictor",
+           "batched_speed"]
 
 THRESHOLD = 0.08
 # Every summary reports these normalisations (outer eye corners, eye centres,
@@ -81,7 +82,10 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
   Returns:
     ``n``, ``threshold``, ``scheme``; for each normalisation ``norm`` of
     ``REPORTED_NORMALIZATIONS``: ``nme_<norm>``, ``auc_<norm>``,
-    ``failure_rate_<norm>`` (fractions, not percent); ``failure_rate_0.1_inter_ocular``
+    ``failure_rate_<norm>`` (fractions, not percent) and ``n_nonfinite_<norm>`` (faces
+    whose error is NaN or infinite: failures in the failure rate, the CED and the
+    AUC; the mean NME is then NaN); ``n_nonfinite`` (faces non-finite under any of
+    them); ``failure_rate_0.1_inter_ocular``
     and ``per_landmark_nme_inter_ocular`` (K values); ``diverged`` (a count)
     when given; ``stages`` (per stage: ``stage``, ``nme_inter_ocular``,
     ``nme_inter_pupil``, ``auc_inter_ocular``) when there is more than one.
@@ -92,13 +96,17 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
     raise ValueError("the evaluation has no faces")
   out: dict[str, Any] = {"n": int(pred.shape[0]), "threshold": float(threshold),
                          "scheme": str(scheme)}
+  nonfinite = np.zeros(pred.shape[0], bool)
   for norm in REPORTED_NORMALIZATIONS:
     e = np.asarray(metrics_lib.nme(pred, gt, scheme, norm))
     out[f"nme_{norm}"], out[f"auc_{norm}"], out[f"failure_rate_{norm}"] = _error_summary(
         e, threshold)
+    out[f"n_nonfinite_{norm}"] = int(np.sum(~np.isfinite(e)))
+    nonfinite |= ~np.isfinite(e)
+  out["n_nonfinite"] = int(np.sum(nonfinite))
   # The MTFL papers' failure threshold (10 % of the eye distance) and per-point errors.
   e = np.asarray(metrics_lib.nme(pred, gt, scheme, "inter_ocular"))
-  out["failure_rate_0.1_inter_ocular"] = float(np.mean(e > 0.1))
+  out["failure_rate_0.1_inter_ocular"] = float(metrics_lib.failure_rate(e, 0.1))
   dist = np.asarray(metrics_lib.normalizing_distance(gt, scheme, "inter_ocular"))
   per_point = np.linalg.norm(pred - gt, axis=-1) / dist[:, None]
   out["per_landmark_nme_inter_ocular"] = [float(v) for v in per_point.mean(axis=0)]
@@ -132,9 +140,11 @@ def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
   for norm in REPORTED_NORMALIZATIONS:
     if f"nme_{norm}" not in summary:
       continue
+    bad = summary.get(f"n_nonfinite_{norm}", 0)
     lines.append(
         f"[{label}] NME({norm})={100 * summary[f'nme_{norm}']:.3f}% "
-        f"AUC@{t}({norm})={summary[f'auc_{norm}']:.4f} "
+        + (f"({bad} of {summary['n']} faces non-finite, counted as failures) " if bad else "")
+        + f"AUC@{t}({norm})={summary[f'auc_{norm}']:.4f} "
         f"FR@{t}({norm})={100 * summary[f'failure_rate_{norm}']:.2f}%")
   if "failure_rate_0.1_inter_ocular" in summary:
     lines.append(f"[{label}] FR@0.1(inter_ocular)="
@@ -255,6 +265,41 @@ def write_results(outdir, result: Mapping[str, Any], summary: Mapping[str, Any],
       ncols=ncols, titles=[f"NME io {100 * x:.1f}%" for x in e],
       title=f"{label}: prediction (red), ground truth (green)")
   return {"json": str(json_path), "ced": str(ced_path), "grid": str(grid_path)}
+
+
+def output_dir_for(path) -> tuple[pathlib.Path, str]:
+  """Where the evaluation of the trained method in ``path`` is written when no output
+  folder is given, and why there (``""`` for the usual place).
+
+  A workdir: the workdir itself. A workdir's ``export/`` folder: its workdir. A
+  bundled model (in the installed package, ``jaxmarks.bundled.contains``) or an
+  export folder on its own (a copied model, which should stay only the model):
+  ``./evaluation/<name>/`` (the bundled model's name, else the folder's name).
+  """
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import export as export_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path).expanduser().resolve()
+  if bundled.contains(path):
+    name = {folder: n for n, folder in bundled.MODELS.items()}.get(path.name, path.name)
+    return (pathlib.Path("evaluation", name).resolve(),
+            f"{path} is the bundled model {name!r} in the installed package")
+  if export_lib.locate(path) == path:  # an export folder, not a workdir
+    if (path.name == workdir_lib.EXPORT_DIR
+        and (path.parent / workdir_lib.CONFIG_FILE).is_file()):
+      return path.parent, f"{path} is the export of the workdir {path.parent}"
+    return (pathlib.Path("evaluation", path.name).resolve(),
+            f"{path} is an export folder (it holds only the model)")
+  return path, ""
+
+
+def check_output_dir(output_dir) -> None:
+  """Refuses an output folder inside the installed package (a bundled model's folder)."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(output_dir).expanduser().resolve()
+  if bundled.contains(folder) or folder == pathlib.Path(bundled.__file__).parent.resolve():
+    raise ValueError(f"the output folder {folder} is inside the installed jaxmarks package "
+                     "(the bundled models); choose another --output_dir")
 
 
 def _safe(name: str) -> str:
@@ -387,7 +432,9 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
                      predictor=None, mirror: bool = False,
                      compare_as: str | None = None) -> dict[str, Any]:
   """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
-  split of any dataset with its scheme; writes into ``output_dir`` (default ``path``).
+  split of any dataset with its scheme; writes into ``output_dir`` (default: the
+  workdir; for a bundled model or an export folder on its own ``./evaluation/<name>/``,
+  ``output_dir_for``, and says so). An ``output_dir`` in the installed package is refused.
 
   The dataset and its location default to the method's own ``config.data``; the
   crop settings are always the method's. ``predictor`` skips restoring it again.
@@ -397,6 +444,12 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
   """
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   path = methods.resolve(path)  # a folder, or a bundled model's name
+  if not output_dir:
+    output_dir, why = output_dir_for(path)
+    if why:
+      print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
+            "another folder)", flush=True)
+  check_output_dir(output_dir)
   if predictor is None:
     predictor = methods.load_predictor(path, mirror=mirror)
   elif mirror:
@@ -404,7 +457,7 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
     predictor = mirror_lib.MirrorAveraged(predictor)
   data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
                           box_source, batch_size)
-  return evaluate(predictor, data, split, output_dir=output_dir or path, batch_size=batch_size,
+  return evaluate(predictor, data, split, output_dir=output_dir, batch_size=batch_size,
                   num_faces=num_faces, extra={"trained": str(path)}, compare_as=compare_as)
 
 

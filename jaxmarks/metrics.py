@@ -5,6 +5,8 @@ the NME of one face is the mean point-to-point error divided by a normalising
 distance; the CED is the fraction of faces with NME <= t; AUC integrates the CED
 from 0 to the threshold (Simpson's rule on a grid of step 1e-4, as in DAN) and
 divides by the threshold; the failure rate is the fraction with NME > threshold.
+A non-finite error (a NaN or infinite prediction) is a failure everywhere: it is
+never <= a CED threshold and always counts in the failure rate.
 The summary of an evaluation (every normalisation, AUC, failure rate, per-stage
 errors) is ``jaxmarks.evaluation.summarize``.
 """
@@ -109,5 +111,9 @@ def auc(errors, threshold: float = 0.08, step: float = 1e-4):
 
 
 def failure_rate(errors, threshold: float = 0.08):
-  """Fraction of ``(N,)`` errors strictly above ``threshold``."""
-  return jnp.mean(jnp.asarray(errors) > threshold)
+  """Fraction of ``(N,)`` errors strictly above ``threshold`` or not finite (NaN, inf).
+
+  The complement of ``ced`` at ``threshold``: a NaN error is a failure here as it is
+  never a success in the CED and the AUC.
+  """
+  return jnp.mean(~(jnp.asarray(errors) <= threshold))

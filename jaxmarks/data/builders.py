@@ -68,12 +68,15 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   (``SOURCE_FILE``, ``source_fingerprint``). When ``manual_dir`` is given and its
   files are no longer those the build was made from (faces added or removed, a test
   set added, another folder), or the build does not say, the build is made again
-  (it is derived data: nothing is lost) instead of silently serving the old one.
+  instead of silently serving the old one. The new build is made in a temporary
+  folder beside the old one and swapped in (renamed) only when it succeeds: a wrong
+  ``manual_dir`` leaves the old build as it was.
 
   Raises:
     FileNotFoundError: ``manual_dir`` is missing or empty (naming it and what the
       builder expects in it).
-    ValueError: the build failed (naming the folder and the builder's expectations).
+    ValueError: the build failed (naming the folder and the builder's expectations,
+      and, for a rebuild, that the earlier build was kept).
   """
   builder = get_builder(name, data_dir, config)
   fingerprint = None
@@ -95,19 +98,56 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
         print(f"dataset {name!r} in {builder.data_dir} was built from {was}; "
               f"{fingerprint['manual_dir']} now holds {fingerprint['files']} files: "
               "building it again", flush=True)
-        shutil.rmtree(builder.data_dir)
-        builder = get_builder(name, data_dir, config)
+        _rebuild(builder, name, data_dir, manual_dir, config, fingerprint, was)
+        return get_builder(name, data_dir, config)
   download_config = tfds.download.DownloadConfig(
       manual_dir=os.path.abspath(manual_dir) if manual_dir else None)
   try:
     builder.download_and_prepare(download_config=download_config, file_format="array_record")
   except (AssertionError, tfds.core.download.download_manager.NonMatchingChecksumError) as e:
-    raise ValueError(f"building dataset {name!r} from {manual_dir} failed: {e}."
+    raise ValueError(f"building dataset {name!r} from {manual_dir} failed: {_one_line(e)}."
                      f"{_instructions(builder)}") from e
   if fingerprint is not None and _recorded_source(builder) != fingerprint:
     (pathlib.Path(builder.data_dir) / SOURCE_FILE).write_text(
         json.dumps(fingerprint, indent=2, sort_keys=True))
   return builder
+
+
+def _one_line(error: BaseException) -> str:
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def _rebuild(builder, name: str, data_dir: str | None, manual_dir: str,
+             config: str | None, fingerprint: dict[str, Any], was: str) -> None:
+  """Builds ``name`` again from ``manual_dir`` into a temporary data_dir beside the
+  prepared build (same file system) and renames it into the build's place only once
+  it is complete; on any failure the old build stays and the temporary one is removed."""
+  final = pathlib.Path(builder.data_dir)
+  staging = final.with_name(f"{final.name}.jaxmarks-rebuild-{os.getpid()}")
+  aside = final.with_name(f"{final.name}.jaxmarks-old-{os.getpid()}")
+  shutil.rmtree(staging, ignore_errors=True)
+  try:
+    fresh = get_builder(name, str(staging), config)
+    download_config = tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir))
+    try:
+      fresh.download_and_prepare(download_config=download_config, file_format="array_record")
+    except Exception as e:  # pylint: disable=broad-except  # any failure keeps the old build
+      raise ValueError(
+          f"building dataset {name!r} from {manual_dir} failed: {_one_line(e)}; the earlier "
+          f"build in {final} (made from {was}) was kept unchanged.{_instructions(builder)}"
+      ) from e
+    built = pathlib.Path(fresh.data_dir)
+    (built / SOURCE_FILE).write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(final, aside)
+    try:
+      os.replace(built, final)
+    except OSError:
+      os.replace(aside, final)  # put the old build back
+      raise
+    shutil.rmtree(aside, ignore_errors=True)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _recorded_source(builder) -> dict[str, Any] | None:

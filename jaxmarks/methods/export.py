@@ -6,7 +6,8 @@
     config.json     the config the method was trained with (scheme, crop settings, ...)
     arrays.npz      every parameter array (NumPy ``savez``; read with allow_pickle=False)
     export.json     format and version, method, what the arrays are (names, shapes,
-                    dtypes) and method facts (e.g. the checkpoint step it came from)
+                    dtypes), their SHA-256 (``arrays_sha256``) and method facts (e.g.
+                    the checkpoint step it came from)
 
 No optimizer state, no pickle, no code: ``jaxmarks.methods.load_predictor(folder)``
 rebuilds the predictor from the config and the arrays alone, on any machine with
@@ -18,14 +19,25 @@ Array names are ``/``-joined paths into the parameter tree (``params/stage1/conv
 Arrays may be stored as float16 to halve the size (``compact``; the bundled models
 are, where a test shows their NME unchanged): ``read`` always returns float32, so
 every loader computes in float32 whatever the storage.
+
+``arrays_sha256`` is a SHA-256 over each stored array's name, dtype, shape and
+bytes, in name order (``arrays_digest``), not over the bytes of ``arrays.npz``:
+NumPy's zip entries carry the time they were written, so two saves of the same
+arrays differ as files, and a re-zipped or recompressed copy holds the same model.
+``read`` checks it: arrays changed after export (rescaled, re-saved, replaced) are
+an error naming the file; an older export without it loads with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import shutil
+import sys
+import zipfile
+import zlib
 from typing import Any, Mapping
 
 import ml_collections
@@ -33,13 +45,28 @@ import numpy as np
 
 from jaxmarks.methods import workdir as workdir_lib
 
-__all__ = ["FORMAT", "VERSION", "write", "read", "read_manifest", "locate", "flatten", "unflatten", "compact",
-           "size_bytes", "parameter_count"]
+__all__ = ["FORMAT", "VERSION", "DIGEST_KEY", "write", "read", "read_manifest", "locate",
+           "flatten", "unflatten", "compact", "size_bytes", "parameter_count", "arrays_digest"]
 
 FORMAT = "jaxmarks-export"
 VERSION = 1
 _INFO = "export.json"
 _ARRAYS = "arrays.npz"
+# The manifest field holding ``arrays_digest`` of the stored arrays.
+DIGEST_KEY = "arrays_sha256"
+# What ``np.load`` of a truncated or corrupt .npz raises.
+_DAMAGED = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+  """SHA-256 (hex) of arrays as stored: each one's name, dtype (byte order included),
+  shape and C-order bytes, in name order. Independent of the .npz file's zip layout."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.asarray(arrays[name])
+    h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+    h.update(a.tobytes(order="C"))
+  return h.hexdigest()
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
@@ -125,10 +152,11 @@ def write(directory: str | pathlib.Path, config: ml_collections.ConfigDict,
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
   workdir_lib.save_config(tmp, config)
-  np.savez(tmp / _ARRAYS, **{k: np.asarray(v) for k, v in arrays.items()})
+  stored = {k: np.asarray(v) for k, v in arrays.items()}
+  np.savez(tmp / _ARRAYS, **stored)
   manifest = {
       "format": FORMAT, "version": VERSION, "method": config.method,
-      "info": dict(info or {}),
+      "info": dict(info or {}), DIGEST_KEY: arrays_digest(stored),
       "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                  for k, v in sorted(arrays.items())},
   }
@@ -176,14 +204,28 @@ def read(directory: str | pathlib.Path
   manifest = read_manifest(directory / _INFO, FORMAT, VERSION,
                            f"{directory} is not a jaxmarks export ({_INFO} missing)")
   config = workdir_lib.load_config(directory)
+  path = directory / _ARRAYS
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: the export is incomplete; "
+                            f"{_remedy(directory)}")
   try:
-    with np.load(directory / _ARRAYS, allow_pickle=False) as z:
-      # Stored float16 (``compact``) is computed with in float32.
-      arrays = {k: z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]
-                for k in z.files}
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{directory / _ARRAYS} cannot be read ({e}); the export is damaged: "
-                     "export it again from the workdir's checkpoints") from e
+    with np.load(path, allow_pickle=False) as z:
+      stored = {k: z[k] for k in z.files}
+  except _DAMAGED as e:
+    text = " ".join(str(e).split())[:200]
+    raise ValueError(f"{path} is damaged ({type(e).__name__}: {text}): "
+                     f"{_remedy(directory)}") from e
+  digest = manifest.get(DIGEST_KEY)
+  if digest is None:
+    print(f"warning: {directory / _INFO} has no {DIGEST_KEY} (an export written before "
+          f"jaxmarks recorded one): {path} cannot be checked for changes; export it again "
+          "to add it", file=sys.stderr, flush=True)
+  elif arrays_digest(stored) != digest:
+    raise ValueError(f"{path} does not match the {DIGEST_KEY} in {directory / _INFO}: the "
+                     f"arrays were changed after export; {_remedy(directory)}")
+  # Stored float16 (``compact``) is computed with in float32.
+  arrays = {k: a.astype(np.float32) if a.dtype == np.float16 else a
+            for k, a in stored.items()}
   expected = manifest.get("arrays", {})
   for name, spec in expected.items():
     if name not in arrays:
@@ -192,3 +234,11 @@ def read(directory: str | pathlib.Path
       raise ValueError(f"{directory / _ARRAYS}: array {name!r} has shape "
                        f"{list(arrays[name].shape)}, {_INFO} says {spec['shape']}")
   return config, arrays, dict(manifest.get("info", {}))
+
+
+def _remedy(directory: pathlib.Path) -> str:
+  """What to do about a damaged export: a bundled model comes with the package."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  if bundled.contains(directory):
+    return "reinstall jaxmarks to restore the bundled model"
+  return "export it again from the workdir's checkpoints (or copy the export again)"
