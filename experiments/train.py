@@ -12,6 +12,11 @@ classical methods through the classical driver. Either way the workdir ends with
 
 ``python -m experiments.dan`` (and ``cpr``, ``asm``, ``aam``) are the same command
 with that method's config file as the default.
+
+The workdir must be new, empty or a workdir of the same method (a folder holding
+other files is refused unless ``--allow_foreign_workdir``, and even then training
+never writes over them), and one training at a time holds it: a second command on
+the same workdir stops with one line naming the first.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ def define_flags(default_config: str | None = None, default_workdir: str | None 
     sys.exit(2)
   flags.DEFINE_string("workdir", default_workdir, "Output and resume folder.",
                       required=default_workdir is None)
+  flags.DEFINE_bool("allow_foreign_workdir", False,
+                    "Train into a non-empty folder that is not a jaxmarks workdir, beside "
+                    "the files it holds (refused if any has a name training writes, e.g. "
+                    "export/). Without it such a folder is refused, so that no file "
+                    "training did not write is lost.")
   flags.DEFINE_bool("single_arena_malloc", True,
                     "Serve every thread's buffers from one glibc arena without mmap or "
                     "trimming (jaxmarks.train.host): far fewer page faults and less "
@@ -142,10 +152,23 @@ def main(argv, expected_method: str | None = None) -> None:
                          f"{method!r}: use python -m experiments.train --config=...")
   trainer_lib.exit_on_sigterm()
   try:
-    methods.train(config, FLAGS.workdir)
-  except (FileNotFoundError, ValueError, trainer_lib.NonFiniteError) as e:
+    if FLAGS.allow_foreign_workdir:
+      _train_beside_foreign_files(config, FLAGS.workdir)
+    else:
+      methods.train(config, FLAGS.workdir)
+  except (FileNotFoundError, ValueError, trainer_lib.NonFiniteError,
+          trainer_lib.CheckpointSaveError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def _train_beside_foreign_files(config, workdir: str) -> None:
+  """``methods.train`` with ``allow_foreign=True`` (the deep and classical drivers)."""
+  unit = methods.get(config.get("method"))
+  if unit.kind not in ("deep", "classical"):
+    raise ValueError(f"--allow_foreign_workdir is not available for {unit.name!r}: train it "
+                     "into a new or empty folder")
+  unit.train(config, pathlib.Path(workdir), allow_foreign=True)
 
 
 def run_method(name: str) -> None:

@@ -5,7 +5,8 @@ parameter arrays. It supplies how to fit those parameters to training crops and
 how to make a predictor from them (``ClassicalMethod``); ``train(spec, config,
 workdir)`` does the rest:
 
-1. checks that the workdir is new or holds a run of the same method;
+1. checks that the workdir is new (an empty folder) or holds a run of the same
+   method, then locks it for the whole run (``workdir.lock``);
 2. loads the training faces through ``jaxmarks.data`` in evaluation mode (one
    pass, no augmentation: the crops every method sees at test time), records the
    scheme in ``config.scheme``;
@@ -162,14 +163,19 @@ def _tag(split: str) -> str:
 
 
 def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
-          workdir: str | pathlib.Path) -> dict[str, Any]:
+          workdir: str | pathlib.Path, *, allow_foreign: bool = False) -> dict[str, Any]:
   """Fits, exports, evaluates and times one classical method (module docstring).
+
+  Args:
+    spec: the method.
+    config: its config.
+    workdir: the output folder, locked for the whole run (``workdir.lock``).
+    allow_foreign: train into a non-empty folder that is not a workdir, beside the
+      files it holds (none of them may have a name training writes).
 
   Returns:
     the metrics dict (also written to ``<workdir>/metrics_<split>.json``).
   """
-  import tqdm  # pylint: disable=g-import-not-at-top
-
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy to fill in
   if config.get("method") != spec.name:
@@ -181,7 +187,18 @@ def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
   validate.check_int(config, "max_train_faces", 0)
   if spec.check_config is not None:
     spec.check_config(config)
-  workdir_lib.claim(workdir, config)
+  workdir_lib.claim(workdir, config, allow_foreign=allow_foreign)  # before any write
+  with workdir_lib.lock(workdir):
+    # Checked again under the lock: a training that ended meanwhile may have written it.
+    workdir_lib.claim(workdir, config, allow_foreign=allow_foreign)
+    return _train_locked(spec, config, workdir)
+
+
+def _train_locked(spec: ClassicalMethod, config: ml_collections.ConfigDict,
+                  workdir: pathlib.Path) -> dict[str, Any]:
+  """``train`` with the workdir locked."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+
   data = config.data
   images, landmarks, scheme = load_arrays(data, data.train_split,
                                           config.get("max_train_faces") or None, tqdm.tqdm)
@@ -193,6 +210,7 @@ def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
   params = spec.fit(images, landmarks, scheme, config)
   train_seconds = time.perf_counter() - t0
   print(f"{spec.name}: trained in {train_seconds:.1f} s", flush=True)
+  workdir_lib.check_export_dir(workdir, after_training=True)  # (files added meanwhile)
   workdir_lib.save_config(workdir, config)
   export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, config,
                                 params_to_arrays(params),

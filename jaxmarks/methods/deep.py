@@ -6,8 +6,9 @@ training phases (losses, which parameters train) and its inference function.
 ``train(spec, config, workdir)`` does the rest, the same for every method:
 
 1. checks the config (data/model image size, batch vs devices) and that the
-   workdir is new or holds a compatible run of the same method
-   (``workdir.claim``), before writing anything;
+   workdir is new (an empty folder) or holds a compatible run of the same method
+   (``workdir.claim``), before writing anything; then locks it for the whole run
+   (``workdir.lock``: a second training on it stops, naming this one);
 2. opens the training and validation splits (``config.data``), records the
    landmark scheme in ``config.scheme`` and the mean shape of the training
    faces in their crops in ``config.mean_shape``, writes ``config.json``;
@@ -34,12 +35,13 @@ printed beside the full model's and kept in ``eval_summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -183,29 +185,75 @@ def _chief_print(*args) -> None:
 
 
 def train(spec: DeepMethod, config: ml_collections.ConfigDict,
-          workdir: str | pathlib.Path) -> dict[str, Any]:
+          workdir: str | pathlib.Path, *, allow_foreign: bool = False) -> dict[str, Any]:
   """Trains ``spec``'s method per ``config`` into ``workdir`` (resuming), exports it and
   evaluates the export on ``config.data.eval_split`` (see the module docstring).
+
+  The workdir is locked for the whole run (``workdir.lock``, held by process 0): a
+  second training on it stops at once, naming this one.
+
+  Args:
+    spec: the method.
+    config: its config.
+    workdir: the output (and resume) folder.
+    allow_foreign: train into a non-empty folder that is not a workdir, beside the
+      files it holds (none of them may have a name training writes).
 
   Returns:
     the evaluation summary (``eval_summary.json``); ``{}`` on processes other than 0.
 
   Raises:
-    ValueError: a bad config, or a workdir holding another or incompatible run.
+    ValueError: a bad config, or a workdir holding another or incompatible run, or
+      files training did not write, or in use by another training.
     FileNotFoundError: missing data.
     trainer.NonFiniteError: a training step gave a NaN/inf (the last good
       checkpoint stays on disk).
+    trainer.CheckpointSaveError: a checkpoint could not be written.
   """
-  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-
   t_start = time.time()
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy to fill in
   trainer_lib.maybe_initialize_distributed(bool(config.get("distributed", False)),
                                            **_distributed_args(config))
   _check_config(spec, config)
-  saved = workdir_lib.claim(workdir, config, spec.resume_keys)
+  workdir_lib.claim(workdir, config, spec.resume_keys, allow_foreign)  # before any write
+  with _locked(workdir):
+    return _train_locked(spec, config, workdir, allow_foreign, t_start)
+
+
+@contextlib.contextmanager
+def _locked(workdir: pathlib.Path) -> Iterator[None]:
+  """Holds ``workdir``'s lock (``workdir.lock``) in process 0; every process stops
+  when it cannot be taken."""
+  held, error = None, None
+  if jax.process_index() == 0:
+    try:
+      held = workdir_lib.lock(workdir)
+    except ValueError as e:
+      error = e
+  ok = error is None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    ok = bool(multihost_utils.broadcast_one_to_all(np.asarray(ok)))
+  if not ok:
+    raise error or workdir_lib.WorkdirInUseError(
+        f"{workdir} is in use by another training (process 0 could not lock it)")
+  try:
+    yield
+  finally:
+    if held is not None:
+      held.release()
+
+
+def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
+                  workdir: pathlib.Path, allow_foreign: bool,
+                  t_start: float) -> dict[str, Any]:
+  """``train`` with the workdir locked."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+
+  # Checked again under the lock: a training that ended meanwhile may have written it.
+  saved = workdir_lib.claim(workdir, config, spec.resume_keys, allow_foreign)
   workers = data_config_lib.worker_count(config.data.num_workers)
   if workers > 0:
     import cv2  # pylint: disable=g-import-not-at-top
@@ -259,6 +307,7 @@ def train(spec: DeepMethod, config: ml_collections.ConfigDict,
   trained = read_checkpoint(workdir, config)  # every process: orbax reads collectively
   if jax.process_index() != 0:
     return {}
+  workdir_lib.check_export_dir(workdir, after_training=True)  # (files added meanwhile)
   before = None
   if spec.finish is not None:
     before = DeepPredictor(spec, *trained)
@@ -377,8 +426,10 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
   optimizer: ``(config, arrays, info)`` as ``export.read`` gives them. ``step``
   asks for one checkpoint in particular.
 
-  A checkpoint that cannot be read (truncated, half-written) is skipped with a
-  warning naming it; the newest readable one is used instead.
+  A checkpoint that cannot be read (truncated, half-written) or fails the trainer's
+  check (``trainer.check_restored``: the SHA-256 digest saved with it, finite
+  parameters) is skipped with a warning naming it; the newest good one is used
+  instead. Nothing is moved: evaluation only reads.
   """
   workdir = pathlib.Path(workdir).expanduser().resolve()
   ckpt_dir = workdir / "checkpoints"
@@ -407,12 +458,16 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
     for candidate in order:
       try:
         meta = trainer_lib.restore_meta(mngr, candidate)
-        arrays = _restore_variables(directory / str(candidate) / "state")
+        variables = _restore_variables(directory / str(candidate) / "state")
+        trainer_lib.check_restored(variables, meta)
       except Exception as e:  # pylint: disable=broad-except
-        print(f"warning: checkpoint {directory / str(candidate)} cannot be read "
+        what = ("is damaged" if isinstance(e, trainer_lib.DamagedCheckpointError)
+                else "cannot be read")
+        print(f"warning: checkpoint {directory / str(candidate)} {what} "
               f"({trainer_lib.error_line(e)}); trying an older one", file=sys.stderr,
               flush=True)
         continue
+      arrays = export_lib.flatten(variables)
       info = {"step": int(candidate), "phase": int(meta["phase"]),
               "phase_name": meta.get("phase_name"), "source": "checkpoint"}
       return config, arrays, info
@@ -423,9 +478,9 @@ def read_checkpoint(workdir: str | pathlib.Path, config: ml_collections.ConfigDi
                           + (f" (tried steps {order})" if steps else ""))
 
 
-def _restore_variables(state_dir: pathlib.Path) -> dict[str, np.ndarray]:
-  """``params`` and ``model_state`` of one saved ``TrainState`` (orbax partial restore:
-  the optimizer state is neither read nor needed), flattened."""
+def _restore_variables(state_dir: pathlib.Path) -> dict[str, Any]:
+  """``{"params": ..., "model_state": ...}`` of one saved ``TrainState`` as host arrays
+  (orbax partial restore: the optimizer state is neither read nor needed)."""
   checkpointer = ocp.PyTreeCheckpointer()
   tree = checkpointer.metadata(state_dir)
   tree = tree.item_metadata if hasattr(tree, "item_metadata") else tree
@@ -435,7 +490,7 @@ def _restore_variables(state_dir: pathlib.Path) -> dict[str, np.ndarray]:
       state_dir, args=ocp.args.PyTreeRestore(
           item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
           partial_restore=True))
-  return export_lib.flatten(jax.device_get(restored))
+  return jax.device_get(restored)
 
 
 def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -445,6 +500,7 @@ def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = workdir_lib.load_config(workdir)
+  workdir_lib.check_export_dir(workdir)
   trained = read_checkpoint(workdir, config)
   spec = registry.get(str(config.method)).spec
   if spec.finish is not None:

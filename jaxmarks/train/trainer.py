@@ -21,12 +21,25 @@ holds the train state (step, parameters, model state, optimiser state, PRNG key)
 and JSON metadata (phase, data iterator state, best step so far), so a resumed
 run continues exactly where the saved one was.
 
+Each checkpoint's metadata also records a SHA-256 of every part of the saved
+state (``digest``: ``state_digest``). A restored checkpoint is checked against it
+and must be finite (``check_restored``): a checkpoint whose files changed on disk
+after they were written (bit rot, a bad copy) is never trained on or exported.
+Checkpoints written before digests existed are checked for finiteness only.
+
 NaN guard: a step whose loss or gradients are not finite is not applied, and a
 validation whose NME is not finite is not saved; training stops with
-``NonFiniteError`` naming the step and the last good checkpoint, which stays on
-disk. A checkpoint that cannot be read when resuming (truncated, half-written)
-is moved to ``checkpoints/unreadable-<step>`` with a warning, and training
-resumes from the one before.
+``NonFiniteError`` naming the step and the last good checkpoint (the newest one
+that passes the check), which stays on disk. A checkpoint that cannot be read or
+fails the check when resuming (truncated, half-written, damaged) is moved to
+``checkpoints/unreadable-<step>`` with a warning, and training resumes from the
+one before.
+
+A checkpoint that cannot be written (a full disk, a lost mount), whether the
+error comes at once or from orbax's background writer, stops training with
+``CheckpointSaveError`` naming the step, the folder and the last good checkpoint;
+what was written of the failed step is removed (it is the trainer's own), so it
+is never the newest checkpoint.
 
 Logging: a tqdm progress bar with ETA on the console; scalars through a CLU
 ``MetricWriter`` into TensorBoard event files (``<workdir>/tensorboard``) and
@@ -37,11 +50,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import time
@@ -62,12 +77,16 @@ __all__ = [
     "TrainState",
     "Phase",
     "NonFiniteError",
+    "CheckpointSaveError",
+    "DamagedCheckpointError",
     "Trainer",
     "make_mesh",
     "maybe_initialize_distributed",
     "make_optimizer",
     "best_or_latest_step",
     "exit_on_sigterm",
+    "state_digest",
+    "check_restored",
 ]
 
 # loss_fn(params, model_state, batch, rng) -> (loss, (new_model_state, metrics dict))
@@ -79,6 +98,14 @@ PredictFn = Callable[[Any, Any, jax.Array], jax.Array]
 
 class NonFiniteError(RuntimeError):
   """Raised when a training step produces a NaN or inf loss or gradient."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """Raised when a checkpoint cannot be written (e.g. the disk is full)."""
+
+
+class DamagedCheckpointError(ValueError):
+  """A restored checkpoint differs from what was saved (its digest) or is not finite."""
 
 
 @flax.struct.dataclass
@@ -281,6 +308,74 @@ def restore_state(mngr: ocp.CheckpointManager, step: int, template: TrainState,
   return out["state"]
 
 
+# The parts of a saved ``TrainState``, each with its own digest (an export reads only
+# ``params`` and ``model_state``). Only the parameters must be finite: a model state
+# may hold inf on purpose (TCDCN's lowest loss so far starts at inf); no part may hold
+# NaN.
+_STATE_PARTS = ("step", "params", "model_state", "opt_state", "rng")
+_MUST_BE_FINITE = ("params",)
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _host_copy(x) -> np.ndarray:
+  """A leaf as a host array; a replicated array spread over several processes is
+  read from this process's copy."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = x.addressable_shards[0].data
+  return np.ascontiguousarray(jax.device_get(x))
+
+
+def _inspect(tree, finite: bool) -> tuple[str, bool]:
+  """``(SHA-256 hex, sound)`` of a pytree of arrays. The digest covers each leaf's
+  ``/``-joined path, dtype, shape and C-order bytes, in path order, so it depends on
+  the values alone (not on how orbax lays them out in files). ``sound``: no NaN in
+  any floating-point leaf, and with ``finite`` no inf either."""
+  h = hashlib.sha256()
+  sound = True
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  named = sorted((("/".join(_key_name(k) for k in path), leaf) for path, leaf in leaves),
+                 key=lambda item: item[0])
+  for name, leaf in named:
+    a = _host_copy(leaf)
+    h.update(f"{name}\0{a.dtype.name}\0{list(a.shape)}\0".encode())
+    h.update(a.reshape(-1).view(np.uint8))
+    if sound and jnp.issubdtype(a.dtype, jnp.inexact):
+      sound = bool(np.all(np.isfinite(a))) if finite else not bool(np.any(np.isnan(a)))
+  return h.hexdigest(), sound
+
+
+def state_digest(state: TrainState) -> dict[str, str]:
+  """SHA-256 (hex) of each part of a ``TrainState`` (``step``, ``params``,
+  ``model_state``, ``opt_state``, ``rng``), as a checkpoint's metadata records it."""
+  return {part: _inspect(getattr(state, part), finite=False)[0] for part in _STATE_PARTS}
+
+
+def check_restored(parts: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+  """Checks restored parts of a checkpoint (``{"params": ..., ...}``) against the
+  digest its metadata recorded (``meta["digest"]``; checkpoints written before it
+  existed have none) and for NaN/inf.
+
+  Raises:
+    DamagedCheckpointError: a part differs from what was saved, or is not finite.
+  """
+  recorded = meta.get("digest") or {}
+  for part, tree in parts.items():
+    digest, sound = _inspect(tree, finite=part in _MUST_BE_FINITE)
+    if recorded.get(part) not in (None, digest):
+      raise DamagedCheckpointError(
+          f"the {part} arrays do not match the SHA-256 digest saved with them: the files "
+          "changed after they were written")
+    if not sound:
+      raise DamagedCheckpointError(
+          f"the {part} arrays hold {'NaN or inf' if part in _MUST_BE_FINITE else 'NaN'}")
+
+
 def _gather_rows(x: np.ndarray) -> np.ndarray:
   """Every process's rows of ``x`` (leading axes may differ in length), in process order."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -314,6 +409,36 @@ def set_aside(workdir: str | os.PathLike, step: int) -> pathlib.Path:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f"jaxmarks set aside checkpoint {step}")
   return dst
+
+
+def _finalized(path: pathlib.Path) -> bool:
+  """Whether orbax finished writing the checkpoint folder ``path``."""
+  if not path.is_dir():
+    return False
+  try:
+    return bool(ocp.path.step.is_path_finalized(path))
+  except Exception:  # pylint: disable=broad-except
+    return True  # an orbax without the check: the folder exists under its final name
+
+
+def _remove_unfinished(directory: pathlib.Path, step: int) -> None:
+  """Removes orbax's temporary folders of an interrupted save of ``step`` (the
+  trainer's own files, never finished; removing them frees the space a full disk
+  needs). Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  for path in directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _close_quietly(mngr: ocp.CheckpointManager) -> None:
+  """Closes ``mngr`` (pending writes finish first) while another error is being
+  handled: a failure of those writes is reported as a warning, not raised over it."""
+  try:
+    mngr.close()
+  except Exception as e:  # pylint: disable=broad-except
+    print(f"warning: the checkpoint being written did not finish ({error_line(e)})",
+          file=sys.stderr, flush=True)
 
 
 def _tree_all_finite(tree) -> jax.Array:
@@ -498,38 +623,63 @@ class Trainer:
 
     Raises:
       NonFiniteError: a step produced a NaN/inf loss or gradient.
+      CheckpointSaveError: a checkpoint could not be written.
     """
     bounds = np.cumsum([0] + [int(p.num_steps) for p in phases])
     total = int(bounds[-1])
     mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+    directory = self.workdir / "checkpoints"
     writer = tensorboard.TensorBoardWriter(str(self.workdir / "tensorboard")) \
         if self.is_chief else None
     jsonl = _JsonlWriter(self.workdir / "metrics.jsonl") if self.is_chief else None
     best = {"step": None, "nme": float("inf"), "phase": 0}
+    rng = jax.random.PRNGKey(seed)
+    shapes = jax.eval_shape(lambda *t: t, params, model_state, rng)  # (params may be donated)
+
+    def load(at: int) -> tuple[dict[str, Any], int, TrainState]:
+      """Checkpoint ``at``: ``(meta, phase index, state)``, checked (``check_restored``)."""
+      meta = restore_meta(mngr, at)
+      phase_i = int(meta["phase"])
+      template = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=shapes[0],
+                            model_state=shapes[1],
+                            opt_state=jax.eval_shape(phases[phase_i].tx.init, shapes[0]),
+                            rng=shapes[2])
+      state = restore_state(mngr, at, template, self.replicated)
+      check_restored({part: getattr(state, part) for part in _STATE_PARTS}, meta)
+      return meta, phase_i, state
+
+    def discard(at: int, error: Exception, then: str) -> None:
+      """Sets the unusable checkpoint ``at`` aside (never deletes it), with a warning."""
+      nonlocal mngr
+      _close_quietly(mngr)
+      aside = set_aside(self.workdir, at)
+      what = "is damaged" if isinstance(error, DamagedCheckpointError) else "cannot be read"
+      print(f"warning: checkpoint step {at} {what} ({error_line(error)}); moved it to "
+            f"{aside}{then}", file=sys.stderr, flush=True)
+      mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+
+    def last_good() -> int | None:
+      """The newest checkpoint that restores and passes the check; newer ones that do
+      not are set aside."""
+      for at in sorted(mngr.all_steps(), reverse=True):
+        try:
+          load(at)
+          return at
+        except Exception as e:  # pylint: disable=broad-except
+          discard(at, e, "")
+      return None
 
     # ---- start or resume
-    rng = jax.random.PRNGKey(seed)
     phase_idx = 0
     latest = mngr.latest_step()
     while latest is not None:
       try:
-        meta = restore_meta(mngr, latest)
-        phase_idx = int(meta["phase"])
-        template = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
-                              model_state=model_state,
-                              opt_state=jax.eval_shape(phases[phase_idx].tx.init, params),
-                              rng=rng)
-        state = restore_state(mngr, latest, template, self.replicated)
+        meta, phase_idx, state = load(latest)
         break
       except Exception as e:  # pylint: disable=broad-except
-        # A truncated or half-written checkpoint: set it aside (never delete it) and
-        # resume from the one before.
-        mngr.close()
-        aside = set_aside(self.workdir, latest)
-        print(f"warning: checkpoint step {latest} cannot be read ({error_line(e)}); moved "
-              f"it to {aside} and resuming from the checkpoint before it", file=sys.stderr,
-              flush=True)
-        mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+        # A truncated, half-written or damaged checkpoint: set it aside and resume from
+        # the one before.
+        discard(latest, e, " and resuming from the checkpoint before it")
         latest = mngr.latest_step()
         phase_idx = 0
     if latest is not None:
@@ -563,19 +713,65 @@ class Trainer:
       elif self.is_chief:
         print(msg, flush=True)
 
+    def record_error(at_step: int, msg: str) -> None:
+      if jsonl is not None:
+        try:
+          jsonl.write(at_step, {"error": msg})
+        except OSError:
+          pass  # (a full disk)
+
+    def where_to_resume() -> str:
+      last = last_good()
+      return (f"the last good checkpoint is step {last} in {directory}"
+              if last is not None else "no checkpoint had been written yet")
+
+    pending = None  # the step whose asynchronous save is not confirmed yet
+
+    def settle() -> None:
+      """Waits for the pending save and confirms that it reached the disk."""
+      nonlocal pending
+      at, pending = pending, None
+      try:
+        mngr.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        save_failed(at, e)
+      if at is not None and not _finalized(directory / str(at)):
+        save_failed(at, OSError(f"orbax did not finish writing {directory / str(at)}"))
+
+    def save_failed(at: int | None, error: Exception):
+      """Stops training after a checkpoint could not be written: what was written of it
+      is removed, and the message names the last good checkpoint."""
+      nonlocal mngr, pending
+      pending = None
+      _close_quietly(mngr)
+      moved = ""
+      if at is not None:
+        _remove_unfinished(directory, at)
+        if (directory / str(at)).exists():  # finished, yet its save failed: not trusted
+          moved = f" (what it wrote is moved to {set_aside(self.workdir, at)})"
+      mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+      what = f"checkpoint step {at}" if at is not None else "a checkpoint"
+      last = last_good()
+      then = (f"the last good checkpoint is step {last} in {directory}, and the same "
+              "command resumes from it once the cause is fixed" if last is not None else
+              "no checkpoint had been written yet, and the same command starts again once "
+              "the cause is fixed")
+      msg = (f"cannot write {what} into {directory} ({error_line(error)}){moved}; training "
+             f"stopped at step {step}; {then}")
+      record_error(step, msg)
+      raise CheckpointSaveError(msg) from error
+
     def stop(at_step: int, what: str):
       """Stops training on a non-finite step or validation, keeping the checkpoints."""
-      mngr.wait_until_finished()
-      last = mngr.latest_step()
-      where = (f"the last good checkpoint is step {last} in {mngr.directory}"
-               if last is not None else "no checkpoint had been written yet")
-      msg = f"{what}. Training stopped; {where}."
+      settle()
+      msg = f"{what}. Training stopped; {where_to_resume()}."
       log(msg)
-      if jsonl is not None:
-        jsonl.write(at_step, {"error": msg})
+      record_error(at_step, msg)
       raise NonFiniteError(msg)
 
     def save(state, step, phase_i, eval_metrics=None):
+      nonlocal pending
+      settle()  # the previous save (orbax would wait for it here as well)
       if step in (mngr.all_steps() or []):
         return
       meta = {
@@ -587,10 +783,15 @@ class Trainer:
           "best_nme": best["nme"] if np.isfinite(best["nme"]) else None,
           "best_phase": best.get("phase", 0),
           "history": self.history,
+          "digest": state_digest(state),
       }
-      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)),
-                metrics=eval_metrics, force=True)
+      try:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)),
+                  metrics=eval_metrics, force=True)
+      except Exception as e:  # pylint: disable=broad-except
+        save_failed(step, e)
+      pending = step
 
     try:
       while phase_idx < len(phases) and step < total:
@@ -671,9 +872,13 @@ class Trainer:
           state = jax.device_put(state, self.replicated)
         else:
           break
-    finally:
-      mngr.wait_until_finished()
+      settle()  # the last save reached the disk
+    except BaseException:
+      _close_quietly(mngr)  # pending writes finish; their failure is not this error
+      raise
+    else:
       mngr.close()
+    finally:
       if bar is not None:
         bar.close()
       if writer is not None:
