@@ -12,7 +12,7 @@ model card (``MODEL_CARD.md``, ``card.json``: the training command, the data and
 its terms, the held-out NME, size and speed). ``samples/astronaut.jpg`` is a
 public-domain photo for demos (``SAMPLE_PHOTO``).
 
-``path(name)`` is the model's export folder (``jaxmarks.methods.export``);
+``path(name)`` is the model's export folder (``jaxmarks.export``);
 ``jaxmarks.methods.load_predictor(name)`` loads it like any trained workdir.
 Each folder holds a notice or model card: where the weights come from, their
 license and the terms of the data they were trained on.

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["FORMAT", "VERSION", "write", "read", "read_manifest", "locate", "flatten", "unflatten", "compact",
            "size_bytes", "parameter_count"]

@@ -4,7 +4,7 @@ A workdir is self-describing. ``<workdir>/config.json`` holds the full config of
 the run (``config.method`` names the method, ``config.data`` the crop settings,
 ``config.scheme`` the landmark scheme it predicts: one place for every method,
 filled in from the training data). ``<workdir>/export/`` holds the inference
-export (``jaxmarks.methods.export``): the same config plus the parameters, all a
+export (``jaxmarks.export``): the same config plus the parameters, all a
 predictor needs, and a folder that can be copied to another machine.
 """
 
