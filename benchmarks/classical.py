@@ -2,9 +2,9 @@ r"""Accuracy and speed of the classical methods (CPR, ASM, AAM), side by side.
 
 Train each method first (a few minutes each on a 2-core CPU)::
 
-  python -m experiments.cpr --config=experiments/configs/cpr.py:300w --workdir=/tmp/cpr_300w
-  python -m experiments.asm --config=experiments/configs/asm.py:300w --workdir=/tmp/asm_300w
-  python -m experiments.aam --config=experiments/configs/aam.py:300w --workdir=/tmp/aam_300w
+  python -m experiments.cpr --config=jaxmarks/configs/cpr.py:300w --workdir=/tmp/cpr_300w
+  python -m experiments.asm --config=jaxmarks/configs/asm.py:300w --workdir=/tmp/asm_300w
+  python -m experiments.aam --config=jaxmarks/configs/aam.py:300w --workdir=/tmp/aam_300w
 
 then::
 
@@ -62,7 +62,7 @@ def _dlib_row(config, split: str):
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import schemes  # pylint: disable=g-import-not-at-top
   from jaxmarks.classical import cpr  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
   try:
     import dlib  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -124,7 +124,7 @@ def main(argv):
 
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
 
   rows = []
   for wd in _WORKDIRS.value:

@@ -43,7 +43,7 @@ _DLIB = flags.DEFINE_bool("dlib", True, "Run dlib beside it (needs the [peers] e
 
 
 def _photos(folder: pathlib.Path, limit: int) -> list[pathlib.Path]:
-  from experiments import predict  # pylint: disable=g-import-not-at-top
+  from jaxmarks.cli import predict  # pylint: disable=g-import-not-at-top
   return predict.image_files(folder)[:limit]
 
 
@@ -65,7 +65,7 @@ def _command_seconds(photos, model: str, batch: int, cache: pathlib.Path) -> flo
 
 
 def _jaxmarks_steady(photos, model: str, batch: int) -> tuple[float, int]:
-  from experiments import predict  # pylint: disable=g-import-not-at-top
+  from jaxmarks.cli import predict  # pylint: disable=g-import-not-at-top
   from jaxmarks import pipeline  # pylint: disable=g-import-not-at-top
   models = predict.Models(model, "mtcnn-original")
   images = [pipeline.read_image(p) for p in photos]

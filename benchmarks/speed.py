@@ -28,7 +28,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every dataset it opens
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
 
   rows = []
   for path in _WORKDIRS.value:

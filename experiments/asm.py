@@ -1,12 +1,12 @@
 r"""Trains an ASM (active shape model).
 
-  python -m experiments.asm --config=experiments/configs/asm.py:300w --workdir=/tmp/asm_300w
+  python -m experiments.asm --config=jaxmarks/configs/asm.py:300w --workdir=/tmp/asm_300w
 
-The same as ``python -m experiments.train`` with ``experiments/configs/asm.py`` as the
-default config (see ``experiments/train.py``).
+The same as ``python -m experiments.train`` with ``jaxmarks/configs/asm.py`` as the
+default config (see ``jaxmarks/cli/train.py``).
 """
 
-from experiments import train
+from jaxmarks.cli import train
 
 if __name__ == "__main__":
   train.run_method("asm")

@@ -2,13 +2,13 @@ r"""Trains the Face++ coarse-to-fine cascade (Zhou et al., ICCV-W 2013) level by
 prints the error after each level.
 
   python -m experiments.facepp --workdir=/tmp/facepp_300w
-  python -m experiments.facepp --config=experiments/configs/facepp.py:synthetic --workdir=/tmp/fpp
+  python -m experiments.facepp --config=jaxmarks/configs/facepp.py:synthetic --workdir=/tmp/fpp
 
-The same as ``python -m experiments.train`` with ``experiments/configs/facepp.py`` as
-the default config (see ``experiments/train.py``).
+The same as ``python -m experiments.train`` with ``jaxmarks/configs/facepp.py`` as
+the default config (see ``jaxmarks/cli/train.py``).
 """
 
-from experiments import train
+from jaxmarks.cli import train
 
 if __name__ == "__main__":
   train.run_method("facepp")

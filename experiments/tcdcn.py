@@ -2,11 +2,11 @@ r"""Trains TCDCN (Zhang et al., ECCV 2014) on MTFL, then its landmarks-only abla
 
   python -m experiments.tcdcn --workdir=/tmp/tcdcn_mtfl
 
-The same as ``python -m experiments.train`` with ``experiments/configs/tcdcn.py`` as
-the default config (see ``experiments/train.py``).
+The same as ``python -m experiments.train`` with ``jaxmarks/configs/tcdcn.py`` as
+the default config (see ``jaxmarks/cli/train.py``).
 """
 
-from experiments import train
+from jaxmarks.cli import train
 
 if __name__ == "__main__":
   train.run_method("tcdcn")

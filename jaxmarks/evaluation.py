@@ -1,7 +1,7 @@
 """Evaluation of any trained method on any split: the one summary, printed and written.
 
 Used by the deep driver (validation during training and the final evaluation),
-the classical driver, ``experiments/evaluate.py`` and the benchmarks::
+the classical driver, ``jaxmarks/cli/evaluate.py`` and the benchmarks::
 
   summary = evaluation.evaluate(predictor, data_config, "train:holdout", output_dir=...)
 
@@ -277,8 +277,8 @@ def output_dir_for(path) -> tuple[pathlib.Path, str]:
   ``./evaluation/<name>/`` (the bundled model's name, else the folder's name).
   """
   from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import export as export_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export as export_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path).expanduser().resolve()
   if bundled.contains(path):
     name = {folder: n for n, folder in bundled.MODELS.items()}.get(path.name, path.name)
@@ -336,7 +336,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   """
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   data = data_config
   split = split or data.eval_split
@@ -406,7 +406,7 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   stem = _safe(f"{data.dataset}_{split}")
   if compare_as:
     stem += f"_as_{compare_as}"
-  from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   if isinstance(predictor, mirror_lib.MirrorAveraged):
     summary["test_time_mirror"] = True
     label += ", mirror-averaged"
@@ -438,7 +438,7 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
 
   The dataset and its location default to the method's own ``config.data``; the
   crop settings are always the method's. ``predictor`` skips restoring it again.
-  ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``); the files are then
+  ``mirror``: test-time mirroring (``jaxmarks.mirror``); the files are then
   named ``..._mirror`` and the label says "mirror-averaged". ``compare_as``: score in
   that landmark scheme (``evaluate``).
   """
@@ -453,7 +453,7 @@ def evaluate_trained(path, dataset: str | None = None, split: str | None = None,
   if predictor is None:
     predictor = methods.load_predictor(path, mirror=mirror)
   elif mirror:
-    from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+    from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
     predictor = mirror_lib.MirrorAveraged(predictor)
   data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
                           box_source, batch_size)

@@ -42,8 +42,8 @@ import numpy as np
 from jaxmarks import data as data_lib
 from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
 from jaxmarks import transforms
-from jaxmarks.methods import workdir as workdir_lib
-from jaxmarks.methods.base import Detections, Detector, Predictor
+from jaxmarks import workdir as workdir_lib
+from jaxmarks.contracts import Detections, Detector, Predictor
 
 __all__ = ["Face", "GivenBoxes", "CentralSquare", "ScaledDetection", "read_image",
            "check_box", "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict",

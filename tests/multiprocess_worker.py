@@ -26,7 +26,7 @@ if MODE == "multi":
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxmarks.methods import export  # noqa: E402
+from jaxmarks import export  # noqa: E402
 from jaxmarks.models import dan  # noqa: E402
 from jaxmarks.train import trainer as trainer_lib  # noqa: E402
 

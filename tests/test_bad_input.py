@@ -14,11 +14,11 @@ import sys
 import ml_collections
 import pytest
 
-from experiments.configs import cpr as cpr_configs
-from experiments.configs import dan as dan_configs
+from jaxmarks.configs import cpr as cpr_configs
+from jaxmarks.configs import dan as dan_configs
 from jaxmarks import methods
 from jaxmarks.data import builders
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import workdir as workdir_lib
 from jaxmarks.models import dan
 from tests import helpers
 
@@ -72,7 +72,7 @@ def test_4_a_rejected_config_writes_nothing_and_the_fix_runs(tmp_path):
 
 
 def test_6_an_unknown_override_is_one_line_naming_the_section(tmp_path):
-  r = _cli("experiments.train", "--config=experiments/configs/dan.py",
+  r = _cli("experiments.train", "--config=jaxmarks/configs/dan.py",
            f"--workdir={tmp_path}", "--config.train.nope=1")
   assert r.returncode == 2, r.stderr
   assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line, no traceback

@@ -26,7 +26,7 @@ from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import metrics
 from jaxmarks.data import builders
-from jaxmarks.methods import export
+from jaxmarks import export
 from tests import helpers
 
 DUMMY_300W = helpers.REPO_ROOT / "tfds_builders" / "ibug300w" / "dummy_data"
@@ -179,7 +179,7 @@ def test_11_bundle_refuses_before_writing_anything(tmp_path):
 @pytest.mark.parametrize("name", ["", "1cpr", "-cpr", "cpr/300w", "cpr..x", "..", "cpr 300w",
                                   "cpr\\x", "CPR"])
 def test_11_malformed_bundle_names_are_refused(tmp_path, name):
-  from experiments import bundle  # pylint: disable=g-import-not-at-top
+  from jaxmarks.cli import bundle  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="not a valid bundled model name"):
     bundle.check_target(name, tmp_path, replace=True)
   assert not list(tmp_path.iterdir())

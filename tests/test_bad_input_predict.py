@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from experiments import predict
+from jaxmarks.cli import predict
 from jaxmarks import methods
 from jaxmarks import pipeline
-from jaxmarks.methods.base import Detections
+from jaxmarks.contracts import Detections
 from tests import helpers
 
 
@@ -31,10 +31,10 @@ def xla_cache(tmp_path_factory):
 
 
 def _cli(*args, cwd, cache):
-  """``jaxmarks predict ARGS`` (``experiments.cli``), with the bundled models."""
+  """``jaxmarks predict ARGS`` (``jaxmarks.cli.main``), with the bundled models."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(helpers.REPO_ROOT),
              XDG_CACHE_HOME=str(cache))
-  return subprocess.run([sys.executable, "-m", "experiments.cli", "predict", *map(str, args)],
+  return subprocess.run([sys.executable, "-m", "jaxmarks.cli.main", "predict", *map(str, args)],
                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

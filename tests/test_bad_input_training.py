@@ -22,11 +22,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 from jaxmarks import methods
-from jaxmarks.methods import classical
-from jaxmarks.methods import deep
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks.drivers import classical
+from jaxmarks.drivers import deep
+from jaxmarks import workdir as workdir_lib
 from jaxmarks.train import data, trainer
 from tests import helpers
 from tests import test_evaluate
@@ -291,7 +291,7 @@ def test_9_the_command_refuses_a_foreign_folder_in_one_line(tmp_path):
   (tmp_path / "export").mkdir()
   (tmp_path / "export" / "thesis.txt").write_text("four years")
   for extra in ([], ["--allow_foreign_workdir"]):
-    r = _cli("experiments.cpr", "--config=experiments/configs/cpr.py:synthetic",
+    r = _cli("experiments.cpr", "--config=jaxmarks/configs/cpr.py:synthetic",
              f"--workdir={tmp_path}", *extra)
     assert r.returncode == 2, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -332,7 +332,7 @@ def test_10_a_second_training_on_the_same_workdir_is_refused(tmp_path, tfds_dir,
 
 _HOLDER = r"""
 import sys, time
-from jaxmarks.methods import workdir
+from jaxmarks import workdir
 held = workdir.lock(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)
@@ -441,7 +441,7 @@ def failing_save(self, step, *args, **kwargs):
   return save(self, step, *args, **kwargs)
 ocp.CheckpointManager.save = failing_save
 from absl import app
-from experiments import train
+from jaxmarks.cli import train
 train.define_flags()
 app.run(train.main, flags_parser=train.parse_flags)
 """
@@ -453,7 +453,7 @@ def test_a_full_disk_is_one_error_line_from_the_command(tmp_path, tfds_dir):
   wd = tmp_path / "wd"
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(helpers.REPO_ROOT))
   r = subprocess.run(
-      [sys.executable, str(script), "--config=experiments/configs/dan.py", f"--workdir={wd}",
+      [sys.executable, str(script), "--config=jaxmarks/configs/dan.py", f"--workdir={wd}",
        "--config.data.builder_config=tiny", f"--config.data.data_dir={tfds_dir}",
        "--config.data.batch_size=8", "--config.model.base_width=2",
        "--config.model.fc_units=8", "--config.train.steps_per_stage=(2, 2)",

@@ -11,8 +11,8 @@ from jaxmarks import bundled
 from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import pipeline
-from jaxmarks.methods import export
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import export
+from jaxmarks import workdir as workdir_lib
 from tests import helpers
 
 _LANDMARK_MODELS = [n for n in bundled.names() if bundled.card(n)["kind"] != "detector"]

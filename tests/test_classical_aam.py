@@ -10,8 +10,8 @@ from jaxmarks import transforms
 from jaxmarks.classical import aam
 from jaxmarks.classical import pdm as pdm_lib
 from jaxmarks import methods
-from jaxmarks.methods import classical
-from jaxmarks.methods import export
+from jaxmarks.drivers import classical
+from jaxmarks import export
 from tests import classical_toy as toy
 
 

@@ -8,8 +8,8 @@ import pytest
 from jaxmarks.classical import asm
 from jaxmarks.classical import cpr
 from jaxmarks import methods
-from jaxmarks.methods import classical
-from jaxmarks.methods import export
+from jaxmarks.drivers import classical
+from jaxmarks import export
 from tests import classical_toy as toy
 
 

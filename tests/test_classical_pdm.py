@@ -76,8 +76,8 @@ def test_divergence_flags_and_safe_shapes():
 
 def test_params_round_trip_through_an_export(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
   model = pdm_lib.fit(_shapes(), 0.95)
   config = ml_collections.ConfigDict({"method": "asm"})
   export.write(tmp_path / "export", config, classical.params_to_arrays(model), {"note": "x"})
@@ -108,7 +108,7 @@ def test_from_spectrum_truncates_one_decomposition_like_fit():
 def test_config_dataclass_takes_matching_fields_and_overrides():
   import ml_collections  # pylint: disable=g-import-not-at-top
   from jaxmarks.classical import asm  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
   section = ml_collections.ConfigDict({"num_levels": 5, "fit_tol": 0.3})  # fit_tol: not a field
   cfg = classical.config_dataclass(asm.ASMConfig, section, scheme="mtfl5")
   assert cfg.num_levels == 5 and cfg.scheme == "mtfl5"

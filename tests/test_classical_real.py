@@ -4,12 +4,12 @@ import pathlib
 
 import numpy as np
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 from jaxmarks import metrics
 from jaxmarks import schemes
 from tests import helpers
 from jaxmarks.classical import cpr
-from jaxmarks.methods import classical
+from jaxmarks.drivers import classical
 
 
 def test_tiny_cpr_on_300w_beats_mean_shape():

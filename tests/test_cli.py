@@ -1,4 +1,4 @@
-"""The ``jaxmarks`` command (``experiments/cli.py``): landmarks from a photo with the
+"""The ``jaxmarks`` command (``jaxmarks/cli/main.py``): landmarks from a photo with the
 bundled models, no training and no network."""
 
 import csv
@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from experiments import cli
+from jaxmarks.cli import cli
 from jaxmarks import bundled
 
 
 def _jaxmarks(args, cwd, **env):
   exe = shutil.which("jaxmarks")
-  command = [exe] if exe else [sys.executable, "-m", "experiments.cli"]
+  command = [exe] if exe else [sys.executable, "-m", "jaxmarks.cli.main"]
   return subprocess.run(command + list(args), cwd=cwd, capture_output=True, text=True,
                         env={**os.environ, **env}, timeout=600)
 
@@ -60,7 +60,7 @@ def test_usage_and_unknown_command(capsys):
 
 def test_train_method_shorthand():
   args = cli.train_args(["cpr:300w", "--workdir=/tmp/x", "--config.progress=False"])
-  assert args[0].endswith("experiments/configs/cpr.py:300w") and args[0].startswith("--config=")
+  assert args[0].endswith("jaxmarks/configs/cpr.py:300w") and args[0].startswith("--config=")
   assert args[1:] == ["--workdir=/tmp/x", "--config.progress=False"]
   with pytest.raises(SystemExit, match="unknown method"):
     cli.train_args(["nomethod", "--workdir=/tmp/x"])

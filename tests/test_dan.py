@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.configs import dan as dan_configs
+from jaxmarks.configs import dan as dan_configs
 from jaxmarks.models import dan
 
 K = 68

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.configs import dcnn as dcnn_configs
+from jaxmarks.configs import dcnn as dcnn_configs
 from jaxmarks import methods
 from jaxmarks.models import dcnn
 from tests import helpers

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments.configs import dan as dan_configs
+from jaxmarks.configs import dan as dan_configs
 from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import schemes
@@ -163,7 +163,7 @@ def test_workdir_of_another_method_or_config_is_refused(trained, tmp_path):
   root, _ = trained
   wd = root / "workdir"
   before = (wd / "config.json").read_text()
-  from experiments.configs import cpr as cpr_configs  # pylint: disable=g-import-not-at-top
+  from jaxmarks.configs import cpr as cpr_configs  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="holds a 'dan' run, not 'cpr'"):
     methods.train(cpr_configs.get_config("synthetic"), wd)
   wider = _tiny_config(root / "tfds")
@@ -185,9 +185,9 @@ def test_command_line_errors(tmp_path):
   r = _run(["experiments.dan", f"--workdir={tmp_path}", "--config.model.nope=1"])
   assert r.returncode != 0 and "nope" in r.stderr
   r = _run(["experiments.dan", f"--workdir={tmp_path}",
-            "--config=experiments/configs/dan.py:bogus"])
+            "--config=jaxmarks/configs/dan.py:bogus"])
   assert r.returncode != 0 and "unknown DAN config variant 'bogus'" in r.stderr
-  r = _run(["experiments.dan", f"--workdir={tmp_path}", "--config=experiments/configs/cpr.py"])
+  r = _run(["experiments.dan", f"--workdir={tmp_path}", "--config=jaxmarks/configs/cpr.py"])
   assert r.returncode != 0 and "this command trains 'dan' but the config is for 'cpr'" in r.stderr
   r = _run(["experiments.train", f"--workdir={tmp_path}"])
   assert r.returncode != 0 and "--config is required" in r.stderr
@@ -200,7 +200,7 @@ def test_1_a_classical_command_refuses_a_dan_workdir(trained):
   root, _ = trained
   wd = root / "workdir"
   before = (wd / "config.json").read_text()
-  r = _run(["experiments.cpr", "--config=experiments/configs/cpr.py:synthetic",
+  r = _run(["experiments.cpr", "--config=jaxmarks/configs/cpr.py:synthetic",
             f"--workdir={wd}"])
   assert r.returncode == 2 and "holds a 'dan' run, not 'cpr'" in r.stderr, r.stderr
   assert (wd / "config.json").read_text() == before

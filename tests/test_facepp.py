@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments.configs import facepp as facepp_configs
+from jaxmarks.configs import facepp as facepp_configs
 from jaxmarks import methods
 from jaxmarks.models import facepp
 

@@ -1,4 +1,4 @@
-"""Test-time mirroring (``jaxmarks.methods.mirror``): points flipped back through the
+"""Test-time mirroring (``jaxmarks.mirror``): points flipped back through the
 scheme's permutation, averaged predictions, stages and divergence flags."""
 
 import jax
@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 
 from jaxmarks import schemes
-from jaxmarks.methods import mirror
+from jaxmarks import mirror
 
 
 def _flip(points, width, perm):

@@ -10,16 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import mtcnn as mtcnn_configs
+from jaxmarks.configs import mtcnn as mtcnn_configs
 from jaxmarks import methods
 from jaxmarks import pipeline
 from jaxmarks import schemes
 from jaxmarks import shapes
 from jaxmarks.detection import boxes as box_lib
-from jaxmarks.detection import evaluate as detect_eval
+from jaxmarks import photo_evaluation as detect_eval
 from jaxmarks.detection import mtcnn_detector
 from jaxmarks.detection import mtcnn_train
-from jaxmarks.models import mtcnn as nets
+from jaxmarks.detection import mtcnn_nets as nets
 from tests import helpers
 
 
@@ -582,8 +582,8 @@ def test_train_synthetic_end_to_end(tmp_path):
   assert (tmp_path / "w" / "export" / "arrays.npz").read_bytes() == before
   with pytest.raises(ValueError, match="landmark method, not a face detector"):
     other = tmp_path / "other"
-    from jaxmarks.methods import workdir as workdir_lib
-    from experiments.configs import cpr as cpr_configs
+    from jaxmarks import workdir as workdir_lib
+    from jaxmarks.configs import cpr as cpr_configs
     cfg = cpr_configs.get_config("synthetic")
     cfg.scheme = "ibug68"
     workdir_lib.save_config(other / "export", cfg)

@@ -18,7 +18,7 @@ from jaxmarks import methods
 from jaxmarks import pipeline
 from jaxmarks.detection import import_mtcnn
 from jaxmarks.detection import reference
-from jaxmarks.methods import export
+from jaxmarks import export
 from tests import helpers
 
 

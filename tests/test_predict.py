@@ -10,15 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import predict
-from experiments.configs import dan as dan_configs
+from jaxmarks.cli import predict
+from jaxmarks.configs import dan as dan_configs
 from jaxmarks import data
 from jaxmarks import methods
 from jaxmarks import pipeline
 from jaxmarks import schemes
 from jaxmarks import transforms
-from jaxmarks.methods import export
-from jaxmarks.methods import mirror
+from jaxmarks import export
+from jaxmarks import mirror
 from jaxmarks.models import dan
 from tests import helpers
 
@@ -254,16 +254,16 @@ def test_predict_with_test_time_mirroring_averages_the_mirrored_crop(model, tmp_
 
 
 def test_predictor_inputs_become_float32_without_leaving_their_device():
-  """``base.float32_images``: NumPy (any dtype, or a list) -> a float32 NumPy array,
+  """``contracts.float32_images``: NumPy (any dtype, or a list) -> a float32 NumPy array,
   a JAX array stays a JAX array (cast when it is not float32); the values kept."""
-  from jaxmarks.methods import base  # pylint: disable=g-import-not-at-top
+  from jaxmarks import contracts  # pylint: disable=g-import-not-at-top
   u8 = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
-  out = base.float32_images(u8)
+  out = contracts.float32_images(u8)
   assert isinstance(out, np.ndarray) and out.dtype == np.float32
   np.testing.assert_array_equal(out, u8)
-  assert base.float32_images(u8.tolist()).dtype == np.float32
+  assert contracts.float32_images(u8.tolist()).dtype == np.float32
   on_device = jax.numpy.asarray(u8)
-  cast = base.float32_images(on_device)
+  cast = contracts.float32_images(on_device)
   assert isinstance(cast, jax.Array) and cast.dtype == np.float32
   same = jax.numpy.asarray(u8, np.float32)
-  assert base.float32_images(same) is same
+  assert contracts.float32_images(same) is same

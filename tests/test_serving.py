@@ -1,4 +1,4 @@
-"""Serving exports (jaxmarks.methods.serving, experiments.export): StableHLO and ONNX
+"""Serving exports (jaxmarks.serving, experiments.export): StableHLO and ONNX
 files that reproduce ``predictor.predict``'s landmarks.
 
 The deep models are small exports of their initial parameters, perturbed so that
@@ -19,16 +19,16 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import export as export_cli
-from experiments.configs import dan as dan_configs
-from experiments.configs import dcnn as dcnn_configs
-from experiments.configs import tcdcn as tcdcn_configs
+from jaxmarks.cli import export as export_cli
+from jaxmarks.configs import dan as dan_configs
+from jaxmarks.configs import dcnn as dcnn_configs
+from jaxmarks.configs import tcdcn as tcdcn_configs
 from jaxmarks import methods
 from jaxmarks.data import get_data_config
-from jaxmarks.methods import classical
-from jaxmarks.methods import detector_serving
-from jaxmarks.methods import export
-from jaxmarks.methods import serving
+from jaxmarks.drivers import classical
+from jaxmarks.detection import serving as detector_serving
+from jaxmarks import export
+from jaxmarks import serving
 from tests import classical_toy as toy
 from tests import helpers
 

@@ -1,4 +1,4 @@
-"""The comparison table (``benchmarks/table.py``): every model and the mean-shape row
+"""The comparison table (``jaxmarks/cli/table.py``): every model and the mean-shape row
 on one split, as Markdown and JSON."""
 
 import json
@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 from jaxmarks import methods
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

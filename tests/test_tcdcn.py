@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import tcdcn as tcdcn_configs
+from jaxmarks.configs import tcdcn as tcdcn_configs
 from jaxmarks import methods
 from jaxmarks.models import tcdcn
 from tests import helpers
@@ -62,7 +62,7 @@ def test_training_stops_tasks_and_runs_the_ablation(trained, capsys):
   root, summary = trained
   assert summary["n"] == 10 and summary["scheme"] == "mtfl5"
   assert set(summary["ablations"]) == {"landmarks_only"}
-  from jaxmarks.methods import deep  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import deep  # pylint: disable=g-import-not-at-top
   config = methods.load_config(root / "wd")
   _, arrays, _ = deep.read_checkpoint(root / "wd", config, step=12)  # the last state
   stopped = arrays["model_state/tasks/stopped_at"]

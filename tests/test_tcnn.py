@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import tcnn as tcnn_configs
+from jaxmarks.configs import tcnn as tcnn_configs
 from jaxmarks import evaluation
 from jaxmarks import gmm
 from jaxmarks import methods
-from jaxmarks.methods import deep
+from jaxmarks.drivers import deep
 from jaxmarks.models import tcnn
 from tests import helpers
 

@@ -300,8 +300,8 @@ def test_each_phase_takes_its_own_learning_rate_factor_and_warmup():
   """``train.phase_lr_factors`` and ``train.phase_warmup_steps`` reach each phase's
   optimiser (Face++'s level 1 trains with no warm-up, its later levels with one)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from experiments.configs import facepp as facepp_configs  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import deep  # pylint: disable=g-import-not-at-top
+  from jaxmarks.configs import facepp as facepp_configs  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import deep  # pylint: disable=g-import-not-at-top
   from jaxmarks.models import facepp  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict({"train": {"optimizer": {
       "name": "adam", "learning_rate": 1e-3, "schedule": "cosine", "warmup_steps": 100,

@@ -12,11 +12,11 @@ model card (``MODEL_CARD.md``, ``card.json``: the training command, the data and
 its terms, the held-out NME, size and speed). ``samples/astronaut.jpg`` is a
 public-domain photo for demos (``SAMPLE_PHOTO``).
 
-``path(name)`` is the model's export folder (``jaxmarks.methods.export``);
+``path(name)`` is the model's export folder (``jaxmarks.export``);
 ``jaxmarks.methods.load_predictor(name)`` loads it like any trained workdir.
 Each folder holds a notice or model card: where the weights come from, their
 license and the terms of the data they were trained on. Each ``export.json`` holds
-the SHA-256 of the arrays (``arrays_sha256``, ``jaxmarks.methods.export``), checked
+the SHA-256 of the arrays (``arrays_sha256``, ``jaxmarks.export``), checked
 on every load: a changed ``arrays.npz`` is an error, not a silently different model.
 ``python -m experiments.bundle`` replaces a model only with ``--replace`` and never
 an imported one (``mtcnn-original``, with its NOTICE and LICENSE).

@@ -70,8 +70,8 @@ import numpy as np
 
 from jaxmarks.classical import common
 from jaxmarks.classical import cpr
-from jaxmarks.methods import classical
-from jaxmarks.methods import validate
+from jaxmarks.drivers import classical
+from jaxmarks import validate
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["AAMParams", "AAMConfig", "delaunay", "paw_points", "paw_sample", "fit", "train",
@@ -140,7 +140,7 @@ class AAMParams(NamedTuple):
 
 @dataclasses.dataclass
 class AAMConfig:
-  """Training hyper-parameters (mirrors ``experiments/configs/aam.py``)."""
+  """Training hyper-parameters (mirrors ``jaxmarks/configs/aam.py``)."""
   num_levels: int = 2
   frame_size: int = 64  # side of the level-0 reference frame, pixels
   shape_variance: float = 0.95
@@ -601,7 +601,7 @@ UNIT = classical.unit(classical.ClassicalMethod(
     name="aam",
     paper=("Cootes, Edwards and Taylor, Active Appearance Models, ECCV 1998 / TPAMI 2001 "
            "(project-out inverse compositional fitting: Matthews and Baker, IJCV 2004)"),
-    config_file="experiments/configs/aam.py",
+    config_file="configs/aam.py",
     params_class=AAMParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config,

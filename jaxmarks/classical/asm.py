@@ -58,8 +58,8 @@ import numpy as np
 
 from jaxmarks.classical import common
 from jaxmarks.classical import cpr
-from jaxmarks.methods import classical
-from jaxmarks.methods import validate
+from jaxmarks.drivers import classical
+from jaxmarks import validate
 from jaxmarks.classical import pdm as pdm_lib
 
 __all__ = ["ASMParams", "ASMConfig", "contour_neighbours", "fit", "train", "Predictor",
@@ -98,7 +98,7 @@ class ASMParams(NamedTuple):
 
 @dataclasses.dataclass
 class ASMConfig:
-  """Training hyper-parameters (mirrors ``experiments/configs/asm.py``)."""
+  """Training hyper-parameters (mirrors ``jaxmarks/configs/asm.py``)."""
   num_levels: int = 2
   profile_half: int = 4  # k: the profile has 2k + 1 samples
   search_half: int = 4  # m: candidate offsets -m..m along the normal
@@ -337,7 +337,7 @@ UNIT = classical.unit(classical.ClassicalMethod(
     paper=("Cootes, Taylor, Cooper and Graham, Active Shape Models: their training and "
            "application, CVIU 1995 (multi-resolution search: Cootes, Taylor and Lanitis, BMVC "
            "1994)"),
-    config_file="experiments/configs/asm.py",
+    config_file="configs/asm.py",
     params_class=ASMParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config,

@@ -1,7 +1,7 @@
 """Helpers shared by the classical methods: sampling, image channels, divergence, the predictor.
 
 All array functions are pure and jittable; shapes are given in the docstrings.
-Parameters are saved by the classical driver (``jaxmarks.methods.classical``) in
+Parameters are saved by the classical driver (``jaxmarks.drivers.classical``) in
 the inference export, without pickle.
 """
 
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks import transforms
-from jaxmarks.methods import base
+from jaxmarks import contracts
 
 __all__ = [
     "to_gray",
@@ -211,7 +211,7 @@ def fit_loop(cond, body, init, unrolled: int | None = None):
   ``unrolled`` a Python int at least the loop's own iteration cap, that many guarded
   copies of ``body`` (a step whose ``cond`` is false leaves the state as it is). The
   two give the same state; the unrolled form has no ``while`` (the ONNX export:
-  ``jaxmarks.methods.serving``), at the price of running every copy.
+  ``jaxmarks.serving``), at the price of running every copy.
 
   Under ``jax.vmap`` each face keeps its own ``cond``, as in the batched while loop.
   """
@@ -248,7 +248,7 @@ class FitPredictor:
   def serving_fn(self, bounded_loops: bool = False):
     """``predict``'s landmarks as one pure function, the parameters closed over:
     ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
-    exportable; see ``jaxmarks.methods.serving``). ``bounded_loops``: a fit that
+    exportable; see ``jaxmarks.serving``). ``bounded_loops``: a fit that
     iterates until it converges (ASM, AAM) runs its loops unrolled to their caps
     (``fit_loop``): the same landmarks, no ``while`` in the function."""
     fit_fn, params, fit_kwargs = self.fit_fn, self.params, dict(self.fit_kwargs)
@@ -258,7 +258,7 @@ class FitPredictor:
     return lambda images: fit_fn(params, images, None, **fit_kwargs)[0]
 
   def predict(self, images):
-    landmarks, diverged = self.fit_fn(self.params, base.float32_images(images), None,
+    landmarks, diverged = self.fit_fn(self.params, contracts.float32_images(images), None,
                                       **self.fit_kwargs)
     return {"landmarks": landmarks, "diverged": diverged}
 

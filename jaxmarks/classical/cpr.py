@@ -48,8 +48,8 @@ import numpy as np
 from jaxmarks import schemes
 from jaxmarks import transforms
 from jaxmarks.classical import common
-from jaxmarks.methods import classical
-from jaxmarks.methods import validate
+from jaxmarks.drivers import classical
+from jaxmarks import validate
 
 __all__ = ["CPRParams", "CPRConfig", "features", "fit", "train", "initial_shapes",
            "training_faces", "per_sample", "Predictor", "UNIT"]
@@ -77,7 +77,7 @@ class CPRParams(NamedTuple):
 
 @dataclasses.dataclass
 class CPRConfig:
-  """Training hyper-parameters (mirrors ``experiments/configs/cpr.py``)."""
+  """Training hyper-parameters (mirrors ``jaxmarks/configs/cpr.py``)."""
   num_stages: int = 8
   grid: int = 3
   radius_start: float = 0.35  # of the inter-ocular distance of the mean shape
@@ -392,7 +392,7 @@ UNIT = classical.unit(classical.ClassicalMethod(
     paper=("Dollar, Welinder and Perona, Cascaded Pose Regression, CVPR 2010 (with the shape-"
            "indexed features and ridge stages of Cao, Wei, Wen and Sun, Face Alignment by "
            "Explicit Shape Regression, CVPR 2012; see the module docstring)"),
-    config_file="experiments/configs/cpr.py",
+    config_file="configs/cpr.py",
     params_class=CPRParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config),

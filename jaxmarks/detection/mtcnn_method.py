@@ -1,11 +1,11 @@
 """MTCNN as a registered method (``jaxmarks.methods`` kind ``"detector"``).
 
-  python -m experiments.train --config=experiments/configs/mtcnn.py:mtfl --workdir=W
+  python -m experiments.train --config=jaxmarks/configs/mtcnn.py:mtfl --workdir=W
 
 trains P-Net, R-Net and O-Net in turn (``jaxmarks.detection.mtcnn_train``) into
 ``W/pnet``, ``W/rnet`` and ``W/onet``, writes the export (``W/export``: the three
 networks' parameters and the detector settings) and evaluates the cascade on the
-whole photos of ``config.data.eval_split`` (``jaxmarks.detection.evaluate``):
+whole photos of ``config.data.eval_split`` (``jaxmarks.photo_evaluation``):
 faces missed and the five points' NME of the faces found. ``load_predictor`` of a
 detector unit gives an ``MTCNNDetector``.
 """
@@ -19,10 +19,10 @@ import ml_collections
 import numpy as np
 
 from jaxmarks.detection import mtcnn_detector
-from jaxmarks.methods import export as export_lib
-from jaxmarks.methods import registry
-from jaxmarks.methods import validate
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import export as export_lib
+from jaxmarks import registry
+from jaxmarks import validate
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["UNIT", "load_detector", "train", "check_config"]
 
@@ -167,9 +167,9 @@ def _faces(config, split: str, limit: int, seed: int, with_landmarks: bool = Fal
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
   """Trains the three networks in turn, exports them and evaluates the cascade."""
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxmarks.detection import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import photo_evaluation as evaluate_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.detection import mtcnn_train as T  # pylint: disable=g-import-not-at-top
-  from jaxmarks.models import mtcnn as nets  # pylint: disable=g-import-not-at-top
+  from jaxmarks.detection import mtcnn_nets as nets  # pylint: disable=g-import-not-at-top
 
   workdir = pathlib.Path(workdir).expanduser().resolve()
   check_config(config)
@@ -237,6 +237,6 @@ def _detector_config(config: ml_collections.ConfigDict, mining: bool) -> ml_coll
 
 
 UNIT = registry.MethodUnit(
-    name="mtcnn", kind="detector", paper=PAPER, config_file="experiments/configs/mtcnn.py",
+    name="mtcnn", kind="detector", paper=PAPER, config_file="configs/mtcnn.py",
     train=train, load_predictor=load_detector, scheme="mtfl5",
     paper_speed="16 FPS on a 2.60 GHz CPU (640x480, min face 20 px; Sec. III-F of the paper)")

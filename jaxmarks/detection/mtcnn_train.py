@@ -63,7 +63,7 @@ from jaxmarks import schemes as schemes_lib
 from jaxmarks import shapes
 from jaxmarks.detection import boxes as box_lib
 from jaxmarks.detection import mtcnn_detector
-from jaxmarks.models import mtcnn as nets
+from jaxmarks.detection import mtcnn_nets as nets
 
 __all__ = ["face_box", "sample_windows", "mine_windows", "loss_fn", "train_net", "NETS"]
 

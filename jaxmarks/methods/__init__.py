@@ -25,10 +25,10 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmarks.methods import export
-from jaxmarks.methods.base import Detections, Detector, Predictor
-from jaxmarks.methods.registry import MethodUnit, get, names
-from jaxmarks.methods.workdir import load_config, save_config, scheme_of
+from jaxmarks import export
+from jaxmarks.contracts import Detections, Detector, Predictor
+from jaxmarks.registry import MethodUnit, get, names
+from jaxmarks.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
@@ -64,7 +64,7 @@ def read_trained(path: str | pathlib.Path
   config = load_config(path)  # a clear error if path is no workdir at all
   unit = get(config.get("method"))
   if unit.kind == "deep":
-    from jaxmarks.methods import deep  # pylint: disable=g-import-not-at-top
+    from jaxmarks.drivers import deep  # pylint: disable=g-import-not-at-top
     return deep.read_checkpoint(path, config)
   raise FileNotFoundError(f"{path} holds a {unit.name!r} config but no export/ folder: its "
                           "training did not finish; run the training command again")
@@ -74,7 +74,7 @@ def load_predictor(path: str | pathlib.Path, mirror: bool = False) -> Predictor:
   """Restores the trained method in ``path`` (a workdir, an export folder or a
   bundled model's name). For a detector method (``kind == "detector"``) this is
   its ``Detector``. ``mirror``: average each prediction with the one on the
-  mirrored crop (``jaxmarks.methods.mirror``; landmark methods only)."""
+  mirrored crop (``jaxmarks.mirror``; landmark methods only)."""
   config, arrays, info = read_trained(path)
   unit = get(config.method)
   predictor = unit.load_predictor(config, arrays, info)
@@ -82,7 +82,7 @@ def load_predictor(path: str | pathlib.Path, mirror: bool = False) -> Predictor:
     if unit.kind == "detector":
       raise ValueError(f"{path} holds a face detector ({unit.name!r}); test-time mirroring "
                        "is for landmark methods")
-    from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+    from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
     predictor = mirror_lib.MirrorAveraged(predictor)
   return predictor
 

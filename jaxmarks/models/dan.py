@@ -73,8 +73,8 @@ from jaxmarks import inference
 from jaxmarks import metrics as metrics_lib
 from jaxmarks import transforms
 from jaxmarks.layers import dan_layers
-from jaxmarks.methods import deep
-from jaxmarks.methods import validate
+from jaxmarks.drivers import deep
+from jaxmarks import validate
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["DANStage", "DAN", "build_model", "loss_fn_for", "stage_phases", "apply_fn_for",
@@ -367,7 +367,7 @@ METHOD = deep.DeepMethod(
     name="dan",
     paper=("Kowalski, Naruniec and Trzcinski, Deep Alignment Network: A convolutional "
            "neural network for robust face alignment, CVPR Workshops 2017"),
-    config_file="experiments/configs/dan.py",
+    config_file="configs/dan.py",
     build_model=lambda config, mean_shape: build_model(config.model, mean_shape),
     init_variables=lambda model, rng: init_variables(model, rng),
     phases=_phases,

@@ -66,8 +66,8 @@ import optax
 from jaxmarks import metrics as metrics_lib
 from jaxmarks.classical import common
 from jaxmarks.layers import LocallySharedConv, abs_tanh
-from jaxmarks.methods import deep
-from jaxmarks.methods import validate
+from jaxmarks.drivers import deep
+from jaxmarks import validate
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["ConvNet", "DCNN", "F1_LAYERS", "PART_LAYERS", "PATCH_LAYERS", "extract_patches",
@@ -321,7 +321,7 @@ METHOD = deep.DeepMethod(
     name="dcnn",
     paper=("Sun, Wang and Tang, Deep Convolutional Network Cascade for Facial Point "
            "Detection, CVPR 2013"),
-    config_file="experiments/configs/dcnn.py",
+    config_file="configs/dcnn.py",
     build_model=build_model,
     init_variables=init_variables,
     phases=lambda model, config, scheme, optimizer_fn: level_phases(

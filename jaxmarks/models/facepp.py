@@ -45,7 +45,7 @@ Where this departs from the paper, and why:
   estimate: the organ windows of level 3 come from level 2's points, a finer
   estimate of the same organs.
 - Input sizes, layer widths and window margins are chosen here (configurable;
-  ``experiments/configs/facepp.py``), sized for a 2-core CPU hour: the paper's
+  ``jaxmarks/configs/facepp.py``), sized for a 2-core CPU hour: the paper's
   networks and its exact crop sizes could not be checked here.
 - Losses are the inter-ocular normalised point error instead of squared coordinates
   (level 1: the squared normalised error of the box edges, ``level1_loss``; with the
@@ -89,8 +89,8 @@ import optax
 
 from jaxmarks import metrics as metrics_lib
 from jaxmarks.classical import common
-from jaxmarks.methods import deep
-from jaxmarks.methods import validate
+from jaxmarks.drivers import deep
+from jaxmarks import validate
 from jaxmarks.models import dcnn
 from jaxmarks.train import trainer as trainer_lib
 
@@ -562,7 +562,7 @@ METHOD = deep.DeepMethod(
     name="facepp",
     paper=("Zhou, Fan, Cao, Jiang and Yin, Extensive Facial Landmark Localization with "
            "Coarse-to-fine Convolutional Network Cascade, ICCV Workshops 2013"),
-    config_file="experiments/configs/facepp.py",
+    config_file="configs/facepp.py",
     build_model=build_model,
     init_variables=init_variables,
     phases=lambda model, config, scheme, optimizer_fn: level_phases(

@@ -83,8 +83,8 @@ import optax
 from jaxmarks import metrics as metrics_lib
 from jaxmarks.layers import abs_tanh
 from jaxmarks.layers import task_gradients
-from jaxmarks.methods import deep
-from jaxmarks.methods import validate
+from jaxmarks.drivers import deep
+from jaxmarks import validate
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["TCDCN", "init_variables", "check_network_config", "task_state", "loss_fn_for", "early_stopping_hook",
@@ -369,7 +369,7 @@ METHOD = deep.DeepMethod(
     name="tcdcn",
     paper=("Zhang, Luo, Loy and Tang, Facial Landmark Detection by Deep Multi-task "
            "Learning, ECCV 2014"),
-    config_file="experiments/configs/tcdcn.py",
+    config_file="configs/tcdcn.py",
     build_model=build_model,
     init_variables=init_variables,
     phases=_phases,

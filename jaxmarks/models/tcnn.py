@@ -46,9 +46,9 @@ import numpy as np
 
 from jaxmarks import gmm as gmm_lib
 from jaxmarks import metrics as metrics_lib
-from jaxmarks.methods import deep
-from jaxmarks.methods import export as export_lib
-from jaxmarks.methods import validate
+from jaxmarks.drivers import deep
+from jaxmarks import export as export_lib
+from jaxmarks import validate
 from jaxmarks.models import tcdcn
 from jaxmarks.train import trainer as trainer_lib
 
@@ -220,7 +220,7 @@ METHOD = deep.DeepMethod(
     name="tcnn",
     paper=("Wu, Hassner, Kim, Medioni and Natarajan, Facial Landmark Detection with "
            "Tweaked Convolutional Neural Networks, TPAMI 2017"),
-    config_file="experiments/configs/tcnn.py",
+    config_file="configs/tcnn.py",
     build_model=build_model,
     init_variables=init_variables,
     phases=_phases,

@@ -12,7 +12,7 @@ switch to real data, point a method's config at the 300-W builder
 (``config.data.dataset = "ibug300w"``, ``config.data.manual_dir`` = the folder
 with ``afw/``, ``helen/`` and ``lfpw/``, ``train_split = "train:fit"``,
 ``eval_split = "train:holdout"``), e.g.
-``python -m experiments.dan --config=experiments/configs/dan.py:300w
+``python -m experiments.dan --config=jaxmarks/configs/dan.py:300w
 --config.data.manual_dir=/path/to/300w``; nothing else changes.
 
 What varies per face, all drawn from the generator passed in:

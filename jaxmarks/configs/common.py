@@ -1,7 +1,7 @@
 """The parts every deep method's config shares (imported and varied by each config file).
 
 ``deep_config(method, variant)`` gives the fields the deep driver reads outside a
-method's own sections (``jaxmarks/methods/deep.py``): the seed, the multi-host
+method's own sections (``jaxmarks/drivers/deep.py``): the seed, the multi-host
 settings, the slots the driver fills from the training data, ``data`` and ``train``
 with their defaults. ``mtfl_data(image_size)`` is the data section of the 5-point
 methods trained on MTFL.
@@ -47,7 +47,7 @@ def deep_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.train.num_plot_faces = 16
   c.train.progress = True
   # After training, also print the final model with test-time mirroring (an extra
-  # row beside the plain figure; not in the papers; jaxmarks.methods.mirror).
+  # row beside the plain figure; not in the papers; jaxmarks.mirror).
   c.train.mirror_row = True
   c.ablations = ml_collections.ConfigDict()  # {name: {section: {field: value}}}
   return c

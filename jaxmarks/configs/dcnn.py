@@ -1,6 +1,6 @@
 """DCNN configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/dcnn.py:<variant>``):
+Variants (``--config=jaxmarks/configs/dcnn.py:<variant>``):
 
 - ``""`` / ``"mtfl"`` (default): the MTFL training part (``$JAXMARKS_DATASETS/mtfl``),
   trained on ``train:fit`` (9,000 faces) and validated on ``train:holdout`` (a fixed
@@ -13,7 +13,7 @@ Any field can be overridden, e.g. ``--config.train.steps_per_level='(2000, 1000,
 
 import ml_collections
 
-from experiments.configs import common
+from jaxmarks.configs import common
 
 VARIANTS = ("mtfl",)
 

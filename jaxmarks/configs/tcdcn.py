@@ -1,6 +1,6 @@
 """TCDCN configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/tcdcn.py:<variant>``):
+Variants (``--config=jaxmarks/configs/tcdcn.py:<variant>``):
 
 - ``""`` / ``"mtfl"`` (default): the MTFL training part (``$JAXMARKS_DATASETS/mtfl``),
   trained on ``train:fit`` (9,000 faces) and validated on ``train:holdout`` (a fixed
@@ -15,7 +15,7 @@ Any field can be overridden, e.g. ``--config.train.num_steps=2000``,
 
 import ml_collections
 
-from experiments.configs import common
+from jaxmarks.configs import common
 
 VARIANTS = ("mtfl",)
 TASKS = ("gender", "smile", "glasses", "pose")

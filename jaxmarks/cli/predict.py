@@ -27,7 +27,7 @@ error: an empty list, a message, exit 0.
 Photos can also be given as arguments: ``python -m experiments.predict a.jpg``
 (one photo), ``... DIR`` (a folder), ``... a.jpg b.jpg`` (several photos, batched)
 or ``... clip.mp4`` (a video). ``jaxmarks predict`` is this command with the
-bundled models as defaults (``experiments/cli.py``).
+bundled models as defaults (``jaxmarks/cli/main.py``).
 
 Bad input. Exit status 2 and one ``error:`` line on stderr, with nothing
 written, for a bad argument (``--batch_size`` < 1, a photo that is not a regular
@@ -343,7 +343,7 @@ def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
         outputs: Outputs | None = None, mirror: bool = False,
         detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
-  JSON dict. ``mirror``: test-time mirroring (``jaxmarks.methods.mirror``).
+  JSON dict. ``mirror``: test-time mirroring (``jaxmarks.mirror``).
   ``detector_settings``: the detector's inference settings that replace its own
   (``methods.load_detector``)."""
   outputs = outputs or Outputs()
@@ -684,7 +684,7 @@ def main(argv) -> None:
 
 def define_flags() -> None:
   """The command's flags (``jaxmarks predict`` runs this module with the bundled
-  models written into its arguments: ``experiments/cli.py``)."""
+  models written into its arguments: ``jaxmarks/cli/main.py``)."""
   flags.DEFINE_string("workdir", None, "A landmark method: a workdir, an export folder or a "
                       "bundled model (default: the detector's own five points).")
   flags.DEFINE_string("model", None, "A bundled model by name (jaxmarks models lists them); "

@@ -9,7 +9,7 @@ with the predictor's own ``config.data`` settings, to landmarks in crop pixels::
   out.get("diverged")                    # optional (B,) bool: the fit failed
 
 ``predictor.config`` is the config the method was trained with (its scheme in
-``config.scheme``; see ``jaxmarks.methods.workdir``).
+``config.scheme``; see ``jaxmarks.workdir``).
 
 A **detector** finds faces in whole photos::
 

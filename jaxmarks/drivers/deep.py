@@ -53,12 +53,12 @@ import orbax.checkpoint as ocp
 
 from jaxmarks import evaluation
 from jaxmarks.data import config as data_config_lib
-from jaxmarks.methods import base
-from jaxmarks.methods import export as export_lib
-from jaxmarks.methods import mirror as mirror_lib
-from jaxmarks.methods import registry
-from jaxmarks.methods import validate
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import contracts
+from jaxmarks import export as export_lib
+from jaxmarks import mirror as mirror_lib
+from jaxmarks import registry
+from jaxmarks import validate
+from jaxmarks import workdir as workdir_lib
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["DeepMethod", "unit", "train", "optimizer_fn", "DeepPredictor", "read_checkpoint",
@@ -75,7 +75,7 @@ class DeepMethod:
   Attributes:
     name: the registry name (``config.method``).
     paper: citation of what it reproduces.
-    config_file: its config file, e.g. ``experiments/configs/dan.py``.
+    config_file: its config file, e.g. ``jaxmarks/configs/dan.py``.
     build_model: ``(config, mean_shape (K, 2) crop pixels) -> flax Module``.
     init_variables: ``(model, rng) -> (params, model_state)``; ``model_state`` holds
       the non-trained collections (e.g. ``{"batch_stats": ...}``).
@@ -553,7 +553,7 @@ class DeepPredictor:
   def serving_fn(self, bounded_loops: bool = False) -> Callable[[jax.Array], jax.Array]:
     """``predict``'s landmarks as one pure function, the parameters closed over:
     ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
-    exportable; see ``jaxmarks.methods.serving``). ``bounded_loops`` changes
+    exportable; see ``jaxmarks.serving``). ``bounded_loops`` changes
     nothing: a network has no loop that runs until it converges."""
     del bounded_loops
     apply = self.spec.inference_fn(self.model, self.phase)
@@ -561,7 +561,7 @@ class DeepPredictor:
     return lambda images: apply(params, model_state, images)["landmarks"]
 
   def predict(self, images) -> dict[str, Any]:
-    images = base.float32_images(images)
+    images = contracts.float32_images(images)
     if images.ndim != 4:
       raise ValueError(f"images must be (B, S, S, C); got shape {images.shape}")
     out = self._apply(self.params, self.model_state, images)

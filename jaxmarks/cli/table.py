@@ -16,7 +16,7 @@ batch 64, the training time the workdir recorded and the parameter count. The fi
 row is the training mean shape placed in each crop, with no fit (the starting point
 of the classical methods; taken from the first listed model that keeps one: ASM,
 AAM, CPR, ERT; ``--nomean_shape`` leaves it out). ``--mirror`` adds a column: the
-inter-ocular NME with test-time mirroring (``jaxmarks.methods.mirror``; each
+inter-ocular NME with test-time mirroring (``jaxmarks.mirror``; each
 prediction averaged with the one on the mirrored crop; the speed columns stay
 those of the plain model).
 
@@ -45,7 +45,7 @@ _OUTPUT = flags.DEFINE_string("output", "table.md", "Markdown file to write ('' 
 _REPEATS = flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
 _MIRROR = flags.DEFINE_bool("mirror", False, "Add a column: inter-ocular NME with test-time "
-                            "mirroring (jaxmarks.methods.mirror; not in the papers).")
+                            "mirroring (jaxmarks.mirror; not in the papers).")
 _MEAN_SHAPE = flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
                                 "each crop (from the first model that keeps one).")
 
@@ -125,10 +125,10 @@ def _main():
   absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every dataset it opens
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIRS.value:
     raise app.UsageError("--workdirs is required")

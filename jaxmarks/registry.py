@@ -3,7 +3,7 @@
 A unit (``MethodUnit``) says what a method is and how to drive it: its name and
 paper, its config file, where its landmark scheme comes from, how it trains into
 a workdir and how a predictor is restored from an export. Training
-(``experiments/train.py``), evaluation, prediction and the benchmarks look
+(``jaxmarks/cli/train.py``), evaluation, prediction and the benchmarks look
 methods up here.
 
 Entries are ``"module:attribute"`` strings, imported on first use, so that
@@ -44,20 +44,20 @@ class MethodUnit:
 
   Attributes:
     name: the registry name, also ``config.method`` of its configs.
-    kind: ``"deep"`` (a Flax model trained by ``jaxmarks.methods.deep``),
-      ``"classical"`` (pure functions fitted by ``jaxmarks.methods.classical``) or
+    kind: ``"deep"`` (a Flax model trained by ``jaxmarks.drivers.deep``),
+      ``"classical"`` (pure functions fitted by ``jaxmarks.drivers.classical``) or
       ``"detector"`` (finds faces and their five points in whole photos: its
       ``load_predictor`` gives a ``Detector``; trained by its own ``train``).
     paper: the citation of what it reproduces.
     config_file: its config file with named variants (``get_config(variant)``),
-      relative to the repository root, e.g. ``experiments/configs/dan.py``.
+      relative to the repository root, e.g. ``jaxmarks/configs/dan.py``.
     scheme: the landmark scheme it always predicts, or None when the scheme is
       the training dataset's (read from the builder's metadata and recorded in
       ``config.scheme``).
     train: ``(config, workdir) -> summary dict``: trains into ``workdir``
       (resuming where the method can), writes the export and the final evaluation.
     load_predictor: ``(config, arrays, info) -> Predictor``: rebuilds the trained
-      method from what its export holds (``jaxmarks.methods.export.read``).
+      method from what its export holds (``jaxmarks.export.read``).
     paper_speed: the speed its paper reports (for the benchmarks' side-by-side).
     spec: the driver's spec the unit was made from (``unit_for``), if any.
   """

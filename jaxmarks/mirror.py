@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from jaxmarks import schemes as schemes_lib
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["unmirror_points", "mirror_averaged", "MirrorAveraged"]
 

@@ -43,7 +43,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["FORMAT", "VERSION", "DIGEST_KEY", "write", "read", "read_manifest", "locate",
            "flatten", "unflatten", "compact", "size_bytes", "parameter_count", "arrays_digest"]

@@ -1,6 +1,6 @@
 """MTCNN configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/mtcnn.py:<variant>``):
+Variants (``--config=jaxmarks/configs/mtcnn.py:<variant>``):
 
 - ``"mtfl"`` (default): P-Net, R-Net and O-Net trained on the photos of the MTFL
   training part (``train:fit``, 9,000 faces) and of 300-W train (``train:fit``,

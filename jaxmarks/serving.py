@@ -1,6 +1,6 @@
 """Serving exports of any trained landmark method: StableHLO (``jax.export``) and ONNX.
 
-The project's own export (``jaxmarks.methods.export``) needs jaxmarks to rebuild
+The project's own export (``jaxmarks.export``) needs jaxmarks to rebuild
 a method from its config and arrays. A serving export is one compiled-graph file
 that runs without jaxmarks: crops in, landmarks out::
 
@@ -79,7 +79,7 @@ refused, naming it and pointing to the StableHLO export. Every ONNX file is
 checked in onnxruntime against ``predict`` before it is kept.
 
 A face detector (MTCNN) is exported as its three networks, in StableHLO and ONNX
-alike: ``jaxmarks.methods.detector_serving``.
+alike: ``jaxmarks.detection.serving``.
 
 ``python -m experiments.export`` is the command line.
 """
@@ -103,8 +103,8 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmarks.methods import export as export_lib
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import export as export_lib
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["FORMAT", "VERSION", "STABLEHLO_FILE", "ONNX_FILE", "MANIFEST_FILE",
            "ServingFunction", "UnsupportedError", "serving_function", "sample_crops",

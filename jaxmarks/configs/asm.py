@@ -1,6 +1,6 @@
 """ASM configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/asm.py:<variant>``):
+Variants (``--config=jaxmarks/configs/asm.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): shared 300-W training data, ``train:fit`` for
   training and ``train:holdout`` for validation; 128 px gray crops around the
@@ -12,7 +12,7 @@ Override any field, e.g. ``--config.asm.num_levels=3``.
 
 import ml_collections
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 
 VARIANTS = ("300w", "synthetic")
 

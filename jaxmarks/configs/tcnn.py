@@ -1,6 +1,6 @@
 """TCNN configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/tcnn.py:<variant>``):
+Variants (``--config=jaxmarks/configs/tcnn.py:<variant>``):
 
 - ``""`` / ``"mtfl"`` (default): 5 points on the MTFL training part
   (``$JAXMARKS_DATASETS/mtfl``): ``train:fit`` (9,000 faces), validated on
@@ -19,8 +19,8 @@ on the validation split. Any field can be overridden, e.g.
 
 import ml_collections
 
-from experiments.configs import common
-from experiments.configs import tcdcn as tcdcn_configs
+from jaxmarks.configs import common
+from jaxmarks.configs import tcdcn as tcdcn_configs
 from jaxmarks.data import paths
 
 VARIANTS = ("mtfl", "300w", "paper", "synthetic")

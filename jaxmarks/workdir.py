@@ -4,7 +4,7 @@ A workdir is self-describing. ``<workdir>/config.json`` holds the full config of
 the run (``config.method`` names the method, ``config.data`` the crop settings,
 ``config.scheme`` the landmark scheme it predicts: one place for every method,
 filled in from the training data). ``<workdir>/export/`` holds the inference
-export (``jaxmarks.methods.export``): the same config plus the parameters, all a
+export (``jaxmarks.export``): the same config plus the parameters, all a
 predictor needs, and a folder that can be copied to another machine.
 
 Who owns a folder: a workdir is marked by its ``config.json`` naming a ``method``
@@ -55,7 +55,7 @@ OUTPUT_NAMES = (CONFIG_FILE, f".{CONFIG_FILE}.*.tmp", LOCK_FILE, "checkpoints",
                 f"{EXPORT_DIR}.old", "eval_summary.json", "ced.png", "ced_*.png",
                 "landmarks_grid.png", "landmarks_*.png", "metrics_*.json", "evaluation_*.json",
                 "ablations", "serving")
-# The files of an inference export (``jaxmarks.methods.export``).
+# The files of an inference export (``jaxmarks.export``).
 _EXPORT_FILES = (CONFIG_FILE, "arrays.npz", "export.json")
 
 

@@ -1,6 +1,6 @@
 """AAM configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/aam.py:<variant>``):
+Variants (``--config=jaxmarks/configs/aam.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): shared 300-W training data, ``train:fit`` for
   training and ``train:holdout`` for validation; 128 px gray crops around the
@@ -17,7 +17,7 @@ levels (the config before the start regressor): ``--config.aam.init_stages=0
 
 import ml_collections
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 
 VARIANTS = ("300w", "synthetic")
 

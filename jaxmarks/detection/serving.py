@@ -44,8 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmarks.detection import mtcnn_detector
-from jaxmarks.methods import serving
-from jaxmarks.models import mtcnn as mtcnn_nets
+from jaxmarks import serving
+from jaxmarks.detection import mtcnn_nets
 
 __all__ = ["NETS", "DEFAULT_TILE", "network_functions", "export_stablehlo", "export_onnx",
            "load_networks", "load_detector", "cascade", "tiled_pnet", "network_agreement",

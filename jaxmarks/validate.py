@@ -10,7 +10,7 @@ import math
 
 import ml_collections
 
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["check_int", "check_float", "check_choice"]
 

@@ -31,10 +31,10 @@ import ml_collections
 import numpy as np
 
 from jaxmarks import evaluation
-from jaxmarks.methods import export as export_lib
-from jaxmarks.methods import registry
-from jaxmarks.methods import validate
-from jaxmarks.methods import workdir as workdir_lib
+from jaxmarks import export as export_lib
+from jaxmarks import registry
+from jaxmarks import validate
+from jaxmarks import workdir as workdir_lib
 
 __all__ = ["ClassicalMethod", "unit", "train", "load_arrays", "params_to_arrays",
            "params_from_arrays", "config_dataclass"]
@@ -47,7 +47,7 @@ class ClassicalMethod:
   Attributes:
     name: the registry name (``config.method``).
     paper: citation of what it reproduces.
-    config_file: its config file, e.g. ``experiments/configs/cpr.py``.
+    config_file: its config file, e.g. ``jaxmarks/configs/cpr.py``.
     params_class: the (nested) NamedTuple of arrays its parameters are.
     fit: ``(images (N, S, S, C), landmarks (N, K, 2), scheme, config) -> params``.
     predictor: ``(params, config) -> Predictor``.

@@ -1,6 +1,6 @@
 r"""Trains any registered method (``jaxmarks.methods``) into a workdir.
 
-  python -m experiments.train --config=experiments/configs/<method>.py[:variant] --workdir=DIR
+  python -m experiments.train --config=jaxmarks/configs/<method>.py[:variant] --workdir=DIR
 
 The config names its method (``config.method``); the method's unit trains it:
 deep methods through the one deep driver (resumable: re-running with the same
@@ -51,7 +51,7 @@ def define_flags(default_config: str | None = None, default_workdir: str | None 
   try:
     config_flags.DEFINE_config_file(
         "config", default_config,
-        "Config file and variant, e.g. experiments/configs/dan.py:300w_cpu.", lock_config=True)
+        "Config file and variant, e.g. jaxmarks/configs/dan.py:300w_cpu.", lock_config=True)
   except Exception as e:  # pylint: disable=broad-except
     print(f"error: {_explain_config_error(argv, default_config, e)}", file=sys.stderr,
           flush=True)
@@ -145,7 +145,7 @@ def main(argv, expected_method: str | None = None) -> None:
     print(host.single_arena_malloc(), flush=True)
   config = FLAGS.config
   if config is None:
-    raise app.UsageError("--config is required, e.g. --config=experiments/configs/dan.py")
+    raise app.UsageError("--config is required, e.g. --config=jaxmarks/configs/dan.py")
   method = config.get("method")
   if expected_method is not None and method != expected_method:
     raise app.UsageError(f"this command trains {expected_method!r} but the config is for "

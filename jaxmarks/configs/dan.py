@@ -1,6 +1,6 @@
 """DAN configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/dan.py:<variant>``):
+Variants (``--config=jaxmarks/configs/dan.py:<variant>``):
 
 - ``""`` / ``"synthetic"`` (default): a small DAN on the built-in ``synthetic_faces``
   (``small`` builder config: 800 train / 200 validation faces); both stages;
@@ -23,7 +23,7 @@ The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
 
 import ml_collections
 
-from experiments.configs import common
+from jaxmarks.configs import common
 from jaxmarks.data import paths
 
 VARIANTS = ("synthetic", "300w", "300w_cpu")
@@ -34,7 +34,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   variant = (variant or "synthetic").strip()
   if variant not in VARIANTS:
     raise ValueError(f"unknown DAN config variant {variant!r}; known variants: "
-                     f"{', '.join(VARIANTS)} (e.g. --config=experiments/configs/dan.py:300w_cpu)")
+                     f"{', '.join(VARIANTS)} (e.g. --config=jaxmarks/configs/dan.py:300w_cpu)")
   c = common.deep_config("dan", variant)
   c.data.image_size = 112
   c.data.grayscale = True

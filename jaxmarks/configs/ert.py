@@ -1,6 +1,6 @@
 """ERT configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/ert.py:<variant>``):
+Variants (``--config=jaxmarks/configs/ert.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): the shared 300-W training data, trained on
   ``train:fit`` and validated on ``train:holdout``; the same 128 px grayscale crops
@@ -20,7 +20,7 @@ Any field can be overridden, e.g. ``--config.ert.num_trees=300``.
 
 import ml_collections
 
-from experiments.configs import cpr as cpr_configs
+from jaxmarks.configs import cpr as cpr_configs
 
 VARIANTS = ("300w", "300w_ferns", "synthetic", "synthetic_ferns")
 

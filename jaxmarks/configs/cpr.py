@@ -1,6 +1,6 @@
 """CPR configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/cpr.py:<variant>``):
+Variants (``--config=jaxmarks/configs/cpr.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): the shared 300-W training data (``ibug300w``),
   trained on ``train:fit`` and validated on ``train:holdout`` (10 % held out);

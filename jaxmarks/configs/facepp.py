@@ -1,6 +1,6 @@
 """Face++ coarse-to-fine cascade configs (ml_collections): ``get_config(variant)``.
 
-Variants (``--config=experiments/configs/facepp.py:<variant>``):
+Variants (``--config=jaxmarks/configs/facepp.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): the shared 300-W training set
   (``$JAXMARKS_DATASETS/300w``), trained on ``train:fit`` (1,811 faces) and validated
@@ -17,7 +17,7 @@ Any field can be overridden, e.g. ``--config.train.steps_per_level='(2000, 4000,
 
 import ml_collections
 
-from experiments.configs import common
+from jaxmarks.configs import common
 from jaxmarks.data import paths
 
 VARIANTS = ("300w", "paper", "synthetic")

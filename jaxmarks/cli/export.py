@@ -14,7 +14,7 @@ against the detector on the bundled sample photo (one face, and two side by side
 into ``--output_dir`` (default ``<workdir>/serving``) ``model.stablehlo``
 (serialized ``jax.export``, CPU and CUDA), ``model.onnx`` (jax2onnx; needs the
 optional extra ``jaxmarks[export]``) and ``serving.json`` (input, output, crop
-settings; see ``jaxmarks.methods.serving``). ``--batch=0`` (default) exports a
+settings; see ``jaxmarks.serving``). ``--batch=0`` (default) exports a
 symbolic batch dimension, ``--batch=N`` a fixed one.
 
 For each file written it prints the max abs difference of its landmarks (crop
@@ -62,7 +62,7 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
     "max_abs_diff_all"}}, [error, ...])`` for the formats written and those that failed
     (``serving.agreement``).
   """
-  from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
+  from jaxmarks import serving  # pylint: disable=g-import-not-at-top
 
   if batch < 0:
     raise ValueError(f"--batch must be 0 (symbolic) or a positive batch; got {batch}")
@@ -108,11 +108,11 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
 
 def _run_detector(detector, formats: Sequence[str], out_dir: pathlib.Path
                   ) -> tuple[dict[str, Any], list[str]]:
-  """MTCNN's three networks (``jaxmarks.methods.detector_serving``) in each format,
+  """MTCNN's three networks (``jaxmarks.detection.serving``) in each format,
   each checked against the detector's own networks on random inputs, and the
   cascade around the exported networks against the detector on the check photos."""
-  from jaxmarks.methods import detector_serving  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import serving  # pylint: disable=g-import-not-at-top
+  from jaxmarks.detection import serving as detector_serving  # pylint: disable=g-import-not-at-top
+  from jaxmarks import serving  # pylint: disable=g-import-not-at-top
   exporters = {"stablehlo": detector_serving.export_stablehlo,
                "onnx": detector_serving.export_onnx}
   photos = detector_serving.check_photos()

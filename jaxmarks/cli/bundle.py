@@ -1,11 +1,11 @@
 r"""Turns a trained workdir into a model that ships inside the package, with its card.
 
   python -m experiments.bundle --workdir=/tmp/jm_cpr --name=cpr-300w \
-      --command="python -m experiments.cpr --config=experiments/configs/cpr.py:300w --workdir=/tmp/jm_cpr"
+      --command="python -m experiments.cpr --config=jaxmarks/configs/cpr.py:300w --workdir=/tmp/jm_cpr"
 
 What it does, in order:
 
-1. reads the workdir's inference export (``jaxmarks.methods.export``);
+1. reads the workdir's inference export (``jaxmarks.export``);
 2. evaluates it as trained (float32) on its own validation split
    (``config.data.eval_split``, e.g. 300-W ``train:holdout``);
 3. writes the export with float16 arrays into ``jaxmarks/bundled/<name>/`` (the
@@ -182,7 +182,7 @@ def _bundle() -> None:
   """``main`` without the error handling."""
   from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
 
   if not _WORKDIR.value or not _NAME.value:
     raise app.UsageError("--workdir and --name are required")
@@ -229,9 +229,9 @@ def _write(target: pathlib.Path, workdir, source, config, arrays, info, unit) ->
   """Evaluates the export ``source`` and writes the bundled model into ``target``."""
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import classical  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import export  # pylint: disable=g-import-not-at-top
-  from jaxmarks.methods import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   predictor32 = methods.load_predictor(source)
   data = evaluation.eval_data_config(config)
   split = data.eval_split

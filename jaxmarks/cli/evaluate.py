@@ -10,7 +10,7 @@ output folder (default: the workdir; for a bundled model or an export folder on 
 own, ``./evaluation/<name>/``, said when it starts) ``evaluation_<dataset>_<split>.json``,
 ``ced_<dataset>_<split>.png`` and ``landmarks_<dataset>_<split>.png``
 (``jaxmarks.evaluation.evaluate_trained``). ``--mirror`` averages each prediction
-with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.methods.mirror``).
+with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.mirror``).
 
 Methods and data of different landmark schemes meet in the smaller one (a 5-point
 model on 300-W is scored on the 68 points converted to its five, and cropped around
@@ -21,7 +21,7 @@ on the five MTFL points too (files ``..._as_mtfl5``), so both sit in one table::
       --dataset=ibug300w --split=train:holdout --manual_dir=../shared/datasets/300w
 
 A face detector (MTCNN: a workdir, or the bundled ``mtcnn-original``) is evaluated
-on the whole photos of the split instead (``jaxmarks.detection.evaluate``): faces
+on the whole photos of the split instead (``jaxmarks.photo_evaluation``): faces
 missed, and the NME of its five points on the faces it found::
 
   python -m experiments.evaluate --workdir=mtcnn-original --dataset=mtfl \
@@ -96,7 +96,7 @@ def main(argv) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   try:
     if methods.is_detector(FLAGS.workdir):
-      from jaxmarks.detection import evaluate as detection_eval  # pylint: disable=g-import-not-at-top
+      from jaxmarks import photo_evaluation as detection_eval  # pylint: disable=g-import-not-at-top
       output_dir = FLAGS.output_dir
       if not output_dir:  # the rule of evaluation.evaluate_trained
         output_dir, why = evaluation.output_dir_for(methods.resolve(FLAGS.workdir))
