@@ -35,6 +35,7 @@ files then carry the setting's name.
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -111,6 +112,12 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def run(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks evaluate`` / ``python -m experiments.evaluate`` with ``argv`` (default
+  ``sys.argv``)."""
   _define_flags()
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  run()

@@ -165,12 +165,22 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A trained landmark method: a workdir, an export "
                       "folder or a bundled model.", required=True)
   flags.DEFINE_string("formats", "", "Comma-separated: stablehlo, onnx (default: every "
                       "format the model has; a face detector: stablehlo).")
   flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving).")
   flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks export`` / ``python -m experiments.export`` with ``argv`` (default
+  ``sys.argv``)."""
+  define_flags()
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  run()

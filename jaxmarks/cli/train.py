@@ -30,7 +30,6 @@ from jaxmarks import methods
 from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 
 
@@ -148,14 +147,20 @@ def main(argv, expected_method: str | None = None) -> None:
     sys.exit(2)
 
 
-def run_method(name: str) -> None:
+def run_method(name: str, argv: Sequence[str] | None = None) -> None:
   """The ``python -m experiments.<name>`` alias: ``train`` with ``name``'s config file as
   the default ``--config`` and ``/tmp/jaxmarks_<name>`` as the default ``--workdir``."""
   unit = methods.get(name)
-  define_flags(str(_REPO_ROOT / unit.config_file), f"/tmp/jaxmarks_{name}")
-  app.run(lambda argv: main(argv, expected_method=name), flags_parser=parse_flags)
+  define_flags(str(unit.config_path), f"/tmp/jaxmarks_{name}", argv)
+  app.run(lambda rest: main(rest, expected_method=name), argv=argv, flags_parser=parse_flags)
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks train`` / ``python -m experiments.train`` with ``argv`` (default
+  ``sys.argv``)."""
+  define_flags(argv=argv)
+  app.run(main, argv=argv, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=parse_flags)
+  run()
