@@ -93,8 +93,7 @@ def main(argv) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   try:
     if methods.is_detector(FLAGS.workdir):
-      from jaxmarks import photo_evaluation as detection_eval  # pylint: disable=g-import-not-at-top
-      detection_eval.evaluate_trained_detector(
+      methods.evaluate_detector(
           FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
           manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
           builder_config=FLAGS.builder_config, output_dir=FLAGS.output_dir or None,
