@@ -1,5 +1,6 @@
 """What `pip install jaxmarks` installs: the library and its dataset builders, nothing else."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -8,8 +9,11 @@ from tests import helpers
 
 
 def test_the_wheel_holds_only_the_library(tmp_path):
+  src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info beside the sources
+  shutil.copytree(helpers.REPO_ROOT, src, ignore=shutil.ignore_patterns(
+      ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "notebooks"))
   r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                      "--quiet", "-w", str(tmp_path), str(helpers.REPO_ROOT)],
+                      "--quiet", "-w", str(tmp_path), str(src)],
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   (wheel,) = tmp_path.glob("jaxmarks-*.whl")

@@ -33,6 +33,8 @@ import importlib
 import sys
 import textwrap
 
+from jaxmarks import compilation_cache
+
 # subcommand -> (module run as __main__, one line of help)
 COMMANDS = {
     "predict": ("jaxmarks.cli.predict", "landmarks of every face in photos, a folder or a video"),
@@ -123,21 +125,9 @@ def models_command(args: list[str]) -> int:
   return 0
 
 
-def use_compilation_cache() -> None:
-  """Points JAX's persistent compilation cache at ``~/.cache/jaxmarks/xla`` (before
-  JAX is imported; see the module docstring)."""
-  if os.environ.get("JAXMARKS_XLA_CACHE", "1") == "0":
-    return
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "jaxmarks", "xla"))
-  # The detector's small per-level programs compile in well under JAX's default
-  # 1 s threshold, yet together they are most of the start-up.
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  use_compilation_cache()
+  compilation_cache.enable()
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(usage())
     return 0
