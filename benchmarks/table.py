@@ -3,4 +3,4 @@
 from jaxmarks.cli import table
 
 if __name__ == "__main__":
-  table.run()
+  table.command()

@@ -3,4 +3,4 @@
 from jaxmarks.cli import bundle
 
 if __name__ == "__main__":
-  bundle.run()
+  bundle.command()

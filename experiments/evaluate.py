@@ -3,4 +3,4 @@
 from jaxmarks.cli import evaluate
 
 if __name__ == "__main__":
-  evaluate.run()
+  evaluate.command()

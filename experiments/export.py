@@ -3,4 +3,4 @@
 from jaxmarks.cli import export
 
 if __name__ == "__main__":
-  export.run()
+  export.command()

@@ -3,4 +3,4 @@
 from jaxmarks.cli import import_mtcnn
 
 if __name__ == "__main__":
-  import_mtcnn.run()
+  import_mtcnn.command()

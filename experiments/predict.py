@@ -4,4 +4,4 @@
 from jaxmarks.cli import predict
 
 if __name__ == "__main__":
-  predict.run()
+  predict.command()

@@ -3,4 +3,4 @@
 from jaxmarks.cli import train
 
 if __name__ == "__main__":
-  train.run()
+  train.command()

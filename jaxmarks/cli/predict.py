@@ -439,7 +439,7 @@ def define_flags() -> None:
                     "(One-Euro filter) against frame-to-frame jitter.")
 
 
-def run(argv: Sequence[str] | None = None) -> None:
+def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks predict`` / ``python -m experiments.predict`` with ``argv`` (default
   ``sys.argv``)."""
   define_flags()
@@ -448,4 +448,4 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  run()
+  command()

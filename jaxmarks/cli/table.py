@@ -36,6 +36,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from jaxmarks.cli import common
+
 FLAGS = flags.FLAGS
 
 
@@ -189,11 +191,10 @@ def _main():
     print(f"wrote {out}, {out.with_suffix('.json')}", flush=True)
 
 
-def run(argv=None) -> None:
+def command(argv=None) -> None:
   """``jaxmarks table`` with ``argv`` (default ``sys.argv``)."""
-  define_flags()
-  app.run(main, argv=argv)
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":
-  run()
+  command()

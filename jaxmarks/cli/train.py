@@ -26,6 +26,8 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from jaxmarks.cli import common
+
 from jaxmarks import methods
 from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
@@ -151,16 +153,18 @@ def run_method(name: str, argv: Sequence[str] | None = None) -> None:
   """The ``python -m experiments.<name>`` alias: ``train`` with ``name``'s config file as
   the default ``--config`` and ``/tmp/jaxmarks_<name>`` as the default ``--workdir``."""
   unit = methods.get(name)
-  define_flags(str(unit.config_path), f"/tmp/jaxmarks_{name}", argv)
-  app.run(lambda rest: main(rest, expected_method=name), argv=argv, flags_parser=parse_flags)
+  common.run_command(lambda rest: main(rest, expected_method=name), argv,
+                     define_flags=lambda: define_flags(str(unit.config_path),
+                                                       f"/tmp/jaxmarks_{name}", argv),
+                     doc=__doc__, module=__name__, flags_parser=parse_flags)
 
 
-def run(argv: Sequence[str] | None = None) -> None:
+def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks train`` / ``python -m experiments.train`` with ``argv`` (default
   ``sys.argv``)."""
-  define_flags(argv=argv)
-  app.run(main, argv=argv, flags_parser=parse_flags)
+  common.run_command(main, argv, define_flags=lambda: define_flags(argv=argv), doc=__doc__,
+                     module=__name__, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  run()
+  command()
