@@ -29,6 +29,7 @@ LAYERS = (
               "jaxmarks.metrics", "jaxmarks.gmm", "jaxmarks.inference", "jaxmarks.plotting",
               "jaxmarks.contracts", "jaxmarks.registry", "jaxmarks.workdir", "jaxmarks.export",
               "jaxmarks.validate", "jaxmarks.mirror", "jaxmarks.bundled", "jaxmarks.layers",
+              "jaxmarks.results", "jaxmarks.compilation_cache",
               "jaxmarks.train", "jaxmarks.train.host", "jaxmarks.train.tensorboard",
               "jaxmarks.detection", "jaxmarks.detection.boxes")),
     ("data", ("jaxmarks.data", "tfds_builders")),
