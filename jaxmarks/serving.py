@@ -34,36 +34,21 @@ function on single faces -- the same result, since every method treats the faces
 of a batch independently at inference -- and, failing that, with a fixed batch of
 1, with a warning saying why (recorded in serving.json).
 
-What exports (jax 0.10, jax2onnx 0.17, onnxruntime 1.32; max abs difference of the
-landmarks to ``predictor.predict`` in crop pixels, batches 1 to 9, the tests' small
-models and the bundled ``cpr-300w`` / ``dcnn-mtfl``; the tests require 1e-4):
-
-  ======  =========  ==================  ==============================================
-  method  StableHLO  ONNX (onnxruntime)  notes
-  ======  =========  ==================  ==============================================
-  DAN     yes, 2e-5  yes, 5e-5           symbolic batch via per-face vmap
-  DCNN    yes, 3e-5  yes, 5e-5
-  TCDCN   yes, 0     yes, 4e-6
-  CPR     yes, 2e-5  yes, 7e-5           its stage ``lax.scan`` unrolled
-  ASM     yes, 2e-5  yes, 1e-5           fit loops unrolled to their caps (below)
-  AAM     yes, 0     yes, 5e-5           fit loops unrolled to their caps (below)
-  ======  =========  ==================  ==============================================
+Every method exports to both formats, checked against ``predictor.predict`` (the
+tests hold the landmarks to 1e-4 crop pixels on their small models). DAN gets its
+symbolic batch through the per-face ``vmap``; CPR's stage ``lax.scan`` is unrolled;
+ASM's and AAM's fit loops are unrolled to their caps in ONNX (below).
 
 ASM and AAM iterate each face until it converges (``lax.while_loop``). jax2onnx
 makes an ONNX Loop of that, which onnxruntime fails to run (an Expand inside the
 Loop gets an invalid shape), so the ONNX export traces ``serving_fn(bounded_loops=
 True)``: each loop unrolled to its iteration cap as guarded steps
-(``classical.common.fit_loop``; the same landmarks, but every step runs: the
-300-W ASM, 3 levels x 12 steps, is a 4.2 MB file that takes about 8 minutes to
-convert). Their fits take discrete steps (ASM picks the best of a few candidate
-positions, both stop when a step is small), so on some faces ``predict`` itself
-moves by pixels when the crop changes by one part in a million; no other runtime
-can match it there. The checks (``agreement``) count such faces and compare the
-others. On the 300-W ``train:holdout`` faces (201): AAM's ONNX model is within
-0.003 px of ``predict`` on every face (NME unchanged); ASM's within 0.01 px on
-182, while on 19 it differs by up to 6.8 px, as ``predict`` does from itself
-when the crops are scaled by 1 + 1e-5 (14 faces, up to 6.8 px): its NME is
-11.24 % against 11.22 %.
+(``classical.common.fit_loop``; the same landmarks, but every step runs, so the
+file is large and slow to convert). Their fits take discrete steps (ASM picks the
+best of a few candidate positions, both stop when a step is small), so on some faces
+``predict`` itself moves by pixels when the crop changes by one part in a million; no
+other runtime can match it there. The checks (``agreement``) count such faces and
+compare the others.
 
 Before ONNX conversion the function's jaxpr is rewritten with exactly equivalent
 operations where jax2onnx (0.17) gets them wrong: ``reduce_window_max`` (a 2-D max

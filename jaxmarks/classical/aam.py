@@ -38,8 +38,7 @@ Departures from the papers:
   onto the PDM with parameters clamped to +-3 standard deviations.
 - The Gauss-Newton Hessian is damped (``H + hessian_reg * mean(diag H) * I``,
   Levenberg-Marquardt style). Without it a person-independent model on in-the-wild
-  300-W faces walks away even from the ground-truth shape (NME 6% after one
-  iteration from the ground truth, 2.5% with damping); generic project-out fitting
+  300-W faces walks away even from the ground-truth shape; generic project-out fitting
   is known to be fragile there (Tzimiropoulos & Pantic 2013), which is why the
   deep and regression methods replaced it.
 - Iterations stop when the largest vertex movement is below ``tol`` pixels of the
@@ -51,8 +50,7 @@ Departures from the papers:
 - The start shape (the 300w config): not the mean shape in the box but the shape of
   one low-rank regression stage trained with the AAM on the same faces
   (``init_stages``, ``cpr.start_regressor``; not in the papers), and one level, not
-  a pyramid: on 300-W ``train:holdout`` a 9.98 % start fitted to 4.96 %, against
-  7.75 % from the mean shape with two levels (BENCHMARKS.md).
+  a pyramid: from a good start the coarse level only costs (``docs/methods/aam.md``).
 - The fit of a single face skips ``vmap`` (XLA:CPU runs its batched gathers several
   times slower); the result is the same.
 """

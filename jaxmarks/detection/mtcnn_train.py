@@ -44,7 +44,7 @@ a landmark head; windows are mirrored at random (with the five points swapped).
 The default ``mtfl`` config cuts the O-Net's landmark faces from the same faces as
 its detection windows (``per_face.landmarks``) and trains its landmarks with the
 error over the eye-centre distance (``landmark_loss="nme"``) instead of the squared
-error: 5.995 % against 7.676 % on MTFL ``train:holdout`` (BENCHMARKS.md).
+error: both made its points markedly better (``docs/methods/mtcnn.md``).
 """
 
 from __future__ import annotations
