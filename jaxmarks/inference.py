@@ -2,9 +2,8 @@
 
 ``microbatched`` runs a batched inference function over fixed-size slices of a
 large batch with ``jax.lax.map`` inside the same jitted program. On a CPU this
-keeps each convolution's activations in cache: for the full-width DAN at batch
-64 on the 2-core machine of BENCHMARKS.md, slices of 8 gave 10.3-11.4 images/s
-against 8.3-9.5 for the whole batch at once (``python -m benchmarks.dan_speed``
+keeps each convolution's activations in cache, which is faster for the full-width
+DAN at batch 64 than the whole batch at once (``python -m benchmarks.dan_speed``
 prints both). Results are the same up to float rounding.
 """
 

@@ -70,6 +70,98 @@ def draw_detections(image: np.ndarray, dets, gt_points: np.ndarray | None = None
   return canvas
 
 
+def _five_point_scheme(data_config: ml_collections.ConfigDict) -> str:
+  """The scheme of ``data_config.dataset``, checked to convert to the five points."""
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  scheme = builders.scheme_of(builders.get_builder(
+      data_config.dataset, data_config.data_dir or None, data_config.builder_config or None))
+  if scheme != FIVE and not schemes_lib.can_convert(scheme, FIVE):
+    raise ValueError(f"dataset {data_config.dataset!r} has scheme {scheme!r}, which has no "
+                     f"conversion to the detector's five points ({FIVE})")
+  return scheme
+
+
+def _detect_and_match(detector, source, n: int, scheme: str, batch_size: int,
+                      num_overlays: int) -> dict[str, Any]:
+  """Runs ``detector`` on the first ``n`` photos of ``source``, ``batch_size`` at a time,
+  and matches each annotated face (``match_face``).
+
+  Returns:
+    ``{"preds", "gts"}``: lists of the matched faces' ``(5, 2)`` detected and annotated
+    points; ``"overlays"``: the first ``num_overlays`` photos drawn
+    (``draw_detections``); ``"missed"``, ``"unmatched"``: counts; ``"seconds"``: the
+    time spent in ``detector.detect``.
+  """
+  preds, gts, overlays = [], [], []
+  missed = unmatched = 0
+  seconds = 0.0
+  for start in range(0, n, batch_size):
+    records = [source[j] for j in range(start, min(n, start + batch_size))]
+    images = [r["image"] for r in records]
+    t0 = time.perf_counter()
+    dets = detector.detect(images)
+    seconds += time.perf_counter() - t0
+    for record, image, d in zip(records, images, dets):
+      gt = schemes_lib.convert(np.asarray(record["landmarks"], np.float64)[None], scheme,
+                               FIVE)[0]
+      j = match_face(d.boxes, gt)
+      unmatched += len(d) - (j >= 0)
+      if j < 0:
+        missed += 1
+      else:
+        preds.append(d.points[j])
+        gts.append(gt)
+      if len(overlays) < num_overlays:
+        overlays.append(draw_detections(image, d, gt))
+  return {"preds": preds, "gts": gts, "overlays": overlays, "missed": missed,
+          "unmatched": unmatched, "seconds": seconds}
+
+
+def _matched_summary(preds: list[np.ndarray], gts: list[np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+  """``(pred (M, 5, 2), gt (M, 5, 2), evaluation.summarize of them)`` of the ``M`` matched
+  faces; with none, empty arrays and a summary with ``n == 0``."""
+  if preds:
+    pred, gt = np.stack(preds), np.stack(gts)
+    return pred, gt, evaluation.summarize(pred, gt, FIVE)
+  # nothing found: the miss rate says it all
+  pred = gt = np.zeros((0, 5, 2))
+  return pred, gt, {"n": 0, "threshold": evaluation.THRESHOLD, "scheme": FIVE}
+
+
+def _write_detection_files(out: pathlib.Path, stem: str, label: str, summary: dict[str, Any],
+                           pred: np.ndarray, gt: np.ndarray, overlays: list[np.ndarray]
+                           ) -> dict[str, str]:
+  """Writes the CED PNG of the matched faces (``pred``, ``gt`` ``(M, 5, 2)``; none when
+  ``M == 0``) and the overlay PNG into ``out`` (created).
+
+  Returns:
+    the paths: ``json`` (still to be written), ``overlays`` and maybe ``ced``.
+  """
+  out.mkdir(parents=True, exist_ok=True)
+  files = {"json": str(out / f"detection_{stem}.json"),
+           "overlays": str(out / f"detection_overlays_{stem}.png")}
+  if len(pred):
+    errors = np.asarray(metrics_lib.nme(pred, gt, FIVE, "inter_ocular"))
+    files["ced"] = str(plotting.plot_ced(
+        {"matched faces": errors}, out / f"detection_ced_{stem}.png",
+        float(summary["threshold"]), title=f"CED, {label}, detected faces (inter-ocular)"))
+  cv2.imwrite(files["overlays"], cv2.cvtColor(_tile(overlays), cv2.COLOR_RGB2BGR))
+  return files
+
+
+def _print_summary(summary: dict[str, Any], label: str, n: int, missed: int,
+                   unmatched: int) -> None:
+  """Prints the counts, the matched faces' summary and the files written."""
+  print(f"[{label}] faces={n} missed={missed} ({100 * missed / n:.2f}%) "
+        f"unmatched detections={unmatched} {summary['ms_per_image']:.1f} ms/image", flush=True)
+  if summary["n"]:
+    for line in evaluation.format_lines(summary, f"{label}, matched faces"):
+      print(line, flush=True)
+  if "files" in summary:
+    print("wrote " + ", ".join(summary["files"].values()), flush=True)
+
+
 def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: str, *,
                       output_dir=None, batch_size: int = 16, num_overlays: int = 8,
                       limit: int | None = None, quiet: bool = False,
@@ -96,44 +188,14 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
     ``unmatched_detections``, ``ms_per_image`` and the data fields.
   """
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-  scheme = builders.scheme_of(builders.get_builder(
-      data_config.dataset, data_config.data_dir or None, data_config.builder_config or None))
-  if scheme != FIVE and not schemes_lib.can_convert(scheme, FIVE):
-    raise ValueError(f"dataset {data_config.dataset!r} has scheme {scheme!r}, which has no "
-                     f"conversion to the detector's five points ({FIVE})")
+  scheme = _five_point_scheme(data_config)
   source, builder = data_lib.load_split(data_config, split)
   n = len(source) if limit is None else min(len(source), int(limit))
-  preds, gts, overlays = [], [], []
-  missed = unmatched = 0
-  seconds = 0.0
-  for start in range(0, n, batch_size):
-    records = [source[j] for j in range(start, min(n, start + batch_size))]
-    images = [r["image"] for r in records]
-    t0 = time.perf_counter()
-    dets = detector.detect(images)
-    seconds += time.perf_counter() - t0
-    for record, image, d in zip(records, images, dets):
-      gt = schemes_lib.convert(np.asarray(record["landmarks"], np.float64)[None], scheme,
-                               FIVE)[0]
-      j = match_face(d.boxes, gt)
-      unmatched += len(d) - (j >= 0)
-      if j < 0:
-        missed += 1
-      else:
-        preds.append(d.points[j])
-        gts.append(gt)
-      if len(overlays) < num_overlays:
-        overlays.append(draw_detections(image, d, gt))
-  if preds:
-    pred, gt = np.stack(preds), np.stack(gts)
-    summary = evaluation.summarize(pred, gt, FIVE)
-  else:  # nothing found: the miss rate says it all
-    pred = gt = np.zeros((0, 5, 2))
-    summary = {"n": 0, "threshold": evaluation.THRESHOLD, "scheme": FIVE}
+  found = _detect_and_match(detector, source, n, scheme, batch_size, num_overlays)
+  pred, gt, summary = _matched_summary(found["preds"], found["gts"])
   summary.update({
-      "faces": n, "missed": missed, "missed_fraction": missed / n,
-      "unmatched_detections": unmatched, "ms_per_image": 1e3 * seconds / n,
+      "faces": n, "missed": found["missed"], "missed_fraction": found["missed"] / n,
+      "unmatched_detections": found["unmatched"], "ms_per_image": 1e3 * found["seconds"] / n,
       "dataset": data_config.dataset, "dataset_scheme": scheme, "split": split,
       "data_dir": str(builder.data_dir), "manual_dir": data_config.manual_dir,
       "faces_from": "the detector's own boxes on the whole photos (not the annotated box)",
@@ -144,28 +206,13 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
     summary.update(extra)
   label = f"{data_config.dataset} {split}" + (f", {tag}" if tag else "")
   if output_dir is not None:
-    out = pathlib.Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = evaluation._safe(  # pylint: disable=protected-access
         f"{data_config.dataset}_{split}" + (f"_{tag}" if tag else ""))
-    files = {"json": str(out / f"detection_{stem}.json"),
-             "overlays": str(out / f"detection_overlays_{stem}.png")}
-    if len(pred):
-      errors = np.asarray(metrics_lib.nme(pred, gt, FIVE, "inter_ocular"))
-      files["ced"] = str(plotting.plot_ced(
-          {"matched faces": errors}, out / f"detection_ced_{stem}.png",
-          float(summary["threshold"]), title=f"CED, {label}, detected faces (inter-ocular)"))
-    cv2.imwrite(files["overlays"], cv2.cvtColor(_tile(overlays), cv2.COLOR_RGB2BGR))
-    summary["files"] = files
-    pathlib.Path(files["json"]).write_text(evaluation.to_json(summary))
+    summary["files"] = _write_detection_files(pathlib.Path(output_dir), stem, label, summary,
+                                              pred, gt, found["overlays"])
+    pathlib.Path(summary["files"]["json"]).write_text(evaluation.to_json(summary))
   if not quiet:
-    print(f"[{label}] faces={n} missed={missed} ({100 * missed / n:.2f}%) "
-          f"unmatched detections={unmatched} {summary['ms_per_image']:.1f} ms/image", flush=True)
-    if summary["n"]:
-      for line in evaluation.format_lines(summary, f"{label}, matched faces"):
-        print(line, flush=True)
-    if "files" in summary:
-      print("wrote " + ", ".join(summary["files"].values()), flush=True)
+    _print_summary(summary, label, n, found["missed"], found["unmatched"])
   return summary
 
 
@@ -184,45 +231,3 @@ def _tile(images: list[np.ndarray], side: int = 256, ncols: int = 4) -> np.ndarr
     cells.append(np.zeros((side, side, 3), np.uint8))
   rows = [np.concatenate(cells[i:i + ncols], axis=1) for i in range(0, len(cells), ncols)]
   return np.concatenate(rows, axis=0)
-
-
-def evaluate_trained_detector(path, dataset: str | None = None, split: str | None = None, *,
-                              manual_dir: str | None = None, data_dir: str | None = None,
-                              builder_config: str | None = None, output_dir=None,
-                              limit: int | None = None, batch_size: int = 16,
-                              settings: dict[str, Any] | None = None) -> dict[str, Any]:
-  """``evaluate_detector`` of the detector in ``path`` (a workdir, an export folder or
-  a bundled model's name). The dataset defaults to the one the detector was
-  evaluated on in training (``config.data.eval_dataset``); a bundled model needs
-  ``dataset``. Writes into ``output_dir`` (default: ``path``, or ``./evaluation``
-  for a bundled model). ``settings``: inference settings that replace the trained
-  ones (``methods.load_detector``); the true ones name the output files and the
-  summary records them."""
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  path = methods.resolve(path)
-  detector = methods.load_detector(path, settings)
-  trained = methods.load_config(path).get("data")
-  if trained is not None and trained.get("eval_dataset"):
-    dataset = dataset or trained.eval_dataset
-    if manual_dir is None and dataset == trained.eval_dataset:
-      manual_dir = trained.get("eval_manual_dir", "")
-    split = split or trained.get("eval_split")
-  if not dataset:
-    raise ValueError(f"{path} does not say which dataset to evaluate on: pass --dataset "
-                     "(e.g. mtfl, with --manual_dir) and --split")
-  d = data_lib.get_data_config()
-  d.dataset = dataset
-  d.manual_dir = manual_dir or ""
-  d.data_dir = data_dir or ""
-  d.builder_config = builder_config or ""
-  if output_dir is None:
-    output_dir = pathlib.Path("evaluation") if bundled.contains(path) else path
-  extra = {"trained": str(path)}
-  if settings:
-    extra["detector_settings"] = dict(settings)
-  tag = "_".join(k if v is True else f"{k}-{v}" for k, v in sorted((settings or {}).items())
-                 if v is not False)
-  return evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
-                           limit=limit, batch_size=batch_size, extra=extra, tag=tag)

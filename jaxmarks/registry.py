@@ -50,7 +50,8 @@ class MethodUnit:
       ``load_predictor`` gives a ``Detector``; trained by its own ``train``).
     paper: the citation of what it reproduces.
     config_file: its config file with named variants (``get_config(variant)``),
-      relative to the repository root, e.g. ``jaxmarks/configs/dan.py``.
+      relative to the ``jaxmarks`` package, e.g. ``configs/dan.py``
+      (``config_path`` is the absolute path).
     scheme: the landmark scheme it always predicts, or None when the scheme is
       the training dataset's (read from the builder's metadata and recorded in
       ``config.scheme``).
@@ -71,6 +72,11 @@ class MethodUnit:
   scheme: str | None = None
   paper_speed: str = ""
   spec: Any = None
+
+  @property
+  def config_path(self) -> pathlib.Path:
+    """The absolute path of ``config_file`` (inside the installed package)."""
+    return pathlib.Path(__file__).resolve().parent / self.config_file
 
   def __post_init__(self):
     if self.kind not in ("deep", "classical", "detector"):

@@ -34,36 +34,21 @@ function on single faces -- the same result, since every method treats the faces
 of a batch independently at inference -- and, failing that, with a fixed batch of
 1, with a warning saying why (recorded in serving.json).
 
-What exports (jax 0.10, jax2onnx 0.17, onnxruntime 1.32; max abs difference of the
-landmarks to ``predictor.predict`` in crop pixels, batches 1 to 9, the tests' small
-models and the bundled ``cpr-300w`` / ``dcnn-mtfl``; the tests require 1e-4):
-
-  ======  =========  ==================  ==============================================
-  method  StableHLO  ONNX (onnxruntime)  notes
-  ======  =========  ==================  ==============================================
-  DAN     yes, 2e-5  yes, 5e-5           symbolic batch via per-face vmap
-  DCNN    yes, 3e-5  yes, 5e-5
-  TCDCN   yes, 0     yes, 4e-6
-  CPR     yes, 2e-5  yes, 7e-5           its stage ``lax.scan`` unrolled
-  ASM     yes, 2e-5  yes, 1e-5           fit loops unrolled to their caps (below)
-  AAM     yes, 0     yes, 5e-5           fit loops unrolled to their caps (below)
-  ======  =========  ==================  ==============================================
+Every method exports to both formats, checked against ``predictor.predict`` (the
+tests hold the landmarks to 1e-4 crop pixels on their small models). DAN gets its
+symbolic batch through the per-face ``vmap``; CPR's stage ``lax.scan`` is unrolled;
+ASM's and AAM's fit loops are unrolled to their caps in ONNX (below).
 
 ASM and AAM iterate each face until it converges (``lax.while_loop``). jax2onnx
 makes an ONNX Loop of that, which onnxruntime fails to run (an Expand inside the
 Loop gets an invalid shape), so the ONNX export traces ``serving_fn(bounded_loops=
 True)``: each loop unrolled to its iteration cap as guarded steps
-(``classical.common.fit_loop``; the same landmarks, but every step runs: the
-300-W ASM, 3 levels x 12 steps, is a 4.2 MB file that takes about 8 minutes to
-convert). Their fits take discrete steps (ASM picks the best of a few candidate
-positions, both stop when a step is small), so on some faces ``predict`` itself
-moves by pixels when the crop changes by one part in a million; no other runtime
-can match it there. The checks (``agreement``) count such faces and compare the
-others. On the 300-W ``train:holdout`` faces (201): AAM's ONNX model is within
-0.003 px of ``predict`` on every face (NME unchanged); ASM's within 0.01 px on
-182, while on 19 it differs by up to 6.8 px, as ``predict`` does from itself
-when the crops are scaled by 1 + 1e-5 (14 faces, up to 6.8 px): its NME is
-11.24 % against 11.22 %.
+(``classical.common.fit_loop``; the same landmarks, but every step runs, so the
+file is large and slow to convert). Their fits take discrete steps (ASM picks the
+best of a few candidate positions, both stop when a step is small), so on some faces
+``predict`` itself moves by pixels when the crop changes by one part in a million; no
+other runtime can match it there. The checks (``agreement``) count such faces and
+compare the others.
 
 Before ONNX conversion the function's jaxpr is rewritten with exactly equivalent
 operations where jax2onnx (0.17) gets them wrong: ``reduce_window_max`` (a 2-D max
@@ -88,6 +73,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import itertools
@@ -590,6 +576,76 @@ def _quiet_loggers(*names: str):
       lg.setLevel(level)
 
 
+def _to_onnx(jax2onnx, sf: ServingFunction, opset: int, hint: str, fn, spec):
+  """The ONNX model jax2onnx makes of ``fn`` (rewritten, ``_rewritten``) on ``(B, S, S, C)``
+  ``spec``; ``_traced``'s ``attempt`` for ``export_onnx``.
+
+  Raises:
+    UnsupportedError: a primitive with no faithful conversion, or jax2onnx fails with a
+      fixed batch (with a symbolic one its error propagates, so the next formulation
+      is tried).
+  """
+  rewritten = _rewritten(fn, spec)
+  bad = _unsupported(rewritten)
+  if bad:
+    raise UnsupportedError(
+        f"the {sf.method} model cannot be exported to ONNX: it uses "
+        + ", ".join(f"the {p!r} primitive ({why})" for p, why in bad.items()) + hint)
+  try:
+    with _quiet_loggers("onnx_ir", "onnx_ir.serde", "jax2onnx"):
+      return jax2onnx.to_onnx(jex.core.jaxpr_as_fun(rewritten), [spec],
+                              model_name=f"jaxmarks_{sf.method}", opset=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+  except jax.errors.InconclusiveDimensionOperation:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.export.is_symbolic_dim(spec.shape[0]):
+      raise  # the next formulation, or a fixed batch, is tried
+    raise UnsupportedError(f"jax2onnx cannot convert the {sf.method} model "
+                           f"({type(e).__name__}: {e})" + hint) from e
+
+
+def _check_onnx(predictor, sf: ServingFunction, data: bytes, batch: int | str,
+                tolerance: float, hint: str) -> dict[str, Any]:
+  """Runs the serialized ONNX model ``data`` in onnxruntime against ``predictor.predict``
+  (``agreement``).
+
+  Returns:
+    the manifest entry's ``check_max_abs_diff``, ``check_faces`` and
+    ``check_unstable_faces``.
+
+  Raises:
+    UnsupportedError: onnxruntime cannot run the model, most check faces are unstable
+      under ``predict`` itself, or the model disagrees by more than ``tolerance``.
+  """
+  ort = _import_onnxruntime()
+  session = _session(ort, data)
+  run_session = _onnx_runner(session)
+
+  def onnx_run(images):  # only onnxruntime's own failures are the model's
+    try:
+      return run_session(images)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model does "
+                             f"not run in onnxruntime ({type(e).__name__}: {e})"
+                             + hint) from e
+
+  found = agreement(predictor, onnx_run, batch, tolerance)
+  if found["unstable_faces"] * 2 > found["faces"]:
+    raise UnsupportedError(
+        f"cannot check the ONNX model of the {sf.method} model: on "
+        f"{found['unstable_faces']} of {found['faces']} check crops predict's own "
+        f"landmarks move more than {tolerance:g} crop pixels when the crop changes by "
+        "one part in a million" + hint)
+  diff = found["max_abs_diff"]
+  if not diff <= tolerance:
+    raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model "
+                           f"disagrees with predict by {diff:.3g} crop pixels (> "
+                           f"{tolerance:g})" + hint)
+  return {"check_max_abs_diff": diff, "check_faces": found["faces"],
+          "check_unstable_faces": found["unstable_faces"]}
+
+
 def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
                 opset: int = 23, check: bool = True, tolerance: float = 5e-3
                 ) -> dict[str, Any]:
@@ -621,61 +677,14 @@ def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
   sf = serving_function(predictor, bounded_loops=True)
   out_dir = pathlib.Path(out_dir).expanduser().resolve()
   hint = "; the StableHLO export (--formats=stablehlo) works for every method"
-
-  def attempt(fn, spec):
-    rewritten = _rewritten(fn, spec)
-    bad = _unsupported(rewritten)
-    if bad:
-      raise UnsupportedError(
-          f"the {sf.method} model cannot be exported to ONNX: it uses "
-          + ", ".join(f"the {p!r} primitive ({why})" for p, why in bad.items()) + hint)
-    try:
-      with _quiet_loggers("onnx_ir", "onnx_ir.serde", "jax2onnx"):
-        return jax2onnx.to_onnx(jex.core.jaxpr_as_fun(rewritten), [spec],
-                                model_name=f"jaxmarks_{sf.method}", opset=opset,
-                                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
-    except jax.errors.InconclusiveDimensionOperation:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      if jax.export.is_symbolic_dim(spec.shape[0]):
-        raise  # the next formulation, or a fixed batch, is tried
-      raise UnsupportedError(f"jax2onnx cannot convert the {sf.method} model "
-                             f"({type(e).__name__}: {e})" + hint) from e
-
-  model, how = _traced(sf, batch, attempt)
+  model, how = _traced(sf, batch, functools.partial(_to_onnx, jax2onnx, sf, opset, hint))
   data = model.SerializeToString()
   entry = {"file": ONNX_FILE, "opset": opset,
            "jax2onnx_version": _version("jax2onnx"),
            "input_shape": _shape_json(how["batch"], sf.image_size, sf.image_size, sf.channels),
            "bytes": len(data), **how}
   if check:
-    ort = _import_onnxruntime()
-    session = _session(ort, data)
-    run_session = _onnx_runner(session)
-
-    def onnx_run(images):  # only onnxruntime's own failures are the model's
-      try:
-        return run_session(images)
-      except Exception as e:  # pylint: disable=broad-except
-        raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model does "
-                               f"not run in onnxruntime ({type(e).__name__}: {e})"
-                               + hint) from e
-
-    found = agreement(predictor, onnx_run, how["batch"], tolerance)
-    if found["unstable_faces"] * 2 > found["faces"]:
-      raise UnsupportedError(
-          f"cannot check the ONNX model of the {sf.method} model: on "
-          f"{found['unstable_faces']} of {found['faces']} check crops predict's own "
-          f"landmarks move more than {tolerance:g} crop pixels when the crop changes by "
-          "one part in a million" + hint)
-    diff = found["max_abs_diff"]
-    if not diff <= tolerance:
-      raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model "
-                             f"disagrees with predict by {diff:.3g} crop pixels (> "
-                             f"{tolerance:g})" + hint)
-    entry["check_max_abs_diff"] = diff
-    entry["check_faces"] = found["faces"]
-    entry["check_unstable_faces"] = found["unstable_faces"]
+    entry.update(_check_onnx(predictor, sf, data, how["batch"], tolerance, hint))
   out_dir.mkdir(parents=True, exist_ok=True)
   _write_bytes(out_dir / ONNX_FILE, data)
   return _write_manifest(out_dir, predictor, sf, "onnx", entry)

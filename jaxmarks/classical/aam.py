@@ -38,8 +38,7 @@ Departures from the papers:
   onto the PDM with parameters clamped to +-3 standard deviations.
 - The Gauss-Newton Hessian is damped (``H + hessian_reg * mean(diag H) * I``,
   Levenberg-Marquardt style). Without it a person-independent model on in-the-wild
-  300-W faces walks away even from the ground-truth shape (NME 6% after one
-  iteration from the ground truth, 2.5% with damping); generic project-out fitting
+  300-W faces walks away even from the ground-truth shape; generic project-out fitting
   is known to be fragile there (Tzimiropoulos & Pantic 2013), which is why the
   deep and regression methods replaced it.
 - Iterations stop when the largest vertex movement is below ``tol`` pixels of the
@@ -51,8 +50,7 @@ Departures from the papers:
 - The start shape (the 300w config): not the mean shape in the box but the shape of
   one low-rank regression stage trained with the AAM on the same faces
   (``init_stages``, ``cpr.start_regressor``; not in the papers), and one level, not
-  a pyramid: on 300-W ``train:holdout`` a 9.98 % start fitted to 4.96 %, against
-  7.75 % from the mean shape with two levels (BENCHMARKS.md).
+  a pyramid: from a good start the coarse level only costs (``docs/methods/aam.md``).
 - The fit of a single face skips ``vmap`` (XLA:CPU runs its batched gathers several
   times slower); the result is the same.
 """
@@ -414,153 +412,255 @@ def _masked_gradient(img, valid):
   return along(1), along(0)
 
 
-def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMParams:
-  """Trains a multi-scale AAM on ``(N, S, S, C)`` crops with ``(N, K, 2)`` landmarks."""
-  cfg = cfg or AAMConfig()
-  landmarks = np.asarray(landmarks, np.float32)
+def _check_train_config(cfg: AAMConfig) -> None:
+  """Raises ``ValueError`` naming an unknown ``cfg.features`` or ``cfg.algorithm``."""
   if cfg.features not in FEATURES:
     raise ValueError(f"aam.features must be one of {', '.join(FEATURES)}; got {cfg.features!r}")
   if cfg.algorithm not in ALGORITHMS:
     raise ValueError(f"aam.algorithm must be one of {', '.join(ALGORITHMS)}; got "
                      f"{cfg.algorithm!r}")
-  channels = 1 if cfg.features == "intensity" else int(cfg.feature_bins)
-  model = pdm_lib.fit(landmarks, cfg.shape_variance, cfg.max_shape_modes)
-  k = landmarks.shape[1]
-  mean = np.asarray(model.mean, np.float64)
-  span = (mean.max(0) - mean.min(0)).max()
-  gray_all = np.asarray(common.to_gray(jnp.asarray(images)))
-  pyramid = [gray_all]
-  for _ in range(cfg.num_levels - 1):
-    pyramid.append(np.asarray(jax.jit(jax.vmap(common.downsample2))(pyramid[-1])))
 
-  base0 = (mean - (mean.max(0) + mean.min(0)) / 2) * (0.9 * (cfg.frame_size - 1) / span) + (
-      cfg.frame_size - 1) / 2
-  triangles = delaunay(base0)
+
+def _gray_pyramid(images, num_levels: int) -> list[np.ndarray]:
+  """``(F, S, S, C)`` crops -> ``num_levels`` gray ``(F, S / 2^l, S / 2^l)`` arrays (level
+  ``l``), finest first."""
+  pyramid = [np.asarray(common.to_gray(jnp.asarray(images)))]
+  for _ in range(num_levels - 1):
+    pyramid.append(np.asarray(jax.jit(jax.vmap(common.downsample2))(pyramid[-1])))
+  return pyramid
+
+
+def _base_frame(mean: np.ndarray, frame_size: int) -> np.ndarray:
+  """The ``(K, 2)`` mean shape centred in the level-0 reference frame, its larger side
+  spanning 90 % of ``frame_size - 1`` pixels."""
+  span = (mean.max(0) - mean.min(0)).max()
+  return (mean - (mean.max(0) + mean.min(0)) / 2) * (0.9 * (frame_size - 1) / span) + (
+      frame_size - 1) / 2
+
+
+def _incidence(triangles: np.ndarray, k: int) -> np.ndarray:
+  """``(T, K)`` float32: ``1 / deg(v)`` where vertex ``v`` is a corner of triangle ``t``."""
   deg = np.zeros(k)
   for t in triangles:
     deg[t] += 1
   incidence = np.zeros((len(triangles), k), np.float32)
   for i, t in enumerate(triangles):
     incidence[i, t] = 1.0 / np.maximum(deg[t], 1)
+  return incidence
+
+
+def _training_textures(gray, landmarks, scale: float, triangles, ptri, pbary,
+                       channels: int) -> np.ndarray:
+  """Float64 textures ``(F, N, C)`` of ``(F, H, W)`` gray faces sampled at their
+  ``(F, K, 2)`` ground-truth shapes (level-0 pixels, divided by ``scale``), 256 at a time."""
+  sample_fn = jax.jit(jax.vmap(lambda im, s: paw_sample(
+      level_features(im, channels), s, jnp.asarray(triangles), jnp.asarray(ptri),
+      jnp.asarray(pbary))))
+  return np.concatenate([
+      np.asarray(sample_fn(jnp.asarray(gray[i:i + 256]),
+                           jnp.asarray(landmarks[i:i + 256] / scale)))
+      for i in range(0, len(landmarks), 256)]).astype(np.float64)
+
+
+def _texture_model(tex: np.ndarray, variance: float, max_modes: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """PCA of ``(F, N, C)`` textures, each normalised to zero mean and unit deviation.
+
+  Returns:
+    ``(a0 (N * C,), modes (M, N * C))``, pixel-major: the mean texture renormalised to
+    zero mean and unit deviation, and the ``M`` modes explaining ``variance`` (at most
+    ``max_modes``).
+  """
+  tex = tex.reshape(len(tex), -1)  # pixel-major (F, N * C)
+  tex = tex - tex.mean(1, keepdims=True)
+  tex = tex / (tex.std(1, keepdims=True) + 1e-6)
+  a0 = tex.mean(0)
+  modes_of = tex - a0
+  # The fit normalises each sampled texture to zero mean and unit deviation, so the
+  # mean texture must be on that scale too: the average of unit-deviation textures
+  # has a smaller deviation (about 0.6 on 300-W), and a texture matching A0 exactly
+  # would otherwise leave a residual of (1/0.6 - 1) A0, which the fit reads as motion.
+  a0 = (a0 - a0.mean()) / (a0.std() + 1e-12)
+  _, sv, vt = np.linalg.svd(modes_of, full_matrices=False)
+  var = sv**2
+  m_a = int(np.searchsorted(np.cumsum(var) / var.sum(), variance) + 1)
+  m_a = min(m_a, max_modes)
+  return a0, vt[:m_a]
+
+
+def _shape_basis(base: np.ndarray, components) -> np.ndarray:
+  """Orthonormal ``(P, K, 2)`` shape basis in a reference frame with the ``(K, 2)`` mean
+  ``base``: the 4 similarity directions, then the PDM modes."""
+  k = len(base)
+  c = base - base.mean(0)
+  sim = [c, np.stack([-c[:, 1], c[:, 0]], -1), np.tile([1.0, 0.0], (k, 1)),
+         np.tile([0.0, 1.0], (k, 1))]
+  modes = np.asarray(components, np.float64).reshape(-1, k, 2)
+  q, _ = np.linalg.qr(np.stack([*sim, *modes]).reshape(len(sim) + len(modes), -1).T)
+  return q.T.reshape(-1, k, 2)
+
+
+def _frame_gradient(texture: np.ndarray, ix: np.ndarray, valid: np.ndarray,
+                    channels: int) -> np.ndarray:
+  """Reference-frame gradient ``(N, C, 2)`` of an ``(N * C,)`` pixel-major texture whose
+  pixels sit at the ``(N, 2)`` integer ``ix`` of the ``(size, size)`` ``valid`` mask."""
+  npix = len(ix)
+  pix = texture.reshape(npix, channels)
+  out = np.zeros((npix, channels, 2))
+  for ch in range(channels):
+    img = np.zeros(valid.shape)
+    img[ix[:, 1], ix[:, 0]] = pix[:, ch]
+    gx, gy = _masked_gradient(img, valid)
+    out[:, ch] = np.stack([gx[ix[:, 1], ix[:, 0]], gy[ix[:, 1], ix[:, 0]]], -1)
+  return out
+
+
+def _project_out_update(grad: np.ndarray, dwdp: np.ndarray, a_modes: np.ndarray,
+                        hessian_reg: float) -> np.ndarray:
+  """The damped ``H^-1 SD^T`` ``(P, N * C)`` of the steepest-descent images of ``A0``
+  (gradient ``(N, C, 2)`` times ``dW/dp`` ``(N, P, 2)``), the ``(M, N * C)`` texture
+  modes projected out."""
+  sd = np.einsum("ncd,npd->ncp", grad, dwdp).reshape(grad.shape[0] * grad.shape[1], -1)
+  sd = sd - a_modes.T @ (a_modes @ sd)  # project out the texture subspace
+  hess = sd.T @ sd
+  reg = hessian_reg * np.trace(hess) / len(hess)
+  return np.linalg.solve(hess + reg * np.eye(len(hess)), sd.T)
+
+
+def _alternating_level(grad: np.ndarray, dwdp: np.ndarray, a_modes: np.ndarray,
+                       ix: np.ndarray, valid: np.ndarray, channels: int) -> dict[str, np.ndarray]:
+  """One level's arrays of the alternating fit: ``modes (M, N, C)``, ``dwdp (N, P, 2)``,
+  ``grads (M + 1, N, C, 2)`` (of ``A0`` then each mode), ``jtj (M + 1, M + 1, P, P)`` and
+  ``ajac (M + 1, M, P)``."""
+  npix, m_a = len(ix), len(a_modes)
+  grads = np.stack([grad] + [_frame_gradient(m, ix, valid, channels) for m in a_modes])
+  jacs = np.einsum("incd,npd->incp", grads, dwdp).reshape(m_a + 1, npix * channels, -1)
+  flat = jacs.transpose(0, 2, 1).reshape(-1, npix * channels)  # ((M+1) P, N C)
+  n_p = jacs.shape[-1]
+  return dict(
+      modes=a_modes.reshape(m_a, npix, channels), dwdp=dwdp, grads=grads,
+      jtj=(flat @ flat.T).reshape(m_a + 1, n_p, m_a + 1, n_p).transpose(0, 2, 1, 3),
+      ajac=np.einsum("mk,ikp->imp", a_modes, jacs))
+
+
+def _train_level(gray, landmarks, base0, triangles, components, level: int, channels: int,
+                 cfg: AAMConfig) -> tuple[dict[str, np.ndarray], int]:
+  """The arrays of one pyramid level (unpadded) and its number of texture modes.
+
+  Args:
+    gray: ``(F, H, W)`` the level's gray faces; ``landmarks`` ``(F, K, 2)`` level-0 pixels.
+    base0: ``(K, 2)`` the mean shape in the level-0 frame; ``triangles`` ``(T, 3)``.
+    components: the PDM's shape modes.
+  """
+  scale = 2.0**level
+  size = int(np.ceil(cfg.frame_size / scale))
+  base = base0 / scale
+  xy, ptri, pbary = reference_pixels(base, triangles, size)
+  # Textures of the training faces at their ground-truth shapes.
+  tex = _training_textures(gray, landmarks, scale, triangles, ptri, pbary, channels)
+  npix = tex.shape[1]
+  a0, a_modes = _texture_model(tex, cfg.texture_variance, cfg.max_texture_modes)
+  basis = _shape_basis(base, components)  # (P, K, 2)
+  # Steepest-descent images of A0 (gradient in the reference frame).
+  valid = np.zeros((size, size), bool)
+  ix = xy.astype(int)
+  valid[ix[:, 1], ix[:, 0]] = True
+  grad = _frame_gradient(a0, ix, valid, channels)
+  dwdp = np.einsum("nj,pnjd->npd", pbary, basis[:, triangles[ptri]])  # (N, P, 2)
+  update = _project_out_update(grad, dwdp, a_modes, cfg.hessian_reg)
+  tri_pts = np.concatenate([base[triangles], np.ones((len(triangles), 3, 1))], -1)
+  level_arrays = dict(base=base, src_inv=np.linalg.inv(tri_pts), tri=ptri, bary=pbary,
+                      a0=a0.reshape(npix, channels), basis=basis,
+                      update=update.reshape(len(update), npix, channels))
+  if cfg.algorithm == "alternating":
+    level_arrays.update(_alternating_level(grad, dwdp, a_modes, ix, valid, channels))
+  return level_arrays, len(a_modes)
+
+
+def _f32(a) -> jnp.ndarray:
+  """``a`` (nested lists of arrays too) as a float32 jax array."""
+  return jnp.asarray(np.asarray(a), jnp.float32)
+
+
+def _pad_pixels(a: np.ndarray, n_max: int, fill=0) -> np.ndarray:
+  """``(N, ...)`` -> ``(n_max, ...)``, ``fill`` past the ``N`` pixels."""
+  out = np.full((n_max, *a.shape[1:]), fill, a.dtype)
+  out[:len(a)] = a
+  return out
+
+
+def _pad_modes(a: np.ndarray, rows: int, n_max: int) -> np.ndarray:
+  """``(R, N, ...)`` -> float32 ``(rows, n_max, ...)``, zeros where missing."""
+  out = np.zeros((rows, n_max, *a.shape[2:]), np.float32)
+  out[:len(a), :a.shape[1]] = a
+  return out
+
+
+def _stack_alternating(levels: list[dict[str, np.ndarray]], n_max: int,
+                       cfg: AAMConfig) -> dict[str, jnp.ndarray]:
+  """The alternating fit's ``AAMParams`` fields, the levels padded to ``n_max`` pixels
+  and to the largest number of texture modes ``M``."""
+  m_max = max(len(lv["modes"]) for lv in levels)
+  return dict(
+      appearance=_f32([_pad_modes(lv["modes"], m_max, n_max).reshape(m_max, -1)
+                       for lv in levels]),
+      appearance_grad=_f32([
+          np.concatenate([_pad_modes(lv["grads"][:1], 1, n_max),
+                          _pad_modes(lv["grads"][1:], m_max, n_max)]
+                         ).reshape(m_max + 1, -1, 2) for lv in levels]),
+      jtj=_f32([np.pad(lv["jtj"], [(0, m_max + 1 - len(lv["jtj"]))] * 2 + [(0, 0)] * 2)
+                for lv in levels]),
+      ajac=_f32([np.pad(lv["ajac"], ((0, m_max + 1 - len(lv["ajac"])),
+                                     (0, m_max - lv["ajac"].shape[1]), (0, 0)))
+                 for lv in levels]),
+      warp_jacobian=_f32([np.pad(lv["dwdp"], ((0, n_max - len(lv["dwdp"])), (0, 0), (0, 0)))
+                          for lv in levels]),
+      hessian_reg=_f32(np.full((cfg.num_levels,), cfg.hessian_reg)))
+
+
+def _stack_levels(levels: list[dict[str, np.ndarray]], n_max: int) -> dict[str, jnp.ndarray]:
+  """The per-level ``AAMParams`` fields, the levels padded to ``n_max`` pixels."""
+  return dict(
+      base_shape=_f32([lv["base"] for lv in levels]),
+      src_inv=_f32([lv["src_inv"] for lv in levels]),
+      pixel_tri=jnp.asarray(np.stack([_pad_pixels(lv["tri"], n_max) for lv in levels]),
+                            jnp.int32),
+      pixel_bary=_f32([_pad_pixels(lv["bary"], n_max) for lv in levels]),
+      pixel_mask=_f32([_pad_pixels(np.ones(len(lv["tri"]), np.float32), n_max)
+                       for lv in levels]),
+      mean_texture=_f32([_pad_pixels(lv["a0"], n_max) for lv in levels]),
+      basis=_f32([lv["basis"] for lv in levels]),
+      update=_f32([np.pad(lv["update"], ((0, 0), (0, n_max - lv["update"].shape[1]), (0, 0))
+                          ).reshape(len(lv["update"]), -1) for lv in levels]))
+
+
+def train(images, landmarks, cfg: AAMConfig | None = None, log=print) -> AAMParams:
+  """Trains a multi-scale AAM on ``(N, S, S, C)`` crops with ``(N, K, 2)`` landmarks."""
+  cfg = cfg or AAMConfig()
+  landmarks = np.asarray(landmarks, np.float32)
+  _check_train_config(cfg)
+  channels = 1 if cfg.features == "intensity" else int(cfg.feature_bins)
+  model = pdm_lib.fit(landmarks, cfg.shape_variance, cfg.max_shape_modes)
+  k = landmarks.shape[1]
+  pyramid = _gray_pyramid(images, cfg.num_levels)
+  base0 = _base_frame(np.asarray(model.mean, np.float64), cfg.frame_size)
+  triangles = delaunay(base0)
+  incidence = _incidence(triangles, k)
 
   levels = []
   for level in range(cfg.num_levels):
-    scale = 2.0**level
-    size = int(np.ceil(cfg.frame_size / scale))
-    base = base0 / scale
-    xy, ptri, pbary = reference_pixels(base, triangles, size)
-    # Textures of the training faces at their ground-truth shapes.
-    sample_fn = jax.jit(jax.vmap(lambda im, s: paw_sample(
-        level_features(im, channels), s, jnp.asarray(triangles), jnp.asarray(ptri),
-        jnp.asarray(pbary))))
-    tex = np.concatenate([
-        np.asarray(sample_fn(jnp.asarray(pyramid[level][i:i + 256]),
-                             jnp.asarray(landmarks[i:i + 256] / scale)))
-        for i in range(0, len(landmarks), 256)]).astype(np.float64)  # (F, N, C)
-    npix = tex.shape[1]
-    tex = tex.reshape(len(tex), -1)  # pixel-major (F, N * C)
-    tex = tex - tex.mean(1, keepdims=True)
-    tex = tex / (tex.std(1, keepdims=True) + 1e-6)
-    a0 = tex.mean(0)
-    modes_of = tex - a0
-    # The fit normalises each sampled texture to zero mean and unit deviation, so the
-    # mean texture must be on that scale too: the average of unit-deviation textures
-    # has a smaller deviation (about 0.6 on 300-W), and a texture matching A0 exactly
-    # would otherwise leave a residual of (1/0.6 - 1) A0, which the fit reads as motion.
-    a0 = (a0 - a0.mean()) / (a0.std() + 1e-12)
-    _, sv, vt = np.linalg.svd(modes_of, full_matrices=False)
-    var = sv**2
-    m_a = int(np.searchsorted(np.cumsum(var) / var.sum(), cfg.texture_variance) + 1)
-    m_a = min(m_a, cfg.max_texture_modes)
-    a_modes = vt[:m_a]  # (M_a, N)
-    # Shape basis in this reference frame: similarity directions + PDM modes, orthonormal.
-    c = base - base.mean(0)
-    sim = [c, np.stack([-c[:, 1], c[:, 0]], -1), np.tile([1.0, 0.0], (k, 1)),
-           np.tile([0.0, 1.0], (k, 1))]
-    modes = np.asarray(model.components, np.float64).reshape(-1, k, 2)
-    q, _ = np.linalg.qr(np.stack([*sim, *modes]).reshape(len(sim) + len(modes), -1).T)
-    basis = q.T.reshape(-1, k, 2)  # (P, K, 2)
-    # Steepest-descent images of A0 (gradient in the reference frame).
-    valid = np.zeros((size, size), bool)
-    ix = xy.astype(int)
-    valid[ix[:, 1], ix[:, 0]] = True
-    a0_pix = a0.reshape(npix, channels)
-
-    def frame_gradient(texture):  # (N * C,) -> (N, C, 2) in the reference frame
-      pix = texture.reshape(npix, channels)
-      out = np.zeros((npix, channels, 2))
-      for ch in range(channels):
-        img = np.zeros((size, size))
-        img[ix[:, 1], ix[:, 0]] = pix[:, ch]
-        gx, gy = _masked_gradient(img, valid)
-        out[:, ch] = np.stack([gx[ix[:, 1], ix[:, 0]], gy[ix[:, 1], ix[:, 0]]], -1)
-      return out
-
-    grad = frame_gradient(a0)
-    dwdp = np.einsum("nj,pnjd->npd", pbary, basis[:, triangles[ptri]])  # (N, P, 2)
-    sd = np.einsum("ncd,npd->ncp", grad, dwdp).reshape(npix * channels, -1)
-    sd = sd - a_modes.T @ (a_modes @ sd)  # project out the texture subspace
-    hess = sd.T @ sd
-    reg = cfg.hessian_reg * np.trace(hess) / len(hess)
-    update = np.linalg.solve(hess + reg * np.eye(len(hess)), sd.T)
-    tri_pts = np.concatenate([base[triangles], np.ones((len(triangles), 3, 1))], -1)
-    level_arrays = dict(base=base, src_inv=np.linalg.inv(tri_pts), tri=ptri, bary=pbary,
-                        a0=a0_pix, basis=basis,
-                        update=update.reshape(len(update), npix, channels))
-    if cfg.algorithm == "alternating":
-      grads = np.stack([grad] + [frame_gradient(m) for m in a_modes])  # (M+1, N, C, 2)
-      jacs = np.einsum("incd,npd->incp", grads, dwdp).reshape(m_a + 1, npix * channels, -1)
-      flat = jacs.transpose(0, 2, 1).reshape(-1, npix * channels)  # ((M+1) P, N C)
-      n_p = jacs.shape[-1]
-      level_arrays.update(
-          modes=a_modes.reshape(m_a, npix, channels), dwdp=dwdp, grads=grads,
-          jtj=(flat @ flat.T).reshape(m_a + 1, n_p, m_a + 1, n_p).transpose(0, 2, 1, 3),
-          ajac=np.einsum("mk,ikp->imp", a_modes, jacs))
+    level_arrays, m_a = _train_level(pyramid[level], landmarks, base0, triangles,
+                                     model.components, level, channels, cfg)
     levels.append(level_arrays)
-    log(f"aam level {level}: {len(ptri)} pixels x {channels} channels ({cfg.features}), "
-        f"{len(triangles)} triangles, {basis.shape[0]} shape params, {m_a} texture modes")
+    log(f"aam level {level}: {len(level_arrays['tri'])} pixels x {channels} channels "
+        f"({cfg.features}), {len(triangles)} triangles, {level_arrays['basis'].shape[0]} "
+        f"shape params, {m_a} texture modes")
 
   n_max = max(len(lv["tri"]) for lv in levels)
-
-  def pad(a, fill=0):
-    out = np.full((n_max, *a.shape[1:]), fill, a.dtype)
-    out[:len(a)] = a
-    return out
-
-  f32 = lambda a: jnp.asarray(np.asarray(a), jnp.float32)  # noqa: E731
-  alternating = {}
-  if cfg.algorithm == "alternating":
-    m_max = max(len(lv["modes"]) for lv in levels)
-
-    def padded(a, rows):  # (R, N, ...) -> (rows, n_max, ...), zeros where missing
-      out = np.zeros((rows, n_max, *a.shape[2:]), np.float32)
-      out[:len(a), :a.shape[1]] = a
-      return out
-
-    alternating = dict(
-        appearance=f32([padded(lv["modes"], m_max).reshape(m_max, -1) for lv in levels]),
-        appearance_grad=f32([
-            np.concatenate([padded(lv["grads"][:1], 1), padded(lv["grads"][1:], m_max)]
-                           ).reshape(m_max + 1, -1, 2) for lv in levels]),
-        jtj=f32([np.pad(lv["jtj"], [(0, m_max + 1 - len(lv["jtj"]))] * 2 + [(0, 0)] * 2)
-                 for lv in levels]),
-        ajac=f32([np.pad(lv["ajac"], ((0, m_max + 1 - len(lv["ajac"])),
-                                      (0, m_max - lv["ajac"].shape[1]), (0, 0)))
-                  for lv in levels]),
-        warp_jacobian=f32([np.pad(lv["dwdp"], ((0, n_max - len(lv["dwdp"])), (0, 0), (0, 0)))
-                           for lv in levels]),
-        hessian_reg=f32(np.full((cfg.num_levels,), cfg.hessian_reg)))
+  alternating = _stack_alternating(levels, n_max, cfg) if cfg.algorithm == "alternating" else {}
   return AAMParams(
-      pdm=model, init_shape=f32(landmarks.mean(0)), triangles=jnp.asarray(triangles),
-      base_shape=f32([lv["base"] for lv in levels]),
-      src_inv=f32([lv["src_inv"] for lv in levels]), incidence=f32(incidence),
-      pixel_tri=jnp.asarray(np.stack([pad(lv["tri"]) for lv in levels]), jnp.int32),
-      pixel_bary=f32([pad(lv["bary"]) for lv in levels]),
-      pixel_mask=f32([pad(np.ones(len(lv["tri"]), np.float32)) for lv in levels]),
-      mean_texture=f32([pad(lv["a0"]) for lv in levels]),
-      basis=f32([lv["basis"] for lv in levels]),
-      update=f32([np.pad(lv["update"], ((0, 0), (0, n_max - lv["update"].shape[1]), (0, 0))
-                         ).reshape(len(lv["update"]), -1) for lv in levels]),
+      pdm=model, init_shape=_f32(landmarks.mean(0)), triangles=jnp.asarray(triangles),
+      incidence=_f32(incidence), **_stack_levels(levels, n_max),
       max_iters=jnp.full((cfg.num_levels,), cfg.max_iters, jnp.int32), **alternating,
       initializer=cpr.start_regressor(images, landmarks, cfg.init_stages, cfg.init_rank,
                                       cfg.init_grid, cfg.scheme, log))

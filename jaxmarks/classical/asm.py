@@ -16,31 +16,25 @@ Departures from the paper:
   (for iBUG-68: jaw, brows, nose, eyes, lips); for other schemes from the two
   nearest points of the mean shape.
 - Profiles are normalised by their L2 norm (plus 1e-3), not by the sum of absolute
-  values: on 300-W holdout 11.2 % against 11.9 % inter-ocular NME (the L1
-  normalisation blows up weak, noisy profiles in flat regions to the same size as
-  real edges; the small constant keeps flat profiles small).
+  values: the L1 normalisation blows weak, noisy profiles in flat regions up to the
+  size of real edges, and was less accurate on 300-W; the small constant keeps flat
+  profiles small.
 - Covariances are regularised (``+ eps * I``, relative to their mean variance) so that
-  they stay invertible with a few hundred training faces; a strong ridge (0.3 in the
-  300w config, with 23-sample profiles) is also more accurate on 300-W (9.88 % against
-  10.83 % at 0.01 with 17 samples).
+  they stay invertible with a few hundred training faces; a strong ridge with long
+  profiles (the 300w config) is also more accurate: the per-landmark models then trust
+  fewer noisy directions.
 - The PDM constraint is the per-mode clamp of the 1995 paper (no hyper-ellipsoid),
   applied after fitting the similarity (pose) between the model frame and the image.
-  The coarser levels keep only the largest modes (``coarse_variance_fraction``, 0.5
-  in the 300w config: 10.83 % against 11.22 % at 0.7 on ``train:holdout``; as in
-  Stasm/Milborrow's multi-resolution ASM): the coarse search then mostly
-  fixes the pose, which dominates the mean-shape error on 300-W (17.6 % inter-ocular
-  for the mean shape, 8.0 % once the mean is similarity-aligned to the truth), and
-  the profile matches at 1/4 or 1/2 resolution are too noisy to drive 30 modes.
-  With all modes at every level (the former default: 2 levels, +-4 px search,
-  9-sample profiles, 98 % of the variance) the fit reached 15.8 % against 11.9 %
-  now on ``train:holdout``; even started from the ground truth, that model drifted
-  to 6.9 % (the loose 30-mode constraint follows wrong profile matches).
+  The coarser levels keep only the largest modes (``coarse_variance_fraction``; as in
+  Stasm/Milborrow's multi-resolution ASM): the coarse search then mostly fixes the
+  pose, which dominates the mean-shape error on 300-W, and profile matches at 1/4 or
+  1/2 resolution are too noisy to drive every mode (with all modes at every level the
+  fit drifted even when started from the ground truth).
 - The start shape (the 300w config): not the mean shape in the box but the shape of
   a short regression cascade trained with the ASM on the same faces (``init_stages``
-  CPR stages of rank 4, ``cpr.start_regressor``; Stasm starts from detected eyes and
-  mouth instead). From it a single level fits best (300-W ``train:holdout``: a
-  6.91 % start fitted to 5.83 %, against 9.88 % from the mean shape with 3 levels);
-  more levels make a good start worse (BENCHMARKS.md).
+  CPR stages of rank 4, ``cpr.start_regressor``; not in Cootes et al.; Stasm starts
+  from detected eyes and mouth instead). From such a start a single level fits best:
+  coarse levels make a good start worse (``docs/methods/asm.md``).
 - Convergence: the largest point movement at the current level is below
   ``tol`` pixels of that level (the paper's "50% of points within the central
   half of the search range" needs a data-dependent test that is less portable).

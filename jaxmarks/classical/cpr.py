@@ -22,10 +22,10 @@ Choices and departures from the paper:
   linear in the pixels, so a linear regressor gains nothing from them; their
   absolute values and the local contrast normalisation are the nonlinearity
   (SDM uses SIFT for the same reason).
-- Measured on 300-W ``train:holdout`` (see BENCHMARKS.md): ``G = 4, R = 60`` gave
-  3.83% inter-ocular NME at ~2.5x the time of ``G = 3, R = 30`` (4.12%); the
-  default ``G = 3, R = 20`` gives 4.13% and is the fastest of the three (the
-  per-stage weights are what a batch-1 call spends its time reading).
+- The default ``G = 3, R = 20`` is the fastest of the grids and ranks tried; a
+  larger grid at a higher rank is more accurate at a few times the time per face
+  (the per-stage weights are what a batch-1 call spends its time reading;
+  ``docs/methods/cpr.md``).
 - Training data are oversampled with several initial shapes per face (CPR/ESR):
   the mean shape, and shapes blended towards other faces' shapes with random
   similarity jitters; mirrored faces are added (the scheme's mirror permutation).

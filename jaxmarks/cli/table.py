@@ -36,18 +36,26 @@ import numpy as np
 from absl import app
 from absl import flags
 
-_WORKDIRS = flags.DEFINE_list("workdirs", [], "Workdirs, export folders or bundled model names.")
-_DATASET = flags.DEFINE_string("dataset", "", "Builder name (default: the first model's).")
-_SPLIT = flags.DEFINE_string("split", "", "Split (default: the first model's eval_split).")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The dataset's original files (default: "
-                                  "the first model's config, else $JAXMARKS_DATASETS).")
-_OUTPUT = flags.DEFINE_string("output", "table.md", "Markdown file to write ('' : print only).")
-_REPEATS = flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
-_MIRROR = flags.DEFINE_bool("mirror", False, "Add a column: inter-ocular NME with test-time "
-                            "mirroring (jaxmarks.mirror; not in the papers).")
-_MEAN_SHAPE = flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
-                                "each crop (from the first model that keeps one).")
+from jaxmarks.cli import common
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags."""
+  flags.DEFINE_list("workdirs", [], "Workdirs, export folders or bundled model names.")
+  flags.DEFINE_string("dataset", "", "Builder name (default: the first model's).")
+  flags.DEFINE_string("split", "", "Split (default: the first model's eval_split).")
+  flags.DEFINE_string("manual_dir", None, "The dataset's original files (default: "
+                      "the first model's config, else $JAXMARKS_DATASETS).")
+  flags.DEFINE_string("output", "table.md", "Markdown file to write ('' : print only).")
+  flags.DEFINE_integer("repeats", 100, "Batch-1 calls per timing loop.")
+  flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
+  flags.DEFINE_bool("mirror", False, "Add a column: inter-ocular NME with test-time "
+                    "mirroring (jaxmarks.mirror; not in the papers).")
+  flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
+                    "each crop (from the first model that keeps one).")
+
 
 COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME io"),
            ("nme_inter_pupil", "NME ip"), ("nme_bbox_diagonal", "NME box diag."),
@@ -130,10 +138,10 @@ def _main():
   from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  if not _WORKDIRS.value:
+  if not FLAGS.workdirs:
     raise app.UsageError("--workdirs is required")
   rows, data, mean_row = [], None, None
-  for entry in _WORKDIRS.value:
+  for entry in FLAGS.workdirs:
     path = methods.resolve(entry)
     config, arrays, info = methods.read_trained(path)
     if methods.get(config.method).kind == "detector":
@@ -141,18 +149,18 @@ def _main():
                            "(evaluate detectors with experiments.evaluate)")
     predictor = methods.get(config.method).load_predictor(config, arrays, info)
     if data is None:  # the first model sets the split everyone is evaluated on
-      data = evaluation.eval_data_config(config, _DATASET.value or None,
-                                         manual_dir=_MANUAL_DIR.value)
-      split = _SPLIT.value or data.eval_split
+      data = evaluation.eval_data_config(config, FLAGS.dataset or None,
+                                         manual_dir=FLAGS.manual_dir)
+      split = FLAGS.split or data.eval_split
     model_data = evaluation.eval_data_config(config, data.dataset, data.builder_config,
                                              data.data_dir or None, data.manual_dir)
     print(f"== {entry} ({config.method}) on {data.dataset} {split}", flush=True)
     summary = evaluation.evaluate(predictor, model_data, split, quiet=True)
-    if _MIRROR.value:
+    if FLAGS.mirror:
       mirrored = evaluation.evaluate(mirror_lib.MirrorAveraged(predictor), model_data, split,
                                      quiet=True)
       summary["nme_inter_ocular_mirror"] = mirrored["nme_inter_ocular"]
-    mean = mean_shape_of(predictor) if _MEAN_SHAPE.value and mean_row is None else None
+    mean = mean_shape_of(predictor) if FLAGS.mean_shape and mean_row is None else None
     if mean is not None:
       print(f"== mean shape of {entry} on {data.dataset} {split}", flush=True)
       s = evaluation.evaluate(MeanShape(mean, config), model_data, split, quiet=True)
@@ -161,7 +169,7 @@ def _main():
                   "scheme": s["scheme"], "n": s["n"]}
     images, _, _ = classical.load_arrays(model_data, split, max_faces=64)
     speed = evaluation.time_predictor(predictor, images, batch_size=64,
-                                      repeats=_REPEATS.value, rounds=_ROUNDS.value)
+                                      repeats=FLAGS.repeats, rounds=FLAGS.rounds)
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
                  **{k: summary.get(k) for k, _ in columns(True) if k in summary}, **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
@@ -169,19 +177,24 @@ def _main():
   if mean_row is not None:
     rows.insert(0, mean_row)
   schemes = sorted({r["scheme"] for r in rows})
-  text = markdown(rows, data.dataset, split, ", ".join(schemes), mirror=_MIRROR.value)
-  text += (f"\n\n{rows[0]['n']} faces; speed: best of {_ROUNDS.value} loops on "
+  text = markdown(rows, data.dataset, split, ", ".join(schemes), mirror=FLAGS.mirror)
+  text += (f"\n\n{rows[0]['n']} faces; speed: best of {FLAGS.rounds} loops on "
            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; training time "
            "as each workdir recorded it (classical methods: the fit, on crops already "
            "loaded; deep methods: the training loop with its validations).")
   print(text, flush=True)
-  if _OUTPUT.value:
-    out = pathlib.Path(_OUTPUT.value)
+  if FLAGS.output:
+    out = pathlib.Path(FLAGS.output)
     out.write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(
         {"dataset": data.dataset, "split": split, "rows": rows}, indent=2, default=float))
     print(f"wrote {out}, {out.with_suffix('.json')}", flush=True)
 
 
+def command(argv=None) -> None:
+  """``jaxmarks table`` with ``argv`` (default ``sys.argv``)."""
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  command()

@@ -31,11 +31,12 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from jaxmarks.cli import common
+
 from jaxmarks import methods
 from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
 
-_REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 
 
@@ -171,14 +172,22 @@ def _train_beside_foreign_files(config, workdir: str) -> None:
   unit.train(config, pathlib.Path(workdir), allow_foreign=True)
 
 
-def run_method(name: str) -> None:
+def run_method(name: str, argv: Sequence[str] | None = None) -> None:
   """The ``python -m experiments.<name>`` alias: ``train`` with ``name``'s config file as
   the default ``--config`` and ``/tmp/jaxmarks_<name>`` as the default ``--workdir``."""
   unit = methods.get(name)
-  define_flags(str(_REPO_ROOT / unit.config_file), f"/tmp/jaxmarks_{name}")
-  app.run(lambda argv: main(argv, expected_method=name), flags_parser=parse_flags)
+  common.run_command(lambda rest: main(rest, expected_method=name), argv,
+                     define_flags=lambda: define_flags(str(unit.config_path),
+                                                       f"/tmp/jaxmarks_{name}", argv),
+                     doc=__doc__, module=__name__, flags_parser=parse_flags)
+
+
+def command(argv: Sequence[str] | None = None) -> None:
+  """``jaxmarks train`` / ``python -m experiments.train`` with ``argv`` (default
+  ``sys.argv``)."""
+  common.run_command(main, argv, define_flags=lambda: define_flags(argv=argv), doc=__doc__,
+                     module=__name__, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=parse_flags)
+  command()

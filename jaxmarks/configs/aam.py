@@ -35,26 +35,22 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.scheme = ""
   c.data = cpr_configs.classical_data_config(variant)
   c.aam = ml_collections.ConfigDict()
-  # One level from the start regressor: 4.96 % io on train:holdout, against 5.75 %
-  # with 2 levels (and 7.75 % with 2 levels from the mean shape; BENCHMARKS.md; all
-  # with 100 texture modes and 20 iterations).
+  # One level: from the start regressor below, a half-resolution level only costs.
   c.aam.num_levels = 1
   c.aam.frame_size = 64
   c.aam.shape_variance = 0.95
   c.aam.max_shape_modes = 20
-  # Orientation features and the alternating fit. From the mean shape, 100 texture
-  # modes gave 7.75 % io on train:holdout (150 modes 8.26 %, 40 modes 9.49 %); from the
-  # start regressor below, 30 modes and 10 iterations give 5.48 % at 7.1 ms per face at
-  # batch 1, against 4.96 % at 41 ms with 100 modes and 20 iterations (BENCHMARKS.md,
-  # "AAM speed"). The former config (intensities, project-out, 40 modes, 10
-  # iterations, damping 1.0) is these fields' other values.
+  # Orientation features and the alternating fit. 30 texture modes and 10 iterations
+  # trade a little accuracy for several times the speed of 100 modes and 20
+  # iterations (docs/methods/aam.md). The former config (intensities, project-out, 40
+  # modes, 10 iterations, damping 1.0) is these fields' other values.
   c.aam.texture_variance = 0.95
   c.aam.max_texture_modes = 30
   c.aam.max_iters = 10
   c.aam.hessian_reg = 0.1
   # The start shape: a few low-rank regression stages (the project's CPR, trained on
-  # the same faces; 0: the mean shape). 1 stage: a 9.98 % start, fitted to 4.96 %
-  # (2 stages: 6.91 %, fitted to 5.90 % with 2 levels).
+  # the same faces; 0: the mean shape; not in the papers). One stage is enough: the
+  # alternating fit corrects the pose itself.
   c.aam.init_stages = 1
   c.aam.init_rank = 4
   c.aam.init_grid = 3

@@ -30,25 +30,20 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.scheme = ""
   c.data = cpr_configs.classical_data_config(variant)
   c.asm = ml_collections.ConfigDict()
-  # From the mean shape, 3 levels with a short search (+-3 px of each level) and few
-  # modes at the coarse levels (pose first): 9.88 % io on train:holdout. From the start
-  # regressor below, the coarse levels hurt: 1 level 5.83 %, 2 levels 6.07 %, 3 levels
-  # 6.66 % (BENCHMARKS.md, "A better start for ASM and AAM").
+  # One level: from the start regressor below, coarse levels make the shape worse
+  # (from the mean shape, three levels with few modes at the coarse ones do best).
   c.asm.num_levels = 1
-  # 300-W train:holdout, 2026-12-03 (BENCHMARKS.md): 23-sample profiles with a 0.3
-  # covariance ridge 9.88 %, against 10.83 % for 17 samples and 0.01.
+  # Long (23-sample) profiles with a strong covariance ridge (covariance_eps below).
   c.asm.profile_half = 11
   c.asm.search_half = 3
   c.asm.variance_fraction = 0.9
-  # 0.5 (the largest modes only at the coarse levels): 10.83 % on train:holdout against
-  # 11.22 % with 0.7 (BENCHMARKS.md; 0.3 and 0.4 keep the same modes).
+  # Only the largest modes at the coarse levels (pose first).
   c.asm.coarse_variance_fraction = 0.5
   c.asm.max_iters = 12
   c.asm.covariance_eps = 0.3
   c.asm.fit_tol = 0.25
   # The start shape: a few low-rank regression stages (the project's CPR, trained on
-  # the same faces; 0: the mean shape). 2 stages: a 6.91 % start, fitted to 5.83 %
-  # (1 stage: 9.98 %, fitted to 6.87 % at best; 3 stages: 5.73 %, fitted to 6.48 %).
+  # the same faces; 0: the mean shape; not in the paper). See docs/methods/asm.md.
   c.asm.init_stages = 2
   c.asm.init_rank = 4
   c.asm.init_grid = 3

@@ -4,16 +4,15 @@ Variants (``--config=jaxmarks/configs/dan.py:<variant>``):
 
 - ``""`` / ``"synthetic"`` (default): a small DAN on the built-in ``synthetic_faces``
   (``small`` builder config: 800 train / 200 validation faces); both stages;
-  about 5 minutes on a 2-core CPU. The README's first command.
+  a few minutes on a 2-core CPU. The README's first command.
 - ``"300w"``: the paper's setting on 300-W (``ibug300w``): full width (64..512
   channels, fc 256), two stages trained one after the other, DAN's augmentation
   (translation 0.2, rotation 20 deg, scale 0.25, mirroring), Adam with step
   size 0.001, batch 64. For a GPU or TPU.
 - ``"300w_cpu"``: a reduced-width DAN (8..64 channels, fc 256) on the shared 300-W
   training data (``train:fit``), validated on ``train:holdout`` (10 % held out);
-  about 50 minutes on a 2-core CPU. Two runs on two hosts: 4.155 % and 4.517 %
-  inter-ocular NME on train:holdout (best checkpoints; 4.057 % and 4.324 %
-  mirror-averaged): stage 2's gain varies a lot between runs (BENCHMARKS.md).
+  sized for a 2-core CPU. Stage 2's gain varies a lot between runs on different
+  hosts (``docs/methods/dan.md``).
 
 The 300-W variants read the data from ``$JAXMARKS_DATASETS/300w``
 (``jaxmarks.data.paths``). Any field can be overridden:
@@ -75,8 +74,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.train_split = "train:fit"
     c.data.eval_split = "train:holdout"
     c.data.batch_size = 64
-    # One input worker per free core: on an H200 the full-width train step (9.6 ms at
-    # batch 64) outruns a worker's few hundred 300-W crops/s (BENCHMARKS.md, "On a GPU").
+    # One input worker per free core: on a GPU the full-width train step outruns what
+    # one worker decodes (BENCHMARKS.md, "On a GPU").
     c.data.num_workers = -1
     c.train.steps_per_stage = (60000, 60000)
   elif variant == "300w_cpu":
@@ -95,7 +94,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.model.base_width = 8
     c.model.fc_units = 256
     c.model.dropout_rate = 0.3  # the narrow net underfits with the paper's 0.5
-    # 51 min on a 2-core CPU (2026-12-04); (3200, 2200) took 31 min for 4.374 %.
+    # Longer than the earlier (3200, 2200), which still improved at its end.
     c.train.steps_per_stage = (5000, 3600)
     c.train.optimizer.learning_rate = 2e-3
     c.train.optimizer.schedule = "cosine"

@@ -6,8 +6,8 @@ Variants (``--config=jaxmarks/configs/facepp.py:<variant>``):
   (``$JAXMARKS_DATASETS/300w``), trained on ``train:fit`` (1,811 faces) and validated
   on ``train:holdout`` (a fixed seeded 10 %, 201 faces); 128x128 grey crops of the
   ground-truth landmark box x 1.3, mildly jittered and mirrored; the four levels
-  trained one after the other (1 h 24 min on a 2-core CPU in the last run, over the
-  60-minute target; BENCHMARKS.md).
+  trained one after the other, sized for a 2-core CPU (its training time is in
+  RESULTS.md).
 - ``"paper"``: the same data with the paper-sized schedule for a GPU (more steps
   per level, the full jitter of DAN's augmentation).
 - ``"synthetic"``: the built-in synthetic faces, a few steps per level (tests).
@@ -55,13 +55,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.output_scale = 8.0  # pixels per unit of level 1's box outputs
   c.model.window_scale = 0.1  # window half sides per unit of the later levels' outputs
   c.model.gain = 1.0
-  # Levels 3 and 4 start each organ from the mean organ in its window, as the paper:
-  # 4.594 % after level 4; "previous" (start from, and see, the previous level's
-  # points) reached 4.868 % after level 3 but only 4.799 % after level 4 (BENCHMARKS.md).
+  # Levels 3 and 4 start each organ from the mean organ in its window, as the paper;
+  # "previous" (start from, and see, the previous level's points) ends worse.
   c.model.organ_start = "mean"
   # Level 1 boxes each organ as well (as the paper; level 1's estimate then places each
-  # mean organ in its box): 6.61 % io with the true boxes against 11.28 % for the
-  # inner and contour boxes alone (BENCHMARKS.md, "Why level 1 did not learn").
+  # mean organ in its box: a much better estimate than the inner and contour boxes alone).
   c.model.organ_boxes = True
 
   c.facepp = ml_collections.ConfigDict()
@@ -69,18 +67,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # up to this fraction of their half side and scaled by up to 1 +- it.
   c.facepp.train_jitter = (0.1, 0.1, 0.06)
   # Level 1 leaves the mean box only with a squared box loss and no warm-up (with the
-  # absolute loss, or 100 warm-up steps, it kept a constant box; BENCHMARKS.md).
+  # absolute loss, or a warm-up, it kept putting out a constant box).
   c.facepp.level1_loss = "squared"  # or "l1"
   # The contour cascade has two levels only; its level-2 network keeps training (on its
   # own loss, beside the organ networks) while the inner cascade trains levels 3 and 4.
-  # The contour is the larger error (6.78 % io against 3.52 % for the inner points).
+  # The contour is the larger error.
   c.facepp.contour_through = True
 
-  # (1500, 4300, 3200, 4200) without contour_through: 10.78 / 5.36 / 4.92 / 4.563 %
-  # after levels 1-4 (train:holdout); these with it: 11.17 / 5.28 / 4.71 / 4.334 %, in
-  # 36 min 46 s wall (BENCHMARKS.md).
+  # Every level shorter than before contour_through (the contour network trains on
+  # through levels 3 and 4), to fit the whole cascade in about a CPU hour.
   c.train.steps_per_level = (1200, 3600, 3000, 3800)
-  # 5e-4 beat 2e-3 on level 2 after 800 steps (8.7 % against 9.9 %, BENCHMARKS.md).
+  # 5e-4: 2e-3 trained level 2 worse.
   common.cosine_schedule(c.train, learning_rate=5e-4)
   c.train.phase_lr_factors = (1.0, 1.0, 1.0, 1.0)
   c.train.phase_warmup_steps = (0, 100, 100, 100)

@@ -49,7 +49,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.num_classes = (2, 2, 2, 5)
 
   c.tcdcn = ml_collections.ConfigDict()
-  c.tcdcn.task_weights = (0.003, 0.003, 0.003, 0.003)  # lambda_a, one per task (measured)
+  c.tcdcn.task_weights = (0.003, 0.003, 0.003, 0.003)  # lambda_a, one per task (chosen here)
   c.tcdcn.early_stopping = True
   c.tcdcn.early_stop_window = 5  # k, in validations
   c.tcdcn.early_stop_threshold = 0.5  # epsilon

@@ -55,8 +55,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.data.crop_scale = 1.25
     c.model.output_scale = 8.0
     c.tcnn.num_clusters = 16  # 1,811 training faces: about 110 per cluster
-    # 24,000 steps: 4.889 % io tweaked on train:holdout, 37 min wall with other work
-    # beside it (16,000: 5.003 %, 24 min; BENCHMARKS.md).
+    # 24,000 steps: 16,000 and 8,000 left the vanilla network short (docs/methods/tcnn.md).
     c.train.num_steps = 24000
   if variant == "paper":
     c.data.batch_size = 128

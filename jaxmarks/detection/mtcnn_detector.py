@@ -217,9 +217,9 @@ class MTCNNDetector:
     """``_pnet_probs`` on a tall input one band of output rows at a time (``lax.map``;
     band heights from ``PNET_BAND_ROWS``, ``PNET_BAND_CELLS`` and
     ``PNET_BAND_MIN_ROWS``; each band with the 10 input rows of overlap its last cells
-    need, and ``valid_hw`` moved to it): the same maps, and 10-30 % faster on a
-    384x288 level on the 2-core CPU, whose caches hold one band's intermediate
-    arrays but not the whole level's. ``images (B, H, W, 3)``, static shape."""
+    need, and ``valid_hw`` moved to it): the same maps, and faster on a CPU whose
+    caches hold one band's intermediate arrays but not the whole level's.
+    ``images (B, H, W, 3)``, static shape."""
     b, h, w = images.shape[:3]
     out_h, out_w = nets.pnet_cells(h, w)
     most = min(PNET_BAND_ROWS, max(PNET_BAND_MIN_ROWS, PNET_BAND_CELLS // (b * out_w)))
@@ -251,11 +251,10 @@ class MTCNNDetector:
     n = crops.shape[0]
     fn = self._rnet_fn if name == "rnet" else self._onet_fn
     pending, start = [], 0
-    # O-Net (0.5 ms a crop on the 2-core CPU) gets batches down to 1, adding up to its
-    # handful of candidates exactly: padding the last batch to 4 cost 1-2 ms a photo.
+    # O-Net (the costliest network per crop) gets batches down to 1, adding up to its
+    # handful of candidates exactly: padding the last batch costs a crop's work each.
     # Batches stay small enough for the caches to hold a batch's intermediate arrays:
-    # per crop, 64 O-Net crops in one call took twice as long as in four calls of 16,
-    # 256 R-Net crops in one call twice as long as in four of 64 (2-core CPU).
+    # per crop, one large call was about twice as slow as several small ones.
     smallest, largest = (1, 16) if name == "onet" else (4, 64)
     for size in _chunks(n, smallest, largest):  # dispatched asynchronously, fetched together
       part = crops[start:start + size]
@@ -465,7 +464,7 @@ class MTCNNDetector:
   def _photos(cls, images) -> list[np.ndarray]:
     """The checked uint8 photos as float32, converted once for every stage: OpenCV's
     area resize of a float32 image, rounded, is its uint8 resize (the reference's
-    pyramid) to the bit, and 20 % faster than resizing the uint8 photo; the crops of
+    pyramid) to the bit, and faster than resizing the uint8 photo; the crops of
     R-Net and O-Net (``crop_resized``) resize float32 views of the same arrays."""
     return [np.asarray(cls._check(image, i), np.float32) for i, image in enumerate(images)]
 

@@ -58,13 +58,9 @@ def normalize(images):
 class ShiftConv(nn.Module):
   """A VALID convolution computed as one matrix product over the ``k * k`` shifted
   copies of the input: the same parameters (``kernel (k, k, C, F)``, ``bias``) and
-  result as ``nn.Conv(F, (k, k), padding="VALID")``; faster on CPU for R-Net's and
-  O-Net's three-channel first layers (2x), P-Net's second and third (P-Net on
-  384x288: 9.9 ms against 11.9 ms) and O-Net's second, whose kernel gradient is
-  the slowest part of XLA's convolution in training (an O-Net training step at
-  batch 128: 250-265 ms against 330-375 ms; measured with XLA CPU on the 2-core
-  machine); every R-Net convolution (R-Net on 128 crops: 6.4-6.7 ms against 8.4-8.7
-  ms)."""
+  result as ``nn.Conv(F, (k, k), padding="VALID")``. On XLA:CPU it is faster than
+  the convolution for R-Net's layers, P-Net's second and third, and O-Net's first
+  and second, whose kernel gradient is the slowest part of an O-Net training step."""
 
   features: int
   kernel_size: int
@@ -91,10 +87,9 @@ class PooledConv(nn.Module):
   The image is folded into 2x2 pixel cells (``4 C`` channels, a reshape) and every
   pooling cell's 4x4 input patch becomes one row of a matrix product with a
   ``(16 C, 4 F)`` kernel that holds the 3x3 kernel at the four offsets. XLA's CPU
-  convolution is slow on three input channels: P-Net's first layer and its pooling
-  on 384x288 took 4.5 ms as a convolution, 1.7 ms so (2-core machine). A row or
-  column beyond an odd ``H - 2`` or ``W - 2`` is computed on zero padding: mask it
-  (``PNet`` does) before pooling.
+  convolution is slow on three input channels; this form is several times faster
+  for P-Net's first layer and its pooling. A row or column beyond an odd ``H - 2``
+  or ``W - 2`` is computed on zero padding: mask it (``PNet`` does) before pooling.
   """
 
   features: int

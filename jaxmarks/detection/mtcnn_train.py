@@ -44,7 +44,7 @@ a landmark head; windows are mirrored at random (with the five points swapped).
 The default ``mtfl`` config cuts the O-Net's landmark faces from the same faces as
 its detection windows (``per_face.landmarks``) and trains its landmarks with the
 error over the eye-centre distance (``landmark_loss="nme"``) instead of the squared
-error: 5.995 % against 7.676 % on MTFL ``train:holdout`` (BENCHMARKS.md).
+error: both made its points markedly better (``docs/methods/mtcnn.md``).
 """
 
 from __future__ import annotations
@@ -309,12 +309,12 @@ def background_windows(num_images: int, per_image: int, size: int,
                        seed: int) -> dict[str, np.ndarray]:
   """Negatives from face-free synthetic backgrounds (the synthetic faces' renderer):
   ``per_image`` random windows of each of ``num_images`` backgrounds."""
-  from tfds_builders.synthetic_faces import renderer  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import synthetic  # pylint: disable=g-import-not-at-top
   parts = []
   for k in range(int(num_images)):
     rng = np.random.default_rng([seed, 7, k])
     h, w = (int(v) for v in rng.integers(120, 400, 2))
-    image = renderer.render_background(rng, h, w)
+    image = synthetic.render_background(rng, h, w)
     s = rng.uniform(12, min(h, w) * 0.8, per_image)
     x0, y0 = rng.uniform(0, w - s), rng.uniform(0, h - s)
     windows = np.stack([x0, y0, x0 + s, y0 + s], axis=1)
@@ -408,7 +408,8 @@ def train_net(name: str, samples: dict[str, np.ndarray], val: dict[str, np.ndarr
               progress: bool = True) -> Any:
   """Trains one network on its windows with the project's ``Trainer``; returns its
   parameters (resuming from ``workdir``'s checkpoints)."""
-  from jaxmarks import train as train_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.train import data as train_data  # pylint: disable=g-import-not-at-top
+  from jaxmarks.train import trainer as train_lib  # pylint: disable=g-import-not-at-top
   net = nets.NETS[name](with_landmarks=True)
   size = nets.INPUT_SIZE[name]
   params = net.init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, 3)))["params"]
@@ -423,9 +424,9 @@ def train_net(name: str, samples: dict[str, np.ndarray], val: dict[str, np.ndarr
                               progress=progress)
   batch_size = min(int(cfg.batch_size), len(samples["label"]))
   batch_size -= batch_size % max(1, jax.local_device_count())
-  it = train_lib.ArrayIterator(samples, batch_size, seed=seed, transform=mirror_batch)
+  it = train_data.ArrayIterator(samples, batch_size, seed=seed, transform=mirror_batch)
   val_arrays = {"image": val["image"], "landmarks": val["landmarks"]}
-  state = trainer.run([phase], params, {}, it, train_lib.eval_batches(val_arrays, 256),
+  state = trainer.run([phase], params, {}, it, train_data.eval_batches(val_arrays, 256),
                       seed=seed)
   return jax.device_get(state.params)
 

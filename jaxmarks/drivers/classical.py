@@ -47,7 +47,7 @@ class ClassicalMethod:
   Attributes:
     name: the registry name (``config.method``).
     paper: citation of what it reproduces.
-    config_file: its config file, e.g. ``jaxmarks/configs/cpr.py``.
+    config_file: its config file relative to the package, e.g. ``configs/cpr.py``.
     params_class: the (nested) NamedTuple of arrays its parameters are.
     fit: ``(images (N, S, S, C), landmarks (N, K, 2), scheme, config) -> params``.
     predictor: ``(params, config) -> Predictor``.

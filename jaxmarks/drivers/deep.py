@@ -75,7 +75,7 @@ class DeepMethod:
   Attributes:
     name: the registry name (``config.method``).
     paper: citation of what it reproduces.
-    config_file: its config file, e.g. ``jaxmarks/configs/dan.py``.
+    config_file: its config file relative to the package, e.g. ``configs/dan.py``.
     build_model: ``(config, mean_shape (K, 2) crop pixels) -> flax Module``.
     init_variables: ``(model, rng) -> (params, model_state)``; ``model_state`` holds
       the non-trained collections (e.g. ``{"batch_stats": ...}``).

@@ -255,9 +255,8 @@ def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter
 
 
 # On CPU, inference runs this many images at a time (``jaxmarks.inference.microbatched``):
-# faster there at large batches (BENCHMARKS.md: 64-69 % of the matmul peak against
-# 54-56 % whole). On a GPU the whole batch at once is faster (an H200 at batch 64:
-# 19,140 img/s whole, 10,637 img/s in slices of 8), so other backends default to 0.
+# faster there at large batches. On a GPU the whole batch at once is faster
+# (BENCHMARKS.md, "On a GPU"), so other backends default to 0.
 INFERENCE_MICROBATCH = 8
 
 

@@ -50,30 +50,22 @@ Where this departs from the paper, and why:
 - Losses are the inter-ocular normalised point error instead of squared coordinates
   (level 1: the squared normalised error of the box edges, ``level1_loss``; with the
   absolute error, or with a learning-rate warm-up, level 1 kept putting out the mean
-  box, BENCHMARKS.md); Adam with a cosine schedule instead of SGD; the face box is
-  the ground-truth landmark box scaled by ``config.data.crop_scale`` (the same as
-  every other method here), not the challenge's detector box, so level 1's boxes vary
-  less than with a detector.
+  box); Adam with a cosine schedule instead of SGD; the face box is the ground-truth
+  landmark box scaled by ``config.data.crop_scale`` (the same as every other method
+  here), not the challenge's detector box, so level 1's boxes vary less than with a
+  detector.
 - The contour cascade's level-2 network keeps training while the inner cascade trains
   levels 3 and 4 (``contour_through``, on in the configs): the paper trains every
   network separately and does not say for how long; the two cascades are independent,
   so the contour network's training need not end with level 2's phase. The contour
-  is the larger error (after level 4: 6.78 % io for the 17 contour points, 3.52 %
-  for the 51 inner ones); its training after level 2's phase took the whole shape's
-  error at level 2 from 5.73 % to 5.28 %, a gain that carries unchanged to level 4
-  (4.33 % in all; BENCHMARKS.md).
+  is the larger error, and the gain carries unchanged to the final shape.
 - Levels 2-4 output in tenths of the window's half side (``window_scale``): with
-  unit outputs, level 2 stalled (BENCHMARKS.md).
+  unit outputs, level 2 stalled.
 - ``organ_start="previous"`` (an option, not the default) starts levels 3 and 4 from
   the previous level's organ points and gives the network their offsets from the mean
   organ beside its convolutional features, so that an untrained level keeps the
-  estimate. Measured on 300-W ``train:holdout`` it lost: 4.868 % after level 3 (4.894 %
-  from the mean organ) but 4.799 % after level 4 (4.594 %): refining from the mean
-  organ in an upright window gains more than correcting the previous points.
-
-Measured (BENCHMARKS.md, 300-W ``train:holdout``, the ``300w`` config, 1 h 24 min on
-a 2-core CPU): inter-ocular NME 10.78 % after level 1 (the mean shape: 17.59 %), 5.36 %
-after level 2, 4.92 % after level 3, 4.56 % after level 4.
+  estimate. It lost at level 4: refining from the mean organ in an upright window
+  gains more than correcting the previous points (``docs/methods/facepp.md``).
 """
 
 from __future__ import annotations

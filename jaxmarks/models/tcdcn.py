@@ -29,44 +29,36 @@ each stop is printed and recorded (``stopped_at``).
 Where this departs from the paper, and why:
 
 - The task weights ``lambda_a`` are 0.003, not the paper's (which it does not give
-  for MTFL). Measured on MTFL ``train:holdout`` with this network, loss and Adam,
-  the attribute tasks pull the shared layers away from the landmarks in proportion
-  to their weight: validation NME 11.0 % after 2,250 steps with ``lambda = 1``
-  (zero-initialised landmark layer), 7.85 % after 1,500 with 0.1 (zero layer; 5.67 %
-  landmarks alone), 5.30 % against 4.86 % at 2,250 of 3,000 steps with 0.01; with 0.003 the full 6,000-step run ends at 4.31 % against
-  4.21 % for landmarks alone (BENCHMARKS.md; a second seed: 4.22 % against 4.14 %).
-  No weight tried made the multi-task model better than landmarks alone here, nor head
-  pose alone (4.33 %), nor SGD with momentum instead of Adam (4.42 % against 4.34 %),
-  nor removing the attributes' gradient where it conflicts with the landmarks' at the
-  shared layer (``aux_gradient``, not in the paper: "project" 4.27 %, "drop" 4.24 %;
-  ``jaxmarks.layers.task_gradients``), nor training without jitter (3.60 % against
-  3.51 %; BENCHMARKS.md says why that figure flatters every model here).
+  for MTFL): with this network, loss and optimiser the attribute tasks pull the shared
+  layers away from the landmarks in proportion to their weight, and no weight tried
+  made the multi-task model clearly better than landmarks alone
+  (``docs/methods/tcdcn.md``). ``aux_gradient`` (not in the paper) can remove the
+  part of the attributes' gradient that conflicts with the landmarks' at the shared
+  layer (``jaxmarks.layers.task_gradients``).
 - The period ``k`` counts validations (every ``config.train.eval_every`` steps), not
   iterations: the validation losses exist only there, and the training loss of a
   window is the mean over the steps since the previous validation, which is far
   less noisy than single mini-batch losses. ``k`` and ``epsilon`` are not given in
-  the paper; the config's values were chosen by measurement (BENCHMARKS.md).
+  the paper; the config's values were chosen on the validation split.
 - Landmarks are regressed as offsets from the mean shape in the crop (the output is
   scaled, as in ``jaxmarks.models.dan``), which trains faster than raw coordinates.
   Unlike DAN's, the landmark layer does not start at zero but small (std
   ``head_init``): a zero layer passes no landmark gradient to the shared layers at
-  first (landmarks alone, 3,000 steps: 5.07 % from a zero layer, 4.81 % from a small
-  random one).
+  first, and trained worse.
 - The landmark loss is the normalised mean error (point-to-point distance over the
   inter-ocular distance, as DAN's), not the paper's least squares on coordinates.
   Least squares on coordinates in crop units is about 0.003 here, against about 0.7
   for each attribute's cross-entropy: the shared layers then learned the attributes
-  and hardly the landmarks (11.8 % validation NME after 1,000 steps, measured). The
-  NME (about 0.05-0.15) puts the main task on the auxiliary losses' scale, which is
-  what the paper's ``lambda_a`` are meant to balance.
+  and hardly the landmarks. The NME (about 0.05-0.15) puts the main task on the
+  auxiliary losses' scale, which is what the paper's ``lambda_a`` are meant to balance.
 - Optimiser: Adam with a cosine schedule instead of the paper's SGD (the paper
   gives no schedule); weight decay through ``adamw`` where the config asks.
 - Crops come from the box of the five landmarks scaled by ``config.data.crop_scale``
   (MTFL has no face boxes), jittered for training; the paper used detector boxes.
   The jitter is kept although the evaluation crops are not jittered: without it the
   network learns that the crop's box *is* the five points' box (the eyes and mouth
-  corners fix its edges) and scores 0.7 points better on this convention (the eyes
-  improve most, the nose not at all), an advantage a detector box would not give.
+  corners fix its edges) and scores better on this convention (the eyes most, the
+  nose not at all), an advantage a detector box would not give.
 """
 
 from __future__ import annotations

@@ -1,16 +1,5 @@
-"""The one trainer shared by every deep method (see ``jaxmarks.train.trainer``)."""
+"""Training: the one data-parallel trainer (``trainer``), array batches (``data``),
+TensorBoard writers (``tensorboard``) and the host allocator (``host``).
 
-from jaxmarks.train.data import ArrayIterator, eval_batches  # noqa: F401
-from jaxmarks.train.trainer import (  # noqa: F401
-    NonFiniteError,
-    Phase,
-    Trainer,
-    TrainState,
-    best_or_latest_step,
-    checkpoint_manager,
-    make_mesh,
-    make_optimizer,
-    maybe_initialize_distributed,
-    restore_meta,
-    restore_state,
-)
+Nothing is imported here, so that importing ``jaxmarks.train.host`` loads no trainer.
+"""

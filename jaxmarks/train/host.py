@@ -5,15 +5,14 @@ XLA's CPU runtime allocates each step's temporary buffers with the C library's
 above 32 MB (the im2col-like scratch of a convolution's kernel gradient reaches
 115-220 MB for DAN at batch 32) is a fresh ``mmap`` returned by ``munmap`` when freed,
 and the per-thread arenas grow and shrink their heaps with ``mprotect``/``madvise``:
-the kernel zeroes and maps ~210 MB of new pages on every step. Measured on the 2-core
-CPU (DAN ``300w_cpu`` width, one stage, batch 32, Adam; BENCHMARKS.md, "Host
-allocator"): 54,000 minor page faults and 116 ms of system time per 263 ms step.
+the kernel zeroes and maps ~210 MB of new pages on every step: tens of thousands of
+minor page faults, and a large share of each step spent in the kernel (BENCHMARKS.md,
+"Host allocator").
 
 ``single_arena_malloc`` tells glibc (``mallopt``) to serve every thread from the main
 arena, never to ``mmap`` a block and never to trim the heap, so that freed buffers are
-reused by the next step: about 2,000-3,500 faults and 6-11 ms of system time per
-step, and the step ~20 % faster; the price is a larger resident set (the heap keeps
-its peak). It must run before the JAX backend starts its threads (a thread that
+reused by the next step: a few thousand faults per step and a faster step; the price
+is a larger resident set (the heap keeps its peak). It must run before the JAX backend starts its threads (a thread that
 already has an arena keeps it), so the training command calls it first. It changes
 nothing where the C library is not glibc.
 """

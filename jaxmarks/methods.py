@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from jaxmarks import bundled
 from jaxmarks import export
 from jaxmarks.contracts import Detections, Detector, Predictor
 from jaxmarks.registry import MethodUnit, get, names
@@ -32,7 +33,7 @@ from jaxmarks.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
-           "load_detector", "is_detector", "train"]
+           "load_detector", "is_detector", "train", "evaluate_detector"]
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -41,7 +42,6 @@ def resolve(path: str | pathlib.Path) -> pathlib.Path:
   p = pathlib.Path(path).expanduser()
   if p.exists():
     return p.resolve()
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   if str(path) in bundled.MODELS:
     return bundled.path(str(path))
   raise FileNotFoundError(f"{path} is neither a folder nor a bundled model "
@@ -137,3 +137,44 @@ def is_detector(path: str | pathlib.Path) -> bool:
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Trains the method ``config.method`` into ``workdir``; returns its evaluation summary."""
   return get(config.get("method")).train(config, pathlib.Path(workdir))
+
+
+def evaluate_detector(path, dataset: str | None = None, split: str | None = None, *,
+                              manual_dir: str | None = None, data_dir: str | None = None,
+                              builder_config: str | None = None, output_dir=None,
+                              limit: int | None = None, batch_size: int = 16,
+                              settings: dict[str, Any] | None = None) -> dict[str, Any]:
+  """``jaxmarks.photo_evaluation.evaluate_detector`` of the detector in ``path`` (a workdir, an export folder or
+  a bundled model's name). The dataset defaults to the one the detector was
+  evaluated on in training (``config.data.eval_dataset``); a bundled model needs
+  ``dataset``. Writes into ``output_dir`` (default: ``path``, or ``./evaluation``
+  for a bundled model). ``settings``: inference settings that replace the trained
+  ones (``methods.load_detector``); the true ones name the output files and the
+  summary records them."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import photo_evaluation  # pylint: disable=g-import-not-at-top
+  path = resolve(path)
+  detector = load_detector(path, settings)
+  trained = load_config(path).get("data")
+  if trained is not None and trained.get("eval_dataset"):
+    dataset = dataset or trained.eval_dataset
+    if manual_dir is None and dataset == trained.eval_dataset:
+      manual_dir = trained.get("eval_manual_dir", "")
+    split = split or trained.get("eval_split")
+  if not dataset:
+    raise ValueError(f"{path} does not say which dataset to evaluate on: pass --dataset "
+                     "(e.g. mtfl, with --manual_dir) and --split")
+  d = data_lib.get_data_config()
+  d.dataset = dataset
+  d.manual_dir = manual_dir or ""
+  d.data_dir = data_dir or ""
+  d.builder_config = builder_config or ""
+  if output_dir is None:
+    output_dir = pathlib.Path("evaluation") if bundled.contains(path) else path
+  extra = {"trained": str(path)}
+  if settings:
+    extra["detector_settings"] = dict(settings)
+  tag = "_".join(k if v is True else f"{k}-{v}" for k, v in sorted((settings or {}).items())
+                 if v is not False)
+  return photo_evaluation.evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
+                                            limit=limit, batch_size=batch_size, extra=extra, tag=tag)

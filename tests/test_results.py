@@ -1,0 +1,81 @@
+"""The results store and the page generated from it (RESULTS.md)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import results as results_page
+from jaxmarks import results
+from tests import helpers
+
+
+def _summary(nme, dataset="ibug300w", split="train:holdout", scheme="ibug68", **more):
+  return {"n": 201, "threshold": 0.08, "scheme": scheme, "dataset": dataset, "split": split,
+          "nme_inter_ocular": nme, "nme_inter_pupil": 1.4 * nme, "nme_bbox_diagonal": nme / 2,
+          "auc_inter_ocular": 0.5, "failure_rate_inter_ocular": 0.03,
+          "per_landmark_nme_inter_ocular": [nme] * 68, **more}
+
+
+def _entry(name, method, nme, source="ground-truth box", **kw):
+  return results.make_entry(_summary(nme, **kw.pop("summary", {})), name=name, method=method,
+                            model=name, source=source, command=f"jaxmarks evaluate --model={name}",
+                            seed=0, speed={"ms_per_face_batch1": 0.5,
+                                           "faces_per_second_batched": 5000.0},
+                            training={"cpu_seconds": 90.0}, parameters=261392, **kw)
+
+
+def test_a_recorded_run_is_one_file_per_task_and_name_and_replaces_its_entry(tmp_path):
+  path = results.record(_entry("cpr-300w", "cpr", 0.0413), tmp_path)
+  assert path == tmp_path / "ibug300w-ibug68" / "cpr-300w.json"
+  entry = json.loads(path.read_text())
+  assert entry["figures"]["nme_inter_ocular"] == 0.0413 and entry["split"] == "train:holdout"
+  assert "per_landmark_nme_inter_ocular" not in entry["figures"]  # the page's figures only
+  assert entry["command"] == "jaxmarks evaluate --model=cpr-300w" and entry["commit"]
+  results.record(_entry("cpr-300w", "cpr", 0.0400), tmp_path)  # done again: replaced
+  (only,) = results.read(tmp_path)
+  assert only["figures"]["nme_inter_ocular"] == 0.0400
+  assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_names_and_damaged_entries_are_refused_with_the_file(tmp_path):
+  with pytest.raises(ValueError, match="result name '../x'"):
+    _entry("../x", "cpr", 0.04)
+  (tmp_path / "t").mkdir()
+  (tmp_path / "t" / "bad.json").write_text("{")
+  with pytest.raises(ValueError, match=r"t/bad.json cannot be read"):
+    results.read(tmp_path)
+
+
+def test_the_page_has_a_table_per_task_the_papers_and_the_missing_methods(tmp_path):
+  for e in (_entry("cpr-300w", "cpr", 0.0413), _entry("dan-300w", "dan", 0.0447),
+            _entry("dan-300w-photos", "dan", 0.0461, source="photos",
+                   summary={"missed": 1, "faces": 202}),
+            _entry("dcnn-mtfl", "dcnn", 0.0357,
+                   summary={"dataset": "mtfl", "scheme": "mtfl5"})):
+    results.record(e, tmp_path)
+  papers = {"dan": {"paper": "Kowalski et al., CVPRW 2017", "task": "ibug300w-ibug68",
+                    "figure": 0.0359, "metric": "nme_inter_ocular", "dataset": "300-W",
+                    "split": "full test set", "normalisation": "inter-ocular",
+                    "train_faces": 3148, "note": "paper: more faces, full test set"},
+            "asm": {"paper": "Cootes et al., CVIU 1995", "task": "ibug300w-ibug68",
+                    "figure": None, "na": "no figure on a public benchmark"}}
+  text = results_page.render(results.read(tmp_path), papers, ["asm", "cpr", "dan", "dcnn", "ert"])
+  s68 = text.index("## 68 points on 300-W")
+  s5 = text.index("## Five points on MTFL")
+  assert s68 < s5
+  assert "| cpr-300w | cpr | ground-truth box | ibug300w train:holdout (201) | 4.13 % |" in text
+  assert "| dan-300w-photos | dan | photos |" in text and "1 of 202" in text
+  assert "3.59 % inter-ocular on 300-W full test set, 3,148 training faces" in text
+  assert "4.47 % (nme_inter_ocular, train:holdout)" in text  # ours: the ground-truth-box row
+  assert "n/a: no figure on a public benchmark" in text
+  assert "`asm`, `ert`" in text.split("Methods with no recorded run yet")[1]
+  assert "jaxmarks evaluate --model=dcnn-mtfl" in text[s5:]
+
+
+def test_results_md_is_generated_from_the_committed_store():
+  """RESULTS.md cannot drift from results/: regenerate it after recording a run."""
+  r = subprocess.run([sys.executable, "-m", "benchmarks.results", "--check"],
+                     cwd=helpers.REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr + r.stdout
