@@ -133,7 +133,7 @@ def main(argv):
     config = predictor.config
     split = _SPLIT.value or config.data.eval_split
     tag = split.replace(":", "_")
-    summary = evaluation.evaluate_trained(wd, split=split, predictor=predictor, batch_size=64,
+    summary = methods.evaluate_trained(wd, split=split, predictor=predictor, batch_size=64,
                                           output_dir=str(wd / "benchmark"))
     images, _, _ = classical.load_arrays(config.data, split, max_faces=64)
     speed = evaluation.batched_speed(predictor, images, repeats=_REPEATS.value)

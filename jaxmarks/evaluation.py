@@ -34,7 +34,7 @@ from jaxmarks import schemes as schemes_lib
 
 __all__ = ["THRESHOLD", "REPORTED_NORMALIZATIONS", "to_json", "summarize", "format_lines",
            "eval_data_config", "run_predictor", "write_results", "output_dir_for",
-           "check_output_dir", "evaluate", "evaluate_trained", "time_predictor",
+           "check_output_dir", "evaluate", "time_predictor",
            "batched_speed"]
 
 THRESHOLD = 0.08
@@ -423,42 +423,6 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
       files = summary["files"]
       print(f"wrote {files['json']}, {files['ced']}, {files['grid']}", flush=True)
   return summary
-
-
-def evaluate_trained(path, dataset: str | None = None, split: str | None = None, *,
-                     builder_config: str | None = None, data_dir: str | None = None,
-                     manual_dir: str | None = None, box_source: str | None = None,
-                     batch_size: int = 64, output_dir=None, num_faces: int = 16,
-                     predictor=None, mirror: bool = False,
-                     compare_as: str | None = None) -> dict[str, Any]:
-  """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
-  split of any dataset with its scheme; writes into ``output_dir`` (default: the
-  workdir; for a bundled model or an export folder on its own ``./evaluation/<name>/``,
-  ``output_dir_for``, and says so). An ``output_dir`` in the installed package is refused.
-
-  The dataset and its location default to the method's own ``config.data``; the
-  crop settings are always the method's. ``predictor`` skips restoring it again.
-  ``mirror``: test-time mirroring (``jaxmarks.mirror``); the files are then
-  named ``..._mirror`` and the label says "mirror-averaged". ``compare_as``: score in
-  that landmark scheme (``evaluate``).
-  """
-  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  path = methods.resolve(path)  # a folder, or a bundled model's name
-  if not output_dir:
-    output_dir, why = output_dir_for(path)
-    if why:
-      print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
-            "another folder)", flush=True)
-  check_output_dir(output_dir)
-  if predictor is None:
-    predictor = methods.load_predictor(path, mirror=mirror)
-  elif mirror:
-    from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
-    predictor = mirror_lib.MirrorAveraged(predictor)
-  data = eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
-                          box_source, batch_size)
-  return evaluate(predictor, data, split, output_dir=output_dir, batch_size=batch_size,
-                  num_faces=num_faces, extra={"trained": str(path)}, compare_as=compare_as)
 
 
 def _best_loop_seconds(call, calls: int, rounds: int) -> float:

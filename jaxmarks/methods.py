@@ -33,7 +33,7 @@ from jaxmarks.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
-           "load_detector", "is_detector", "train", "evaluate_detector"]
+           "load_detector", "is_detector", "train", "evaluate_trained", "evaluate_detector"]
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -178,3 +178,40 @@ def evaluate_detector(path, dataset: str | None = None, split: str | None = None
                  if v is not False)
   return photo_evaluation.evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
                                             limit=limit, batch_size=batch_size, extra=extra, tag=tag)
+
+
+def evaluate_trained(path, dataset: str | None = None, split: str | None = None, *,
+                     builder_config: str | None = None, data_dir: str | None = None,
+                     manual_dir: str | None = None, box_source: str | None = None,
+                     batch_size: int = 64, output_dir=None, num_faces: int = 16,
+                     predictor=None, mirror: bool = False,
+                     compare_as: str | None = None) -> dict[str, Any]:
+  """Evaluates the trained method in ``path`` (a workdir or an export folder) on any
+  split of any dataset with its scheme; writes into ``output_dir`` (default: the
+  workdir; for a bundled model or an export folder on its own ``./evaluation/<name>/``,
+  ``evaluation.output_dir_for``, and says so). An ``output_dir`` in the installed package is refused.
+
+  The dataset and its location default to the method's own ``config.data``; the
+  crop settings are always the method's. ``predictor`` skips restoring it again.
+  ``mirror``: test-time mirroring (``jaxmarks.mirror``); the files are then
+  named ``..._mirror`` and the label says "mirror-averaged". ``compare_as``: score in
+  that landmark scheme (``evaluation.evaluate``).
+  """
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  path = resolve(path)  # a folder, or a bundled model's name
+  if not output_dir:
+    output_dir, why = evaluation.output_dir_for(path)
+    if why:
+      print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
+            "another folder)", flush=True)
+  evaluation.check_output_dir(output_dir)
+  if predictor is None:
+    predictor = load_predictor(path, mirror=mirror)
+  elif mirror:
+    from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
+    predictor = mirror_lib.MirrorAveraged(predictor)
+  data = evaluation.eval_data_config(predictor.config, dataset, builder_config, data_dir, manual_dir,
+                          box_source, batch_size)
+  return evaluation.evaluate(predictor, data, split, output_dir=output_dir,
+                             batch_size=batch_size, num_faces=num_faces,
+                             extra={"trained": str(path)}, compare_as=compare_as)

@@ -338,7 +338,7 @@ def test_evaluate_a_bundled_model_writes_outside_the_package(tmp_path, monkeypat
   data_dir = tmp_path / "tfds"
   builders.prepare("synthetic_faces", data_dir=str(data_dir), config="tiny")
   monkeypatch.chdir(tmp_path)
-  s = evaluation.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
+  s = methods.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
                                   builder_config="tiny", data_dir=str(data_dir), batch_size=8)
   out = capsys.readouterr().out
   assert f"writing the evaluation into {tmp_path / 'evaluation' / 'cpr-300w'}" in out
@@ -346,6 +346,6 @@ def test_evaluate_a_bundled_model_writes_outside_the_package(tmp_path, monkeypat
     assert pathlib.Path(f).parent == tmp_path / "evaluation" / "cpr-300w", f
   assert listing() == before
   with pytest.raises(ValueError, match="inside the installed jaxmarks package"):
-    evaluation.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
+    methods.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
                                 builder_config="tiny", data_dir=str(data_dir),
                                 output_dir=bundled.path("cpr-300w"))

@@ -67,7 +67,7 @@ def test_training_run_leaves_a_complete_workdir(trained):
 def test_evaluate_any_split_prints_and_writes(trained, capsys):
   root, _ = trained
   wd = root / "workdir"
-  s = evaluation.evaluate_trained(wd, dataset="synthetic_faces", split="train:holdout",
+  s = methods.evaluate_trained(wd, dataset="synthetic_faces", split="train:holdout",
                                  builder_config="tiny", data_dir=str(root / "tfds"),
                                  batch_size=8, num_faces=4)
   out = capsys.readouterr().out
@@ -100,14 +100,14 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
   ms = np.asarray(saved["mean_shape"], np.float32)
   config = ml_collections.ConfigDict({"method": "fake", "scheme": "ibug68",
                                       "data": saved["data"]})
-  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
+  s = methods.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
                                  num_faces=3)
   assert s["diverged"] == 8 and s["n"] == 16  # batches of 8: rows 0, 2, 4, 6
   assert "diverged fits: 8 of 16" in capsys.readouterr().out
   # A 5-point method on 68-point data: the ground truth is brought to 5 points.
   five = ml_collections.ConfigDict({"method": "fake", "scheme": "mtfl5", "data": saved["data"]})
   ms5 = schemes.convert(ms, "ibug68", "mtfl5")
-  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(five, ms5), batch_size=8,
+  s = methods.evaluate_trained(tmp_path, predictor=_FakePredictor(five, ms5), batch_size=8,
                                   num_faces=3)
   assert s["scheme"] == "mtfl5" and s["dataset_scheme"] == "ibug68"
   assert s["box_points"] == "mtfl5"  # cropped around the five points, as it was trained
@@ -116,16 +116,16 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
   assert "per landmark NME(inter_ocular): left_eye" in out
   assert "ibug68 ground truth compared as mtfl5; crops around the box of the mtfl5 points" in out
   # A 68-point method scored on the five points (``--scheme=mtfl5``), cropped as trained.
-  s = evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
+  s = methods.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), batch_size=8,
                                   num_faces=3, compare_as="mtfl5")
   assert (s["scheme"], s["dataset_scheme"], s["method_scheme"]) == ("mtfl5", "ibug68", "ibug68")
   assert s["box_points"] == "ibug68" and s["files"]["json"].endswith("_as_mtfl5.json")
   assert "ibug68 predictions compared as mtfl5" in capsys.readouterr().out
   with pytest.raises(ValueError, match="cannot compare as 'imm73'"):
-    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), compare_as="imm73")
+    methods.evaluate_trained(tmp_path, predictor=_FakePredictor(config, ms), compare_as="imm73")
   bad = ml_collections.ConfigDict({"method": "fake", "scheme": "imm73", "data": saved["data"]})
   with pytest.raises(ValueError, match="scheme 'ibug68' .* predicts scheme 'imm73'"):
-    evaluation.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))
+    methods.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))
 
 
 def test_workdir_without_checkpoint_is_a_clear_error(trained, tmp_path):
@@ -233,7 +233,7 @@ def test_8_evaluate_with_an_empty_manual_dir_names_it(trained, tmp_path):
 def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_path):
   root, _ = trained
   with pytest.raises(ValueError, match=r"scheme 'imm73' \(73 points\).*predicts scheme 'ibug68'"):
-    evaluation.evaluate_trained(root / "workdir", dataset="imm_faces", split="train",
+    methods.evaluate_trained(root / "workdir", dataset="imm_faces", split="train",
                                 builder_config="frontal", data_dir=str(tmp_path / "tfds"),
                                 manual_dir=str(tmp_path / "not_needed"))
   assert not list((tmp_path / "tfds").rglob("*.array_record*"))
@@ -241,7 +241,7 @@ def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_pat
 
 def test_a_bundled_model_is_evaluated_by_name_with_test_time_mirroring(trained, tmp_path):
   root, _ = trained
-  s = evaluation.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
+  s = methods.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
                                   builder_config="tiny", data_dir=str(root / "tfds"),
                                   output_dir=tmp_path, batch_size=8, mirror=True)
   assert s["test_time_mirror"] is True and s["n"] == 16 and s["method"] == "cpr"

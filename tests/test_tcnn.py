@@ -111,7 +111,7 @@ def test_final_printout_adds_the_mirror_averaged_row(trained):
   mirrored = summary["mirror_averaged"]
   assert f"NME(inter_ocular)={100 * mirrored['nme_inter_ocular']:.3f}%" in line[0]
   # The same figure as the evaluate command's --mirror on the exported model.
-  again = evaluation.evaluate_trained(root / "wd", mirror=True, output_dir=root / "ev")
+  again = methods.evaluate_trained(root / "wd", mirror=True, output_dir=root / "ev")
   assert again["test_time_mirror"] and mirrored["n"] == again["n"] == 10
   np.testing.assert_allclose(mirrored["nme_inter_ocular"], again["nme_inter_ocular"], rtol=1e-5)
   assert mirrored["nme_inter_ocular"] != summary["nme_inter_ocular"]

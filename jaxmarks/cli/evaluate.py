@@ -9,7 +9,7 @@ method reports one, and each stage's NME for cascades), and writes into the
 output folder (default: the workdir; for a bundled model or an export folder on its
 own, ``./evaluation/<name>/``, said when it starts) ``evaluation_<dataset>_<split>.json``,
 ``ced_<dataset>_<split>.png`` and ``landmarks_<dataset>_<split>.png``
-(``jaxmarks.evaluation.evaluate_trained``). ``--mirror`` averages each prediction
+(``jaxmarks.methods.evaluate_trained``). ``--mirror`` averages each prediction
 with the one on the mirrored crop (files ``..._mirror``; ``jaxmarks.mirror``).
 
 Methods and data of different landmark schemes meet in the smaller one (a 5-point
@@ -98,7 +98,7 @@ def main(argv) -> None:
   try:
     if methods.is_detector(FLAGS.workdir):
       output_dir = FLAGS.output_dir
-      if not output_dir:  # the rule of evaluation.evaluate_trained
+      if not output_dir:  # the rule of methods.evaluate_trained
         output_dir, why = evaluation.output_dir_for(methods.resolve(FLAGS.workdir))
         if why:
           print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
@@ -111,7 +111,7 @@ def main(argv) -> None:
           limit=FLAGS.limit or None,
           settings=_detector_settings())
       return
-    evaluation.evaluate_trained(
+    methods.evaluate_trained(
         FLAGS.workdir, FLAGS.dataset or None, FLAGS.split or None,
         builder_config=FLAGS.builder_config, data_dir=FLAGS.data_dir,
         manual_dir=FLAGS.manual_dir, box_source=FLAGS.box_source,
