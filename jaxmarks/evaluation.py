@@ -334,17 +334,40 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   Raises:
     ValueError: the dataset's landmark scheme is not the method's.
   """
-  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-
   data = data_config
   split = split or data.eval_split
-  # The scheme is in the builder's metadata: check it before building anything.
+  scheme, trained, common = _schemes(predictor, data, compare_as)
+  data = _with_box_points(data, scheme, trained)
+  result, builder = _predict_split(predictor, data, split, scheme, trained, common,
+                                   batch_size, num_faces)
+  summary = _summary(predictor, result, data, split, builder, scheme, trained, common)
+  if extra:
+    summary.update(extra)
+  label, stem = _label_and_stem(predictor, summary, data, split, compare_as)
+  if output_dir is not None:
+    names = names or {"json": f"evaluation_{stem}.json", "ced": f"ced_{stem}.png",
+                      "grid": f"landmarks_{stem}.png"}
+    summary["files"] = write_results(output_dir, result, summary, label=label, names=names)
+    pathlib.Path(summary["files"]["json"]).write_text(to_json(summary))
+  if not quiet:
+    for line in format_lines(summary, label):
+      print(line, flush=True)
+    if "files" in summary:
+      files = summary["files"]
+      print(f"wrote {files['json']}, {files['ced']}, {files['grid']}", flush=True)
+  return summary
+
+
+def _schemes(predictor, data: ml_collections.ConfigDict,
+             compare_as: str | None) -> tuple[str, str, str]:
+  """``(dataset's scheme, method's scheme, the scheme both are compared in)``: the
+  dataset's is read from its builder's metadata, before anything is built; a
+  clear error when they cannot be compared."""
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   scheme = builders.scheme_of(builders.get_builder(
       data.dataset, data.data_dir or None, data.builder_config or None))
-  config = predictor.config
-  trained = workdir_lib.scheme_of(config) or scheme
+  trained = workdir_lib.scheme_of(predictor.config) or scheme
   # Compared in the scheme both can be brought to (e.g. a 5-point model on 300-W: the
   # ground truth's 68 points become 5).
   if compare_as:
@@ -352,26 +375,39 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
       if not schemes_lib.can_convert(source, compare_as):
         raise ValueError(f"cannot compare as {compare_as!r}: the {name} scheme {source!r} "
                          f"does not convert to it")
-    common = compare_as
-  elif schemes_lib.can_convert(scheme, trained):
-    common = trained
-  elif schemes_lib.can_convert(trained, scheme):
-    common = scheme
-  else:
-    k_data = schemes_lib.get_scheme(scheme).num_points
-    k_model = schemes_lib.get_scheme(trained).num_points
-    raise ValueError(
-        f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
-        f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
-        f"other; evaluate it on a dataset with the {trained!r} scheme")
+    return scheme, trained, compare_as
+  if schemes_lib.can_convert(scheme, trained):
+    return scheme, trained, trained
+  if schemes_lib.can_convert(trained, scheme):
+    return scheme, trained, scheme
+  k_data = schemes_lib.get_scheme(scheme).num_points
+  k_model = schemes_lib.get_scheme(trained).num_points
+  raise ValueError(
+      f"dataset {data.dataset!r} uses landmark scheme {scheme!r} ({k_data} points) but the "
+      f"method predicts scheme {trained!r} ({k_model} points), and neither converts to the "
+      f"other; evaluate it on a dataset with the {trained!r} scheme")
+
+
+def _with_box_points(data: ml_collections.ConfigDict, scheme: str,
+                     trained: str) -> ml_collections.ConfigDict:
+  """``data``, or a copy whose oracle box is the box of the points the method was
+  trained on (``box_points``) when the dataset has other points."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   if (trained != scheme and data.box_source == "landmarks"
       and data_lib.box_points_known(scheme, trained)):
-    # The oracle box is the box of the points the method was trained on: a 5-point
-    # model on 300-W gets the box of the 68 converted to its five; a 68-point model
-    # on MTFL the 68-point box its five most likely have (as from a detector's five).
+    # A 5-point model on 300-W gets the box of the 68 converted to its five; a 68-point
+    # model on MTFL the 68-point box its five most likely have (as from a detector's five).
     data = data.copy_and_resolve_references()
     with data.unlocked():
       data.box_points = trained
+  return data
+
+
+def _predict_split(predictor, data: ml_collections.ConfigDict, split: str, scheme: str,
+                   trained: str, common: str, batch_size: int, num_faces: int):
+  """``(run_predictor's result, the dataset builder)`` over ``split``, with the
+  predictions, their stages and the ground truth converted to the ``common`` scheme."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
@@ -384,6 +420,13 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   result["pred"] = schemes_lib.convert(result["pred"], trained, common)
   if result["stages"] is not None:
     result["stages"] = [schemes_lib.convert(s, trained, common) for s in result["stages"]]
+  return result, builder
+
+
+def _summary(predictor, result: Mapping[str, Any], data: ml_collections.ConfigDict,
+             split: str, builder, scheme: str, trained: str, common: str) -> dict[str, Any]:
+  """``summarize`` of ``result`` with the schemes compared, the throughput, the data's
+  location and the method (and its checkpoint step, if any)."""
   summary = summarize(result["pred"], result["gt"], common, stages=result["stages"],
                       diverged=result["diverged"])
   if common != scheme:
@@ -397,32 +440,26 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
                   "split": split, "box_source": data.box_source,
                   "box_points": data.get("box_points", "") or scheme,
                   "data_dir": str(builder.data_dir), "manual_dir": data.manual_dir,
-                  "method": config.get("method")})
+                  "method": predictor.config.get("method")})
   if getattr(predictor, "step", None) is not None:
     summary["checkpoint_step"] = int(predictor.step)
-  if extra:
-    summary.update(extra)
+  return summary
+
+
+def _label_and_stem(predictor, summary: dict[str, Any], data: ml_collections.ConfigDict,
+                    split: str, compare_as: str | None) -> tuple[str, str]:
+  """The printed label and the file-name stem of an evaluation; a mirror-averaged
+  predictor is marked in both (and in ``summary["test_time_mirror"]``)."""
+  from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   label = f"{data.dataset} {split}"
   stem = _safe(f"{data.dataset}_{split}")
   if compare_as:
     stem += f"_as_{compare_as}"
-  from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   if isinstance(predictor, mirror_lib.MirrorAveraged):
     summary["test_time_mirror"] = True
     label += ", mirror-averaged"
     stem += "_mirror"
-  if output_dir is not None:
-    names = names or {"json": f"evaluation_{stem}.json", "ced": f"ced_{stem}.png",
-                      "grid": f"landmarks_{stem}.png"}
-    summary["files"] = write_results(output_dir, result, summary, label=label, names=names)
-    pathlib.Path(summary["files"]["json"]).write_text(to_json(summary))
-  if not quiet:
-    for line in format_lines(summary, label):
-      print(line, flush=True)
-    if "files" in summary:
-      files = summary["files"]
-      print(f"wrote {files['json']}, {files['ced']}, {files['grid']}", flush=True)
-  return summary
+  return label, stem
 
 
 def _best_loop_seconds(call, calls: int, rounds: int) -> float:

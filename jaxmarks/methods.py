@@ -134,9 +134,21 @@ def is_detector(path: str | pathlib.Path) -> bool:
   return get(load_config(resolve(path)).get("method")).kind == "detector"
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Trains the method ``config.method`` into ``workdir``; returns its evaluation summary."""
-  return get(config.get("method")).train(config, pathlib.Path(workdir))
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+          allow_foreign: bool = False) -> dict[str, Any]:
+  """Trains the method ``config.method`` into ``workdir``; returns its evaluation summary.
+
+  ``allow_foreign``: train into a non-empty folder that is not a workdir, beside the
+  files it holds (the deep and classical drivers; none of those files may have a
+  name training writes). A ValueError for other kinds of method.
+  """
+  unit = get(config.get("method"))
+  if not allow_foreign:
+    return unit.train(config, pathlib.Path(workdir))
+  if unit.kind not in ("deep", "classical"):
+    raise ValueError(f"--allow_foreign_workdir is not available for {unit.name!r}: train it "
+                     "into a new or empty folder")
+  return unit.train(config, pathlib.Path(workdir), allow_foreign=True)
 
 
 def evaluate_detector(path, dataset: str | None = None, split: str | None = None, *,

@@ -60,11 +60,12 @@ def _init(model, arrays):
   return v["params"], {"batch_stats": v["batch_stats"]}
 
 
-def _run(workdir, arrays, mean, *, devices=None, steps=(3, 3), iterator=None, **kw):
+def _run(workdir, arrays, mean, *, devices=None, steps=(3, 3), iterator=None, log_every=1,
+         progress=False, **kw):
   model = TinyRegressor(tuple(map(tuple, mean.tolist())))
   params, ms = _init(model, arrays)
   it = iterator if iterator is not None else data.ArrayIterator(arrays, 8, seed=3)
-  t = trainer.Trainer(workdir, scheme="ibug68", log_every=1, progress=False,
+  t = trainer.Trainer(workdir, scheme="ibug68", log_every=log_every, progress=progress,
                       mesh=trainer.make_mesh(devices), **kw)
   return t.run(_phases(model, steps), params, ms, it,
                eval_data=data.eval_batches({k: v[:12] for k, v in arrays.items()}, 5), seed=7)
@@ -164,6 +165,98 @@ def test_nan_batch_stops_training_and_keeps_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert "non-finite" in rows[-1]["error"]
+
+
+class _Counting:
+  """Wraps an iterator and counts the batches drawn (the step being run)."""
+
+  def __init__(self, inner):
+    self.inner, self.calls = inner, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.calls += 1
+    return next(self.inner)
+
+
+def _recording_device_get(monkeypatch, it):
+  """Makes ``jax.device_get`` record ``(batches drawn, whether it fetches steps' outputs)``."""
+  real, calls = jax.device_get, []
+
+  def device_get(x):
+    outputs = isinstance(x, list) and all(isinstance(o, dict) and "finite" in o for o in x)
+    calls.append((it.calls, outputs, len(x) if outputs else 0))
+    return real(x)
+
+  monkeypatch.setattr(jax, "device_get", device_get)
+  return calls
+
+
+def test_steps_stay_on_the_device_between_checks_and_a_nan_is_never_saved(tmp_path,
+                                                                         monkeypatch):
+  """The loop fetches nothing to the host between check steps (every ``log_every``
+  steps, checkpoints, validations, the end): one ``device_get`` per check brings every
+  step's outputs since the last. A NaN between checks still stops training at the next
+  check, before the checkpoint due there holds it."""
+  mean, arrays = _problem()
+  it = _Counting(data.ArrayIterator(arrays, 8, seed=3))
+  calls = _recording_device_get(monkeypatch, it)
+  _run(tmp_path / "clean", arrays, mean, steps=(10,), iterator=it, log_every=4,
+       checkpoint_every=100, progress=True)
+  assert {drawn for drawn, _, _ in calls} <= {4, 8, 10}  # (the final save and validation)
+  assert [(drawn, n) for drawn, outputs, n in calls if outputs] == [(4, 4), (8, 4), (10, 2)]
+  rows = [json.loads(l) for l in (tmp_path / "clean" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "train/loss" in r] == [4, 8, 10]
+
+  # Checks at 4 (checkpoint), 5 (log), 8 (checkpoint): the NaN of step 6 is found at 8.
+  wd = tmp_path / "nan"
+  it = _Counting(_NaNAt(data.ArrayIterator(arrays, 8, seed=3), bad_call=6))
+  calls = _recording_device_get(monkeypatch, it)
+  with pytest.raises(trainer.NonFiniteError,
+                     match=r"non-finite training step 6 in phase 'p0': loss=.*found by the "
+                     r"check after step 8.*no state from step 6 to step 8 is saved.*"
+                     r"the last good checkpoint is step 4 in"):
+    _run(wd, arrays, mean, steps=(12,), iterator=it, log_every=5, checkpoint_every=4)
+  assert [(drawn, n) for drawn, outputs, n in calls if outputs] == [(4, 4), (5, 1), (8, 3)]
+  assert it.calls == 8
+  mngr = trainer.checkpoint_manager(wd, read_only=True)
+  assert mngr.all_steps() == [4]
+  meta = trainer.restore_meta(mngr, 4)
+  mngr.close()
+  model = TinyRegressor(tuple(map(tuple, mean.tolist())))
+  params, ms = _init(model, arrays)
+  tx = _phases(model, (12,))[0].tx
+  template = trainer.TrainState(step=jnp.asarray(0, jnp.int32), params=params, model_state=ms,
+                                opt_state=tx.init(params), rng=jax.random.PRNGKey(0))
+  mngr = trainer.checkpoint_manager(wd, read_only=True)
+  state = trainer.restore_state(mngr, 4, template)
+  mngr.close()
+  trainer.check_restored({part: getattr(state, part) for part in trainer._STATE_PARTS}, meta)
+  rows = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert rows[-1]["step"] == 6 and "found by the check after step 8" in rows[-1]["error"]
+  assert [r["step"] for r in rows if "train/loss" in r] == [5]  # steps 1..5, all finite
+
+
+def test_a_state_with_non_finite_parameters_is_never_saved(tmp_path):
+  """A finite loss and gradient, yet an update that is not (an optimiser that
+  overflows): the state is not saved, and training stops saying why."""
+  mean, arrays = _problem()
+  model = TinyRegressor(tuple(map(tuple, mean.tolist())))
+  params, ms = _init(model, arrays)
+  phase = _phases(model, (4,))[0]
+  overflowing = optax.chain(optax.adam(1e-2), optax.scale(float("inf")))
+  phases = [trainer.Phase("p0", 4, overflowing, phase.loss_fn, phase.predict_fn)]
+  t = trainer.Trainer(tmp_path, scheme="ibug68", log_every=1, progress=False,
+                      checkpoint_every=1)
+  with pytest.raises(trainer.NonFiniteError,
+                     match=r"non-finite state at step 1 in phase 'p0': its params.*not saved.*"
+                     r"no checkpoint had been written yet"):
+    t.run(phases, params, ms, data.ArrayIterator(arrays, 8, seed=3), seed=7)
+  mngr = trainer.checkpoint_manager(tmp_path, read_only=True)
+  assert mngr.all_steps() == []
+  mngr.close()
 
 
 def test_logs_best_checkpoint_and_optimizer_config(tmp_path):

@@ -165,15 +165,27 @@ def _faces(config, split: str, limit: int, seed: int, with_landmarks: bool = Fal
 
 
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
-  """Trains the three networks in turn, exports them and evaluates the cascade."""
+  """Trains the three networks in turn, exports them and evaluates the cascade.
+
+  The workdir is locked for the whole run (``workdir.lock``): a second training on it
+  stops at once, naming this one.
+  """
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  check_config(config)
+  workdir_lib.claim(workdir, config, RESUME_KEYS)  # before any write
+  with workdir_lib.lock(workdir):
+    # Checked again under the lock: a training that ended meanwhile may have written it.
+    workdir_lib.claim(workdir, config, RESUME_KEYS)
+    return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """``train`` with the workdir locked."""
   import jax  # pylint: disable=g-import-not-at-top
   from jaxmarks import photo_evaluation as evaluate_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.detection import mtcnn_train as T  # pylint: disable=g-import-not-at-top
   from jaxmarks.detection import mtcnn_nets as nets  # pylint: disable=g-import-not-at-top
 
-  workdir = pathlib.Path(workdir).expanduser().resolve()
-  check_config(config)
-  workdir_lib.claim(workdir, config, RESUME_KEYS)
   workdir_lib.save_config(workdir, config)
   seed = int(config.seed)
   progress = bool(config.get("progress", True))

@@ -248,17 +248,38 @@ def _locked(workdir: pathlib.Path) -> Iterator[None]:
 def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
                   workdir: pathlib.Path, allow_foreign: bool,
                   t_start: float) -> dict[str, Any]:
-  """``train`` with the workdir locked."""
-  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
-  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-
+  """``train`` with the workdir locked: open the data, train, export, evaluate."""
   # Checked again under the lock: a training that ended meanwhile may have written it.
   saved = workdir_lib.claim(workdir, config, spec.resume_keys, allow_foreign)
   workers = data_config_lib.worker_count(config.data.num_workers)
   if workers > 0:
     import cv2  # pylint: disable=g-import-not-at-top
     cv2.setNumThreads(1)
+  train_source, eval_source, scheme, mean_shape = _open_splits(spec, config, saved, workers)
+  model, history = _run_trainer(spec, config, workdir, train_source, eval_source, scheme,
+                                mean_shape)
+  train_seconds = time.time() - t_start
+  trained = read_checkpoint(workdir, config)  # every process: orbax reads collectively
+  if jax.process_index() != 0:
+    return {}
+  summary, export_dir = _export_and_evaluate(spec, config, workdir, model, trained,
+                                             train_source, scheme, history, train_seconds)
+  print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
+        f"{export_dir}", flush=True)
+  if config.get("ablations"):
+    summary["ablations"] = _run_ablations(spec, config, workdir, summary)
+    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
+  return summary
 
+
+def _open_splits(spec: DeepMethod, config: ml_collections.ConfigDict, saved,
+                 workers: int) -> tuple[Any, Any, str, np.ndarray]:
+  """Opens the training and validation splits; records the landmark scheme in
+  ``config.scheme`` and the mean shape (the resumed run's ``saved`` one, else the
+  training faces') in ``config.mean_shape``; returns ``(train source, eval source,
+  scheme, mean shape)``."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
   data = config.data
   _chief_print(f"loading {data.dataset} {data.train_split} / {data.eval_split} ...")
   train_source, builder = data_lib.load_split(data, data.train_split)
@@ -273,13 +294,21 @@ def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
     mean_shape = data_lib.mean_shape_in_crop(train_source, data)
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
-  global_batch = int(data.batch_size)
   _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
                f"({data.train_split}), {len(eval_source)} validation faces ({data.eval_split}); "
                f"{jax.device_count()} device(s) [{jax.devices()[0].platform}] in "
-               f"{jax.process_count()} process(es), global batch {global_batch}, "
+               f"{jax.process_count()} process(es), global batch {int(data.batch_size)}, "
                f"{workers} input worker(s)")
+  return train_source, eval_source, scheme, mean_shape
 
+
+def _run_trainer(spec: DeepMethod, config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                 train_source, eval_source, scheme: str,
+                 mean_shape: np.ndarray) -> tuple[nn.Module, list[dict]]:
+  """Builds the model, its phases and the loaders, writes ``config.json`` and runs the
+  ``Trainer``; returns ``(model, validation history)``."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  data = config.data
   model = spec.build_model(config, mean_shape)
   params, model_state = spec.init_variables(model, jax.random.PRNGKey(int(config.seed)))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
@@ -288,11 +317,10 @@ def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
   phases = list(spec.phases(model, config, scheme, optimizer_fn(config)))
   train_iter = iter(data_lib.make_loader(
       data, training=True, source=train_source, scheme=scheme,
-      batch_size=global_batch // jax.process_count()))
-  eval_bs = int(config.train.eval_batch_size)
+      batch_size=int(data.batch_size) // jax.process_count()))
   eval_data = lambda: data_lib.make_loader(  # noqa: E731
-      data, training=False, source=eval_source, scheme=scheme, batch_size=eval_bs,
-      worker_count=0)
+      data, training=False, source=eval_source, scheme=scheme,
+      batch_size=int(config.train.eval_batch_size), worker_count=0)
   tc = config.train
   trainer = trainer_lib.Trainer(
       workdir, scheme=scheme, log_every=tc.log_every, eval_every=tc.eval_every,
@@ -302,11 +330,19 @@ def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
   if jax.process_index() == 0:
     workdir_lib.save_config(workdir, config)
   trainer.run(phases, params, model_state, train_iter, eval_data, seed=int(config.seed))
-  train_seconds = time.time() - t_start
+  return model, trainer.history
 
-  trained = read_checkpoint(workdir, config)  # every process: orbax reads collectively
-  if jax.process_index() != 0:
-    return {}
+
+def _export_and_evaluate(spec: DeepMethod, config: ml_collections.ConfigDict,
+                         workdir: pathlib.Path, model: nn.Module, trained, train_source,
+                         scheme: str, history: list[dict],
+                         train_seconds: float) -> tuple[dict[str, Any], pathlib.Path]:
+  """Writes the export of the ``trained`` checkpoint (after ``spec.finish``), restores
+  the predictor from it alone and evaluates it (and the model before ``finish``, and
+  the mirror-averaged export) on ``config.data.eval_split``; writes
+  ``eval_summary.json`` and the plots; returns ``(summary, export folder)``."""
+  data, tc = config.data, config.train
+  eval_bs = int(tc.eval_batch_size)
   workdir_lib.check_export_dir(workdir, after_training=True)  # (files added meanwhile)
   before = None
   if spec.finish is not None:
@@ -314,7 +350,6 @@ def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
     trained = finished(spec, model, trained, train_source, scheme)
   export_dir = export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
   predictor = DeepPredictor(spec, *export_lib.read(export_dir))
-  history = trainer.history
   extra = {"validation_curve": history, "train_seconds": train_seconds,
            "variant": config.get("variant"), "workdir": str(workdir),
            "export": str(export_dir)}
@@ -343,12 +378,7 @@ def _train_locked(spec: DeepMethod, config: ml_collections.ConfigDict,
           if s is not None]
   if len(rows) > 1:
     _print_rows(f"{data.dataset} {data.eval_split}", rows)
-  print(f"done in {time.time() - t_start:.0f} s; results in {workdir}, inference export in "
-        f"{export_dir}", flush=True)
-  if config.get("ablations"):
-    summary["ablations"] = _run_ablations(spec, config, workdir, summary)
-    (workdir / "eval_summary.json").write_text(evaluation.to_json(summary))
-  return summary
+  return summary, export_dir
 
 
 def _merged(config: ml_collections.ConfigDict, changes) -> ml_collections.ConfigDict:

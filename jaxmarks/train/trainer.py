@@ -30,10 +30,16 @@ Checkpoints written before digests existed are checked for finiteness only.
 NaN guard: a step whose loss or gradients are not finite is not applied, and a
 validation whose NME is not finite is not saved; training stops with
 ``NonFiniteError`` naming the step and the last good checkpoint (the newest one
-that passes the check), which stays on disk. A checkpoint that cannot be read or
-fails the check when resuming (truncated, half-written, damaged) is moved to
-``checkpoints/unreadable-<step>`` with a warning, and training resumes from the
-one before.
+that passes the check), which stays on disk. The steps' outputs stay on the
+devices between check steps (every ``log_every`` steps, each validation and
+checkpoint step, each phase's end: as flax's ImageNet example and big_vision
+log), so the host never waits for a step in between; a check fetches them all at
+once and stops at the first non-finite step, before anything is validated or
+saved. A state that ``check_restored`` would reject is never saved either.
+
+A checkpoint that cannot be read or fails the check when resuming (truncated,
+half-written, damaged) is moved to ``checkpoints/unreadable-<step>`` with a
+warning, and training resumes from the one before.
 
 A checkpoint that cannot be written (a full disk, a lost mount), whether the
 error comes at once or from orbax's background writer, stops training with
@@ -353,7 +359,17 @@ def _inspect(tree, finite: bool) -> tuple[str, bool]:
 def state_digest(state: TrainState) -> dict[str, str]:
   """SHA-256 (hex) of each part of a ``TrainState`` (``step``, ``params``,
   ``model_state``, ``opt_state``, ``rng``), as a checkpoint's metadata records it."""
-  return {part: _inspect(getattr(state, part), finite=False)[0] for part in _STATE_PARTS}
+  return _digest_and_flaws(state)[0]
+
+
+def _digest_and_flaws(state: TrainState) -> tuple[dict[str, str], list[str]]:
+  """``(state_digest(state), parts check_restored would reject)``, in one reading."""
+  digest, flawed = {}, []
+  for part in _STATE_PARTS:
+    digest[part], sound = _inspect(getattr(state, part), finite=part in _MUST_BE_FINITE)
+    if not sound:
+      flawed.append(part)
+  return digest, flawed
 
 
 def check_restored(parts: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
@@ -609,6 +625,12 @@ class Trainer:
           seed: int = 0) -> TrainState:
     """Trains through ``phases``, resuming from the latest checkpoint if any.
 
+    The steps' outputs (loss, gradient norm, finiteness) stay on the devices between
+    check steps (every ``log_every`` steps, each validation and checkpoint step, each
+    phase's end), which fetch them in one transfer: the host never waits for a step
+    in between. A non-finite step stops training at the first check after it, before
+    anything after it is validated or saved.
+
     Args:
       phases: the phases, in order.
       params: initial parameters (ignored when resuming).
@@ -625,263 +647,378 @@ class Trainer:
       NonFiniteError: a step produced a NaN/inf loss or gradient.
       CheckpointSaveError: a checkpoint could not be written.
     """
-    bounds = np.cumsum([0] + [int(p.num_steps) for p in phases])
-    total = int(bounds[-1])
-    mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
-    directory = self.workdir / "checkpoints"
-    writer = tensorboard.TensorBoardWriter(str(self.workdir / "tensorboard")) \
-        if self.is_chief else None
-    jsonl = _JsonlWriter(self.workdir / "metrics.jsonl") if self.is_chief else None
-    best = {"step": None, "nme": float("inf"), "phase": 0}
-    rng = jax.random.PRNGKey(seed)
-    shapes = jax.eval_shape(lambda *t: t, params, model_state, rng)  # (params may be donated)
+    run = _Run(self, phases, params, model_state, train_iter, eval_data, seed)
+    state, phase_idx = run.start_or_resume(params, model_state)
+    run.open_progress_bar(phase_idx)
+    try:
+      state = run.train(state, phase_idx)
+      run.settle()  # the last save reached the disk
+    except BaseException:
+      _close_quietly(run.mngr)  # pending writes finish; their failure is not this error
+      raise
+    else:
+      run.mngr.close()
+    finally:
+      run.close_logs()
+    return state
 
-    def load(at: int) -> tuple[dict[str, Any], int, TrainState]:
-      """Checkpoint ``at``: ``(meta, phase index, state)``, checked (``check_restored``)."""
-      meta = restore_meta(mngr, at)
-      phase_i = int(meta["phase"])
-      template = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=shapes[0],
-                            model_state=shapes[1],
-                            opt_state=jax.eval_shape(phases[phase_i].tx.init, shapes[0]),
-                            rng=shapes[2])
-      state = restore_state(mngr, at, template, self.replicated)
-      check_restored({part: getattr(state, part) for part in _STATE_PARTS}, meta)
-      return meta, phase_i, state
 
-    def discard(at: int, error: Exception, then: str) -> None:
-      """Sets the unusable checkpoint ``at`` aside (never deletes it), with a warning."""
-      nonlocal mngr
-      _close_quietly(mngr)
-      aside = set_aside(self.workdir, at)
-      what = "is damaged" if isinstance(error, DamagedCheckpointError) else "cannot be read"
-      print(f"warning: checkpoint step {at} {what} ({error_line(error)}); moved it to "
-            f"{aside}{then}", file=sys.stderr, flush=True)
-      mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
+class _StepOutputs:
+  """The training steps' outputs since the last log step.
 
-    def last_good() -> int | None:
-      """The newest checkpoint that restores and passes the check; newer ones that do
-      not are set aside."""
-      for at in sorted(mngr.all_steps(), reverse=True):
-        try:
-          load(at)
-          return at
-        except Exception as e:  # pylint: disable=broad-except
-          discard(at, e, "")
-      return None
+  They stay on the devices (no host transfer: the host dispatches the next steps
+  while the devices compute) until ``fetch`` brings all of them over in one
+  ``jax.device_get``; the finite steps' values are then kept as host floats until
+  ``means`` hands them to the log.
+  """
 
-    # ---- start or resume
-    phase_idx = 0
-    latest = mngr.latest_step()
+  def __init__(self):
+    self.on_device: list[dict[str, jax.Array]] = []
+    self.values: dict[str, list[float]] = {}
+    self.last_loss: float | None = None
+    self.t_last = time.time()
+
+  def add(self, out: dict[str, jax.Array]) -> None:
+    self.on_device.append(out)
+
+  def fetch(self, step: int) -> tuple[int, dict[str, Any]] | None:
+    """Fetches the outputs not fetched yet (the last is step ``step``'s); returns
+    ``(step, outputs)`` of the first non-finite step among them, else None."""
+    fetched, self.on_device = jax.device_get(self.on_device), []
+    first = step - len(fetched) + 1
+    for i, out in enumerate(fetched):
+      if not bool(out["finite"]):
+        return first + i, out
+      for k, v in out.items():
+        if k != "finite":
+          self.values.setdefault(k, []).append(float(v))
+      self.last_loss = float(out["loss"])
+    return None
+
+  def means(self) -> dict[str, float]:
+    """``train/<name>``: the mean of each output fetched since the last call, and
+    ``train/steps_per_sec``; then starts afresh."""
+    now = time.time()
+    scalars = {f"train/{k}": float(np.mean(v)) for k, v in self.values.items()}
+    scalars["train/steps_per_sec"] = (len(self.values.get("loss", [1]))
+                                      / max(now - self.t_last, 1e-9))
+    self.t_last, self.values = now, {}
+    return scalars
+
+
+class _Run:
+  """One ``Trainer.run``: its checkpoint manager, logs, progress bar, the best
+  validation so far and the host's count of steps (``step``)."""
+
+  def __init__(self, trainer: Trainer, phases: Sequence[Phase], params: Any,
+               model_state: Any, train_iter: Iterator[Mapping[str, Any]],
+               eval_data: Callable[[], Iterable[Mapping[str, Any]]] | None, seed: int):
+    self.trainer = trainer
+    self.phases = phases
+    self.bounds = np.cumsum([0] + [int(p.num_steps) for p in phases])
+    self.total = int(self.bounds[-1])
+    self.mngr = checkpoint_manager(trainer.workdir, trainer.keep_checkpoints)
+    self.directory = trainer.workdir / "checkpoints"
+    self.writer = (tensorboard.TensorBoardWriter(str(trainer.workdir / "tensorboard"))
+                   if trainer.is_chief else None)
+    self.jsonl = _JsonlWriter(trainer.workdir / "metrics.jsonl") if trainer.is_chief else None
+    self.best = {"step": None, "nme": float("inf"), "phase": 0}
+    self.rng = jax.random.PRNGKey(seed)
+    # (params may be donated)
+    self.shapes = jax.eval_shape(lambda *t: t, params, model_state, self.rng)
+    self.train_iter = train_iter
+    self.eval_data = eval_data
+    self.bar = None
+    self.pending = None  # the step whose asynchronous save is not confirmed yet
+    self.step = 0
+
+  # ---- checkpoints already on disk
+  def load(self, at: int) -> tuple[dict[str, Any], int, TrainState]:
+    """Checkpoint ``at``: ``(meta, phase index, state)``, checked (``check_restored``)."""
+    meta = restore_meta(self.mngr, at)
+    phase_i = int(meta["phase"])
+    params, model_state, rng = self.shapes
+    template = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                          model_state=model_state,
+                          opt_state=jax.eval_shape(self.phases[phase_i].tx.init, params),
+                          rng=rng)
+    state = restore_state(self.mngr, at, template, self.trainer.replicated)
+    check_restored({part: getattr(state, part) for part in _STATE_PARTS}, meta)
+    return meta, phase_i, state
+
+  def discard(self, at: int, error: Exception, then: str) -> None:
+    """Sets the unusable checkpoint ``at`` aside (never deletes it), with a warning."""
+    _close_quietly(self.mngr)
+    aside = set_aside(self.trainer.workdir, at)
+    what = "is damaged" if isinstance(error, DamagedCheckpointError) else "cannot be read"
+    print(f"warning: checkpoint step {at} {what} ({error_line(error)}); moved it to "
+          f"{aside}{then}", file=sys.stderr, flush=True)
+    self.mngr = checkpoint_manager(self.trainer.workdir, self.trainer.keep_checkpoints)
+
+  def last_good(self) -> int | None:
+    """The newest checkpoint that restores and passes the check; newer ones that do
+    not are set aside."""
+    for at in sorted(self.mngr.all_steps(), reverse=True):
+      try:
+        self.load(at)
+        return at
+      except Exception as e:  # pylint: disable=broad-except
+        self.discard(at, e, "")
+    return None
+
+  def where_to_resume(self) -> str:
+    last = self.last_good()
+    return (f"the last good checkpoint is step {last} in {self.directory}"
+            if last is not None else "no checkpoint had been written yet")
+
+  # ---- start
+  def start_or_resume(self, params: Any, model_state: Any) -> tuple[TrainState, int]:
+    """The state to train from (on the devices) and its phase index: the latest good
+    checkpoint's, else a fresh one. Sets ``step``."""
+    latest = self.mngr.latest_step()
     while latest is not None:
       try:
-        meta, phase_idx, state = load(latest)
+        meta, phase_idx, state = self.load(latest)
         break
       except Exception as e:  # pylint: disable=broad-except
         # A truncated, half-written or damaged checkpoint: set it aside and resume from
         # the one before.
-        discard(latest, e, " and resuming from the checkpoint before it")
-        latest = mngr.latest_step()
-        phase_idx = 0
+        self.discard(latest, e, " and resuming from the checkpoint before it")
+        latest = self.mngr.latest_step()
     if latest is not None:
-      if meta.get("data_state") is not None and hasattr(train_iter, "set_state"):
-        train_iter.set_state(_decode_state(meta["data_state"]))
-      best = {"step": meta.get("best_step"),
-              "nme": float(meta.get("best_nme") or float("inf")),
-              "phase": int(meta.get("best_phase") or 0)}
-      self.history = list(meta.get("history", []))
-      logging.info("resumed from step %d (phase %s)", latest, phases[phase_idx].name)
-      if int(state.step) >= bounds[phase_idx + 1] and phase_idx + 1 < len(phases):
-        phase_idx += 1
-        state = state.replace(opt_state=phases[phase_idx].tx.init(state.params))
-      state = jax.device_put(state, self.replicated)
+      state, phase_idx = self.resumed(latest, meta, phase_idx, state)
     else:
+      phase_idx = 0
       state = TrainState(step=jnp.asarray(0, jnp.int32), params=params,
                          model_state=model_state,
-                         opt_state=phases[0].tx.init(params), rng=rng)
-      state = jax.device_put(state, self.replicated)
+                         opt_state=self.phases[0].tx.init(params), rng=self.rng)
+    state = jax.device_put(state, self.trainer.replicated)
+    self.step = int(state.step)
+    return state, phase_idx
 
-    step = int(state.step)
-    bar = None
-    if self.progress and self.is_chief:
+  def resumed(self, at: int, meta: Mapping[str, Any], phase_idx: int,
+              state: TrainState) -> tuple[TrainState, int]:
+    """Takes up restored checkpoint ``at``: the data iterator's position, the best step
+    and the history it saved; the next phase's optimiser when it ended a phase."""
+    if meta.get("data_state") is not None and hasattr(self.train_iter, "set_state"):
+      self.train_iter.set_state(_decode_state(meta["data_state"]))
+    self.best = {"step": meta.get("best_step"),
+                 "nme": float(meta.get("best_nme") or float("inf")),
+                 "phase": int(meta.get("best_phase") or 0)}
+    self.trainer.history = list(meta.get("history", []))
+    logging.info("resumed from step %d (phase %s)", at, self.phases[phase_idx].name)
+    if int(state.step) >= self.bounds[phase_idx + 1] and phase_idx + 1 < len(self.phases):
+      phase_idx += 1
+      state = state.replace(opt_state=self.phases[phase_idx].tx.init(state.params))
+    return state, phase_idx
+
+  # ---- console and metric files
+  def open_progress_bar(self, phase_idx: int) -> None:
+    """The tqdm bar (``Trainer.progress``, process 0 only)."""
+    if self.trainer.progress and self.trainer.is_chief:
       import tqdm  # pylint: disable=g-import-not-at-top
-      bar = tqdm.tqdm(total=total, initial=step, dynamic_ncols=True, unit="step",
-                      desc=phases[min(phase_idx, len(phases) - 1)].name)
+      self.bar = tqdm.tqdm(total=self.total, initial=self.step, dynamic_ncols=True,
+                           unit="step",
+                           desc=self.phases[min(phase_idx, len(self.phases) - 1)].name)
 
-    def log(msg):
-      if bar is not None:
-        bar.write(msg)
-      elif self.is_chief:
-        print(msg, flush=True)
+  def log(self, msg: str) -> None:
+    """Prints ``msg`` above the progress bar (process 0 only)."""
+    if self.bar is not None:
+      self.bar.write(msg)
+    elif self.trainer.is_chief:
+      print(msg, flush=True)
 
-    def record_error(at_step: int, msg: str) -> None:
-      if jsonl is not None:
-        try:
-          jsonl.write(at_step, {"error": msg})
-        except OSError:
-          pass  # (a full disk)
-
-    def where_to_resume() -> str:
-      last = last_good()
-      return (f"the last good checkpoint is step {last} in {directory}"
-              if last is not None else "no checkpoint had been written yet")
-
-    pending = None  # the step whose asynchronous save is not confirmed yet
-
-    def settle() -> None:
-      """Waits for the pending save and confirms that it reached the disk."""
-      nonlocal pending
-      at, pending = pending, None
+  def record_error(self, at_step: int, msg: str) -> None:
+    """Writes ``msg`` into ``metrics.jsonl`` as step ``at_step``'s ``error``."""
+    if self.jsonl is not None:
       try:
-        mngr.wait_until_finished()
-      except Exception as e:  # pylint: disable=broad-except
-        save_failed(at, e)
-      if at is not None and not _finalized(directory / str(at)):
-        save_failed(at, OSError(f"orbax did not finish writing {directory / str(at)}"))
+        self.jsonl.write(at_step, {"error": msg})
+      except OSError:
+        pass  # (a full disk)
 
-    def save_failed(at: int | None, error: Exception):
-      """Stops training after a checkpoint could not be written: what was written of it
-      is removed, and the message names the last good checkpoint."""
-      nonlocal mngr, pending
-      pending = None
-      _close_quietly(mngr)
-      moved = ""
-      if at is not None:
-        _remove_unfinished(directory, at)
-        if (directory / str(at)).exists():  # finished, yet its save failed: not trusted
-          moved = f" (what it wrote is moved to {set_aside(self.workdir, at)})"
-      mngr = checkpoint_manager(self.workdir, self.keep_checkpoints)
-      what = f"checkpoint step {at}" if at is not None else "a checkpoint"
-      last = last_good()
-      then = (f"the last good checkpoint is step {last} in {directory}, and the same "
-              "command resumes from it once the cause is fixed" if last is not None else
-              "no checkpoint had been written yet, and the same command starts again once "
-              "the cause is fixed")
-      msg = (f"cannot write {what} into {directory} ({error_line(error)}){moved}; training "
-             f"stopped at step {step}; {then}")
-      record_error(step, msg)
-      raise CheckpointSaveError(msg) from error
+  def write_scalars(self, phase: Phase, scalars: Mapping[str, Any], flush: bool = False):
+    """``scalars`` of this step into TensorBoard and ``metrics.jsonl`` (process 0)."""
+    if self.writer is not None:
+      self.writer.write_scalars(self.step, scalars)
+      self.jsonl.write(self.step, {"phase": phase.name, **scalars})
+      if flush:
+        self.writer.flush()
 
-    def stop(at_step: int, what: str):
-      """Stops training on a non-finite step or validation, keeping the checkpoints."""
-      settle()
-      msg = f"{what}. Training stopped; {where_to_resume()}."
-      log(msg)
-      record_error(at_step, msg)
-      raise NonFiniteError(msg)
+  def close_logs(self) -> None:
+    """Closes the progress bar and the metric writers."""
+    if self.bar is not None:
+      self.bar.close()
+    if self.writer is not None:
+      self.writer.close()
+      self.jsonl.close()
 
-    def save(state, step, phase_i, eval_metrics=None):
-      nonlocal pending
-      settle()  # the previous save (orbax would wait for it here as well)
-      if step in (mngr.all_steps() or []):
-        return
-      meta = {
-          "phase": phase_i,
-          "phase_name": phases[phase_i].name,
-          "data_state": _encode_state(train_iter.get_state())
-                        if hasattr(train_iter, "get_state") else None,
-          "best_step": best["step"],
-          "best_nme": best["nme"] if np.isfinite(best["nme"]) else None,
-          "best_phase": best.get("phase", 0),
-          "history": self.history,
-          "digest": state_digest(state),
-      }
-      try:
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                 meta=ocp.args.JsonSave(meta)),
-                  metrics=eval_metrics, force=True)
-      except Exception as e:  # pylint: disable=broad-except
-        save_failed(step, e)
-      pending = step
-
+  # ---- saving
+  def settle(self) -> None:
+    """Waits for the pending save and confirms that it reached the disk."""
+    at, self.pending = self.pending, None
     try:
-      while phase_idx < len(phases) and step < total:
-        phase = phases[phase_idx]
-        end = int(bounds[phase_idx + 1])
-        train_step = self._make_train_step(phase)
-        predict = self.make_predict(phase.predict_fn)
-        if bar is not None:
-          bar.set_description(phase.name)
-        acc: dict[str, list] = {}
-        t_last = time.time()
-        while step < end:
-          batch = self.shard_batch(next(train_iter))
-          new_state, out = train_step(state, batch)
-          out = jax.device_get(out)
-          if not bool(out["finite"]):
-            stop(step + 1, f"non-finite training step {step + 1} in phase {phase.name!r}: "
-                 f"loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}")
-          state = new_state
-          step += 1
-          for k, v in out.items():
-            if k != "finite":
-              acc.setdefault(k, []).append(float(v))
-          if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(out['loss']):.4f}")
-          if step % self.log_every == 0 or step == end:
-            now = time.time()
-            scalars = {f"train/{k}": float(np.mean(v)) for k, v in acc.items()}
-            scalars["train/steps_per_sec"] = len(acc.get("loss", [1])) / max(now - t_last, 1e-9)
-            t_last = now
-            acc = {}
-            if writer is not None:
-              writer.write_scalars(step, scalars)
-              jsonl.write(step, {"phase": phase.name, **scalars})
-          eval_metrics = None
-          do_eval = eval_data is not None and (
-              step == end or (self.eval_every > 0 and step % self.eval_every == 0))
-          if do_eval:
-            eval_metrics = self.evaluate(predict, state.params, state.model_state, eval_data())
-            if not all(np.isfinite(float(eval_metrics[f"nme_{norm}"]))
-                       for norm in ("inter_ocular", "inter_pupil")):
-              # The loss stayed finite but the model's predictions are not (e.g. a learning
-              # rate so large that validation NME is inf): as bad as a NaN loss.
-              stop(step, f"non-finite validation at step {step} in phase {phase.name!r}: "
-                   f"NME(inter_ocular)={eval_metrics['nme_inter_ocular']}, "
-                   f"NME(inter_pupil)={eval_metrics['nme_inter_pupil']}; this state is not "
-                   "saved")
-            if (eval_metrics["nme_inter_ocular"] < best["nme"]
-                or best.get("phase", 0) != phase_idx):
-              best = {"step": step, "nme": float(eval_metrics["nme_inter_ocular"]),
-                      "phase": phase_idx}
-            record = {"step": step, "phase": phase.name,
-                      **{k: v for k, v in eval_metrics.items() if np.ndim(v) == 0}}
-            self.history.append(record)
-            scal = {f"valid/{k}": v for k, v in record.items()
-                    if k not in ("step", "phase", "scheme") and np.ndim(v) == 0}
-            if writer is not None:
-              writer.write_scalars(step, scal)
-              jsonl.write(step, {"phase": phase.name, **scal})
-              writer.flush()
-            log(f"step {step} [{phase.name}] valid: n={record['n']} "
-                f"NME(inter_ocular)={100 * record['nme_inter_ocular']:.3f}% "
-                f"NME(inter_pupil)={100 * record['nme_inter_pupil']:.3f}% "
-                f"AUC@0.08(inter_ocular)={record['auc_inter_ocular']:.4f} "
-                f"FR@0.08(inter_ocular)={100 * record['failure_rate_inter_ocular']:.2f}%")
-            if phase.after_eval is not None:
-              new_ms = phase.after_eval(state.params, state.model_state, eval_data, step, log)
-              state = state.replace(model_state=jax.device_put(new_ms, self.replicated))
-          if step % self.checkpoint_every == 0 or step == end or do_eval:
-            m = ({"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"]),
-                  "phase": phase_idx}
-                 if eval_metrics is not None else None)
-            save(state, step, phase_idx, m)
-        if phase_idx + 1 < len(phases):
-          phase_idx += 1
-          state = state.replace(opt_state=phases[phase_idx].tx.init(state.params))
-          state = jax.device_put(state, self.replicated)
-        else:
-          break
-      settle()  # the last save reached the disk
-    except BaseException:
-      _close_quietly(mngr)  # pending writes finish; their failure is not this error
-      raise
-    else:
-      mngr.close()
-    finally:
-      if bar is not None:
-        bar.close()
-      if writer is not None:
-        writer.close()
-        jsonl.close()
+      self.mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self.save_failed(at, e)
+    if at is not None and not _finalized(self.directory / str(at)):
+      self.save_failed(at, OSError(f"orbax did not finish writing {self.directory / str(at)}"))
+
+  def save_failed(self, at: int | None, error: Exception):
+    """Stops training after a checkpoint could not be written: what was written of it
+    is removed, and the message names the last good checkpoint."""
+    directory = self.directory
+    self.pending = None
+    _close_quietly(self.mngr)
+    moved = ""
+    if at is not None:
+      _remove_unfinished(directory, at)
+      if (directory / str(at)).exists():  # finished, yet its save failed: not trusted
+        moved = f" (what it wrote is moved to {set_aside(self.trainer.workdir, at)})"
+    self.mngr = checkpoint_manager(self.trainer.workdir, self.trainer.keep_checkpoints)
+    what = f"checkpoint step {at}" if at is not None else "a checkpoint"
+    last = self.last_good()
+    then = (f"the last good checkpoint is step {last} in {directory}, and the same "
+            "command resumes from it once the cause is fixed" if last is not None else
+            "no checkpoint had been written yet, and the same command starts again once "
+            "the cause is fixed")
+    msg = (f"cannot write {what} into {directory} ({error_line(error)}){moved}; training "
+           f"stopped at step {self.step}; {then}")
+    self.record_error(self.step, msg)
+    raise CheckpointSaveError(msg) from error
+
+  def stop(self, at_step: int, what: str):
+    """Stops training on a non-finite step or validation, keeping the checkpoints."""
+    self.settle()
+    msg = f"{what}. Training stopped; {self.where_to_resume()}."
+    self.log(msg)
+    self.record_error(at_step, msg)
+    raise NonFiniteError(msg)
+
+  def save(self, state: TrainState, phase_i: int,
+           eval_metrics: Mapping[str, Any] | None = None) -> None:
+    """Saves ``state`` as checkpoint ``step`` (asynchronously: the next ``settle``
+    confirms it) unless it exists. A state that ``check_restored`` would reject (NaN,
+    non-finite parameters) is not saved: training stops instead."""
+    self.settle()  # the previous save (orbax would wait for it here as well)
+    step = self.step
+    if step in (self.mngr.all_steps() or []):
+      return
+    digest, flawed = _digest_and_flaws(state)
+    if flawed:
+      self.stop(step, f"non-finite state at step {step} in phase "
+                f"{self.phases[phase_i].name!r}: its {', '.join(flawed)} arrays hold NaN "
+                "or inf; this state is not saved")
+    meta = {
+        "phase": phase_i,
+        "phase_name": self.phases[phase_i].name,
+        "data_state": _encode_state(self.train_iter.get_state())
+                      if hasattr(self.train_iter, "get_state") else None,
+        "best_step": self.best["step"],
+        "best_nme": self.best["nme"] if np.isfinite(self.best["nme"]) else None,
+        "best_phase": self.best.get("phase", 0),
+        "history": self.trainer.history,
+        "digest": digest,
+    }
+    try:
+      self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)),
+                     metrics=eval_metrics, force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      self.save_failed(step, e)
+    self.pending = step
+
+  # ---- training
+  def train(self, state: TrainState, phase_idx: int) -> TrainState:
+    """Trains from phase ``phase_idx`` (at ``step``) to the end; returns the last state."""
+    while phase_idx < len(self.phases) and self.step < self.total:
+      state = self.run_phase(state, phase_idx)
+      if phase_idx + 1 >= len(self.phases):
+        break
+      phase_idx += 1
+      state = state.replace(opt_state=self.phases[phase_idx].tx.init(state.params))
+      state = jax.device_put(state, self.trainer.replicated)
     return state
+
+  def run_phase(self, state: TrainState, phase_idx: int) -> TrainState:
+    """The steps of phase ``phase_idx`` that remain. Each step's outputs stay on the
+    devices until a check step (a log, validation or checkpoint step) fetches them
+    (``check``), before it logs, validates or saves anything."""
+    t = self.trainer
+    phase = self.phases[phase_idx]
+    end = int(self.bounds[phase_idx + 1])
+    train_step = t._make_train_step(phase)  # pylint: disable=protected-access
+    predict = t.make_predict(phase.predict_fn)
+    if self.bar is not None:
+      self.bar.set_description(phase.name)
+    outputs = _StepOutputs()
+    while self.step < end:
+      batch = t.shard_batch(next(self.train_iter))
+      state, out = train_step(state, batch)
+      outputs.add(out)
+      self.step += 1
+      step = self.step
+      if self.bar is not None:
+        self.bar.update(1)
+      log_step = step % t.log_every == 0 or step == end
+      do_eval = self.eval_data is not None and (
+          step == end or (t.eval_every > 0 and step % t.eval_every == 0))
+      do_save = step % t.checkpoint_every == 0 or step == end or do_eval
+      if log_step or do_save:
+        self.check(outputs, phase)
+      if log_step:
+        self.write_scalars(phase, outputs.means())
+      eval_metrics = None
+      if do_eval:
+        state, eval_metrics = self.validate(state, phase, phase_idx, predict)
+      if do_save:
+        self.save(state, phase_idx,
+                  {"nme_inter_ocular": float(eval_metrics["nme_inter_ocular"]),
+                   "phase": phase_idx} if eval_metrics is not None else None)
+    return state
+
+  def check(self, outputs: _StepOutputs, phase: Phase) -> None:
+    """Fetches the outputs of the steps since the last check; stops training
+    (``NonFiniteError``) at the first non-finite one, naming it and the check that
+    found it. A non-finite step is not applied (``Trainer._make_train_step``), and
+    nothing from it on is validated or saved."""
+    found = outputs.fetch(self.step)
+    if found is not None:
+      at, out = found
+      where = ("; this state is not saved" if at == self.step else
+               f" (found by the check after step {self.step}: the steps' outputs are "
+               f"checked every {self.trainer.log_every} steps and at each validation and "
+               f"checkpoint); no state from step {at} to step {self.step} is saved")
+      self.stop(at, f"non-finite training step {at} in phase {phase.name!r}: "
+                f"loss={float(out['loss'])}, gradient norm={float(out['grad_norm'])}{where}")
+    if self.bar is not None and outputs.last_loss is not None:
+      self.bar.set_postfix(loss=f"{outputs.last_loss:.4f}")
+
+  def validate(self, state: TrainState, phase: Phase, phase_idx: int,
+               predict) -> tuple[TrainState, dict[str, Any]]:
+    """Validates ``state`` (stopping on a non-finite NME), updates the best step, logs
+    the scores and applies the phase's ``after_eval``; returns ``(state, metrics)``."""
+    step = self.step
+    m = self.trainer.evaluate(predict, state.params, state.model_state, self.eval_data())
+    if not all(np.isfinite(float(m[f"nme_{norm}"])) for norm in ("inter_ocular", "inter_pupil")):
+      # The loss stayed finite but the model's predictions are not (e.g. a learning
+      # rate so large that validation NME is inf): as bad as a NaN loss.
+      self.stop(step, f"non-finite validation at step {step} in phase {phase.name!r}: "
+                f"NME(inter_ocular)={m['nme_inter_ocular']}, "
+                f"NME(inter_pupil)={m['nme_inter_pupil']}; this state is not saved")
+    if m["nme_inter_ocular"] < self.best["nme"] or self.best.get("phase", 0) != phase_idx:
+      self.best = {"step": step, "nme": float(m["nme_inter_ocular"]), "phase": phase_idx}
+    record = {"step": step, "phase": phase.name,
+              **{k: v for k, v in m.items() if np.ndim(v) == 0}}
+    self.trainer.history.append(record)
+    self.write_scalars(phase, {f"valid/{k}": v for k, v in record.items()
+                               if k not in ("step", "phase", "scheme") and np.ndim(v) == 0},
+                       flush=True)
+    self.log(f"step {step} [{phase.name}] valid: n={record['n']} "
+             f"NME(inter_ocular)={100 * record['nme_inter_ocular']:.3f}% "
+             f"NME(inter_pupil)={100 * record['nme_inter_pupil']:.3f}% "
+             f"AUC@0.08(inter_ocular)={record['auc_inter_ocular']:.4f} "
+             f"FR@0.08(inter_ocular)={100 * record['failure_rate_inter_ocular']:.2f}%")
+    if phase.after_eval is not None:
+      new_ms = phase.after_eval(state.params, state.model_state, self.eval_data, step, self.log)
+      state = state.replace(model_state=jax.device_put(new_ms, self.trainer.replicated))
+    return state, m
