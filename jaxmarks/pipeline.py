@@ -41,6 +41,7 @@ import numpy as np
 
 from jaxmarks import data as data_lib
 from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
+from jaxmarks.shapes import aligned_box_from_points
 from jaxmarks import transforms
 from jaxmarks import workdir as workdir_lib
 from jaxmarks.contracts import Detections, Detector, Predictor
@@ -55,6 +56,9 @@ MAX_IMAGE_PIXELS = 200_000_000
 # Photos larger than this are searched for faces on a scaled-down copy
 # (``ScaledDetection``): MTCNN's pyramid on 144 megapixels takes minutes and GBs.
 MAX_DETECT_PIXELS = 50_000_000
+# Faces whose five points give a roll at least this large are cropped turned upright
+# (``face_crop_box``); smaller rolls are left as the training crops have them.
+MIN_ROLL_DEGREES = 0.0
 
 
 @dataclasses.dataclass
@@ -373,8 +377,42 @@ class ScaledDetection:
     return out
 
 
+def face_crop_box(box, points, scheme: str | None, align: bool = True,
+                  min_roll_degrees: float = MIN_ROLL_DEGREES) -> tuple[np.ndarray, float]:
+  """Where the landmark method's crop of one detected face goes: ``(box, angle)`` for
+  ``jaxmarks.data.crop_face(image, box, config, angle=angle)``.
+
+  With the detector's five points the crop is framed like the method's training
+  crops (the landmark box those points most likely have,
+  ``shapes.landmark_box_from_points``) and, with ``align``, turned upright when the
+  points say the face is rolled by at least ``min_roll_degrees``
+  (``shapes.aligned_box_from_points``: the roll, scale and shift of a similarity from
+  the upright five-point layout to the points). Points that give no sensible
+  transform fall back to the box of the points, then to the detector's ``box``.
+
+  Args:
+    box: ``(4,)`` the detector's box.
+    points: ``(5, 2)`` its five points, or None.
+    scheme: the method's landmark scheme (None: the detector's box as it is).
+    align: turn rolled faces upright.
+    min_roll_degrees: the smallest roll that is turned.
+  """
+  if points is None or not scheme:
+    return np.asarray(box, np.float64), 0.0
+  if align:
+    aligned = aligned_box_from_points(points, scheme)
+    if aligned is not None and abs(np.degrees(aligned[1])) >= min_roll_degrees:
+      return aligned[0], -aligned[1]
+  from_points = landmark_box_from_points(points, scheme)
+  if from_points is None or not np.all(np.isfinite(from_points)) or not (
+      from_points[2] > from_points[0] and from_points[3] > from_points[1]):
+    return np.asarray(box, np.float64), 0.0
+  return from_points, 0.0
+
+
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
-                       detector: Detector, batch_size: int = 64) -> list[list[Face]]:
+                       detector: Detector, batch_size: int = 64, align: bool = True,
+                       min_roll_degrees: float | None = None) -> list[list[Face]]:
   """Landmarks of every face in every photo.
 
   Args:
@@ -383,6 +421,9 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       None for the detector's own five points.
     detector: finds the faces (``jaxmarks.methods.Detector``).
     batch_size: faces per ``predictor.predict`` call.
+    align: crop each face turned upright by the roll its five points give
+      (``face_crop_box``); False: axis-aligned crops.
+    min_roll_degrees: the smallest roll that is turned (default ``MIN_ROLL_DEGREES``).
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -397,13 +438,15 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
         np.float64), points=d.points[j]) for j in range(len(d))] for d in detections]
   config = predictor.config.data
   scheme = workdir_lib.scheme_of(predictor.config)
+  if min_roll_degrees is None:
+    min_roll_degrees = MIN_ROLL_DEGREES
   crops, inverse, owner = [], [], []
   for i, (image, dets) in enumerate(zip(images, detections)):
     for j, box in enumerate(dets.boxes):
-      if dets.points is not None and scheme:
-        from_points = landmark_box_from_points(dets.points[j], scheme)
-        box = box if from_points is None else from_points
-      crop, t = data_lib.crop_face(image, check_box(box, image.shape, f"face box {j}"), config)
+      points = dets.points[j] if dets.points is not None else None
+      box, angle = face_crop_box(box, points, scheme, align, min_roll_degrees)
+      crop, t = data_lib.crop_face(image, check_box(box, image.shape, f"face box {j}"), config,
+                                   angle=angle)
       crops.append(crop)
       inverse.append(transforms.invert_affine(t.astype(np.float64)))
       owner.append((i, j))

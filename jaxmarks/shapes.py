@@ -22,6 +22,8 @@ __all__ = [
     "check_shape",
     "FIVE_POINT_LAYOUT",
     "landmark_box_from_points",
+    "roll_from_points",
+    "aligned_box_from_points",
 ]
 
 
@@ -113,6 +115,59 @@ FIVE_POINT_LAYOUT = {
     "ibug68": ((0.2858, 0.2015), (0.7129, 0.1941), (0.5060, 0.4445), (0.3196, 0.6672),
                (0.6930, 0.6601)),
 }
+
+
+def roll_from_points(points) -> float | None:
+  """A face's roll in radians from its five points (eye centres, nose tip, mouth
+  corners, MTFL's order): the rotation of the least-squares similarity that maps
+  the upright five-point layout onto them, in image coordinates (x right, y down;
+  positive is clockwise on screen). None when the points give no sensible fit
+  (non-finite, or the eyes closer than a pixel, or the fit mirrors the layout).
+  """
+  p = np.asarray(points, np.float64).reshape(5, 2)
+  if not np.all(np.isfinite(p)) or np.linalg.norm(p[1] - p[0]) < 1.0:
+    return None
+  u = np.asarray(FIVE_POINT_LAYOUT["ibug68"], np.float64)
+  us, ps = u - u.mean(0), p - p.mean(0)
+  dot = float((us * ps).sum())
+  cross = float((us[:, 0] * ps[:, 1] - us[:, 1] * ps[:, 0]).sum())
+  if not np.hypot(dot, cross) > 0:
+    return None
+  # A face's points that fit the layout better mirrored (left and right swapped
+  # by the detector) give no roll to trust.
+  m = us * np.array([-1.0, 1.0])
+  m_dot = float((m * ps).sum())
+  m_cross = float((m[:, 0] * ps[:, 1] - m[:, 1] * ps[:, 0]).sum())
+  if np.hypot(m_dot, m_cross) > np.hypot(dot, cross):
+    return None
+  return float(np.arctan2(cross, dot))
+
+
+def aligned_box_from_points(points, scheme: str) -> tuple[np.ndarray, float] | None:
+  """The landmark box of scheme ``scheme`` in the face's own upright frame, from its
+  five detected points: ``((4,) (x0, y0, x1, y1), roll)``. The box's centre is
+  where the face's centre is in the image, its sides are those of the face once
+  turned upright by ``-roll`` (``roll_from_points``) about the points' mean; the
+  crop that turns the image by ``-roll`` about that centre
+  (``jaxmarks.data.crop_transform(box, config, angle=-roll)``) shows the face
+  upright and framed like the upright faces a method learns from. None when the
+  points give no sensible roll or box.
+  """
+  roll = roll_from_points(points)
+  if roll is None:
+    return None
+  p = np.asarray(points, np.float64).reshape(5, 2)
+  c = p.mean(0)
+  cos, sin = np.cos(roll), np.sin(roll)
+  unroll = np.array([[cos, sin], [-sin, cos]])  # R(-roll)
+  upright = (p - c) @ unroll.T + c
+  box = landmark_box_from_points(upright, scheme)
+  if box is None or not np.all(np.isfinite(box)) or not (box[2] > box[0] and box[3] > box[1]):
+    return None
+  centre = (box[:2] + box[2:]) / 2
+  centre_in_image = (centre - c) @ unroll + c  # R(roll) back
+  half = (box[2:] - box[:2]) / 2
+  return np.concatenate([centre_in_image - half, centre_in_image + half]), roll
 
 
 def landmark_box_from_points(points, scheme: str) -> np.ndarray | None:

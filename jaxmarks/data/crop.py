@@ -118,7 +118,7 @@ def box_of_record(record, config, scheme: str | None = None) -> np.ndarray:
 
 
 def crop_transform(box, config, rng: np.random.Generator | None = None,
-                   flip: bool = False) -> np.ndarray:
+                   flip: bool = False, angle: float = 0.0) -> np.ndarray:
   """The ``(2, 3)`` image->crop similarity for a face box.
 
   Args:
@@ -127,6 +127,9 @@ def crop_transform(box, config, rng: np.random.Generator | None = None,
       ``translation``, ``rotation``, ``scale``, ``jitter_clip``).
     rng: if given, the crop window is randomly shifted, rotated and scaled.
     flip: mirror the crop horizontally (the result then has determinant < 0).
+    angle: turn the image by this many radians about the box's centre (image
+      coordinates, y down), e.g. ``-roll`` to show a rolled face upright
+      (``jaxmarks.shapes.aligned_box_from_points``).
 
   Returns:
     float64 ``(2, 3)``.
@@ -138,10 +141,11 @@ def crop_transform(box, config, rng: np.random.Generator | None = None,
   side = max(w, h)
   if not side > 0:
     raise ValueError(f"face box must have positive size; got {(x0, y0, x1, y1)}")
-  angle, window = 0.0, 1.0
+  jitter, window = 0.0, 1.0
   if rng is not None:
-    dx, dy, angle, window = augment.window_jitter(rng, config)
+    dx, dy, jitter, window = augment.window_jitter(rng, config)
     cx, cy = cx + dx * w, cy + dy * h
+  angle = float(angle) + jitter
   k = size / (float(config.crop_scale) * side * window)
   a, b = k * math.cos(angle), k * math.sin(angle)
   half = (size - 1) / 2.0
@@ -204,7 +208,8 @@ def _warp(image, transform, config, rng: np.random.Generator | None, photometric
   return _normalize_inplace(crop, config.normalization)
 
 
-def crop_face(image, box, config, rng: np.random.Generator | None = None):
+def crop_face(image, box, config, rng: np.random.Generator | None = None,
+              angle: float = 0.0):
   """Crops one face for a method: the function the predict command and methods reuse.
 
   Args:
@@ -216,13 +221,15 @@ def crop_face(image, box, config, rng: np.random.Generator | None = None):
       ``normalization``; with ``rng`` the jitter and brightness/contrast settings).
     rng: ``np.random.Generator`` for a randomly perturbed crop (no flip); None
       for the deterministic crop.
+    angle: turn the image by this many radians about the box's centre
+      (``crop_transform``).
 
   Returns:
     ``(crop, transform)``: float32 ``(S, S, C)`` normalised crop and the float32
     ``(2, 3)`` image->crop transform (``jaxmarks.transforms.invert_affine`` maps crop points back).
   """
   config = config_lib.settings(config)
-  t = crop_transform(box, config, rng=rng)
+  t = crop_transform(box, config, rng=rng, angle=angle)
   crop = _warp(image, t, config, rng, photometric=rng is not None)
   return crop, t.astype(np.float32)
 

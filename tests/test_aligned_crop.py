@@ -1,0 +1,74 @@
+"""Crops aligned by the detector's five points: a rolled face reaches the landmark
+method upright and framed as in training; points that give no transform fall back."""
+
+import cv2
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxmarks import pipeline
+from jaxmarks import schemes
+from jaxmarks import shapes
+from jaxmarks import transforms
+from jaxmarks.data import crop as crop_lib
+from tfds_builders.synthetic_faces import renderer
+
+CONFIG = ml_collections.ConfigDict({"image_size": 96, "crop_scale": 1.6, "grayscale": False,
+                                    "normalization": "none"})
+
+
+def _face():
+  face = renderer.render_face(np.random.default_rng(3), 240, 240)
+  return face.image, np.asarray(face.landmarks, np.float64)
+
+
+def _rotated(image, landmarks, degrees):
+  """The photo turned by ``degrees`` about its centre on a canvas that holds all of it."""
+  h, w = image.shape[:2]
+  m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+  side = int(np.ceil(np.hypot(h, w)))
+  m[:, 2] += [(side - w) / 2, (side - h) / 2]
+  out = cv2.warpAffine(image, m, (side, side), flags=cv2.INTER_LINEAR)
+  return out, transforms.apply_affine(m, landmarks)
+
+
+def _crop(image, landmarks):
+  points = schemes.convert(landmarks, "ibug68", "mtfl5")
+  box, angle = pipeline.face_crop_box(np.array([0, 0, 1, 1.]), points, "ibug68")
+  crop, t = crop_lib.crop_face(image, box, CONFIG, angle=angle)
+  return crop, transforms.apply_affine(t.astype(np.float64), landmarks)
+
+
+@pytest.mark.parametrize("degrees", [25, 60, 90, 180, -135])
+def test_a_rolled_face_is_cropped_as_the_upright_one(degrees):
+  image, lm = _face()
+  upright, lm_upright = _crop(image, lm)
+  rolled, lm_rolled = _crop(*_rotated(image, lm, degrees))
+  # The same face in the same place of the crop, up to interpolation.
+  np.testing.assert_allclose(lm_rolled, lm_upright, atol=0.05)
+  inner = (slice(8, -8), slice(8, -8))
+  diff = np.abs(rolled[inner].astype(np.float64) - upright[inner].astype(np.float64))
+  assert diff.mean() < 6.0, diff.mean()  # 0-255 pixels; the images themselves differ by ~60
+
+
+def test_points_without_a_sensible_transform_fall_back_to_the_box():
+  box = np.array([10.0, 20.0, 110.0, 140.0])
+  for points in (None, np.full((5, 2), np.nan), np.zeros((5, 2))):
+    got, angle = pipeline.face_crop_box(box, points, "ibug68")
+    np.testing.assert_array_equal(got, box)
+    assert angle == 0.0
+  # Mirrored points (left and right swapped): no roll to trust; the axis-aligned box.
+  u = np.asarray(shapes.FIVE_POINT_LAYOUT["ibug68"]) * 100 + 50
+  got, angle = pipeline.face_crop_box(box, u[[1, 0, 2, 4, 3]], "ibug68")
+  assert angle == 0.0 and np.all(np.isfinite(got))
+  # No scheme (the detector's own points): the detector's box as it is.
+  got, angle = pipeline.face_crop_box(box, u, None)
+  np.testing.assert_array_equal(got, box)
+
+
+def test_roll_is_read_from_the_points():
+  u = np.asarray(shapes.FIVE_POINT_LAYOUT["ibug68"]) * 100
+  for degrees in (0, 10, -45, 90, 179):
+    th = np.radians(degrees)
+    r = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    assert shapes.roll_from_points(u @ r.T + 7) == pytest.approx(th, abs=1e-9)
