@@ -18,6 +18,7 @@ match nothing are counted (``unmatched_detections``) but not called false.
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -82,9 +83,10 @@ def _five_point_scheme(data_config: ml_collections.ConfigDict) -> str:
 
 
 def _detect_and_match(detector, source, n: int, scheme: str, batch_size: int,
-                      num_overlays: int) -> dict[str, Any]:
+                      num_overlays: int, quiet: bool = False) -> dict[str, Any]:
   """Runs ``detector`` on the first ``n`` photos of ``source``, ``batch_size`` at a time,
-  and matches each annotated face (``match_face``).
+  and matches each annotated face (``match_face``). A progress bar goes to stderr
+  when it is a terminal, unless ``quiet``.
 
   Returns:
     ``{"preds", "gts"}``: lists of the matched faces' ``(5, 2)`` detected and annotated
@@ -92,27 +94,31 @@ def _detect_and_match(detector, source, n: int, scheme: str, batch_size: int,
     (``draw_detections``); ``"missed"``, ``"unmatched"``: counts; ``"seconds"``: the
     time spent in ``detector.detect``.
   """
+  import tqdm  # pylint: disable=g-import-not-at-top
   preds, gts, overlays = [], [], []
   missed = unmatched = 0
   seconds = 0.0
-  for start in range(0, n, batch_size):
-    records = [source[j] for j in range(start, min(n, start + batch_size))]
-    images = [r["image"] for r in records]
-    t0 = time.perf_counter()
-    dets = detector.detect(images)
-    seconds += time.perf_counter() - t0
-    for record, image, d in zip(records, images, dets):
-      gt = schemes_lib.convert(np.asarray(record["landmarks"], np.float64)[None], scheme,
-                               FIVE)[0]
-      j = match_face(d.boxes, gt)
-      unmatched += len(d) - (j >= 0)
-      if j < 0:
-        missed += 1
-      else:
-        preds.append(d.points[j])
-        gts.append(gt)
-      if len(overlays) < num_overlays:
-        overlays.append(draw_detections(image, d, gt))
+  with tqdm.tqdm(total=n, unit="photo", file=sys.stderr, disable=True if quiet else None,
+                 leave=False, dynamic_ncols=True, desc="detecting") as bar:
+    for start in range(0, n, batch_size):
+      records = [source[j] for j in range(start, min(n, start + batch_size))]
+      images = [r["image"] for r in records]
+      t0 = time.perf_counter()
+      dets = detector.detect(images)
+      seconds += time.perf_counter() - t0
+      for record, image, d in zip(records, images, dets):
+        gt = schemes_lib.convert(np.asarray(record["landmarks"], np.float64)[None], scheme,
+                                 FIVE)[0]
+        j = match_face(d.boxes, gt)
+        unmatched += len(d) - (j >= 0)
+        if j < 0:
+          missed += 1
+        else:
+          preds.append(d.points[j])
+          gts.append(gt)
+        if len(overlays) < num_overlays:
+          overlays.append(draw_detections(image, d, gt))
+      bar.update(len(records))
   return {"preds": preds, "gts": gts, "overlays": overlays, "missed": missed,
           "unmatched": unmatched, "seconds": seconds}
 
@@ -177,7 +183,8 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
     batch_size: photos per ``detector.detect`` call.
     num_overlays: photos drawn into the overlay PNG.
     limit: evaluate only the first ``limit`` records (None: all).
-    quiet: do not print.
+    quiet: do not print (nor show the progress bar that goes to stderr when it is a
+      terminal).
     extra: more fields for the summary.
     tag: appended to the printed label and the file names (e.g. the test-time
       settings used), so that runs with other settings do not overwrite them.
@@ -191,7 +198,7 @@ def evaluate_detector(detector, data_config: ml_collections.ConfigDict, split: s
   scheme = _five_point_scheme(data_config)
   source, builder = data_lib.load_split(data_config, split)
   n = len(source) if limit is None else min(len(source), int(limit))
-  found = _detect_and_match(detector, source, n, scheme, batch_size, num_overlays)
+  found = _detect_and_match(detector, source, n, scheme, batch_size, num_overlays, quiet)
   pred, gt, summary = _matched_summary(found["preds"], found["gts"])
   summary.update({
       "faces": n, "missed": found["missed"], "missed_fraction": found["missed"] / n,

@@ -19,11 +19,13 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 from typing import Any, Iterable, Mapping
 
-__all__ = ["DEFAULT_STORE", "FIGURES", "task_name", "make_entry", "record", "read", "commit"]
+__all__ = ["DEFAULT_STORE", "FIGURES", "task_name", "check_name", "make_entry", "record", "read",
+           "commit", "command_line"]
 
 DEFAULT_STORE = "results"
 # The summary fields an entry keeps (fractions, not percent; each names its
@@ -59,15 +61,26 @@ def commit(path: str | os.PathLike | None = None) -> str:
 
 
 def command_line(argv: Iterable[str] | None = None) -> str:
-  """The command as typed: ``jaxmarks evaluate ...`` or ``python -m <module> ...``."""
+  """The command as typed: ``jaxmarks evaluate ...`` or ``python -m <module> ...``
+  (arguments quoted for a shell where they need it)."""
   argv = list(sys.argv if argv is None else argv)
   head = argv[0] if argv else ""
   if head.startswith("jaxmarks"):
     prog = head
+  elif pathlib.Path(head).name == "jaxmarks":  # the console script by its path
+    prog = "jaxmarks"
   else:
     parts = pathlib.Path(head).with_suffix("").parts
     prog = "python -m " + ".".join(parts[-2:]) if len(parts) >= 2 else f"python {head}"
-  return " ".join([prog, *argv[1:]])
+  return " ".join([prog, *map(shlex.quote, argv[1:])])
+
+
+def check_name(name: str) -> str:
+  """``name`` when it is a valid entry name (it names a file in the store); a one-line
+  ValueError otherwise."""
+  if not isinstance(name, str) or not _NAME.fullmatch(name):
+    raise ValueError(f"result name {name!r}: use lowercase letters, digits, '-', '_' and '.'")
+  return name
 
 
 def make_entry(summary: Mapping[str, Any], *, name: str, method: str, model: str,
@@ -96,8 +109,7 @@ def make_entry(summary: Mapping[str, Any], *, name: str, method: str, model: str
     detector: the method is a face detector (task ``<dataset>-detection``).
     extra: more fields to keep.
   """
-  if not _NAME.match(name):
-    raise ValueError(f"result name {name!r}: use lowercase letters, digits, '-', '_' and '.'")
+  check_name(name)
   dataset, split = summary.get("dataset"), summary.get("split")
   scheme = summary.get("scheme", "")
   if not dataset or not split:

@@ -1,7 +1,10 @@
 r"""Turns a trained workdir into a model that ships inside the package, with its card.
 
   python -m experiments.bundle --workdir=/tmp/jm_cpr --name=cpr-300w \
-      --command="python -m experiments.cpr --config=jaxmarks/configs/cpr.py:300w --workdir=/tmp/jm_cpr"
+      --command="jaxmarks train cpr:300w --workdir=/tmp/jm_cpr"
+
+A maintainer's command, run from a clone (it writes into the package): not a
+``jaxmarks`` subcommand.
 
 What it does, in order:
 
@@ -41,28 +44,15 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 import numpy as np
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained workdir (or export folder).")
-_NAME = flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w: "
-                            "lowercase letters, digits and '-', starting with a letter.")
-_COMMAND = flags.DEFINE_string("command", "", "The command that trained the workdir (for the "
-                               "card).")
-_NOTE = flags.DEFINE_string("note", "", "One more paragraph for the card (what the model is "
-                            "good and bad at).")
-_MAX_CHANGE = flags.DEFINE_float("max_nme_change", 0.01, "Largest change of the inter-ocular "
-                                 "NME, in percentage points, that float16 storage may cause.")
-_FLOAT16 = flags.DEFINE_bool("float16", True, "Try float16 storage.")
-_OUT = flags.DEFINE_string("output_root", "", "Where the model folder goes (default: the "
-                           "package's jaxmarks/bundled).")
-_REPLACE = flags.DEFINE_bool("replace", False, "Replace a bundled model of the same name "
-                             "(never an imported one with a NOTICE or LICENSE, such as "
-                             "mtcnn-original).")
+from jaxmarks.cli import common
+
+FLAGS = flags.FLAGS
 
 # A bundled model's name: lowercase letters, digits and '-', starting with a letter.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]*")
@@ -76,6 +66,23 @@ DATA_TERMS = {
              "purposes only. A model trained on it is for non-commercial research use only."),
     "synthetic_faces": "jaxmarks' synthetic faces, rendered by the package: no restrictions.",
 }
+
+
+def define_flags() -> None:
+  """The command's flags."""
+  flags.DEFINE_string("workdir", None, "The trained workdir (or export folder).")
+  flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w: lowercase "
+                      "letters, digits and '-', starting with a letter.")
+  flags.DEFINE_string("command", "", "The command that trained the workdir (for the card).")
+  flags.DEFINE_string("note", "", "One more paragraph for the card (what the model is good "
+                      "and bad at).")
+  flags.DEFINE_float("max_nme_change", 0.01, "Largest change of the inter-ocular NME, in "
+                     "percentage points, that float16 storage may cause.")
+  flags.DEFINE_bool("float16", True, "Try float16 storage.")
+  flags.DEFINE_string("output_root", "", "Where the model folder goes (default: the "
+                      "package's jaxmarks/bundled).")
+  flags.DEFINE_bool("replace", False, "Replace a bundled model of the same name (never an "
+                    "imported one with a NOTICE or LICENSE, such as mtcnn-original).")
 
 
 def _git_commit() -> str:
@@ -171,67 +178,106 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   absl_logging.set_verbosity(absl_logging.WARNING)
-  try:
-    _bundle()
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def _bundle() -> None:
-  """``main`` without the error handling."""
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  from jaxmarks import export  # pylint: disable=g-import-not-at-top
-
-  if not _WORKDIR.value or not _NAME.value:
+  if not FLAGS.workdir or not FLAGS.name:
     raise app.UsageError("--workdir and --name are required")
+  try:
+    bundle(FLAGS.workdir, FLAGS.name, output_root=FLAGS.output_root or None,
+           replace=FLAGS.replace, command=FLAGS.command, note=FLAGS.note,
+           float16=FLAGS.float16, max_nme_change=FLAGS.max_nme_change)
+  except (FileNotFoundError, ValueError) as e:
+    common.error_exit(e)
+
+
+def bundle(workdir, name: str, *, output_root=None, replace: bool = False, command: str = "",
+           note: str = "", float16: bool = True, max_nme_change: float = 0.01) -> pathlib.Path:
+  """Bundles the export of ``workdir`` as model ``name`` (the module docstring's steps)
+  into ``output_root`` (default: the package's ``jaxmarks/bundled``); returns its folder.
+
+  Raises:
+    ValueError, FileNotFoundError: one line, before anything is written, for a bad
+      name, a folder that may not be replaced or a workdir without an export.
+  """
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   # Refused before anything is read or written.
-  root = (pathlib.Path(_OUT.value).expanduser() if _OUT.value
+  root = (pathlib.Path(output_root).expanduser() if output_root
           else pathlib.Path(bundled.__file__).parent).resolve()
-  target = check_target(_NAME.value, root, _REPLACE.value)
-  workdir = pathlib.Path(_WORKDIR.value).expanduser().resolve()
+  target = check_target(name, root, replace)
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  source, (config, arrays, info), unit = _read_export(workdir)
+  staging = root / f".{target.name}.bundling-{os.getpid()}"
+  try:
+    stored = _evaluate_storage(staging, workdir, source, config, arrays, info, float16,
+                               max_nme_change)
+    card = _card(name, workdir, config, arrays, unit, stored, command, note)
+    (staging / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    (staging / "MODEL_CARD.md").write_text(render_card(card))
+    _swap_into_place(staging, target)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  _report(target, name)
+  return target
+
+
+def _read_export(workdir: pathlib.Path):
+  """``(export folder, (config, arrays, info), method unit)`` of ``workdir``'s export;
+  a one-line error for a workdir without one, or a face detector's."""
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   source = export.locate(workdir)
   if source is None:
     raise FileNotFoundError(f"{workdir} holds no inference export (export/): train it to the "
                             "end first")
-  config, arrays, info = export.read(source)
-  unit = methods.get(config.method)
+  trained = export.read(source)
+  unit = methods.get(trained[0].method)
   if unit.kind == "detector":
     raise ValueError("detectors are bundled by their own command (experiments.import_mtcnn)")
-  staging = root / f".{target.name}.bundling-{os.getpid()}"
+  return source, trained, unit
+
+
+def _swap_into_place(staging: pathlib.Path, target: pathlib.Path) -> None:
+  """Renames the finished ``staging`` folder to ``target``, the old model set aside
+  first and put back if the rename fails."""
+  aside = target.parent / f".{target.name}.replaced-{os.getpid()}"
+  if target.exists():
+    os.replace(target, aside)
   try:
-    _write(staging, workdir, source, config, arrays, info, unit)
-    aside = root / f".{target.name}.replaced-{os.getpid()}"
-    if target.exists():
-      os.replace(target, aside)
-    try:
-      os.replace(staging, target)
-    except OSError:
-      if aside.exists():
-        os.replace(aside, target)  # the old model back
-      raise
-    shutil.rmtree(aside, ignore_errors=True)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    os.replace(staging, target)
+  except OSError:
+    if aside.exists():
+      os.replace(aside, target)  # the old model back
+    raise
+  shutil.rmtree(aside, ignore_errors=True)
+
+
+def _report(target: pathlib.Path, name: str) -> None:
+  """Prints what was written, and how to register a new name."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
   card = json.loads((target / "card.json").read_text())
   ev = card["evaluation"]
   print(f"wrote {target} ({card['storage']['dtype']}, {card['storage']['bytes'] / 1e6:.2f} MB):"
         f" inter-ocular NME {100 * ev['bundled']['nme_inter_ocular']:.3f} % (float32 "
         f"{100 * ev['float32']['nme_inter_ocular']:.3f} %), "
         f"{card['speed']['ms_per_face_batch1']:.2f} ms/face at batch 1", flush=True)
-  if _NAME.value not in bundled.MODELS:
-    print(f"register it: add {_NAME.value!r}: {target.name!r} to MODELS in "
+  if name not in bundled.MODELS:
+    print(f"register it: add {name!r}: {target.name!r} to MODELS in "
           "jaxmarks/bundled/__init__.py", flush=True)
 
 
-def _write(target: pathlib.Path, workdir, source, config, arrays, info, unit) -> None:
-  """Evaluates the export ``source`` and writes the bundled model into ``target``."""
+def _evaluate_storage(target: pathlib.Path, workdir, source, config, arrays, info,
+                      float16: bool, max_nme_change: float) -> dict:
+  """Evaluates the export ``source`` (float32), writes it into ``target`` (float16 when
+  that keeps the inter-ocular NME within ``max_nme_change`` points, else float32),
+  evaluates and times that copy.
+
+  Returns:
+    ``{"data", "split", "float32", "bundled"`` (the summaries), ``"change"`` (points),
+    ``"dtype"``, ``"predictor"`` (the bundled copy), ``"images"`` (up to 64 crops of
+    the split), ``"speed"``, ``"bytes"``.
+  """
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   from jaxmarks.drivers import classical  # pylint: disable=g-import-not-at-top
   from jaxmarks import export  # pylint: disable=g-import-not-at-top
-  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   predictor32 = methods.load_predictor(source)
   data = evaluation.eval_data_config(config)
   split = data.eval_split
@@ -242,51 +288,67 @@ def _write(target: pathlib.Path, workdir, source, config, arrays, info, unit) ->
   with shipped.unlocked():
     shipped.data.manual_dir = ""
     shipped.data.data_dir = ""
-  dtype = "float16" if _FLOAT16.value else "float32"
+  dtype = "float16" if float16 else "float32"
   stored = export.compact(arrays) if dtype == "float16" else arrays
   export.write(target, shipped, stored, {**info, "bundled_from": str(workdir)})
   predictor = methods.load_predictor(target)
   print(f"evaluating the bundled copy ({dtype}) on {data.dataset} {split}", flush=True)
   s16 = evaluation.evaluate(predictor, data, split)
   change = 100 * abs(s16["nme_inter_ocular"] - s32["nme_inter_ocular"])
-  if dtype == "float16" and change > _MAX_CHANGE.value:
+  if dtype == "float16" and change > max_nme_change:
     print(f"float16 changes the inter-ocular NME by {change:.4f} points "
-          f"(> {_MAX_CHANGE.value}): storing float32", flush=True)
+          f"(> {max_nme_change}): storing float32", flush=True)
     dtype = "float32"
     export.write(target, shipped, arrays, {**info, "bundled_from": str(workdir)})
     predictor = methods.load_predictor(target)
     s16 = evaluation.evaluate(predictor, data, split, quiet=True)
   images, _, _ = classical.load_arrays(data, split, max_faces=64)
   speed = evaluation.time_predictor(predictor, images, batch_size=64, repeats=100)
+  return {"data": data, "split": split, "float32": s32, "bundled": s16, "change": change,
+          "dtype": dtype, "predictor": predictor, "images": images, "speed": speed,
+          "bytes": export.size_bytes(target)}
 
+
+def _card(name: str, workdir, config, arrays, unit, stored: dict, command: str,
+          note: str) -> dict:
+  """``card.json``'s content from ``_evaluate_storage``'s findings."""
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  data, split, s32, s16 = (stored[k] for k in ("data", "split", "float32", "bundled"))
   keep = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_diagonal",
           "auc_inter_ocular", "failure_rate_inter_ocular", "per_landmark_nme_inter_ocular")
   facts = workdir_lib.training_facts(workdir)
-  card = {
-      "name": _NAME.value, "method": config.method, "kind": unit.kind, "paper": unit.paper,
+  terms = DATA_TERMS.get(data.dataset, "see the dataset's terms")
+  points = stored["predictor"].predict(stored["images"][:1])["landmarks"]
+  return {
+      "name": name, "method": config.method, "kind": unit.kind, "paper": unit.paper,
       "scheme": methods.scheme_of(config) or s32.get("scheme"),
-      "num_points": int(np.asarray(predictor.predict(images[:1])["landmarks"]).shape[1]),
-      "license": "research-only: " + DATA_TERMS.get(data.dataset, "see the dataset's terms"),
-      "training": {"command": _COMMAND.value, "dataset": data.dataset,
-                   "split": data.get("train_split", ""), "num_faces": facts.get(
-                       "num_train_faces"), "seconds": facts.get("train_seconds"),
-                   "terms": DATA_TERMS.get(data.dataset, "see the dataset's terms")},
+      "num_points": int(np.asarray(points).shape[1]),
+      "license": "research-only: " + terms,
+      "training": {"command": command, "dataset": data.dataset,
+                   "split": data.get("train_split", ""),
+                   "num_faces": facts.get("num_train_faces"),
+                   "seconds": facts.get("train_seconds"), "terms": terms},
       "evaluation": {"dataset": data.dataset, "split": split,
                      "holdout_percent": 100 * float(data.get("holdout_fraction", 0.1)),
                      "crops": "ground-truth landmark box",
                      "float32": {k: s32[k] for k in keep if k in s32},
                      "bundled": {k: s16[k] for k in keep if k in s16},
-                     "nme_change_points": change},
-      "storage": {"dtype": dtype, "bytes": export.size_bytes(target)},
+                     "nme_change_points": stored["change"]},
+      "storage": {"dtype": stored["dtype"], "bytes": stored["bytes"]},
       "parameters": export.parameter_count(arrays),
-      "speed": {**speed, "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
-                "load_average": os.getloadavg()[0]},
+      "speed": {**stored["speed"], "machine": f"{os.cpu_count()}-core CPU "
+                f"({platform.machine()})", "load_average": os.getloadavg()[0]},
       "bundled": datetime.date.today().isoformat(), "commit": _git_commit(),
-      "note": _NOTE.value,
+      "note": note,
   }
-  (target / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-  (target / "MODEL_CARD.md").write_text(render_card(card))
+
+
+def command(argv=None) -> None:
+  """``python -m experiments.bundle`` with ``argv`` (default ``sys.argv``)."""
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  command()

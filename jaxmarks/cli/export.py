@@ -1,8 +1,10 @@
 r"""Exports a trained model for serving: StableHLO (``jax.export``) and ONNX.
 
-  python -m experiments.export --workdir=/tmp/jaxmarks_dan --output_dir=/tmp/dan_serving
-  python -m experiments.export --workdir=W --formats=stablehlo --batch=8
-  python -m experiments.export --workdir=mtcnn-original --output_dir=/tmp/mtcnn_serving
+  jaxmarks export --model=/tmp/jaxmarks_dan --output_dir=/tmp/dan_serving
+  jaxmarks export --model=cpr-300w --formats=stablehlo --batch=8 --output_dir=serving
+  jaxmarks export --model=mtcnn-original --output_dir=/tmp/mtcnn_serving
+
+``python -m experiments.export`` (from a clone) is the same command.
 
 A face detector (MTCNN) exports its three networks (``jaxmarks.methods.
 detector_serving``: StableHLO with P-Net on any image size, ONNX with P-Net on tiles;
@@ -10,8 +12,9 @@ R-Net and O-Net on any number of crops; the cascade's settings in serving.json),
 each checked against the detector's own networks, and the cascade around them
 against the detector on the bundled sample photo (one face, and two side by side).
 
-``--workdir`` is a workdir, an export folder or a bundled model's name. Writes
-into ``--output_dir`` (default ``<workdir>/serving``) ``model.stablehlo``
+``--model=NAME|DIR`` is a bundled model's name, a workdir or an export folder
+(``--workdir`` is the same flag; give one of them). Writes into ``--output_dir``
+(default ``<workdir>/serving``; for a bundled model ``./serving``) ``model.stablehlo``
 (serialized ``jax.export``, CPU and CUDA), ``model.onnx`` (jax2onnx; needs the
 optional extra ``jaxmarks[export]``) and ``serving.json`` (input, output, crop
 settings; see ``jaxmarks.serving``). ``--batch=0`` (default) exports a
@@ -155,7 +158,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    _, errors = run(FLAGS.workdir, parse_formats(FLAGS.formats) if FLAGS.formats else None,
+    _, errors = run(common.model_flag(), parse_formats(FLAGS.formats) if FLAGS.formats else None,
                     FLAGS.output_dir or None,
                     FLAGS.batch)
   except (FileNotFoundError, ValueError, ImportError) as e:
@@ -168,11 +171,11 @@ def main(argv) -> None:
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "A trained landmark method: a workdir, an export "
-                      "folder or a bundled model.", required=True)
+  common.define_model_flags(__name__, "The trained landmark method or face detector")
   flags.DEFINE_string("formats", "", "Comma-separated: stablehlo, onnx (default: every "
                       "format the model has; a face detector: stablehlo).")
-  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving).")
+  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/serving; a "
+                      "bundled model: ./serving).")
   flags.DEFINE_integer("batch", 0, "0: a symbolic batch dimension; N: a fixed batch of N.")
 
 

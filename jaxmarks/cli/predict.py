@@ -1,33 +1,44 @@
 r"""Landmarks of every face in photos, a folder of photos or a video.
 
-  python -m experiments.predict --image=photo.jpg                      # MTCNN's 5 points
-  python -m experiments.predict --image=photo.jpg --workdir=/tmp/jaxmarks_dan
-  python -m experiments.predict --images=DIR --workdir=W               # batched
-  python -m experiments.predict --video=clip.mp4 --workdir=W
+  jaxmarks predict photo.jpg                     every face: MTCNN + cpr-300w (68 points)
+  jaxmarks predict photo.jpg --model=dan-300w    another bundled model
+  jaxmarks predict photo.jpg --model=/tmp/jaxmarks_dan   a workdir or an export folder
+  jaxmarks predict DIR --csv                     a folder of photos, batched
+  jaxmarks predict a.jpg b.jpg                   several photos, batched
+  jaxmarks predict clip.mp4 --smooth             a video, landmarks filtered over time
+  jaxmarks predict photo.jpg --model=mtcnn-original   the detector's own five points
+
+``python -m experiments.predict`` (from a clone) is the same command with two
+other defaults. ``jaxmarks predict`` without ``--model``/``--workdir`` uses the
+landmark model ``jaxmarks.bundled.DEFAULT_LANDMARKS`` (``cpr-300w``) and writes into
+``./predictions`` unless ``--output_dir`` says otherwise (``jaxmarks/cli/main.py``,
+``predict_args``, adds ``--model=cpr-300w`` and ``--output_dir=predictions`` to the
+arguments); ``python -m experiments.predict`` without ``--model``/``--workdir`` runs
+no landmark model: the detector's own five points are the landmarks, and the files
+go to ``./predictions`` (with a workdir: ``<workdir>/predictions``).
 
 Faces are found by ``--detector`` (default ``mtcnn-original``: MTCNN with the
 authors' weights, bundled; or the workdir of an MTCNN trained here; ``none``: the
 photo is taken to be a face crop like the training crops), or given with ``--box``
 (repeat it for several faces). Each face is cropped as the landmark method
-(``--workdir``: a workdir, an export folder or a bundled model) was trained, its
-landmarks mapped back to image pixels; without ``--workdir`` the detector's own
-five points are the landmarks.
+(``--model=NAME|DIR``: a bundled model's name, a workdir or an export folder;
+``--workdir`` is the same flag, give one of them) was trained, its landmarks mapped
+back to image pixels. A face detector given as ``--model`` (``mtcnn-original``)
+is used as the detector, its five points the landmarks.
 
-Writes into ``--output_dir`` (default ``<workdir>/predictions``, or
-``./predictions``): for ``--image``, ``<stem>_landmarks.json`` (per face: box,
-score, landmarks in image pixels, 0-based, x then y; the scheme and the models)
-and ``<stem>_landmarks.png`` (the overlay); for ``--images``,
-``predictions.jsonl`` (one line per photo) and an overlay per photo; for
-``--video``, ``<stem>_landmarks.jsonl`` (one line per frame) and
-``<stem>_landmarks.mp4`` (the overlay video). ``--csv`` adds the same landmarks
-as CSV (``<stem>_landmarks.csv`` / ``predictions.csv``: one row per point),
-``--nojson`` and ``--nooverlay`` leave those files out. No face found is not an
-error: an empty list, a message, exit 0.
+Writes into the output folder: for one photo, ``<stem>_landmarks.json`` (per face:
+box, score, landmarks in image pixels, 0-based, x then y; the scheme and the
+models) and ``<stem>_landmarks.png`` (the overlay); for a folder or several photos,
+``predictions.jsonl`` (one line per photo) and an overlay per photo; for a video,
+``<stem>_landmarks.jsonl`` (one line per frame) and ``<stem>_landmarks.mp4`` (the
+overlay video). ``--csv`` adds the same landmarks as CSV (``<stem>_landmarks.csv``
+/ ``predictions.csv``: one row per point), ``--nojson`` and ``--nooverlay`` leave
+those files out. Every field of these files is described in ``docs/predictions.md``.
+No face found is not an error: an empty list, a message, exit 0. A folder or a
+video shows a progress bar on stderr when stderr is a terminal.
 
-Photos can also be given as arguments: ``python -m experiments.predict a.jpg``
-(one photo), ``... DIR`` (a folder), ``... a.jpg b.jpg`` (several photos, batched)
-or ``... clip.mp4`` (a video). ``jaxmarks predict`` is this command with the
-bundled models as defaults (``jaxmarks/cli/main.py``).
+Photos can also be given with ``--image=PHOTO``, ``--images=DIR`` or
+``--video=FILE`` instead of as arguments.
 
 Bad input. Exit status 2 and one ``error:`` line on stderr, with nothing
 written, for a bad argument (``--batch_size`` < 1, a photo that is not a regular
@@ -66,10 +77,12 @@ from absl import flags
 from absl import logging as absl_logging
 import cv2
 import numpy as np
+import tqdm
 
 from jaxmarks import bundled
 from jaxmarks import methods
 from jaxmarks import pipeline
+from jaxmarks.cli import common
 
 FLAGS = flags.FLAGS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
@@ -99,8 +112,17 @@ class FolderRecords(list):
 
 
 def warn(message: str) -> None:
-  """A one-line ``warning:`` on stderr: part of the input was left out."""
-  print(f"warning: {message}", file=sys.stderr, flush=True)
+  """A one-line ``warning:`` on stderr: part of the input was left out (a progress bar
+  on the terminal is cleared for it and drawn again below)."""
+  with tqdm.tqdm.external_write_mode(file=sys.stderr):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def progress_bar(total: int | None, unit: str) -> tqdm.tqdm:
+  """A progress bar on stderr over ``total`` photos or frames (None: unknown), shown
+  only when stderr is a terminal (so logs, pipes and the one-line errors stay clean)."""
+  return tqdm.tqdm(total=total, unit=unit, file=sys.stderr, disable=None, leave=False,
+                   dynamic_ncols=True)
 
 
 def check_run_settings(batch_size: int = 1, min_face_size: int = 0) -> None:
@@ -246,6 +268,9 @@ class Models:
                detector_settings: Mapping[str, Any] | None = None):
     check_run_settings(min_face_size=min_face_size)
     self.workdir = methods.resolve(workdir) if workdir else None
+    # The record's "model": a bundled model by its name, a workdir by its path.
+    self.model_name = ((common.bundled_name(self.workdir) or str(self.workdir))
+                       if self.workdir else None)
     self.mirror = bool(mirror)
     if mirror and not self.workdir:
       raise ValueError("--mirror needs --workdir or --model (a landmark method)")
@@ -288,7 +313,7 @@ class Models:
     return {
         "image_size": [int(image.shape[1]), int(image.shape[0])],
         "method": config.get("method"),
-        "model": str(self.workdir) if self.workdir else self.detector_name,
+        "model": self.model_name or self.detector_name,
         "detector": self.detector_name,
         "scheme": methods.scheme_of(config),
         "coordinates": "image pixels, 0-based, x then y",
@@ -412,6 +437,7 @@ def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original
       with _naming(paths["jsonl"]):
         jsonl = open(tmp["jsonl"], "w")
       stack.callback(jsonl.close)
+    bar = stack.enter_context(progress_bar(len(files), "photo"))
     for start in range(0, len(files), batch_size):
       done, images = [], []
       for i in range(start, min(start + batch_size, len(files))):
@@ -433,6 +459,8 @@ def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original
             _write_png(overlays[i], t, image, faces)
         records.append(record)
         total += len(faces)
+      bar.update(min(start + batch_size, len(files)) - start)
+    bar.close()
     if "csv" in paths:
       _write_csv(paths["csv"], tmp["csv"], records)
     if jsonl is not None:
@@ -511,83 +539,68 @@ class VideoFrames:
       self._cap.release()
 
 
-def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
-              batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
-              smooth: bool = False, mirror: bool = False,
-              detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
-  (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
-  and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
-  filter), which removes most frame-to-frame jitter on still faces. Frames that do
-  not decode are skipped (``VideoFrames``): the result's ``skipped_frames`` and
-  ``missing_frames`` count them, ``frame_count`` is what the container says."""
-  outputs = outputs or Outputs()
-  check_run_settings(batch_size, min_face_size)
-  video = VideoFrames(video_path)
-  fps, size = video.fps, video.size
-  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
-  out_dir = _out_dir(models, output_dir)
-  stem = pathlib.Path(video_path).stem
-  paths = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
-           (("jsonl", outputs.json), ("mp4", outputs.overlay), ("csv", outputs.csv)) if wanted}
-  _note_replacing(list(paths.values()), out_dir)
-  models.note_scaled(f"each frame of {video_path}", (size[1], size[0]))
-  tracker = None
-  if smooth:
-    from jaxmarks import tracking  # pylint: disable=g-import-not-at-top
-    tracker = tracking.FaceTracker()
-  n_faces = 0
-  batch: list[tuple[int, np.ndarray]] = []
-  records: list[dict[str, Any]] = []
+class _VideoFiles:
+  """The files of a video's prediction, open under their temporary names (``tmp``):
+  the JSON lines, the overlay video, and the records kept for the CSV."""
 
-  with contextlib.ExitStack() as stack:
-    tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
-    writer = jsonl = None
+  def __init__(self, stack: contextlib.ExitStack, paths: Mapping[str, pathlib.Path],
+               tmp: Mapping[str, pathlib.Path], fps: float, size: tuple[int, int]):
+    self.paths, self.tmp = paths, tmp
+    self.writer = self.jsonl = None
+    self.records: list[dict[str, Any]] = []
     if "mp4" in paths:
       with _naming(paths["mp4"]):
-        writer = cv2.VideoWriter(str(tmp["mp4"]), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-      stack.callback(writer.release)
-      if not writer.isOpened():
+        self.writer = cv2.VideoWriter(str(tmp["mp4"]), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                      size)
+      stack.callback(self.writer.release)
+      if not self.writer.isOpened():
         raise OutputError(f"cannot write {paths['mp4']}: OpenCV's VideoWriter cannot open it "
                           "(codec mp4v)")
     if "jsonl" in paths:
       with _naming(paths["jsonl"]):
-        jsonl = open(tmp["jsonl"], "w")
-      stack.callback(jsonl.close)
+        self.jsonl = open(tmp["jsonl"], "w")
+      stack.callback(self.jsonl.close)
 
-    def flush():
-      nonlocal n_faces
-      images = [image for _, image in batch]
-      for (index, image), faces in zip(batch, models.faces(images)):
-        if tracker is not None:
-          faces = tracker.update(faces, index / fps)
-        record = {"frame": index, **models.record(image, faces)}
-        if jsonl is not None:
-          with _naming(paths["jsonl"]):
-            jsonl.write(_dumps(record) + "\n")
-        if outputs.csv:
-          records.append(record)
-        if writer is not None:
-          with _naming(paths["mp4"]):
-            writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
-        n_faces += len(faces)
-      batch.clear()
+  def write(self, image: np.ndarray, faces, record: dict[str, Any]) -> None:
+    """One frame: its JSON line, its CSV rows (kept) and its overlay."""
+    if self.jsonl is not None:
+      with _naming(self.paths["jsonl"]):
+        self.jsonl.write(_dumps(record) + "\n")
+    if "csv" in self.paths:
+      self.records.append(record)
+    if self.writer is not None:
+      with _naming(self.paths["mp4"]):
+        self.writer.write(cv2.cvtColor(pipeline.draw_faces(image, faces), cv2.COLOR_RGB2BGR))
 
-    for index, frame in video:
-      batch.append((index, frame))
-      if len(batch) == batch_size:
-        flush()
-    if batch:
-      flush()
-    if writer is not None:
-      writer.release()
-      if not tmp["mp4"].is_file() or tmp["mp4"].stat().st_size == 0:
-        raise OutputError(f"cannot write {paths['mp4']}: OpenCV's VideoWriter wrote nothing")
-    if "csv" in paths:
-      _write_csv(paths["csv"], tmp["csv"], records)
-    if jsonl is not None:
-      with _naming(paths["jsonl"]):
-        jsonl.close()
+  def finish(self) -> None:
+    """Closes the video and the JSON lines and writes the CSV (still under their
+    temporary names); an ``OutputError`` when the video came out empty."""
+    if self.writer is not None:
+      self.writer.release()
+      if not self.tmp["mp4"].is_file() or self.tmp["mp4"].stat().st_size == 0:
+        raise OutputError(f"cannot write {self.paths['mp4']}: OpenCV's VideoWriter wrote "
+                          "nothing")
+    if "csv" in self.paths:
+      _write_csv(self.paths["csv"], self.tmp["csv"], self.records)
+    if self.jsonl is not None:
+      with _naming(self.paths["jsonl"]):
+        self.jsonl.close()
+
+
+def _batches(frames, size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+  """``(index, frame)`` pairs in lists of ``size`` (the last one shorter)."""
+  batch = []
+  for item in frames:
+    batch.append(item)
+    if len(batch) == size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def _report_video(video: "VideoFrames", video_path, n_faces: int, paths, out_dir) -> None:
+  """The closing line (stdout), and a ``warning:`` for frames that could not be read."""
   line = (f"{video.decoded} frame(s), {n_faces} face(s) in all -> "
           f"{', '.join(map(str, paths.values())) or out_dir}")
   if video.skipped or video.missing:
@@ -601,6 +614,49 @@ def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-origi
     line += (f"; {len(video.skipped) + video.missing} of the video's {video.expected} frames "
              "could not be read (see the warning)")
   print(line, flush=True)
+
+
+def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
+              batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
+              smooth: bool = False, mirror: bool = False,
+              detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
+  (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
+  and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
+  filter), which removes most frame-to-frame jitter on still faces. Frames that do
+  not decode are skipped (``VideoFrames``): the result's ``skipped_frames`` and
+  ``missing_frames`` count them, ``frame_count`` is what the container says. A
+  progress bar over the container's frame count goes to stderr when it is a
+  terminal."""
+  outputs = outputs or Outputs()
+  check_run_settings(batch_size, min_face_size)
+  video = VideoFrames(video_path)
+  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
+  out_dir = _out_dir(models, output_dir)
+  stem = pathlib.Path(video_path).stem
+  paths = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
+           (("jsonl", outputs.json), ("mp4", outputs.overlay), ("csv", outputs.csv)) if wanted}
+  _note_replacing(list(paths.values()), out_dir)
+  models.note_scaled(f"each frame of {video_path}", (video.size[1], video.size[0]))
+  tracker = None
+  if smooth:
+    from jaxmarks import tracking  # pylint: disable=g-import-not-at-top
+    tracker = tracking.FaceTracker()
+  n_faces = 0
+  with contextlib.ExitStack() as stack:
+    tmp = {k: stack.enter_context(replacing(p)) for k, p in paths.items()}
+    files = _VideoFiles(stack, paths, tmp, video.fps, video.size)
+    bar = stack.enter_context(progress_bar(video.expected or None, "frame"))
+    for batch in _batches(video, batch_size):
+      for (index, image), faces in zip(batch, models.faces([image for _, image in batch])):
+        if tracker is not None:
+          faces = tracker.update(faces, index / video.fps)
+        files.write(image, faces, {"frame": index, **models.record(image, faces)})
+        n_faces += len(faces)
+      bar.update(batch[-1][0] + 1 - bar.n)  # frames skipped before it count as done
+    bar.close()
+    files.finish()
+  _report_video(video, video_path, n_faces, paths, out_dir)
   return {"frames": video.decoded, "faces": n_faces,
           "files": {k: str(v) for k, v in paths.items()},
           "skipped_frames": len(video.skipped), "missing_frames": video.missing,
@@ -649,9 +705,7 @@ def main(argv) -> None:
     raise app.UsageError("--box goes with one photo")
   if FLAGS.smooth and "video" not in given:
     raise app.UsageError("--smooth goes with a video")
-  if FLAGS.model and FLAGS.workdir:
-    raise app.UsageError("give --model or --workdir, not both")
-  workdir, detector = FLAGS.workdir or FLAGS.model or None, FLAGS.detector
+  workdir, detector = common.model_flag(required=False), FLAGS.detector
   outputs = Outputs(FLAGS.json, FLAGS.csv, FLAGS.overlay)
   status = 0
   try:
@@ -685,10 +739,12 @@ def main(argv) -> None:
 def define_flags() -> None:
   """The command's flags (``jaxmarks predict`` runs this module with the bundled
   models written into its arguments: ``jaxmarks/cli/main.py``)."""
-  flags.DEFINE_string("workdir", None, "A landmark method: a workdir, an export folder or a "
-                      "bundled model (default: the detector's own five points).")
-  flags.DEFINE_string("model", None, "A bundled model by name (jaxmarks models lists them); "
-                      "the same as --workdir.")
+  flags.DEFINE_string("model", None, "The landmark method: a bundled model's name (jaxmarks "
+                      "models lists them), a workdir or an export folder; a face detector's "
+                      "name or workdir gives its own five points. Default: jaxmarks predict: "
+                      "jaxmarks.bundled.DEFAULT_LANDMARKS (cpr-300w); python -m "
+                      "experiments.predict: none, the detector's own five points.")
+  flags.DEFINE_string("workdir", None, "The same as --model (give one of them).")
   flags.DEFINE_string("image", None, "A photo.")
   flags.DEFINE_string("images", None, "A folder of photos (batched); a photo that cannot be "
                       "read is skipped with a warning naming it, and the run exits 1.")
@@ -698,9 +754,11 @@ def define_flags() -> None:
                       "(mtcnn-original), an MTCNN workdir, or none (the photo is a face crop).")
   flags.DEFINE_multi_string("box", [], "Face box x0,y0,x1,y1 in image pixels instead of the "
                             "detector; repeat it for several faces.")
-  flags.DEFINE_string("output_dir", "", "Output folder (default: <workdir>/predictions, or "
-                      "./predictions), checked to be writable before anything runs; files of "
-                      "an earlier run are replaced (a note says so) only once complete.")
+  flags.DEFINE_string("output_dir", "", "Output folder (default: jaxmarks predict: "
+                      "./predictions; python -m experiments.predict: <workdir>/predictions, "
+                      "or ./predictions for a bundled model or none), checked to be writable "
+                      "before anything runs; files of an earlier run are replaced (a note "
+                      "says so) only once complete.")
   flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call (>= 1).")
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
                        "model's own, 20 for MTCNN; else >= 12); larger is faster.")
@@ -720,9 +778,8 @@ def define_flags() -> None:
 def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks predict`` / ``python -m experiments.predict`` with ``argv`` (default
   ``sys.argv``)."""
-  define_flags()
   absl_logging.set_verbosity(absl_logging.WARNING)
-  app.run(main, argv=argv)
+  common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 r"""The paper-style comparison table of trained models on one split.
 
-  python -m benchmarks.table --workdirs=cpr-300w,/tmp/dan_300w_bundle --output=table.md
+  jaxmarks table --model=cpr-300w --model=/tmp/dan_300w_bundle --output=table.md
   jaxmarks table --workdirs=dcnn-mtfl,/tmp/tcdcn_mtfl --split=train:holdout
 
-Each entry of ``--workdirs`` is a workdir, an export folder or a bundled model's
-name. Every model is evaluated on the same split (``--dataset``/``--split``;
+``python -m benchmarks.table`` (from a clone) is the same command.
+
+The models are each ``--model=NAME|DIR`` (repeatable) and each entry of the comma
+list ``--workdirs``: a bundled model's name, a workdir or an export folder; the
+table has those of ``--workdirs`` first, then those of ``--model``, each once.
+Every model is evaluated on the same split (``--dataset``/``--split``;
 default: the first model's own validation data, ``config.data.eval_split``) with
 crops from the ground-truth landmark box, in the scheme both sides convert to
 (``jaxmarks.evaluation.evaluate``), then timed on 64 crops of that split
@@ -43,7 +47,10 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command's flags."""
-  flags.DEFINE_list("workdirs", [], "Workdirs, export folders or bundled model names.")
+  flags.DEFINE_multi_string("model", [], "A model: a bundled model's name, a workdir or an "
+                            "export folder; repeatable.")
+  flags.DEFINE_list("workdirs", [], "Models, comma-separated: bundled model names, workdirs "
+                    "or export folders (those of --model follow).")
   flags.DEFINE_string("dataset", "", "Builder name (default: the first model's).")
   flags.DEFINE_string("split", "", "Split (default: the first model's eval_split).")
   flags.DEFINE_string("manual_dir", None, "The dataset's original files (default: "
@@ -119,8 +126,14 @@ def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False) 
   return "\n".join(lines)
 
 
+def model_list(workdirs, models) -> list[str]:
+  """The models of ``--workdirs`` then those of ``--model``, each once, in order."""
+  return list(dict.fromkeys(e.strip() for e in [*workdirs, *models] if e.strip()))
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     _main()
   except (FileNotFoundError, ValueError) as e:
@@ -138,15 +151,16 @@ def _main():
   from jaxmarks import mirror as mirror_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  if not FLAGS.workdirs:
-    raise app.UsageError("--workdirs is required")
+  entries = model_list(FLAGS.workdirs, FLAGS.model)
+  if not entries:
+    raise app.UsageError("give the models: --model=NAME|DIR (repeatable) or --workdirs=A,B")
   rows, data, mean_row = [], None, None
-  for entry in FLAGS.workdirs:
+  for entry in entries:
     path = methods.resolve(entry)
     config, arrays, info = methods.read_trained(path)
     if methods.get(config.method).kind == "detector":
       raise app.UsageError(f"{entry} is a face detector; the table compares landmark methods "
-                           "(evaluate detectors with experiments.evaluate)")
+                           "(evaluate detectors with jaxmarks evaluate)")
     predictor = methods.get(config.method).load_predictor(config, arrays, info)
     if data is None:  # the first model sets the split everyone is evaluated on
       data = evaluation.eval_data_config(config, FLAGS.dataset or None,
@@ -192,7 +206,8 @@ def _main():
 
 
 def command(argv=None) -> None:
-  """``jaxmarks table`` with ``argv`` (default ``sys.argv``)."""
+  """``jaxmarks table`` / ``python -m benchmarks.table`` with ``argv`` (default
+  ``sys.argv``)."""
   common.run_command(main, argv, define_flags=define_flags, doc=__doc__, module=__name__)
 
 

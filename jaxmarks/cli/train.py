@@ -1,6 +1,15 @@
 r"""Trains any registered method (``jaxmarks.methods``) into a workdir.
 
-  python -m experiments.train --config=jaxmarks/configs/<method>.py[:variant] --workdir=DIR
+  jaxmarks train cpr:300w --workdir=/tmp/cpr_300w        METHOD[:VARIANT]: its config file
+  jaxmarks train --method=dan:300w_cpu --workdir=DIR      the same, as a flag
+  jaxmarks train --config=jaxmarks/configs/dan.py:300w_cpu --workdir=DIR   a config file
+  jaxmarks train cpr:300w --workdir=DIR --record=cpr-300w  and record its evaluation
+
+``python -m experiments.train --config=FILE[:VARIANT] --workdir=DIR`` (from a clone)
+is the same command. ``METHOD[:VARIANT]`` and ``--method=METHOD[:VARIANT]`` are
+``jaxmarks train``'s shorthand for ``--config=`` the method's config file in
+``jaxmarks/configs/`` (``jaxmarks/cli/main.py``, ``train_args``); ``jaxmarks models``
+and ``jaxmarks.methods.names()`` name the methods.
 
 The config names its method (``config.method``); the method's unit trains it:
 deep methods through the one deep driver (resumable: re-running with the same
@@ -10,8 +19,17 @@ classical methods through the classical driver. Either way the workdir ends with
 ``config.data.eval_split``. Any config field can be overridden:
 ``--config.data.manual_dir=/path/to/300w``, ``--config.train.steps_per_stage='(200, 100)'``.
 
-``python -m experiments.dan`` (and ``cpr``, ``asm``, ``aam``) are the same command
-with that method's config file as the default.
+``python -m experiments.dan`` (and ``cpr``, ``asm``, ``aam``, ...) are the same
+command with that method's config file as the default.
+
+``--record=NAME`` writes the training's own evaluation (on ``config.data.eval_split``)
+into the results store (``jaxmarks.results``): ``<--results_dir>/<task>/<NAME>.json``
+(default ``results/`` of the current folder; recording NAME again replaces its
+entry), with the training's wall-clock and CPU seconds (``cpu_seconds``: this
+process's own CPU time, ``time.process_time``; when grain worker processes fed the
+training their time is not in it, and ``cpu_note`` says so), the training faces, the
+parameter count, the seed, the command and the commit. No speed: ``jaxmarks evaluate
+--model=DIR --record=NAME`` times the model (and replaces this entry).
 
 The workdir must be new, empty or a workdir of the same method (a folder holding
 other files is refused unless ``--allow_foreign_workdir``, and even then training
@@ -22,9 +40,11 @@ the same workdir stops with one line naming the first.
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 import sys
-from typing import Sequence
+import time
+from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -34,6 +54,7 @@ from ml_collections import config_flags
 from jaxmarks.cli import common
 
 from jaxmarks import methods
+from jaxmarks import results
 from jaxmarks.train import host
 from jaxmarks.train import trainer as trainer_lib
 
@@ -68,6 +89,11 @@ def define_flags(default_config: str | None = None, default_workdir: str | None 
                     "Serve every thread's buffers from one glibc arena without mmap or "
                     "trimming (jaxmarks.train.host): far fewer page faults and less "
                     "kernel time per CPU training step, at a larger resident set.")
+  flags.DEFINE_string("record", "", "Record the training's evaluation in the results store "
+                      "under this name (lowercase letters, digits, '-', '_', '.'), replacing "
+                      "an entry of that name: <results_dir>/<task>/<NAME>.json.")
+  flags.DEFINE_string("results_dir", results.DEFAULT_STORE, "The results store --record "
+                      "writes into.")
 
 
 def _config_spec(argv: Sequence[str], default: str | None) -> str | None:
@@ -137,7 +163,10 @@ def parse_flags(argv):
   sys.exit(2)
 
 
-def main(argv, expected_method: str | None = None) -> None:
+def main(argv, expected_method: str | None = None,
+         command_argv: Sequence[str] | None = None) -> None:
+  """Trains ``--config`` into ``--workdir``; ``command_argv``: the command as typed (default
+  ``sys.argv``), for ``--record``."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:
@@ -153,30 +182,111 @@ def main(argv, expected_method: str | None = None) -> None:
                          f"{method!r}: use python -m experiments.train --config=...")
   trainer_lib.exit_on_sigterm()
   try:
+    if FLAGS.record:
+      results.check_name(FLAGS.record)  # before any work
+    wall, cpu = time.perf_counter(), time.process_time()
     if FLAGS.allow_foreign_workdir:
-      _train_beside_foreign_files(config, FLAGS.workdir)
+      summary = _train_beside_foreign_files(config, FLAGS.workdir)
     else:
-      methods.train(config, FLAGS.workdir)
+      summary = methods.train(config, FLAGS.workdir)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if FLAGS.record and summary:  # (other processes of a multi-host run return {})
+      entry = training_entry(config, FLAGS.workdir, summary, FLAGS.record,
+                             recorded_command(command_argv), wall, cpu)
+      print(f"recorded {results.record(entry, FLAGS.results_dir)}", flush=True)
   except (FileNotFoundError, ValueError, trainer_lib.NonFiniteError,
           trainer_lib.CheckpointSaveError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    common.error_exit(e)
 
 
-def _train_beside_foreign_files(config, workdir: str) -> None:
+def _train_beside_foreign_files(config, workdir: str) -> dict[str, Any]:
   """``methods.train`` with ``allow_foreign=True`` (the deep and classical drivers)."""
   unit = methods.get(config.get("method"))
   if unit.kind not in ("deep", "classical"):
     raise ValueError(f"--allow_foreign_workdir is not available for {unit.name!r}: train it "
                      "into a new or empty folder")
-  unit.train(config, pathlib.Path(workdir), allow_foreign=True)
+  return unit.train(config, pathlib.Path(workdir), allow_foreign=True)
+
+
+def training_entry(config, workdir, summary: Mapping[str, Any], name: str, command: str,
+                   wall_seconds: float, cpu_seconds: float) -> dict[str, Any]:
+  """The results-store entry (``jaxmarks.results.make_entry``) of a finished training.
+
+  Args:
+    config: the training's config.
+    workdir: the trained workdir.
+    summary: what ``methods.train`` returned (a classical method's metrics name the
+      evaluation file it wrote beside them, which is read instead).
+    name: the entry's name.
+    command: the command that trained it.
+    wall_seconds: the training command's wall-clock time (training, export and
+      evaluation).
+    cpu_seconds: its CPU time, this process only (``time.process_time``).
+  """
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import config as data_config_lib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(workdir).expanduser().resolve()
+  unit = methods.get(config.method)
+  detector = unit.kind == "detector"
+  _, arrays, _ = methods.read_trained(path)
+  training = {"command": command, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds}
+  faces = workdir_lib.training_facts(path).get("num_train_faces")
+  if faces is not None:
+    training["num_train_faces"] = faces
+  data = config.get("data") or {}
+  if unit.kind == "deep" and data_config_lib.worker_count(data.get("num_workers", 0)) > 0:
+    training["cpu_note"] = "this process only"  # the grain workers' CPU time is not in it
+  return results.make_entry(
+      _evaluation_summary(path, summary), name=name, method=config.method,
+      model=common.model_name(path), source="photos" if detector else "ground-truth box",
+      command=command, seed=config.get("seed"), training=training,
+      parameters=export.parameter_count(arrays), detector=detector)
+
+
+def _evaluation_summary(workdir: pathlib.Path, summary: Mapping[str, Any]) -> Mapping[str, Any]:
+  """The evaluation summary of a training: ``summary`` itself when it is one (deep
+  methods, detectors), else the ``evaluation_*.json`` of its dataset and split in the
+  workdir (classical methods return their metrics)."""
+  if summary.get("scheme"):
+    return summary
+  for path in sorted(workdir.glob("evaluation_*.json")):
+    found = json.loads(path.read_text())
+    if (found.get("dataset"), found.get("split")) == (summary.get("dataset"),
+                                                      summary.get("split")):
+      return found
+  raise ValueError(f"{workdir} holds no evaluation of {summary.get('dataset')} "
+                   f"{summary.get('split')} to record")
+
+
+def recorded_command(argv: Sequence[str] | None = None) -> str:
+  """``results.command_line(argv)`` with a config file of the package written as it is
+  typed: ``METHOD[:VARIANT]`` after ``jaxmarks train``, else its path in a clone
+  (``--config=jaxmarks/configs/cpr.py:300w``), not this machine's absolute path."""
+  argv = list(sys.argv if argv is None else argv)
+  package = pathlib.Path(methods.__file__).resolve().parent
+  out = argv[:1]
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      file, sep, variant = arg[len("--config="):].partition(":")
+      found = pathlib.Path(file).expanduser().resolve()
+      if package in found.parents:
+        known = [n for n in methods.names()
+                 if pathlib.Path(methods.get(n).config_path).resolve() == found]
+        if known and argv[0].startswith("jaxmarks"):
+          arg = known[0] + (f":{variant}" if variant else "")
+        else:
+          arg = f"--config={found.relative_to(package.parent).as_posix()}{sep}{variant}"
+    out.append(arg)
+  return results.command_line(out)
 
 
 def run_method(name: str, argv: Sequence[str] | None = None) -> None:
   """The ``python -m experiments.<name>`` alias: ``train`` with ``name``'s config file as
   the default ``--config`` and ``/tmp/jaxmarks_<name>`` as the default ``--workdir``."""
   unit = methods.get(name)
-  common.run_command(lambda rest: main(rest, expected_method=name), argv,
+  common.run_command(lambda rest: main(rest, expected_method=name, command_argv=argv),
+                     argv,
                      define_flags=lambda: define_flags(str(unit.config_path),
                                                        f"/tmp/jaxmarks_{name}", argv),
                      doc=__doc__, module=__name__, flags_parser=parse_flags)
@@ -185,7 +295,8 @@ def run_method(name: str, argv: Sequence[str] | None = None) -> None:
 def command(argv: Sequence[str] | None = None) -> None:
   """``jaxmarks train`` / ``python -m experiments.train`` with ``argv`` (default
   ``sys.argv``)."""
-  common.run_command(main, argv, define_flags=lambda: define_flags(argv=argv), doc=__doc__,
+  common.run_command(lambda rest: main(rest, command_argv=argv), argv,
+                     define_flags=lambda: define_flags(argv=argv), doc=__doc__,
                      module=__name__, flags_parser=parse_flags)
 
 
