@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxmarks import data as data_lib
 from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
-from jaxmarks.shapes import aligned_box_from_points
+from jaxmarks.shapes import MIN_ROLL_DEGREES, five_point_crop
 from jaxmarks import transforms
 from jaxmarks import workdir as workdir_lib
 from jaxmarks.contracts import Detections, Detector, Predictor
@@ -56,9 +56,6 @@ MAX_IMAGE_PIXELS = 200_000_000
 # Photos larger than this are searched for faces on a scaled-down copy
 # (``ScaledDetection``): MTCNN's pyramid on 144 megapixels takes minutes and GBs.
 MAX_DETECT_PIXELS = 50_000_000
-# Faces whose five points give a roll at least this large are cropped turned upright
-# (``face_crop_box``); smaller rolls are left as the training crops have them.
-MIN_ROLL_DEGREES = 0.0
 
 
 @dataclasses.dataclass
@@ -378,36 +375,29 @@ class ScaledDetection:
 
 
 def face_crop_box(box, points, scheme: str | None, align: bool = True,
-                  min_roll_degrees: float = MIN_ROLL_DEGREES) -> tuple[np.ndarray, float]:
+                  min_roll_degrees: float | None = None) -> tuple[np.ndarray, float]:
   """Where the landmark method's crop of one detected face goes: ``(box, angle)`` for
   ``jaxmarks.data.crop_face(image, box, config, angle=angle)``.
 
-  With the detector's five points the crop is framed like the method's training
-  crops (the landmark box those points most likely have,
-  ``shapes.landmark_box_from_points``) and, with ``align``, turned upright when the
-  points say the face is rolled by at least ``min_roll_degrees``
-  (``shapes.aligned_box_from_points``: the roll, scale and shift of a similarity from
-  the upright five-point layout to the points). Points that give no sensible
-  transform fall back to the box of the points, then to the detector's ``box``.
+  With the detector's five points the crop is made as the method's training crops
+  are made from a face's five points (``shapes.five_point_crop``: the landmark box
+  those points most likely have, turned upright by their roll with ``align``);
+  points that give no sensible box fall back to the detector's ``box``, unturned.
 
   Args:
     box: ``(4,)`` the detector's box.
     points: ``(5, 2)`` its five points, or None.
     scheme: the method's landmark scheme (None: the detector's box as it is).
     align: turn rolled faces upright.
-    min_roll_degrees: the smallest roll that is turned.
+    min_roll_degrees: the smallest roll that is turned (default
+      ``shapes.MIN_ROLL_DEGREES``).
   """
-  if points is None or not scheme:
-    return np.asarray(box, np.float64), 0.0
-  if align:
-    aligned = aligned_box_from_points(points, scheme)
-    if aligned is not None and abs(np.degrees(aligned[1])) >= min_roll_degrees:
-      return aligned[0], -aligned[1]
-  from_points = landmark_box_from_points(points, scheme)
-  if from_points is None or not np.all(np.isfinite(from_points)) or not (
-      from_points[2] > from_points[0] and from_points[3] > from_points[1]):
-    return np.asarray(box, np.float64), 0.0
-  return from_points, 0.0
+  if points is not None and scheme:
+    crop = five_point_crop(points, scheme, align, MIN_ROLL_DEGREES if min_roll_degrees is None
+                           else min_roll_degrees)
+    if crop is not None:
+      return crop
+  return np.asarray(box, np.float64), 0.0
 
 
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
@@ -423,7 +413,8 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
     batch_size: faces per ``predictor.predict`` call.
     align: crop each face turned upright by the roll its five points give
       (``face_crop_box``); False: axis-aligned crops.
-    min_roll_degrees: the smallest roll that is turned (default ``MIN_ROLL_DEGREES``).
+    min_roll_degrees: the smallest roll that is turned (default
+      ``shapes.MIN_ROLL_DEGREES``).
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -438,8 +429,6 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
         np.float64), points=d.points[j]) for j in range(len(d))] for d in detections]
   config = predictor.config.data
   scheme = workdir_lib.scheme_of(predictor.config)
-  if min_roll_degrees is None:
-    min_roll_degrees = MIN_ROLL_DEGREES
   crops, inverse, owner = [], [], []
   for i, (image, dets) in enumerate(zip(images, detections)):
     for j, box in enumerate(dets.boxes):

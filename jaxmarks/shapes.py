@@ -24,6 +24,8 @@ __all__ = [
     "landmark_box_from_points",
     "roll_from_points",
     "aligned_box_from_points",
+    "five_point_crop",
+    "MIN_ROLL_DEGREES",
 ]
 
 
@@ -168,6 +170,39 @@ def aligned_box_from_points(points, scheme: str) -> tuple[np.ndarray, float] | N
   centre_in_image = (centre - c) @ unroll + c  # R(roll) back
   half = (box[2:] - box[:2]) / 2
   return np.concatenate([centre_in_image - half, centre_in_image + half]), roll
+
+
+# Faces whose five points give a roll at least this large are cropped turned upright
+# (``five_point_crop``); 0: every face.
+MIN_ROLL_DEGREES = 0.0
+
+
+def five_point_crop(points, scheme: str, align: bool = True,
+                    min_roll_degrees: float = MIN_ROLL_DEGREES
+                    ) -> tuple[np.ndarray, float] | None:
+  """Where a face's crop goes from its five points: ``((4,) box, angle)`` for
+  ``jaxmarks.data.crop_transform(box, config, angle=angle)``, or None when the
+  points give no sensible box.
+
+  The box is the landmark box of ``scheme`` the points most likely have
+  (``landmark_box_from_points``); with ``align`` and a roll of at least
+  ``min_roll_degrees``, it is the box in the face's upright frame and ``angle`` turns
+  the face upright (``aligned_box_from_points``). The photo pipeline crops a
+  detector's points with it, and training crops made with
+  ``config.data.box_source="five_points"`` a face's own five points, so both are
+  made the same way.
+  """
+  if align:
+    aligned = aligned_box_from_points(points, scheme)
+    if aligned is not None and abs(np.degrees(aligned[1])) >= min_roll_degrees:
+      return aligned[0], -aligned[1]
+  p = np.asarray(points, np.float64)
+  if not np.all(np.isfinite(p)):
+    return None
+  box = landmark_box_from_points(p, scheme)
+  if box is None or not np.all(np.isfinite(box)) or not (box[2] > box[0] and box[3] > box[1]):
+    return None
+  return box, 0.0
 
 
 def landmark_box_from_points(points, scheme: str) -> np.ndarray | None:

@@ -72,3 +72,26 @@ def test_roll_is_read_from_the_points():
     th = np.radians(degrees)
     r = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     assert shapes.roll_from_points(u @ r.T + 7) == pytest.approx(th, abs=1e-9)
+
+
+def test_training_crops_from_five_points_are_the_pipelines_crops():
+  """box_source="five_points": a training face is cropped from its own five points
+  exactly as the photo pipeline crops a detector's five points."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  image, lm = _rotated(*_face(), 40)
+  config = data_lib.get_data_config()
+  config.box_source = "five_points"
+  out = crop_lib.process_record({"image": image, "landmarks": lm}, config, scheme="ibug68")
+  box, angle = pipeline.face_crop_box(np.zeros(4), schemes.convert(lm, "ibug68", "mtfl5"),
+                                      "ibug68")
+  assert abs(angle) > 0.5  # turned upright
+  np.testing.assert_allclose(out["transform"], crop_lib.crop_transform(box, config, angle=angle),
+                             rtol=1e-5, atol=1e-4)
+  # In training the points move by the detector's typical error before the box is made.
+  config.five_point_noise = 0.05
+  config.augment = False  # noise only: no window jitter
+  moved = crop_lib.box_and_angle({"image": image, "landmarks": lm}, config, "ibug68",
+                                 rng=np.random.default_rng(0))
+  assert not np.allclose(moved[0], box)
+  mean = crop_lib.mean_shape_in_crop(lm[None], config, scheme="ibug68")
+  np.testing.assert_allclose(mean, out["landmarks"], atol=1e-3)

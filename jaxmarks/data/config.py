@@ -9,7 +9,7 @@ import ml_collections
 
 __all__ = ["BOX_SOURCES", "NORMALIZATIONS", "get_data_config", "check_data_config", "settings"]
 
-BOX_SOURCES = ("landmarks", "box")
+BOX_SOURCES = ("landmarks", "box", "five_points")
 NORMALIZATIONS = ("per_image", "unit", "none")
 
 
@@ -34,6 +34,13 @@ def get_data_config() -> ml_collections.ConfigDict:
   # gets the box of the five points it was trained with (eye centres, nose, mouth
   # corners), not of the 68 (set by ``jaxmarks.evaluation.evaluate``).
   c.box_points = ""
+  # box_source="five_points": the box (and roll) that the record's five points (eye
+  # centres, nose tip, mouth corners, from its landmarks) most likely have, made as the
+  # photo pipeline makes it from a detector's five points (``shapes.five_point_crop``),
+  # so that a method learns from crops like the ones it is given on photos. In
+  # training the five points first move by ``five_point_noise`` (std per coordinate,
+  # a fraction of the eye-centre distance): the detector's typical error.
+  c.five_point_noise = 0.0
   c.crop_scale = 2.0  # crop side / larger box side (DAN: landmarks span half the crop)
   # Augmentation (training only); DAN's perturbation defaults.
   c.augment = True
@@ -107,6 +114,9 @@ def check_data_config(config) -> None:
                      f"got {config.normalization!r}")
   if int(config.image_size) < 8:
     raise ValueError(f"config.data.image_size must be >= 8; got {config.image_size}")
+  if not 0.0 <= float(config.get("five_point_noise", 0.0)) <= 0.5:
+    raise ValueError(f"config.data.five_point_noise must be in [0, 0.5]; "
+                     f"got {config.get('five_point_noise')}")
   if not float(config.crop_scale) > 0:
     raise ValueError(f"config.data.crop_scale must be > 0; got {config.crop_scale}")
   if not 0.0 <= float(config.holdout_fraction) < 1.0:

@@ -40,7 +40,7 @@ from jaxmarks.data import augment
 from jaxmarks.data import config as config_lib
 from jaxmarks.data import splits
 
-__all__ = ["box_of_record", "box_points_known", "crop_transform", "normalize_image", "crop_face", "process_record",
+__all__ = ["box_of_record", "box_and_angle", "box_points_known", "crop_transform", "normalize_image", "crop_face", "process_record",
            "mean_shape_in_crop"]
 
 BOX_SOURCES = config_lib.BOX_SOURCES
@@ -93,14 +93,52 @@ def _landmark_box_of(record, config, scheme: str | None) -> np.ndarray | None:
   return shapes.landmark_box_from_points(points, target) if np.isfinite(points).all() else None
 
 
+def _five_points(record, scheme: str | None) -> np.ndarray | None:
+  """The record's five MTFL points (its own, or converted from its landmarks)."""
+  landmarks = np.asarray(record["landmarks"], np.float64)
+  if scheme == "mtfl5" or (scheme is None and landmarks.shape[0] == 5):
+    return landmarks
+  if not scheme or not schemes.can_convert(scheme, "mtfl5"):
+    raise ValueError(f"config.data.box_source='five_points' needs records whose landmarks "
+                     f"convert to five points; scheme {scheme!r} does not")
+  return schemes.convert(landmarks, scheme, "mtfl5")
+
+
+def box_and_angle(record, config, scheme: str | None = None,
+                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+  """The face box ``(4,)`` a record is cropped around and the angle its crop turns
+  the image by (``crop_transform``): 0 but for ``box_source="five_points"``, where
+  both come from the record's five points as the photo pipeline makes them from a
+  detector's (``shapes.five_point_crop``), the points first moved by
+  ``config.five_point_noise`` when ``rng`` is given."""
+  if config.box_source == "five_points":
+    points = _five_points(record, scheme)
+    noise = float(getattr(config, "five_point_noise", 0.0) or 0.0)
+    if rng is not None and noise > 0 and np.all(np.isfinite(points)):
+      eyes = float(np.linalg.norm(points[1] - points[0]))
+      points = points + rng.normal(0.0, noise * eyes, points.shape)
+    target = scheme if scheme and scheme in shapes.FIVE_POINT_LAYOUT else "mtfl5"
+    crop = shapes.five_point_crop(points, target) if np.all(np.isfinite(points)) else None
+    if crop is not None:
+      return crop
+    box = _landmark_box(record["landmarks"])  # no sensible five points: the landmark box
+    if box is None:
+      raise ValueError("record has no usable landmarks for box_source='five_points'")
+    return box, 0.0
+  return box_of_record(record, config, scheme), 0.0
+
+
 def box_of_record(record, config, scheme: str | None = None) -> np.ndarray:
   """The face box ``(4,)`` a record is cropped around (``config.box_source``).
 
   ``"landmarks"``: the tight box of the finite (and, if any, visible) landmarks
   (converted from ``scheme``, the record's, to ``config.box_points`` when that is
   set); falls back to the ``box`` feature if no landmark is usable. ``"box"``: the
-  record's ``box`` feature.
+  record's ``box`` feature. ``"five_points"``: the box of ``box_and_angle`` (whose
+  angle the crop also needs).
   """
+  if config.box_source == "five_points":
+    return box_and_angle(record, config, scheme)[0]
   if config.box_source == "landmarks":
     box = _landmark_box_of(record, config, scheme)
     if box is not None:
@@ -261,14 +299,14 @@ def process_record(record, config, mirror: np.ndarray | None = None,
   visible = np.asarray(record.get("visible", np.ones(k, bool)), bool)
   if visible.shape != (k,):
     raise ValueError(f"record 'visible' must be ({k},); got {visible.shape}")
-  box = box_of_record(record, config, scheme)
   augment = rng is not None and bool(config.augment)
+  box, angle = box_and_angle(record, config, scheme, rng if augment else None)
   flip = False
   if augment and config.flip_prob > 0:
     if mirror is None:
       raise ValueError("flip_prob > 0 needs the scheme's mirror permutation")
     flip = bool(rng.random() < float(config.flip_prob))
-  t = crop_transform(box, config, rng=rng if augment else None, flip=flip)
+  t = crop_transform(box, config, rng=rng if augment else None, flip=flip, angle=angle)
   image = _warp(record["image"], t, config, rng if augment else None, photometric=augment)
   lm = transforms.apply_affine(t, landmarks)
   if flip:
@@ -300,7 +338,7 @@ def process_record(record, config, mirror: np.ndarray | None = None,
 
 
 
-def mean_shape_in_crop(landmarks, config, boxes=None) -> np.ndarray:
+def mean_shape_in_crop(landmarks, config, boxes=None, scheme: str | None = None) -> np.ndarray:
   """Mean ``(K, 2)`` of ground-truth shapes in their (unperturbed) crop frames.
 
   DAN's initial shape, and a natural initialisation for ASM/AAM/CPR fits.
@@ -311,6 +349,7 @@ def mean_shape_in_crop(landmarks, config, boxes=None) -> np.ndarray:
     config: the data config (``box_source``, ``crop_scale``, ``image_size``).
     boxes: ``(N, 4)`` face boxes for ``box_source="box"`` when ``landmarks`` is
       an array.
+    scheme: the shapes' landmark scheme (needed with ``box_source="five_points"``).
 
   Returns:
     float32 ``(K, 2)`` crop pixels (non-finite points ignored per point).
@@ -332,7 +371,8 @@ def mean_shape_in_crop(landmarks, config, boxes=None) -> np.ndarray:
     records = (landmarks[j] for j in range(len(landmarks)))
   out = []
   for r in records:
-    t = crop_transform(box_of_record(r, config), config)
+    box, angle = box_and_angle(r, config, scheme)
+    t = crop_transform(box, config, angle=angle)
     out.append(transforms.apply_affine(t, np.asarray(r["landmarks"], np.float64)))
   crops = np.stack(out)
   return np.nanmean(crops, axis=0).astype(np.float32)

@@ -291,7 +291,7 @@ def _open_splits(spec: DeepMethod, config: ml_collections.ConfigDict, saved,
   if saved is not None and saved.get("mean_shape"):
     mean_shape = np.asarray(saved.mean_shape, np.float32)
   else:
-    mean_shape = data_lib.mean_shape_in_crop(train_source, data)
+    mean_shape = data_lib.mean_shape_in_crop(train_source, data, scheme=scheme)
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
   _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
