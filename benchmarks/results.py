@@ -45,9 +45,11 @@ splits held out from training (`train:holdout`: a fixed, seeded 10 % of each
 dataset's training data). NME is in percent of the normalising distance:
 **io** inter-ocular (outer eye corners on 68 points; eye centres on 5), **ip**
 inter-pupil, **box diag.** the ground-truth box diagonal; AUC and failure rate
-(FR) at 0.08 inter-ocular. *Faces from*: `ground-truth box` crops each face from
-its annotated landmarks (as papers do); `photos` runs the detector on the whole
-photo first (what `jaxmarks predict` does). Speed is on the 2-core CPU that ran
+(FR) at 0.08 inter-ocular. *Faces from*: `ground-truth landmark box` crops each
+face from the box of its annotated landmarks (as papers do), `ground-truth five
+points` from its annotated five points the way the photo pipeline crops a
+detector's five points (the crops the model was trained on); `photos` runs the
+detector on the whole photo first (what `jaxmarks predict` does). Speed is on the 2-core CPU that ran
 the command. Method notes (departures from the papers, what was tried) are in
 [docs/methods/](docs/methods/README.md).
 """
@@ -72,7 +74,9 @@ def _count(v) -> str:
 def cells(entry: Mapping[str, Any]) -> dict[str, str]:
   """The table cells of one store entry."""
   f, speed, training = entry["figures"], entry.get("speed", {}), entry.get("training", {})
-  crops = entry["source"] + (", mirror-averaged" if entry.get("mirror") else "")
+  crops = (entry["source"] + (f" turned {entry['rotate']:g} deg" if entry.get("rotate") else "")
+           + (", any roll" if (entry.get("detector_settings") or {}).get("any_roll") else "")
+           + (", mirror-averaged" if entry.get("mirror") else ""))
   missed = f.get("missed")
   faces = f.get("faces") or (f.get("n", 0) + (missed or 0))
   cpu = training.get("cpu_seconds")
@@ -115,7 +119,7 @@ def paper_rows(task: str, entries: Sequence[Mapping[str, Any]],
   for method, paper in sorted(papers.items()):
     if paper.get("task") != task:
       continue
-    ours = [e for e in entries if e["method"] == method and e["source"] == "ground-truth box"
+    ours = [e for e in entries if e["method"] == method and e["source"] != results.PHOTOS
             and not e.get("mirror")]
     metric = paper.get("metric", "")
     mine = [e["figures"][metric] for e in ours if metric in e["figures"]]

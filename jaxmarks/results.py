@@ -24,8 +24,8 @@ import subprocess
 import sys
 from typing import Any, Iterable, Mapping
 
-__all__ = ["DEFAULT_STORE", "FIGURES", "task_name", "check_name", "make_entry", "record", "read",
-           "commit", "command_line"]
+__all__ = ["DEFAULT_STORE", "FIGURES", "CROP_SOURCES", "PHOTOS", "crop_source", "task_name",
+           "check_name", "make_entry", "record", "read", "commit", "command_line"]
 
 DEFAULT_STORE = "results"
 # The summary fields an entry keeps (fractions, not percent; each names its
@@ -35,7 +35,24 @@ FIGURES = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_di
            "failure_rate_inter_ocular", "failure_rate_inter_pupil",
            "failure_rate_bbox_diagonal", "failure_rate_0.1_inter_ocular", "n_nonfinite",
            "diverged", "faces", "missed", "matched")
+# Summary fields an entry keeps as they are: the turn of the photos (evaluations from
+# photos), the detector in front of a landmark method, and the NME per head-pose class.
+SUMMARY_FIELDS = ("rotate", "detector", "per_pose")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+# How the faces of a ground-truth evaluation are cropped, by ``config.data.box_source``.
+CROP_SOURCES = {"landmarks": "ground-truth landmark box",
+                "five_points": "ground-truth five points",
+                "box": "dataset's face box"}
+PHOTOS = "photos"
+
+
+def crop_source(data_config: Mapping[str, Any] | None) -> str:
+  """The ``source`` of an evaluation on crops made with ``data_config`` (its
+  ``box_source``): how the faces were found, in words."""
+  box_source = (data_config or {}).get("box_source", "landmarks") or "landmarks"
+  return CROP_SOURCES.get(box_source, str(box_source))
 
 
 def task_name(dataset: str, scheme: str, detector: bool = False) -> str:
@@ -98,7 +115,8 @@ def make_entry(summary: Mapping[str, Any], *, name: str, method: str, model: str
     name: the entry's name (file name in the store), e.g. ``dan-300w``.
     method: the registry name of the method.
     model: the model evaluated (a bundled model's name or the workdir's folder name).
-    source: how the faces were cropped: ``"ground-truth box"`` or ``"photos"``.
+    source: how the faces were found: ``crop_source(config.data)`` (e.g.
+      ``"ground-truth landmark box"``) or ``PHOTOS`` (the detector on whole photos).
     command: the command that produced the figures.
     seed: the training seed, when known.
     speed: ``ms_per_face_batch1``, ``faces_per_second_batched`` (and their setting).
@@ -108,6 +126,9 @@ def make_entry(summary: Mapping[str, Any], *, name: str, method: str, model: str
     mirror: whether test-time mirroring was on.
     detector: the method is a face detector (task ``<dataset>-detection``).
     extra: more fields to keep.
+
+  The entry also keeps the summary's ``SUMMARY_FIELDS`` when it has them (``rotate``:
+  the photos' turn in degrees; ``detector``; ``per_pose``).
   """
   check_name(name)
   dataset, split = summary.get("dataset"), summary.get("split")
@@ -122,6 +143,9 @@ def make_entry(summary: Mapping[str, Any], *, name: str, method: str, model: str
       "speed": dict(speed or {}), "training": dict(training or {}),
       "parameters": parameters, "seed": seed, "command": command, "commit": commit(),
   }
+  for key in SUMMARY_FIELDS:  # how the faces were found, and the figures per pose
+    if summary.get(key) is not None:
+      entry[key] = summary[key]
   if extra:
     entry.update(extra)
   return entry

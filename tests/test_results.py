@@ -18,7 +18,7 @@ def _summary(nme, dataset="ibug300w", split="train:holdout", scheme="ibug68", **
           "per_landmark_nme_inter_ocular": [nme] * 68, **more}
 
 
-def _entry(name, method, nme, source="ground-truth box", **kw):
+def _entry(name, method, nme, source="ground-truth landmark box", **kw):
   return results.make_entry(_summary(nme, **kw.pop("summary", {})), name=name, method=method,
                             model=name, source=source, command=f"jaxmarks evaluate --model={name}",
                             seed=0, speed={"ms_per_face_batch1": 0.5,
@@ -65,7 +65,7 @@ def test_the_page_has_a_table_per_task_the_papers_and_the_missing_methods(tmp_pa
   s68 = text.index("## 68 points on 300-W")
   s5 = text.index("## Five points on MTFL")
   assert s68 < s5
-  assert "| cpr-300w | cpr | ground-truth box | ibug300w train:holdout (201) | 4.13 % |" in text
+  assert "| cpr-300w | cpr | ground-truth landmark box | ibug300w train:holdout (201) | 4.13 % |" in text
   assert "| dan-300w-photos | dan | photos |" in text and "1 of 202" in text
   assert "3.59 % inter-ocular on 300-W full test set, 3,148 training faces" in text
   assert "4.47 % (nme_inter_ocular, train:holdout)" in text  # ours: the ground-truth-box row

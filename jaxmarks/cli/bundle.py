@@ -51,6 +51,7 @@ from absl import logging as absl_logging
 import numpy as np
 
 from jaxmarks.cli import common
+from jaxmarks import results
 
 FLAGS = flags.FLAGS
 
@@ -124,8 +125,9 @@ def render_card(card: dict) -> str:
          if tr.get("seconds") else "") + ".", "",
       "## Accuracy", "",
       f"On `{ev['dataset']}` `{ev['split']}` (held out from training: a fixed, seeded "
-      f"{ev['holdout_percent']:g} % of the training data), crops from the ground-truth "
-      f"landmark box; NME of the bundled ({st['dtype']}) weights, the float32 ones beside it:",
+      f"{ev['holdout_percent']:g} % of the training data), crops from the "
+      f"{ev.get('crops', 'ground-truth landmark box')}; NME of the bundled ({st['dtype']}) "
+      "weights, the float32 ones beside it:",
       "", "| | bundled | float32 |", "|---|---|---|"]
   for (label, v16), (_, v32) in zip(_metric_rows(ev["bundled"]), _metric_rows(ev["float32"])):
     lines.append(f"| {label} | {v16} | {v32} |")
@@ -332,7 +334,7 @@ def _card(name: str, workdir, config, arrays, unit, stored: dict, command: str,
                    "seconds": facts.get("train_seconds"), "terms": terms},
       "evaluation": {"dataset": data.dataset, "split": split,
                      "holdout_percent": 100 * float(data.get("holdout_fraction", 0.1)),
-                     "crops": "ground-truth landmark box",
+                     "crops": results.crop_source(data),
                      "float32": {k: s32[k] for k in keep if k in s32},
                      "bundled": {k: s16[k] for k in keep if k in s16},
                      "nme_change_points": stored["change"]},

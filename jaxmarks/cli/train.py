@@ -239,7 +239,8 @@ def training_entry(config, workdir, summary: Mapping[str, Any], name: str, comma
     training["cpu_note"] = "this process only"  # the grain workers' CPU time is not in it
   return results.make_entry(
       _evaluation_summary(path, summary), name=name, method=config.method,
-      model=common.model_name(path), source="photos" if detector else "ground-truth box",
+      model=common.model_name(path),
+      source=results.PHOTOS if detector else results.crop_source(config.get("data")),
       command=command, seed=config.get("seed"), training=training,
       parameters=export.parameter_count(arrays), detector=detector)
 

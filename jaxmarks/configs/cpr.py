@@ -4,8 +4,11 @@ Variants (``--config=jaxmarks/configs/cpr.py:<variant>``):
 
 - ``""`` / ``"300w"`` (default): the shared 300-W training data (``ibug300w``),
   trained on ``train:fit`` and validated on ``train:holdout`` (10 % held out);
-  128 px grayscale crops around the ground-truth landmark box; 8 ridge stages,
-  8 initial shapes per face, mirrored faces added. A few minutes on a 2-core CPU.
+  128 px grayscale crops made from each face's five points as the photo pipeline
+  makes them from a detector's (``data.box_source="five_points"``: the landmark box
+  those points most likely have, turned upright by their roll), so that the model
+  meets on photos the crops it learned from; 8 ridge stages, 8 initial shapes per
+  face, mirrored faces added. A few minutes on a 2-core CPU.
 - ``"synthetic"``: the built-in ``synthetic_faces`` (``small``: 800 train / 200
   validation faces); under a minute.
 
@@ -71,4 +74,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.cpr.mirror = True
   if variant == "synthetic":
     c.cpr.num_stages = 6
+  else:
+    c.data.box_source = "five_points"
   return c
