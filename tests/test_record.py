@@ -46,7 +46,7 @@ def test_train_records_its_evaluation_with_the_training_time(trained):
   entry = json.loads(path.read_text())
   assert (entry["name"], entry["task"], entry["method"], entry["model"]) == (
       "cpr-tiny", TASK, "cpr", "cpr_tiny")
-  assert entry["source"] == "ground-truth box" and entry["mirror"] is False
+  assert entry["source"] == "ground-truth landmark box" and entry["mirror"] is False
   assert (entry["dataset"], entry["split"], entry["scheme"]) == (
       "synthetic_faces", "validation", "ibug68")
   # The figures are those of the evaluation the training wrote into the workdir.
@@ -75,7 +75,7 @@ def test_evaluate_records_speed_and_training_facts_and_replaces_the_entry(traine
   assert [p.name for p in store.rglob("*.json")] == ["cpr-tiny.json"]  # replaced, not added
   (entry,) = results.read(store)
   assert (entry["method"], entry["model"], entry["source"]) == ("cpr", "cpr_tiny",
-                                                                "ground-truth box")
+                                                                "ground-truth landmark box")
   assert entry["split"] == "validation" and entry["figures"]["n"] == 16
   assert entry["command"] == f"jaxmarks evaluate --model={wd} --record=cpr-tiny " \
                              f"--results_dir={store} --batch_size=8"
