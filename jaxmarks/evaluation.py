@@ -22,7 +22,7 @@ import json
 import pathlib
 import re
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -123,6 +123,56 @@ def summarize(pred, gt, scheme: str, *, stages=None, diverged=None,
   return out
 
 
+def pose_names(builder) -> tuple[str, ...] | None:
+  """The names of a dataset's head-pose classes (MTFL's ``pose`` label: left profile,
+  left, frontal, right, right profile), or None when its records carry no pose."""
+  features = builder.info.features
+  names = getattr(features["pose"], "names", None) if "pose" in features else None
+  return tuple(names) if names else None
+
+
+def record_poses(source) -> np.ndarray:
+  """``(N,)`` int64 pose label of each record of ``source`` (an ``IndexedSource`` whose
+  records carry ``pose``), read without decoding the images."""
+  raw = source.with_indices(source.indices, "encoded")
+  return np.array([int(raw[j]["pose"]) for j in range(len(raw))], np.int64)
+
+
+def per_pose(pred, gt, scheme: str, poses, names: Sequence[str] | None = None,
+             missed_poses=None) -> dict[str, dict[str, Any]]:
+  """The inter-ocular NME per head-pose class.
+
+  Args:
+    pred: ``(N, K, 2)`` predicted landmarks.
+    gt: ``(N, K, 2)`` ground truth.
+    scheme: the landmark scheme of both.
+    poses: ``(N,)`` each face's pose label (an int).
+    names: the label's class names (``pose_names``); default: the label as a string.
+    missed_poses: the pose labels of faces that were not found (whole-photo
+      evaluations); each class then also counts ``missed``.
+
+  Returns:
+    class name -> ``{"n", "nme_inter_ocular"[, "missed"]}`` in label order (a class
+    with missed faces only has ``n == 0`` and no NME).
+  """
+  poses = np.asarray(poses, np.int64).reshape(-1)
+  missed = None if missed_poses is None else np.asarray(missed_poses, np.int64).reshape(-1)
+  errors = (np.asarray(metrics_lib.nme(pred, gt, scheme, "inter_ocular"), np.float64)
+            if len(poses) else np.zeros(0))
+  labels = sorted(set(poses.tolist()) | (set() if missed is None else set(missed.tolist())))
+  out = {}
+  for label in labels:
+    mine = poses == label
+    name = names[label] if names is not None and 0 <= label < len(names) else str(label)
+    row: dict[str, Any] = {"n": int(mine.sum())}
+    if mine.any():
+      row["nme_inter_ocular"] = float(errors[mine].mean())
+    if missed is not None:
+      row["missed"] = int(np.sum(missed == label))
+    out[name] = row
+  return out
+
+
 def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
   """Console lines of a summary, each naming its split (``label``) and normalisation."""
   t = f"{summary['threshold']:g}"
@@ -154,6 +204,12 @@ def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
     names = schemes_lib.get_scheme(summary["scheme"]).point_names
     lines.append(f"[{label}] per landmark NME(inter_ocular): " + ", ".join(
         f"{n} {100 * v:.2f}%" for n, v in zip(names, per_point)))
+  if summary.get("per_pose"):
+    lines.append(f"[{label}] per pose NME(inter_ocular): " + ", ".join(
+        f"{name} " + (f"{100 * row['nme_inter_ocular']:.2f}%" if "nme_inter_ocular" in row
+                      else "-") + f" (n={row['n']}"
+        + (f", missed {row['missed']}" if "missed" in row else "") + ")"
+        for name, row in summary["per_pose"].items()))
   if "diverged" in summary:
     lines.append(f"[{label}] diverged fits: {summary['diverged']} of {summary['n']}")
   for s in summary.get("stages", []):
@@ -420,6 +476,8 @@ def _predict_split(predictor, data: ml_collections.ConfigDict, split: str, schem
   result["pred"] = schemes_lib.convert(result["pred"], trained, common)
   if result["stages"] is not None:
     result["stages"] = [schemes_lib.convert(s, trained, common) for s in result["stages"]]
+  if pose_names(builder) and len(source) == len(result["pred"]):  # in the split's order
+    result["poses"] = record_poses(source)
   return result, builder
 
 
@@ -429,6 +487,9 @@ def _summary(predictor, result: Mapping[str, Any], data: ml_collections.ConfigDi
   location and the method (and its checkpoint step, if any)."""
   summary = summarize(result["pred"], result["gt"], common, stages=result["stages"],
                       diverged=result["diverged"])
+  if result.get("poses") is not None:
+    summary["per_pose"] = per_pose(result["pred"], result["gt"], common, result["poses"],
+                                   pose_names(builder))
   if common != scheme:
     summary["dataset_scheme"] = scheme
   if common != trained:

@@ -33,7 +33,8 @@ from jaxmarks.workdir import load_config, save_config, scheme_of
 
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
-           "load_detector", "is_detector", "train", "evaluate_trained", "evaluate_detector"]
+           "load_detector", "parse_settings", "settings_tag", "is_detector", "train",
+           "evaluate_trained", "evaluate_detector"]
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -128,6 +129,14 @@ def parse_settings(items: Sequence[str], flag: str = "--detector_setting") -> di
   return settings
 
 
+def settings_tag(settings: Mapping[str, Any] | None) -> str:
+  """Detector settings as a file-name tag: ``{"landmark_refine": True, "thresholds":
+  (0.5, 0.6, 0.6)}`` -> ``"landmark_refine_thresholds-(0.5, 0.6, 0.6)"`` (False ones
+  left out; ``""`` for none)."""
+  return "_".join(k if v is True else f"{k}-{v}" for k, v in sorted((settings or {}).items())
+                  if v is not False)
+
+
 def is_detector(path: str | pathlib.Path) -> bool:
   """Whether ``path`` (a workdir, an export folder or a bundled model's name) holds a
   face detector rather than a landmark method (read from its config alone)."""
@@ -186,10 +195,9 @@ def evaluate_detector(path, dataset: str | None = None, split: str | None = None
   extra = {"trained": str(path)}
   if settings:
     extra["detector_settings"] = dict(settings)
-  tag = "_".join(k if v is True else f"{k}-{v}" for k, v in sorted((settings or {}).items())
-                 if v is not False)
   return photo_evaluation.evaluate_detector(detector, d, split or "train:holdout", output_dir=output_dir,
-                                            limit=limit, batch_size=batch_size, extra=extra, tag=tag)
+                                            limit=limit, batch_size=batch_size, extra=extra,
+                                            tag=settings_tag(settings))
 
 
 def evaluate_trained(path, dataset: str | None = None, split: str | None = None, *,

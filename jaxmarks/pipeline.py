@@ -48,7 +48,7 @@ from jaxmarks.contracts import Detections, Detector, Predictor
 
 __all__ = ["Face", "GivenBoxes", "CentralSquare", "ScaledDetection", "read_image",
            "check_box", "FIVE_POINT_LAYOUT", "landmark_box_from_points", "detect_and_predict",
-           "draw_faces", "MAX_IMAGE_PIXELS", "MAX_DETECT_PIXELS"]
+           "draw_faces", "mark_sizes", "MAX_IMAGE_PIXELS", "MAX_DETECT_PIXELS"]
 
 # Photos larger than this are refused before they are decoded (3 bytes a pixel, twice
 # over while decoding: 200 megapixels are about 1.2 GB).
@@ -463,18 +463,44 @@ def _drawable(values) -> bool:
   return bool(np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e7))
 
 
+# Overlay marks relative to the face's side (its box's longer side): dots of this radius,
+# lines of this thickness, each at least 1 px.
+DOT_RADIUS = 0.015
+LINE_THICKNESS = 0.01
+
+
+def mark_sizes(face_side: float) -> tuple[int, int]:
+  """``(dot radius, line thickness)`` in pixels for a face ``face_side`` pixels across
+  (``DOT_RADIUS`` and ``LINE_THICKNESS`` of it, each at least 1 px)."""
+  side = float(face_side) if np.isfinite(face_side) and face_side > 0 else 0.0
+  return max(1, int(round(DOT_RADIUS * side))), max(1, int(round(LINE_THICKNESS * side)))
+
+
+def _face_side(face: Face) -> float:
+  """The longer side of the face's box; of its finite landmarks' extent when the box
+  is not finite; 0 when neither is."""
+  if _drawable(face.box):
+    b = np.asarray(face.box, np.float64)
+    return float(max(b[2] - b[0], b[3] - b[1]))
+  p = np.asarray(face.landmarks, np.float64).reshape(-1, 2)
+  p = p[np.all(np.isfinite(p), axis=1)]
+  return float(np.max(p.max(0) - p.min(0))) if len(p) else 0.0
+
+
 def draw_faces(image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
   """The photo (RGB) with each face's box (green) and landmarks (red) drawn; points
-  and boxes that are not finite (a diverged fit) are left out."""
+  and boxes that are not finite (a diverged fit) are left out. Dots and lines are
+  sized by each face (``mark_sizes`` of its box's side), not by the photo, so a small
+  face in a large photo stays readable and a large one is not covered."""
   canvas = image.copy()
-  scale = max(1, int(round(max(image.shape[:2]) / 400)))
   for face in faces:
+    radius, thickness = mark_sizes(_face_side(face))
     if _drawable(face.box):
       b = np.round(np.asarray(face.box, np.float64)).astype(int)
       cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 200, 0),
-                    scale)
+                    thickness)
     for x, y in np.asarray(face.landmarks, np.float64).reshape(-1, 2):
       if _drawable((x, y)):
-        cv2.circle(canvas, (int(round(x)), int(round(y))), 2 * scale, (255, 0, 0), -1,
+        cv2.circle(canvas, (int(round(x)), int(round(y))), radius, (255, 0, 0), -1,
                    lineType=cv2.LINE_AA)
   return canvas

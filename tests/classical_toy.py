@@ -42,3 +42,8 @@ def toy_faces(n: int, size: int = 48, seed: int = 0, jitter: float = 1.0):
     img += rng.normal(0, 0.01, img.shape)
     images[i, ..., 0] = img
   return images, landmarks
+
+
+def err(a, b) -> float:
+  """The mean point-to-point distance (pixels) of landmarks ``a`` and ``b`` (..., K, 2)."""
+  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())

@@ -23,3 +23,12 @@ from tests import helpers  # noqa: E402
 def data_root():
   """The real-data folder (``JAXMARKS_DATASETS``); skips (fails under CI) if absent."""
   return helpers.require_data()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+  """``tiny_models(method, copy_to=None)``: ``helpers.trained_tiny`` in this run's
+  shared folder: each method's tiny config trained once per run, whichever test (in
+  whichever pytest-xdist worker) asks first."""
+  shared = helpers.run_dir(tmp_path_factory)
+  return lambda method, copy_to=None: helpers.trained_tiny(method, shared, copy_to)

@@ -11,8 +11,10 @@ test support (``build_dataset``, ``decode_source_image``, ...) is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from typing import Any, NamedTuple
 
 from jaxmarks.data import paths
 
@@ -139,7 +141,6 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
     the prepared ``tfds.core.DatasetBuilder``; read splits with
     ``builder.as_data_source(split)``.
   """
-  import fcntl
   import hashlib
 
   from jaxmarks.data import builders
@@ -156,13 +157,9 @@ def prepared_builder(name: str, manual_subdir: str, config: str | None = None):
   cache = cache_dir()
   cache.mkdir(parents=True, exist_ok=True)
   data_dir = cache / key
-  with open(cache / f"{key}.lock", "a") as lock:
-    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-    try:
-      return builders.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
-                              config=config)
-    finally:
-      fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+  with file_lock(cache / f"{key}.lock"):
+    return builders.prepare(name, data_dir=str(data_dir), manual_dir=str(manual_dir),
+                            config=config)
 
 
 def check_landmark_dataset(builder, expected_splits: dict, **kwargs) -> dict:
@@ -206,10 +203,15 @@ def fake_mtfl(root, num_faces: int, seed: int = 0):
 
 
 def on_fake_mtfl(config, root, num_faces: int = 40):
-  """``config`` (a 5-point method's) pointed at a fresh ``fake_mtfl`` folder under
-  ``root``, with small batches, no worker processes and no progress bar."""
+  """``config`` (a 5-point method's) pointed at a ``fake_mtfl`` folder under ``root``
+  (made once per ``root``, under a lock: callers may share it), with small batches,
+  no worker processes and no progress bar."""
   root = pathlib.Path(root)
-  config.data.manual_dir = str(fake_mtfl(root / "mtfl", num_faces))
+  root.mkdir(parents=True, exist_ok=True)
+  with file_lock(root / "mtfl.lock"):
+    if not (root / "mtfl" / "training.txt").is_file():  # written last: the folder is whole
+      fake_mtfl(root / "mtfl", num_faces)
+  config.data.manual_dir = str(root / "mtfl")
   config.data.data_dir = str(root / "tfds")
   config.data.holdout_fraction = 0.25
   config.data.batch_size = 8
@@ -218,3 +220,207 @@ def on_fake_mtfl(config, root, num_faces: int = 40):
   config.train.num_plot_faces = 4
   config.train.progress = False
   return config
+
+
+def networks_each_phase_moves(phases, params, state, batch) -> list[set[str]]:
+  """For each training phase (``trainer.Phase``: its loss and optimiser) of a cascade,
+  the top-level parameter groups (networks) that its first update on ``batch`` moves."""
+  import jax
+  import jax.numpy as jnp
+
+  moved = []
+  for phase in phases:
+    grads = jax.jit(jax.grad(lambda p, phase=phase: phase.loss_fn(
+        p, state, batch, jax.random.PRNGKey(1))[0]))(params)
+    updates, _ = phase.tx.update(grads, phase.tx.init(params), params)
+    moved.append({k for k, v in updates.items()
+                  if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))})
+  return moved
+
+
+@contextlib.contextmanager
+def file_lock(path):
+  """An exclusive ``fcntl.flock`` on file ``path`` (created if need be) for the block:
+  other processes (pytest-xdist workers) asking for the same lock wait."""
+  import fcntl
+
+  with open(path, "a") as lock:
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+# --- tiny trained models, trained once per test run ----------------------------------
+
+# Methods whose tiny config trains on the fake MTFL folder (``fake_mtfl``); the others
+# train on the ``tiny`` synthetic faces (48 train + 16 validation).
+_MTFL_METHODS = ("dcnn", "tcdcn", "tcnn")
+# The classical methods' tiny fits: a few stages or levels, the synthetic variant's
+# other settings (``configs/<method>.py``).
+_CLASSICAL_TINY = {
+    "cpr": {"num_stages": 3, "num_inits": 4},
+    "ert": {"num_stages": 3, "num_trees": 20, "num_inits": 4, "split_samples": 2048},
+    "asm": {"max_iters": 4, "profile_half": 5},
+    "aam": {"max_iters": 4, "frame_size": 32, "feature_bins": 4, "max_texture_modes": 10},
+}
+
+
+def tiny_config(method: str, data_root) -> "ml_collections.ConfigDict":
+  """The smallest config of registered ``method`` that still trains through
+  ``jaxmarks.methods.train``: seconds to a minute on a CPU.
+
+  The data are made under ``data_root``: the fake MTFL folder (``on_fake_mtfl``; made
+  at once, under a lock) for DCNN, TCDCN and TCNN, else the ``tiny`` synthetic faces
+  (built into ``data_root/tfds`` by the first training, or by ``prepare_data``).
+  """
+  import importlib
+
+  data_root = pathlib.Path(data_root)
+  configs = importlib.import_module(f"jaxmarks.configs.{method}")
+  if method in _MTFL_METHODS:
+    c = on_fake_mtfl(configs.get_config("mtfl"), data_root)
+    c.train.checkpoint_every = 4
+    if method == "dcnn":
+      c.train.steps_per_level = (4, 2, 2)
+      c.train.eval_every = 0
+    elif method == "tcdcn":
+      c.train.num_steps = 12
+      c.train.eval_every = 3
+      c.train.checkpoint_every = 6
+      c.tcdcn.early_stop_window = 3
+      c.tcdcn.early_stop_threshold = 1e-6  # stop tasks as soon as the window is full
+    else:  # tcnn
+      c.train.num_steps = 8
+      c.train.eval_every = 4
+      c.tcnn.num_clusters = 3
+      c.tcnn.em_iters = 10
+    return c
+  tfds_dir = str(data_root / "tfds")
+  if method == "mtcnn":
+    c = configs.get_config("synthetic")  # already on the tiny synthetic faces
+    c.data.data_dir = tfds_dir
+    c.progress = False
+    for net in ("pnet", "rnet", "onet"):
+      c[net].num_steps = 20
+      c[net].eval_every = 20
+    return c
+  c = configs.get_config("synthetic" if method != "dan" else "")
+  c.data.builder_config = "tiny"
+  c.data.data_dir = tfds_dir
+  if method in _CLASSICAL_TINY:
+    for field, value in _CLASSICAL_TINY[method].items():
+      c[method][field] = value
+    return c
+  c.data.batch_size = 8
+  c.train.eval_every = 0
+  c.train.eval_batch_size = 16
+  c.train.num_plot_faces = 4
+  c.train.progress = False
+  if method == "dan":
+    c.model.base_width = 2
+    c.model.fc_units = 8
+    c.train.steps_per_stage = (2, 2)
+    c.train.checkpoint_every = 2
+  elif method == "facepp":
+    c.train.steps_per_level = (2, 2, 2, 2)
+    c.train.checkpoint_every = 2
+    c.train.log_every = 2
+  else:
+    raise ValueError(f"no tiny config for method {method!r}")
+  return c
+
+
+def prepare_data(config) -> None:
+  """Builds the datasets ``config`` trains and evaluates on (if not built yet), under a
+  lock per data folder: concurrent trainings on one folder then never build it twice
+  at once."""
+  from jaxmarks.data import builders
+
+  d = config.data
+  if config.method == "mtcnn":
+    wanted = list(zip(d.datasets, d.manual_dirs, [d.builder_config] * len(d.datasets)))
+  else:
+    wanted = [(d.dataset, d.manual_dir, d.builder_config)]
+  folder = pathlib.Path(d.data_dir)
+  folder.mkdir(parents=True, exist_ok=True)
+  with file_lock(folder.parent / f"{folder.name}.lock"):
+    for name, manual_dir, builder_config in wanted:
+      builders.prepare(name, data_dir=str(folder), manual_dir=manual_dir or None,
+                       config=builder_config or None)
+
+
+class TrainedTiny(NamedTuple):
+  """A tiny trained method (``trained_tiny``)."""
+  workdir: pathlib.Path
+  summary: dict  # what ``methods.train`` returned (through JSON)
+  printed: str  # what the training printed on stdout
+  config: Any  # ``tiny_config(method, ...)``
+
+
+def run_dir(tmp_path_factory) -> pathlib.Path:
+  """A folder every pytest-xdist worker of this run shares (beside their own temporary
+  folders; pytest removes it with them, after a few runs)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # <run>/popen-gw0 -> <run>
+  path = base / "shared"
+  path.mkdir(exist_ok=True)
+  return path
+
+
+def trained_tiny(method: str, shared, copy_to=None) -> TrainedTiny:
+  """Method ``method`` trained with ``tiny_config`` into ``shared``, once per test run.
+
+  ``shared`` is a folder all the run's workers see (``run_dir``; the ``tiny_models``
+  fixture of ``tests/conftest.py`` binds it). The first caller trains, under an
+  exclusive lock on ``<shared>/trained/<method>-<config hash>.lock``; later callers,
+  in any pytest-xdist worker, wait for it and reuse the workdir. A training that
+  failed fails its later callers at once, naming the first failure.
+
+  Args:
+    method: a registered method name.
+    shared: the run's shared folder.
+    copy_to: a folder to copy the workdir into (returned as ``workdir``), for a test
+      that writes into it. Without it the shared workdir is returned: read it only.
+  """
+  import hashlib
+  import io
+  import json
+  import shutil
+  import traceback
+
+  import pytest
+
+  from jaxmarks import evaluation
+  from jaxmarks import methods
+
+  shared = pathlib.Path(shared)
+  config = tiny_config(method, shared / "data")
+  digest = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
+  key = f"{method}-{digest[:12]}"
+  folder = shared / "trained" / key
+  folder.parent.mkdir(parents=True, exist_ok=True)
+  with file_lock(folder.parent / f"{key}.lock"):
+    if (folder / "failed.txt").is_file():
+      pytest.fail(f"the tiny {method} failed to train in an earlier test:\n"
+                  f"{(folder / 'failed.txt').read_text()}")
+    if not (folder / "summary.json").is_file():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      prepare_data(config)
+      printed = io.StringIO()
+      try:
+        with contextlib.redirect_stdout(printed):
+          summary = methods.train(config, folder / "wd")
+      except BaseException:
+        (folder / "failed.txt").write_text(traceback.format_exc())
+        raise
+      (folder / "printed.txt").write_text(printed.getvalue())
+      (folder / "summary.json").write_text(evaluation.to_json(summary))
+  workdir = folder / "wd"
+  if copy_to is not None:
+    workdir = pathlib.Path(shutil.copytree(workdir, copy_to))
+  return TrainedTiny(workdir, json.loads((folder / "summary.json").read_text()),
+                     (folder / "printed.txt").read_text(), config)

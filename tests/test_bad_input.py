@@ -52,6 +52,7 @@ def test_2_a_changed_manual_directory_rebuilds_the_dataset(tmp_path, capsys):
   assert "building it again" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_4_a_rejected_config_writes_nothing_and_the_fix_runs(tmp_path):
   wd = tmp_path / "wd"
   bad = dan_configs.get_config("")
@@ -71,6 +72,7 @@ def test_4_a_rejected_config_writes_nothing_and_the_fix_runs(tmp_path):
   assert [p.name for p in wd.iterdir()] == ["config.json"]
 
 
+@pytest.mark.slow
 def test_6_an_unknown_override_is_one_line_naming_the_section(tmp_path):
   r = _cli("experiments.train", "--config=jaxmarks/configs/dan.py",
            f"--workdir={tmp_path}", "--config.train.nope=1")
@@ -128,6 +130,7 @@ def test_10_classical_configs_are_validated(tmp_path, field, value, message):
   assert not (tmp_path / "wd").exists()
 
 
+@pytest.mark.slow
 def test_13_classical_commands_run_from_any_folder(tmp_path):
   r = _cli("experiments.cpr", f"--workdir={tmp_path / 'wd'}", "--config.cpr.num_stages=0",
            cwd=tmp_path)

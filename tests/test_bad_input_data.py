@@ -94,6 +94,7 @@ def test_6_a_wrong_manual_dir_keeps_the_built_dataset(tmp_path, capsys):
   assert len(b.as_data_source("train")) == 5 and "private" in b.info.splits
 
 
+@pytest.mark.slow
 def test_6_evaluate_with_a_wrong_manual_dir_keeps_the_build(tmp_path):
   data_dir = _build_dummy_300w(tmp_path)
   before = _files(data_dir / "ibug300w" / "1.0.0")
@@ -153,6 +154,7 @@ def _bundled_copy(tmp_path) -> pathlib.Path:
   return root
 
 
+@pytest.mark.slow
 def test_11_bundle_refuses_before_writing_anything(tmp_path):
   root = _bundled_copy(tmp_path)
   before, outside = _files(root), sorted(os.listdir(tmp_path))
@@ -186,6 +188,7 @@ def test_11_malformed_bundle_names_are_refused(tmp_path, name):
   assert bundle.check_target("cpr-300w-v2", tmp_path, replace=False) == tmp_path / "cpr_300w_v2"
 
 
+@pytest.mark.slow
 def test_11_bundle_replaces_only_with_replace_and_swaps_at_the_end(tmp_path):
   root = _bundled_copy(tmp_path)
   mtcnn_before = _files(root / "mtcnn_original")

@@ -167,6 +167,7 @@ def test_1_an_unreadable_photo_of_a_folder_is_skipped_named(tmp_path, detector, 
   assert not _partials(out)
 
 
+@pytest.mark.slow
 def test_1_the_command_skips_the_photo_and_exits_1(tmp_path, xla_cache):
   photos, out = tmp_path / "photos", tmp_path / "out"
   photos.mkdir()
@@ -221,6 +222,7 @@ def test_3_a_damaged_video_frame_is_skipped_and_counted(tmp_path, detector, caps
   assert (result["frames"], result["skipped_frames"], result["missing_frames"]) == (11, 0, 1)
 
 
+@pytest.mark.slow
 def test_3_the_command_exits_1_on_a_damaged_video(tmp_path, xla_cache):
   video = _video(tmp_path / "clip.avi", damaged=(2,), h=48, w=64)
   r = _cli(video, f"--output_dir={tmp_path / 'out'}", "--nooverlay", cwd=tmp_path,
@@ -409,8 +411,9 @@ def test_outputs_of_an_earlier_run_are_replaced_with_a_note(tmp_path, detector, 
   assert not _partials(out)
 
 
-@pytest.mark.parametrize("case", ["batch_size", "output_file", "huge_png", "dev_zero",
-                                  "detector_mirror"])
+@pytest.mark.parametrize("case", ["batch_size"] + [
+    pytest.param(c, marks=pytest.mark.slow)
+    for c in ("output_file", "huge_png", "dev_zero", "detector_mirror")])
 def test_the_command_says_what_is_wrong_in_one_line(tmp_path, xla_cache, case):
   photo = tmp_path / "photo.png"
   cv2.imwrite(str(photo), np.zeros((48, 64, 3), np.uint8))

@@ -100,6 +100,7 @@ def uninterrupted(tmp_path_factory):
 # ---- 8: a damaged checkpoint is never trained on, exported or called good
 
 
+@pytest.mark.slow
 def test_8_a_damaged_checkpoint_is_set_aside_and_resume_is_exact(tmp_path, uninterrupted, capsys):
   full, _ = uninterrupted
   wd = tmp_path / "wd"
@@ -117,6 +118,7 @@ def test_8_a_damaged_checkpoint_is_set_aside_and_resume_is_exact(tmp_path, unint
   _same(full.opt_state, resumed.opt_state, 0.0)
 
 
+@pytest.mark.slow
 def test_8_the_last_good_checkpoint_named_on_a_nan_passes_the_check(tmp_path, capsys):
   wd = tmp_path / "wd"
   mean, arrays = _killed_at_6(wd)
@@ -145,6 +147,7 @@ def _strip_digests(wd):
     f.write_text(json.dumps(meta))
 
 
+@pytest.mark.slow
 def test_8_a_checkpoint_without_a_digest_loads_and_is_checked_for_nan(tmp_path, uninterrupted,
                                                                      capsys):
   full, _ = uninterrupted
@@ -178,6 +181,7 @@ def test_8_a_checkpoint_without_a_digest_loads_and_is_checked_for_nan(tmp_path, 
   _same(full.params, resumed.params, 0.0)
 
 
+@pytest.mark.slow
 def test_8_evaluation_skips_a_damaged_checkpoint(tmp_path, uninterrupted, capsys):
   import shutil  # pylint: disable=g-import-not-at-top
   _, src = uninterrupted
@@ -234,6 +238,7 @@ def test_9_a_folder_that_is_not_a_workdir_is_refused_before_anything_is_written(
   assert (thesis / "export" / "thesis.txt").read_text() == "four years"
 
 
+@pytest.mark.slow
 def test_9_allowed_foreign_folder_trains_beside_its_files_never_over_them(tmp_path, tfds_dir):
   folder = tmp_path / "notes"
   folder.mkdir()
@@ -287,6 +292,7 @@ def _cli(*args):
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_9_the_command_refuses_a_foreign_folder_in_one_line(tmp_path):
   (tmp_path / "export").mkdir()
   (tmp_path / "export" / "thesis.txt").write_text("four years")
@@ -303,6 +309,7 @@ def test_9_the_command_refuses_a_foreign_folder_in_one_line(tmp_path):
 # ---- 10: one training at a time per workdir
 
 
+@pytest.mark.slow
 def test_10_a_second_training_on_the_same_workdir_is_refused(tmp_path, tfds_dir, monkeypatch):
   wd = tmp_path / "wd"
   config = _tiny_cpr(tfds_dir)
@@ -406,6 +413,7 @@ def _fail_save_at(monkeypatch, at: int, how: str):
   monkeypatch.setattr(ocp.CheckpointManager, "_finalize", failing_finalize)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["at once", "in the background", "silently"])
 def test_a_checkpoint_that_cannot_be_written_stops_training(tmp_path, uninterrupted, how,
                                                            monkeypatch):
@@ -447,6 +455,7 @@ app.run(train.main, flags_parser=train.parse_flags)
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_error_line_from_the_command(tmp_path, tfds_dir):
   script = tmp_path / "full_disk.py"
   script.write_text(_FULL_DISK)

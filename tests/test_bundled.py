@@ -46,6 +46,7 @@ def test_every_bundled_model_has_a_card_and_loads():
   assert total <= 25e6, f"bundled models take {total / 1e6:.1f} MB (limit 25 MB)"
 
 
+@pytest.mark.slow
 def test_bundled_models_run_on_the_sample_photo():
   photo = pipeline.read_image(bundled.SAMPLE_PHOTO)
   detector = methods.load_detector(bundled.DEFAULT_DETECTOR)
@@ -64,7 +65,8 @@ def test_bundled_models_run_on_the_sample_photo():
       assert np.max(np.linalg.norm(pts - own, axis=-1)) < 6, name
 
 
-@pytest.mark.parametrize("name", _LANDMARK_MODELS)
+@pytest.mark.parametrize("name", [n if n == "cpr-300w" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in _LANDMARK_MODELS])
 def test_bundled_float16_keeps_the_nme(name):
   card = bundled.card(name)
   dataset = card["evaluation"]["dataset"]

@@ -1,4 +1,5 @@
-"""AAM: Delaunay + piecewise-affine warp, fitting improves a perturbed start, save/load."""
+"""AAM: Delaunay + piecewise-affine warp, the texture scale, the alternating fit and its
+export. (Training, divergence and save/load: tests/test_method_contract.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +14,6 @@ from jaxmarks import methods
 from jaxmarks.drivers import classical
 from jaxmarks import export
 from tests import classical_toy as toy
-
-
-def _err(a, b):
-  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())
 
 
 def test_delaunay_covers_hull():
@@ -53,33 +50,6 @@ def trained():
   return aam.train(x, y, cfg, log=lambda *a: None)
 
 
-def test_aam_improves_mean_shape(trained):
-  x, y = toy.toy_faces(20, size=64, seed=5)
-  pred, diverged = aam.fit(trained, jnp.asarray(x))
-  init = np.broadcast_to(trained.init_shape, y.shape)
-  # A generic AAM can lose a face (then flagged, with finite coordinates); most converge.
-  ok = ~np.asarray(diverged)
-  assert ok.mean() >= 0.9
-  assert np.all(np.isfinite(np.asarray(pred)))
-  assert _err(pred[ok], y[ok]) < 0.5 * _err(init[ok], y[ok]), (_err(pred, y), _err(init, y))
-
-
-def test_aam_divergence_flag_finite(trained):
-  x, y = toy.toy_faces(2, size=64, seed=6)
-  absurd = jnp.stack([jnp.asarray(y[0]) * 50.0 + 1e4, jnp.asarray(y[1])])
-  pred, diverged = aam.fit(trained, jnp.asarray(x), absurd)
-  assert bool(diverged[0]) and not bool(diverged[1])
-  assert np.all(np.isfinite(np.asarray(pred)))
-
-
-def test_aam_save_load_identical(trained, tmp_path):
-  _export(tmp_path, "aam", trained)
-  x, _ = toy.toy_faces(2, size=64, seed=7)
-  a = aam.Predictor(trained).predict(x)
-  b = methods.load_predictor(tmp_path).predict(x)
-  np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
-
-
 def _export(path, method, params):
   """Writes ``params`` as the classical driver does (an export folder, no pickle)."""
   config = ml_collections.ConfigDict({"method": method, "scheme": "ibug68"})
@@ -105,6 +75,7 @@ def alternating():
   return aam.train(x, y, cfg, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_alternating_fit_recovers_the_shape_parameters_not_only_the_pose(alternating):
   """Faces with known deformations, each started from the mean shape in the face's own
   pose: only the shape parameters are wrong at the start, and the fit must find them."""
@@ -120,15 +91,16 @@ def test_alternating_fit_recovers_the_shape_parameters_not_only_the_pose(alterna
   for mode in range(2):
     assert np.corrcoef(b_true[:, mode], b_fit[:, mode])[0, 1] > 0.9, mode
   assert np.abs(b_fit - b_true)[:, :2].mean() < 0.35 * np.abs(b_true)[:, :2].mean()
-  assert _err(pred, y) < 0.5 * _err(init, y)
+  assert toy.err(pred, y) < 0.5 * toy.err(init, y)
 
 
+@pytest.mark.slow
 def test_alternating_fit_from_the_mean_shape_and_its_export(alternating, tmp_path):
   x, y = toy.toy_faces(20, size=64, seed=5)
   pred, diverged = aam.fit(alternating, jnp.asarray(x))
   init = np.broadcast_to(alternating.init_shape, y.shape)
   ok = ~np.asarray(diverged)
-  assert ok.mean() >= 0.9 and _err(pred[ok], y[ok]) < 0.4 * _err(init[ok], y[ok])
+  assert ok.mean() >= 0.9 and toy.err(pred[ok], y[ok]) < 0.4 * toy.err(init[ok], y[ok])
   # One face alone takes the unbatched path: the same result as in the batch.
   one, _ = aam.fit(alternating, jnp.asarray(x[:1]))
   np.testing.assert_allclose(np.asarray(one[0]), np.asarray(pred[0]), atol=1e-3)
@@ -137,6 +109,7 @@ def test_alternating_fit_from_the_mean_shape_and_its_export(alternating, tmp_pat
   np.testing.assert_allclose(np.asarray(b["landmarks"]), np.asarray(pred[:2]), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_the_loop_layout_fits_the_same_and_is_made_once(alternating):
   """``for_fitting`` (what the predictor holds) gives the trained layout's fit exactly."""
   fast = aam.for_fitting(alternating)

@@ -1,4 +1,5 @@
-"""ASM: beats the mean shape, undoes a pose error; divergence flag; save/load."""
+"""ASM: contour neighbours, undoing a pose error, the start regressor and its export.
+(Training, divergence and save/load: tests/test_method_contract.py.)"""
 
 import jax.numpy as jnp
 import ml_collections
@@ -11,10 +12,6 @@ from jaxmarks import methods
 from jaxmarks.drivers import classical
 from jaxmarks import export
 from tests import classical_toy as toy
-
-
-def _err(a, b):
-  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())
 
 
 @pytest.fixture(scope="module")
@@ -32,30 +29,6 @@ def test_contour_neighbours_ibug68():
   assert int(prev[36]) == 41 and int(nxt[41]) == 36  # closed eye contour
 
 
-def test_asm_improves_mean_shape(trained):
-  x, y = toy.toy_faces(24, size=64, seed=2)
-  pred, diverged = asm.fit(trained, jnp.asarray(x))
-  init = np.broadcast_to(trained.init_shape, y.shape)
-  assert not np.any(diverged)
-  assert _err(pred, y) < 0.7 * _err(init, y), (_err(pred, y), _err(init, y))
-
-
-def test_asm_divergence_flag_finite(trained):
-  x, y = toy.toy_faces(2, size=64, seed=3)
-  absurd = jnp.stack([jnp.asarray(y[0]) * 50.0 - 1e4, jnp.asarray(y[1])])
-  pred, diverged = asm.fit(trained, jnp.zeros_like(jnp.asarray(x)), absurd)
-  assert bool(diverged[0])
-  assert np.all(np.isfinite(np.asarray(pred)))
-
-
-def test_asm_save_load_identical(trained, tmp_path):
-  _export(tmp_path, "asm", trained)
-  x, _ = toy.toy_faces(2, size=64, seed=4)
-  a = asm.Predictor(trained).predict(x)
-  b = methods.load_predictor(tmp_path).predict(x)
-  np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))
-
-
 def test_asm_recovers_shifted_truth(trained):
   # A pose error (the ground truth moved by 3.6 px) must be undone by the search +
   # similarity fit of the PDM constraint, to well under a pixel on average.
@@ -63,9 +36,10 @@ def test_asm_recovers_shifted_truth(trained):
   start = y + np.array([3.0, -2.0], np.float32)
   pred, diverged = asm.fit(trained, jnp.asarray(x), jnp.asarray(start))
   assert not np.any(diverged)
-  assert _err(pred, y) < 1.0, _err(pred, y)
+  assert toy.err(pred, y) < 1.0, toy.err(pred, y)
 
 
+@pytest.mark.slow
 def test_asm_start_regressor_moves_the_start_and_saves(tmp_path):
   """``init_stages`` > 0: a short CPR cascade trained with the ASM brings the start
   shape closer to the faces than the mean shape, the search refines from there, and
@@ -78,10 +52,10 @@ def test_asm_start_regressor_moves_the_start_and_saves(tmp_path):
   xv, yv = toy.toy_faces(24, size=64, seed=2)
   mean = np.broadcast_to(params.init_shape, yv.shape)
   start, _ = cpr.fit(params.initializer, jnp.asarray(xv))
-  assert _err(start, yv) < 0.8 * _err(mean, yv), (_err(start, yv), _err(mean, yv))
+  assert toy.err(start, yv) < 0.8 * toy.err(mean, yv), (toy.err(start, yv), toy.err(mean, yv))
   pred, diverged = asm.fit(params, jnp.asarray(xv))
   assert not np.any(diverged)
-  assert _err(pred, yv) < 0.7 * _err(mean, yv), (_err(pred, yv), _err(mean, yv))
+  assert toy.err(pred, yv) < 0.7 * toy.err(mean, yv), (toy.err(pred, yv), toy.err(mean, yv))
   _export(tmp_path, "asm", params)
   b = methods.load_predictor(tmp_path).predict(xv[:2])
   np.testing.assert_array_equal(np.asarray(asm.Predictor(params).predict(xv[:2])["landmarks"]),

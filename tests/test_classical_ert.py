@@ -1,19 +1,14 @@
-"""ERT: boosted trees that improve a mean-shape start, exact tree traversal under jit
-(a scan over stages), divergence, save/load."""
+"""ERT: tree and fern splits, exact tree traversal under jit (a scan over stages), ferns
+that improve a mean-shape start. (Training, divergence and save/load:
+tests/test_method_contract.py.)"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmarks import methods
 from jaxmarks.classical import ert
 from tests import classical_toy as toy
-from tests import test_classical_cpr
-
-
-def _err(a, b):
-  return float(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1).mean())
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +19,7 @@ def trained():
   return ert.train(x, y, cfg, mirror_permutation=toy.MIRROR, log=lambda *a: None)
 
 
-def test_ert_improves_mean_shape(trained):
-  x, y = toy.toy_faces(40, seed=2)
-  pred, diverged = ert.fit(trained, jnp.asarray(x))
-  init = np.broadcast_to(trained.init_shape, y.shape)
-  assert pred.shape == y.shape and diverged.shape == (40,)
-  assert not np.any(diverged)
-  assert _err(pred, y) < 0.5 * _err(init, y), (_err(pred, y), _err(init, y))
-
-
+@pytest.mark.slow
 def test_jax_traversal_matches_the_training_routing(trained):
   """The jitted traversal and the NumPy routing that training fitted leaves with
   reach the same leaf in every tree."""
@@ -67,6 +54,7 @@ def test_tree_split_finds_the_informative_pixel_pair():
       jnp.asarray(values), su, sv, th, 1)))
 
 
+@pytest.mark.slow
 def test_fern_levels_share_the_informative_split():
   """A depth-2 fern on residuals that depend on two pixel differences: each level's
   nodes share one split, the two differences, and the routing matches ``_route``."""
@@ -86,6 +74,7 @@ def test_fern_levels_share_the_informative_split():
       jnp.asarray(values), jnp.asarray(su), jnp.asarray(sv), jnp.asarray(th), 2)))
 
 
+@pytest.mark.slow
 def test_ferns_improve_mean_shape():
   x, y = toy.toy_faces(160, seed=1)
   cfg = ert.ERTConfig(num_stages=4, num_trees=40, depth=3, pool_size=100, num_inits=4,
@@ -97,29 +86,12 @@ def test_ferns_improve_mean_shape():
   xv, yv = toy.toy_faces(40, seed=2)
   pred, _ = ert.fit(params, jnp.asarray(xv))
   init = np.broadcast_to(params.init_shape, yv.shape)
-  assert _err(pred, yv) < 0.6 * _err(init, yv), (_err(pred, yv), _err(init, yv))
+  assert toy.err(pred, yv) < 0.6 * toy.err(init, yv), (toy.err(pred, yv), toy.err(init, yv))
 
 
+@pytest.mark.slow
 def test_cascade_is_a_scan_under_jit(trained):
   x, _ = toy.toy_faces(2, seed=3)
   jaxpr = jax.make_jaxpr(lambda p, im: ert.fit(p, im))(trained, jnp.asarray(x))
   assert "scan" in str(jaxpr)
   assert trained.leaves.shape == (4, 40, 8, 12) and trained.basis.shape[:2] == (4, 12)
-
-
-def test_divergence_flag_gives_finite_coordinates(trained):
-  x, y = toy.toy_faces(2, seed=4)
-  images = jnp.concatenate([jnp.zeros_like(x[:1]), jnp.asarray(x[1:])])
-  absurd = jnp.stack([jnp.asarray(y[0]) * 40.0 + 1e4, jnp.asarray(y[1])])
-  pred, diverged = ert.fit(trained, images, absurd)
-  assert bool(diverged[0]) and not bool(diverged[1])
-  assert np.all(np.isfinite(np.asarray(pred)))
-
-
-def test_save_load_identical_predictions(trained, tmp_path):
-  test_classical_cpr._export(tmp_path, "ert", trained)  # pylint: disable=protected-access
-  pred = methods.load_predictor(tmp_path)
-  x, _ = toy.toy_faces(3, seed=5)
-  a = ert.Predictor(trained).predict(x)
-  b = pred.predict(x)
-  np.testing.assert_array_equal(np.asarray(a["landmarks"]), np.asarray(b["landmarks"]))

@@ -3,6 +3,7 @@
 import pathlib
 
 import numpy as np
+import pytest
 
 from jaxmarks.configs import cpr as cpr_configs
 from jaxmarks import metrics
@@ -12,6 +13,7 @@ from jaxmarks.classical import cpr
 from jaxmarks.drivers import classical
 
 
+@pytest.mark.slow
 def test_tiny_cpr_on_300w_beats_mean_shape():
   builder = helpers.prepared_builder("ibug300w", "300w")
   data = cpr_configs.classical_data_config("300w")

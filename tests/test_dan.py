@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxmarks.configs import dan as dan_configs
 from jaxmarks.models import dan
@@ -48,6 +49,7 @@ def test_paper_architecture_full_width():
   assert config.data.rotation == 20.0 and config.data.flip_prob > 0
 
 
+@pytest.mark.slow
 def test_untrained_stages_return_mean_shape_through_connection_layers():
   model, ms = _tiny()
   params, state = dan.init_variables(model, jax.random.PRNGKey(0))
@@ -61,6 +63,7 @@ def test_untrained_stages_return_mean_shape_through_connection_layers():
                              atol=1e-3)
 
 
+@pytest.mark.slow
 def test_stage_two_trains_with_stage_one_frozen():
   model, ms = _tiny()
   params, state = dan.init_variables(model, jax.random.PRNGKey(0))
@@ -103,6 +106,7 @@ def test_config_variants_and_errors():
     raise AssertionError("expected ValueError")
 
 
+@pytest.mark.slow
 def test_microbatched_inference_matches_whole_batch():
   from jaxmarks import inference  # pylint: disable=g-import-not-at-top
   model, _ = _tiny()

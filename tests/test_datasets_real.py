@@ -21,6 +21,7 @@ def _by_filename(source, n=None):
   return {source[i]["filename"].decode(): source[i] for i in range(n)}
 
 
+@pytest.mark.slow
 def test_ibug300w_train():
   builder = helpers.prepared_builder("ibug300w", "300w")
   manual = helpers.data_root() / "300w"
@@ -37,6 +38,7 @@ def test_ibug300w_train():
   assert set(by_subset) == {"afw", "helen", "lfpw"}
 
 
+@pytest.mark.slow
 def test_mtfl_train():
   builder = helpers.prepared_builder("mtfl", "mtfl")
   manual = helpers.data_root() / "mtfl"

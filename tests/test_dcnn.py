@@ -1,4 +1,6 @@
-"""DCNN: the networks' shapes, patch extraction, level-wise training through the driver."""
+"""DCNN: the networks' shapes, patch extraction, a level trains only its own networks.
+(Training through the driver, the cascade's report, config errors:
+tests/test_method_contract.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmarks.configs import dcnn as dcnn_configs
-from jaxmarks import methods
 from jaxmarks.models import dcnn
 from tests import helpers
 
@@ -18,6 +18,7 @@ def _model():
   return dcnn.DCNN(mean_shape=tuple(map(tuple, MS.tolist())))
 
 
+@pytest.mark.slow
 def test_networks_have_the_papers_shapes():
   params, state = dcnn.init_variables(_model(), jax.random.PRNGKey(0))
   assert state == {}
@@ -45,6 +46,7 @@ def test_patches_are_centred_on_their_points():
     assert np.unravel_index(np.argmax(patches[0, k, ..., 0]), (15, 15)) == (7, 7)
 
 
+@pytest.mark.slow
 def test_a_level_trains_only_its_own_networks():
   model = _model()
   params, state = dcnn.init_variables(model, jax.random.PRNGKey(0))
@@ -53,37 +55,5 @@ def test_a_level_trains_only_its_own_networks():
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(4, 78, 78, 1)), jnp.float32),
            "landmarks": jnp.asarray(MS[None] + rng.normal(size=(4, 5, 2)), jnp.float32)}
-  for i, phase in enumerate(phases):
-    grads = jax.jit(jax.grad(lambda p, phase=phase: phase.loss_fn(
-        p, state, batch, jax.random.PRNGKey(1))[0]))(params)
-    updates, _ = phase.tx.update(grads, phase.tx.init(params), params)
-    moved = {k for k, v in updates.items()
-             if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))}
-    assert moved == ({"F1", "EN1", "NM1"} if i == 0 else {f"levels_{i - 1}"}), (i, moved)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("dcnn")
-  c = helpers.on_fake_mtfl(dcnn_configs.get_config("mtfl"), root)
-  c.train.steps_per_level = (4, 2, 2)
-  c.train.eval_every = 0
-  c.train.checkpoint_every = 4
-  return root, methods.train(c, root / "wd")
-
-
-def test_the_cascade_trains_level_by_level_and_reports_each(trained):
-  root, summary = trained
-  assert summary["n"] == 10 and [s["stage"] for s in summary["stages"]] == [1, 2, 3]
-  assert [h["phase"] for h in summary["validation_curve"]] == ["level1", "level2", "level3"]
-  predictor = methods.load_predictor(root / "wd" / "export")
-  assert predictor.phase == 2
-  out = predictor.predict(np.zeros((3, 78, 78, 1), np.float32))
-  assert out["landmarks"].shape == (3, 5, 2) and len(out["stages"]) == 3
-
-
-def test_config_errors_name_the_field(tmp_path):
-  c = dcnn_configs.get_config("")
-  c.train.steps_per_level = (10, 10)
-  with pytest.raises(ValueError, match="steps_per_level has 2 entries for 3 levels"):
-    methods.train(c, tmp_path / "wd")
+  moved = helpers.networks_each_phase_moves(phases, params, state, batch)
+  assert moved == [{"F1", "EN1", "NM1"}, {"levels_0"}, {"levels_1"}], moved

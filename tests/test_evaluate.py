@@ -1,4 +1,6 @@
-"""The deep driver end to end on tiny synthetic data (DAN), the export, and evaluation."""
+"""The deep driver end to end on tiny synthetic data (DAN: the tiny model of
+``helpers.tiny_config``, shared with tests/test_method_contract.py), the export, and
+evaluation."""
 
 import json
 import os
@@ -10,38 +12,39 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxmarks.configs import dan as dan_configs
 from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import schemes
+from tests import helpers
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _tiny_config(data_dir):
-  c = dan_configs.get_config("")
-  c.data.builder_config = "tiny"
+  """The tiny DAN (``helpers.tiny_config``) with its TFDS folder ``data_dir``."""
+  c = helpers.tiny_config("dan", data_dir)
   c.data.data_dir = str(data_dir)
-  c.data.batch_size = 8
-  c.model.base_width = 2
-  c.model.fc_units = 8
-  c.train.steps_per_stage = (2, 2)
-  c.train.eval_every = 0
-  c.train.checkpoint_every = 2
-  c.train.eval_batch_size = 16
-  c.train.num_plot_faces = 4
-  c.train.progress = False
   return c
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_models, tmp_path_factory):
+  """The tiny DAN, trained once per run (``tiny_models``), its workdir copied to
+  ``<root>/workdir`` (tests write beside it): (root, summary)."""
   root = tmp_path_factory.mktemp("dan_e2e")
-  config = _tiny_config(root / "tfds")
-  summary = methods.train(config, root / "workdir")
+  summary = tiny_models("dan", copy_to=root / "workdir").summary
   return root, summary
 
 
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  """The TFDS folder of the tiny DAN (``trained``), with the tiny synthetic faces built."""
+  config = helpers.tiny_config("dan", helpers.run_dir(tmp_path_factory) / "data")
+  helpers.prepare_data(config)
+  return pathlib.Path(config.data.data_dir)
+
+
+@pytest.mark.slow
 def test_training_run_leaves_a_complete_workdir(trained):
   root, summary = trained
   wd = root / "workdir"
@@ -64,11 +67,12 @@ def test_training_run_leaves_a_complete_workdir(trained):
   assert summary["nme_inter_ocular"] == saved["nme_inter_ocular"]
 
 
-def test_evaluate_any_split_prints_and_writes(trained, capsys):
+@pytest.mark.slow
+def test_evaluate_any_split_prints_and_writes(trained, tfds_dir, capsys):
   root, _ = trained
   wd = root / "workdir"
   s = methods.evaluate_trained(wd, dataset="synthetic_faces", split="train:holdout",
-                                 builder_config="tiny", data_dir=str(root / "tfds"),
+                                 builder_config="tiny", data_dir=str(tfds_dir),
                                  batch_size=8, num_faces=4)
   out = capsys.readouterr().out
   assert "n=5" in out  # round(0.1 * 48) held out
@@ -76,7 +80,7 @@ def test_evaluate_any_split_prints_and_writes(trained, capsys):
   assert "NME(bbox_diagonal)=" in out
   assert "AUC@0.08(inter_ocular)" in out and "FR@0.08(inter_ocular)" in out
   assert s["checkpoint_step"] == 4
-  assert s["data_dir"].startswith(str(root / "tfds")) and "manual_dir" in s  # what it read
+  assert s["data_dir"].startswith(str(tfds_dir)) and "manual_dir" in s  # what it read
   for f in s["files"].values():
     assert pathlib.Path(f).is_file()
   assert pathlib.Path(s["files"]["json"]).name == "evaluation_synthetic_faces_train-holdout.json"
@@ -94,6 +98,7 @@ class _FakePredictor:
             "diverged": np.arange(b) % 2 == 0}
 
 
+@pytest.mark.slow
 def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsys):
   root, _ = trained
   saved = json.loads((root / "workdir" / "config.json").read_text())
@@ -128,6 +133,7 @@ def test_evaluate_generic_predictor_and_scheme_mismatch(trained, tmp_path, capsy
     methods.evaluate_trained(tmp_path, predictor=_FakePredictor(bad, np.zeros((73, 2))))
 
 
+@pytest.mark.slow
 def test_workdir_without_checkpoint_is_a_clear_error(trained, tmp_path):
   with pytest.raises(FileNotFoundError, match="not a jaxmarks workdir"):
     methods.load_predictor(tmp_path)
@@ -137,6 +143,7 @@ def test_workdir_without_checkpoint_is_a_clear_error(trained, tmp_path):
     methods.load_predictor(tmp_path)
 
 
+@pytest.mark.slow
 def test_export_travels_and_equals_the_checkpoint(trained, tmp_path):
   """The export alone (copied elsewhere) restores the predictor, with the same
   predictions as the best checkpoint it came from."""
@@ -159,14 +166,15 @@ def test_export_travels_and_equals_the_checkpoint(trained, tmp_path):
   assert len(a["stages"]) == 2 and a["landmarks"].shape == (3, 68, 2)
 
 
-def test_workdir_of_another_method_or_config_is_refused(trained, tmp_path):
+@pytest.mark.slow
+def test_workdir_of_another_method_or_config_is_refused(trained, tfds_dir):
   root, _ = trained
   wd = root / "workdir"
   before = (wd / "config.json").read_text()
   from jaxmarks.configs import cpr as cpr_configs  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="holds a 'dan' run, not 'cpr'"):
     methods.train(cpr_configs.get_config("synthetic"), wd)
-  wider = _tiny_config(root / "tfds")
+  wider = _tiny_config(tfds_dir)
   wider.model.base_width = 4
   with pytest.raises(ValueError, match="model.base_width=2, this config has 4"):
     methods.train(wider, wd)
@@ -179,6 +187,7 @@ def _run(args):
                         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_errors(tmp_path):
   r = _run(["experiments.evaluate", f"--workdir={tmp_path}", "--split=validation"])
   assert r.returncode == 2 and "not a jaxmarks workdir" in r.stderr
@@ -196,6 +205,7 @@ def test_command_line_errors(tmp_path):
 # ---- bad input with a trained model (the bad-input issue's cases 1, 5, 8 and 12)
 
 
+@pytest.mark.slow
 def test_1_a_classical_command_refuses_a_dan_workdir(trained):
   root, _ = trained
   wd = root / "workdir"
@@ -206,6 +216,7 @@ def test_1_a_classical_command_refuses_a_dan_workdir(trained):
   assert (wd / "config.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_5_an_unreadable_best_checkpoint_falls_back_with_a_warning(trained, tmp_path, capsys):
   import shutil  # pylint: disable=g-import-not-at-top
   root, _ = trained
@@ -220,6 +231,7 @@ def test_5_an_unreadable_best_checkpoint_falls_back_with_a_warning(trained, tmp_
   assert f"checkpoint {wd / 'checkpoints' / '4'} cannot be read" in err
 
 
+@pytest.mark.slow
 def test_8_evaluate_with_an_empty_manual_dir_names_it(trained, tmp_path):
   root, _ = trained
   (tmp_path / "empty").mkdir()
@@ -230,6 +242,7 @@ def test_8_evaluate_with_an_empty_manual_dir_names_it(trained, tmp_path):
   assert f"{tmp_path / 'empty'}, holds no files" in r.stderr
 
 
+@pytest.mark.slow
 def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_path):
   root, _ = trained
   with pytest.raises(ValueError, match=r"scheme 'imm73' \(73 points\).*predicts scheme 'ibug68'"):
@@ -239,10 +252,10 @@ def test_12_a_scheme_mismatch_is_found_before_building_anything(trained, tmp_pat
   assert not list((tmp_path / "tfds").rglob("*.array_record*"))
 
 
-def test_a_bundled_model_is_evaluated_by_name_with_test_time_mirroring(trained, tmp_path):
-  root, _ = trained
+@pytest.mark.slow
+def test_a_bundled_model_is_evaluated_by_name_with_test_time_mirroring(tfds_dir, tmp_path):
   s = methods.evaluate_trained("cpr-300w", dataset="synthetic_faces", split="validation",
-                                  builder_config="tiny", data_dir=str(root / "tfds"),
+                                  builder_config="tiny", data_dir=str(tfds_dir),
                                   output_dir=tmp_path, batch_size=8, mirror=True)
   assert s["test_time_mirror"] is True and s["n"] == 16 and s["method"] == "cpr"
   saved = json.loads((tmp_path / "evaluation_synthetic_faces_validation_mirror.json").read_text())

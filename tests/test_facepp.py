@@ -1,5 +1,6 @@
 """Face++ coarse-to-fine cascade: window geometry and resampling, the untrained cascade,
-level-wise training of only each level's networks, and the driver end to end."""
+level-wise training of only each level's networks. (The driver end to end, the cascade's
+report, config errors: tests/test_method_contract.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxmarks.configs import facepp as facepp_configs
-from jaxmarks import methods
 from jaxmarks.models import facepp
+from tests import helpers
 
 
 def _mean_shape(size=64, seed=0):
@@ -46,6 +46,7 @@ def test_windows_cover_their_points_and_invert():
     np.testing.assert_allclose(facepp.from_window(u, center, half, ang), pts, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_separable_and_gathered_resampling_agree():
   rng = np.random.default_rng(1)
   images = jnp.asarray(rng.normal(size=(2, 40, 50)), jnp.float32)
@@ -72,6 +73,7 @@ def _model(size=64, organ_start="mean", organ_boxes=False):
                        organ_boxes=organ_boxes), ms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("organ_boxes", [False, True])
 def test_untrained_levels_leave_the_mean_shape_in_place(organ_boxes):
   model, ms = _model(organ_boxes=organ_boxes)
@@ -91,6 +93,7 @@ def test_untrained_levels_leave_the_mean_shape_in_place(organ_boxes):
     model.apply({"params": params}, jnp.zeros((1, 32, 32, 1)))
 
 
+@pytest.mark.slow
 def test_level1_places_each_mean_organ_in_its_box():
   model, ms = _model(organ_boxes=True)
   params = {}  # placing shapes in boxes uses no network
@@ -113,6 +116,7 @@ def test_level1_places_each_mean_organ_in_its_box():
   assert float(np.abs(np.asarray(shape[0]) - face).max()) > 1.0
 
 
+@pytest.mark.slow
 def test_level1_learns_the_boxes():
   """A few Adam steps on one batch fit level 1's boxes (inner, contour and organs)."""
   model, ms = _model(organ_boxes=True)
@@ -145,6 +149,7 @@ def test_level1_learns_the_boxes():
   assert float(loss) < 0.2 * float(first), (float(first), float(loss))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("organ_start", ["mean", "previous"])
 def test_organ_levels_start_from_the_mean_organ_or_from_the_previous_level(organ_start):
   model, _ = _model(organ_start=organ_start)
@@ -169,6 +174,7 @@ def test_organ_levels_start_from_the_mean_organ_or_from_the_previous_level(organ
             "fc"]["kernel"].shape[0] + 2 * 20)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("contour_through", [False, True])
 def test_a_level_trains_only_its_own_networks(contour_through):
   """Each phase moves its own level's networks; with ``contour_through`` the phases of
@@ -180,47 +186,7 @@ def test_a_level_trains_only_its_own_networks(contour_through):
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(4, 64, 64, 1)), jnp.float32),
            "landmarks": jnp.asarray(ms[None] + rng.normal(size=(4, 68, 2)), jnp.float32)}
-  for i, phase in enumerate(phases):
-    grads = jax.jit(jax.grad(lambda p, phase=phase: phase.loss_fn(
-        p, state, batch, jax.random.PRNGKey(1))[0]))(params)
-    updates, _ = phase.tx.update(grads, phase.tx.init(params), params)
-    moved = {k for k, v in updates.items()
-             if any(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(v))}
-    want = facepp._owned(i + 1)  # pylint: disable=protected-access
-    if contour_through and i >= 2:
-      want = want | {"level2_contour"}
-    assert moved == want, (i, moved)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("facepp")
-  c = facepp_configs.get_config("synthetic")
-  return root, methods.train(c, root / "wd")
-
-
-def test_the_cascade_trains_level_by_level_and_reports_each(trained):
-  root, summary = trained
-  assert summary["n"] == 200 and [s["stage"] for s in summary["stages"]] == [1, 2, 3, 4]
-  assert [h["phase"] for h in summary["validation_curve"]] == ["level1", "level2", "level3", "level4"]
-  predictor = methods.load_predictor(root / "wd" / "export")
-  assert predictor.phase == 3
-  out = predictor.predict(np.zeros((3, 64, 64, 1), np.float32))
-  assert out["landmarks"].shape == (3, 68, 2) and len(out["stages"]) == 4
-
-
-def test_config_errors_name_the_field(tmp_path):
-  c = facepp_configs.get_config("synthetic")
-  c.train.steps_per_level = (10, 10)
-  with pytest.raises(ValueError, match="steps_per_level needs 4 positive integers"):
-    methods.train(c, tmp_path / "wd")
-  c = facepp_configs.get_config("synthetic")
-  c.model.input_sizes = (24, 24, 8, 16)
-  with pytest.raises(ValueError, match=r"do not fit an input of 8x8 \(config.model.input_sizes\)"):
-    methods.train(c, tmp_path / "wd2")
-  c = facepp_configs.get_config("synthetic")
-  c.facepp.level1_loss = "huber"
-  with pytest.raises(ValueError, match="facepp.level1_loss"):
-    methods.train(c, tmp_path / "wd3")
-  with pytest.raises(ValueError, match="unknown Face\\+\\+ config variant 'x'"):
-    facepp_configs.get_config("x")
+  want = [facepp._owned(level) for level in range(1, 5)]  # pylint: disable=protected-access
+  if contour_through:
+    want[2:] = [w | {"level2_contour"} for w in want[2:]]
+  assert helpers.networks_each_phase_moves(phases, params, state, batch) == want

@@ -16,6 +16,7 @@ def _run(code: str) -> str:
   return out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _GLIBC, reason="the C library is not glibc: nothing to tune")
 def test_single_arena_before_jax_cuts_page_faults_after_jax_is_refused():
   # Before the backend starts: applied, and a computation that allocates and frees

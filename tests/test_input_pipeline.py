@@ -308,6 +308,7 @@ def test_shards_split_the_records(records):
                    shard_count=3)
 
 
+@pytest.mark.slow
 def test_a_worker_process_gives_the_same_batches(records):
   """grain worker processes (spawned) compute the same batches as the main process."""
   ip.parse_flags_with_defaults()  # grain's workers read absl flags; pytest parsed none

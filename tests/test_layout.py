@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 ROOT = helpers.REPO_ROOT
@@ -155,6 +157,7 @@ def test_no_import_cycles():
   assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
 
 
+@pytest.mark.slow
 def test_importing_the_package_sets_no_global_state():
   """Importing every library module leaves matplotlib's backend and absl's flags alone.
 

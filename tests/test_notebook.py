@@ -2,7 +2,11 @@
 
 import pathlib
 
+import pytest
+
 from tests import helpers
+
+pytestmark = pytest.mark.slow  # the notebook trains CPR and DAN: minutes
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 

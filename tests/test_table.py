@@ -7,15 +7,15 @@ import pathlib
 import subprocess
 import sys
 
-from jaxmarks.configs import cpr as cpr_configs
-from jaxmarks import methods
+import pytest
+
+pytestmark = pytest.mark.slow  # the table of a trained CPR, in a subprocess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_table_has_the_mean_shape_row_and_each_model(tmp_path):
-  wd = tmp_path / "cpr"
-  methods.train(cpr_configs.get_config("synthetic"), wd)
+def test_table_has_the_mean_shape_row_and_each_model(tiny_models, tmp_path):
+  wd = tiny_models("cpr", copy_to=tmp_path / "cpr").workdir  # the tiny CPR, trained once per run
   out = tmp_path / "table.md"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-m", "benchmarks.table", f"--workdirs={wd}",

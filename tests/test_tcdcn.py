@@ -1,4 +1,5 @@
-"""TCDCN: the network, task-wise early stopping, training through the deep driver."""
+"""TCDCN: the network, task-wise early stopping, training through the deep driver.
+(Export round trip and config errors: tests/test_method_contract.py.)"""
 
 import json
 
@@ -7,10 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmarks.configs import tcdcn as tcdcn_configs
 from jaxmarks import methods
 from jaxmarks.models import tcdcn
-from tests import helpers
 
 
 def test_network_is_the_papers():
@@ -46,18 +45,13 @@ def test_stop_criterion_follows_the_training_trend_and_the_gap():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("tcdcn")
-  c = helpers.on_fake_mtfl(tcdcn_configs.get_config("mtfl"), root)
-  c.train.num_steps = 12
-  c.train.eval_every = 3
-  c.train.checkpoint_every = 6
-  c.tcdcn.early_stop_window = 3
-  c.tcdcn.early_stop_threshold = 1e-6  # stop tasks as soon as the window is full
-  summary = methods.train(c, root / "wd")
-  return root, summary
+def trained(tiny_models):
+  """The tiny TCDCN (``helpers.tiny_config``), trained once per run: (root, summary)."""
+  t = tiny_models("tcdcn")
+  return t.workdir.parent, t.summary
 
 
+@pytest.mark.slow
 def test_training_stops_tasks_and_runs_the_ablation(trained, capsys):
   root, summary = trained
   assert summary["n"] == 10 and summary["scheme"] == "mtfl5"
@@ -79,6 +73,7 @@ def test_training_stops_tasks_and_runs_the_ablation(trained, capsys):
       root / "wd" / "ablations" / "landmarks_only"))
 
 
+@pytest.mark.slow
 def test_predictor_gives_landmarks_and_attribute_probabilities(trained):
   root, _ = trained
   predictor = methods.load_predictor(root / "wd" / "export")
@@ -87,21 +82,7 @@ def test_predictor_gives_landmarks_and_attribute_probabilities(trained):
   np.testing.assert_allclose(out["attributes"]["pose"].sum(-1), 1.0, rtol=1e-5)
 
 
-def test_config_errors_name_the_field(tmp_path):
-  c = tcdcn_configs.get_config("")
-  c.tcdcn.early_stop_window = 2
-  with pytest.raises(ValueError, match="config.tcdcn.early_stop_window must be an integer >= 3"):
-    methods.train(c, tmp_path / "wd")
-  c = tcdcn_configs.get_config("")
-  c.data.extra_features = ("gender",)
-  with pytest.raises(ValueError, match="must carry the tasks' labels"):
-    methods.train(c, tmp_path / "wd")
-  c = tcdcn_configs.get_config("")
-  c.tcdcn.aux_gradient = "pcgrad"
-  with pytest.raises(ValueError, match="config.tcdcn.aux_gradient must be one of sum, project"):
-    methods.train(c, tmp_path / "wd")
-
-
+@pytest.mark.slow
 def test_projected_task_gradients_leave_the_landmark_gradient_and_the_outputs():
   ms = np.array([[14, 16], [26, 16], [20, 22], [15, 28], [25, 28]], np.float32)
   plain = tcdcn.TCDCN(mean_shape=tuple(map(tuple, ms.tolist())))

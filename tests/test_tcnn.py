@@ -1,8 +1,6 @@
 """TCNN and its Gaussian mixture: the clustering, the per-cluster FC6, and training
-(vanilla, then the tweak) through the deep driver."""
-
-import contextlib
-import io
+(vanilla, then the tweak) through the deep driver. (Export round trip and config errors:
+tests/test_method_contract.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -10,12 +8,10 @@ import numpy as np
 import pytest
 
 from jaxmarks.configs import tcnn as tcnn_configs
-from jaxmarks import evaluation
 from jaxmarks import gmm
 from jaxmarks import methods
 from jaxmarks.drivers import deep
 from jaxmarks.models import tcnn
-from tests import helpers
 
 
 def _blobs(n=1200, d=6, m=4, seed=0):
@@ -25,6 +21,7 @@ def _blobs(n=1200, d=6, m=4, seed=0):
   return (centers[labels] + rng.normal(size=(n, d))).astype(np.float32), labels
 
 
+@pytest.mark.slow
 def test_mixture_finds_separated_clusters_and_is_deterministic():
   x, labels = _blobs()
   fit = jax.jit(gmm.fit, static_argnums=(2,))
@@ -79,20 +76,15 @@ def test_vanilla_network_is_the_papers():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_models, tmp_path_factory):
+  """The tiny TCNN (``helpers.tiny_config``: 3 clusters), trained once per run and
+  copied here (a test exports it again): (root, summary, what training printed)."""
   root = tmp_path_factory.mktemp("tcnn")
-  c = helpers.on_fake_mtfl(tcnn_configs.get_config("mtfl"), root)
-  c.train.num_steps = 8
-  c.train.eval_every = 4
-  c.train.checkpoint_every = 4
-  c.tcnn.num_clusters = 3
-  c.tcnn.em_iters = 10
-  printed = io.StringIO()
-  with contextlib.redirect_stdout(printed):
-    summary = methods.train(c, root / "wd")
-  return root, summary, printed.getvalue()
+  t = tiny_models("tcnn", copy_to=root / "wd")
+  return root, t.summary, t.printed
 
 
+@pytest.mark.slow
 def test_training_tweaks_and_prints_both(trained):
   _, summary, out = trained
   assert summary["n"] == 10 and summary["scheme"] == "mtfl5"
@@ -104,6 +96,7 @@ def test_training_tweaks_and_prints_both(trained):
   assert rows[1][1] == f"NME(inter_ocular)={100 * summary['nme_inter_ocular']:.3f}%"
 
 
+@pytest.mark.slow
 def test_final_printout_adds_the_mirror_averaged_row(trained):
   root, summary, out = trained
   line = [l for l in out.splitlines() if l.strip().startswith("tweaked, mirror-averaged")]
@@ -117,6 +110,7 @@ def test_final_printout_adds_the_mirror_averaged_row(trained):
   assert mirrored["nme_inter_ocular"] != summary["nme_inter_ocular"]
 
 
+@pytest.mark.slow
 def test_export_routes_faces_and_keeps_the_vanilla_network(trained):
   root = trained[0]
   predictor = methods.load_predictor(root / "wd" / "export")
@@ -132,12 +126,3 @@ def test_export_routes_faces_and_keeps_the_vanilla_network(trained):
   # Re-exporting the workdir runs the tweak again, to the same arrays.
   again = methods.load_predictor(deep.export_workdir(root / "wd"))
   np.testing.assert_allclose(again.predict(images)["landmarks"], out["landmarks"], atol=1e-5)
-
-
-def test_config_errors_name_the_field(tmp_path):
-  c = tcnn_configs.get_config("")
-  c.tcnn.num_clusters = 0
-  with pytest.raises(ValueError, match="tcnn.num_clusters"):
-    methods.train(c, tmp_path / "wd")
-  with pytest.raises(ValueError, match="unknown TCNN config variant"):
-    tcnn_configs.get_config("aflw")

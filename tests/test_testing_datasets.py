@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 DUMMY_ROOT = helpers.REPO_ROOT / "tfds_builders" / "imm_faces" / "dummy_data"
@@ -31,6 +33,7 @@ print("EXAMPLES", len(builder.as_data_source("train")))
 """
 
 
+@pytest.mark.slow
 def test_concurrent_callers_build_once(tmp_path):
   env = dict(os.environ, JAXMARKS_DATASETS=str(DUMMY_ROOT),
              JAXMARKS_TEST_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(helpers.REPO_ROOT))

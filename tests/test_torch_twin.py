@@ -15,6 +15,8 @@ from jaxmarks import schemes
 from jaxmarks.models import dan
 from tests import helpers
 
+pytestmark = pytest.mark.slow  # PyTorch beside JAX: tens of seconds each
+
 
 @pytest.fixture(scope="module")
 def torch():

@@ -76,6 +76,7 @@ def _assert_trees_close(a, b, atol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
 
 
+@pytest.mark.slow
 def test_two_devices_match_one_device(tmp_path):
   assert jax.device_count() >= 2, "conftest sets two host devices"
   mean, arrays = _problem()
@@ -114,6 +115,7 @@ class _Killing:
     self.inner.set_state(s)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_equals_uninterrupted(tmp_path):
   mean, arrays = _problem()
   full = _run(tmp_path / "full", arrays, mean, checkpoint_every=2)
@@ -194,6 +196,7 @@ def _recording_device_get(monkeypatch, it):
   return calls
 
 
+@pytest.mark.slow
 def test_steps_stay_on_the_device_between_checks_and_a_nan_is_never_saved(tmp_path,
                                                                          monkeypatch):
   """The loop fetches nothing to the host between check steps (every ``log_every``
@@ -307,6 +310,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_sigterm_unwinds_and_leaves_no_worker_process(tmp_path):
   import os  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
@@ -370,6 +374,7 @@ def test_non_finite_validation_stops_like_a_nan_loss(tmp_path):
   assert "non-finite validation" in rows[-1]["error"]
 
 
+@pytest.mark.slow
 def test_unreadable_latest_checkpoint_is_set_aside_and_resume_is_exact(tmp_path, capsys):
   mean, arrays = _problem()
   full = _run(tmp_path / "full", arrays, mean, checkpoint_every=2)

@@ -2,6 +2,7 @@ import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmarks import transforms as T
 
@@ -88,6 +89,7 @@ def test_warp_affine_matches_cv2_on_interior():
   np.testing.assert_allclose(ours[interior], ref[interior], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_warp_affine_batched_and_grayscale():
   imgs = np.stack([_smooth_image(seed=i) for i in range(3)])
   ms = T.similarity_matrix(jnp.array([1.0, 0.5, 2.0]), jnp.zeros(3), jnp.zeros((3, 2)))

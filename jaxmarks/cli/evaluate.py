@@ -35,25 +35,50 @@ five points on the faces it found::
   jaxmarks evaluate --model=mtcnn-original --dataset=mtfl \
       --split=train:holdout --manual_dir=../shared/datasets/mtfl
 
+``--from_photos`` also evaluates a landmark method as ``jaxmarks predict`` runs it:
+the detector (``--detector=NAME|DIR``, default ``mtcnn-original``) on the split's
+whole photos, each face cropped as the method was trained (turned upright by its
+five points' roll), the landmarks mapped back and scored against the annotated
+ones (``jaxmarks.photo_evaluation.evaluate_from_photos``: a face is missed when no
+detection overlaps its landmark box), printed and written beside the
+ground-truth-box figures (``evaluation_<dataset>_<split>_photos.json``, its CED and
+overlays of the first photos). ``--rotate=DEG`` (repeatable, or a comma list)
+evaluates each copy of the split turned by DEG degrees counter-clockwise about
+the photo's centre (padded so nothing is cut, the landmarks turned with it; files
+``..._photos_rot<DEG>``); ``--any_roll`` lets MTCNN find faces at any roll::
+
+  jaxmarks evaluate --model=cpr-300w --split=train:holdout --from_photos \
+      --rotate=0,30,60,90,180 --any_roll --manual_dir=../shared/datasets/300w
+
+When the records carry MTFL's head-pose label (``pose``), every summary breaks the
+inter-ocular NME (and the faces missed) down by it (``per_pose``).
+
 For a detector, ``--mirror`` averages O-Net's five points with those on the mirrored
 crop and ``--refine_landmarks`` runs O-Net once more on each final box
 (``config.detector.landmark_mirror`` / ``landmark_refine``; not in the paper); the
-files then carry the setting's name.
+files then carry the setting's name. ``--detector_setting``, ``--refine_landmarks``
+and ``--any_roll`` set the evaluated detector's settings, or with ``--from_photos``
+those of the detector in front of the landmark method.
 
 ``--record=NAME`` writes the result into the results store (``jaxmarks.results``):
 ``<--results_dir>/<task>/<NAME>.json`` (default ``results/`` of the current
 folder; recording NAME again replaces its entry), with the figures, the split, the
-faces' source (``ground-truth box``; a detector: ``photos``), the speed (a landmark
+faces' source (how the crops were made, ``results.crop_source``: ``ground-truth
+landmark box``, ``ground-truth five points``; a detector: ``photos``), the speed (a landmark
 method: ms per face at batch 1 and faces/s at batch 64 on up to 64 crops of the
 split, ``jaxmarks.evaluation.time_predictor``), what the training recorded
 (``wall_seconds``: its training time as the workdir or a bundled model's card gives
 it; its faces; a bundled model's card: its command too), the parameter count,
-the seed, the command and the commit. ``python -m benchmarks.results`` makes
+the seed, the command and the commit. With ``--from_photos`` each evaluation from
+photos is an entry too (source ``photos``, with ``rotate``, the faces missed of
+``faces``, the detector, its settings and ms per photo): ``NAME-photos``, and
+``NAME-photos-rot<DEG>`` for a turned copy. ``python -m benchmarks.results`` makes
 RESULTS.md from the store.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any, Sequence
@@ -98,7 +123,20 @@ def define_flags() -> None:
   flags.DEFINE_multi_string("detector_setting", [], "A detector's inference setting, "
                             "name=value (config.detector), e.g. thresholds=(0.5,0.6,0.6); "
                             "repeatable.")
-  flags.DEFINE_integer("limit", 0, "Detectors: evaluate only the first N faces (0: all).")
+  flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
+                    "270 degrees, to find faces at any roll (config.detector.any_roll; about "
+                    "4x the detection time).")
+  flags.DEFINE_bool("from_photos", False, "Landmark methods: also evaluate from the split's "
+                    "whole photos: --detector -> crops -> landmarks, as jaxmarks predict "
+                    "runs it (faces missed, NME of the faces found).")
+  flags.DEFINE_multi_string("rotate", [], "With --from_photos: evaluate the split's photos "
+                            "turned by DEG degrees (counter-clockwise, about the centre, "
+                            "nothing cut); repeatable or a comma list, e.g. 0,30,90 "
+                            "(default 0).")
+  flags.DEFINE_string("detector", "mtcnn-original", "With --from_photos: the face detector "
+                      "(a bundled model's name or an MTCNN workdir).")
+  flags.DEFINE_integer("limit", 0, "Detectors and --from_photos: evaluate only the first N "
+                       "photos (0: all).")
   flags.DEFINE_string("record", "", "Record the result in the results store under this "
                       "name (lowercase letters, digits, '-', '_', '.'), replacing an entry "
                       "of that name: <results_dir>/<task>/<NAME>.json.")
@@ -106,15 +144,57 @@ def define_flags() -> None:
                       "writes into.")
 
 
-def _detector_settings() -> dict:
-  """``--detector_setting``, ``--mirror`` and ``--refine_landmarks`` as the detector's
-  ``config.detector`` overrides."""
+def _detector_settings(detector: bool) -> dict:
+  """The detector's ``config.detector`` overrides: ``--detector_setting``,
+  ``--refine_landmarks``, ``--any_roll`` and, when the evaluated model is the
+  ``detector`` itself, ``--mirror`` (for a landmark method it mirrors the method)."""
   settings = methods.parse_settings(FLAGS.detector_setting)
-  if FLAGS.mirror:
+  if FLAGS.mirror and detector:
     settings["landmark_mirror"] = True
   if FLAGS.refine_landmarks:
     settings["landmark_refine"] = True
+  if FLAGS.any_roll:
+    settings["any_roll"] = True
   return settings
+
+
+def rotations(values: Sequence[str]) -> list[float]:
+  """``--rotate`` values (each a number or a comma list) -> degrees, each once, in
+  order; ``[0.0]`` for none."""
+  out = []
+  for value in values:
+    for item in str(value).split(","):
+      if not item.strip():
+        continue
+      try:
+        degrees = float(item)
+      except ValueError:
+        raise app.UsageError(f"--rotate={value}: {item.strip()!r} is not a number of "
+                             "degrees") from None
+      if not math.isfinite(degrees):
+        raise app.UsageError(f"--rotate={value}: the degrees must be finite")
+      out.append(degrees)
+  return list(dict.fromkeys(out)) or [0.0]
+
+
+def photo_entry_name(name: str, rotate: float) -> str:
+  """The store name of the evaluation from photos recorded with ``--record=name``:
+  ``name-photos``, ``name-photos-rot30`` for a turned copy."""
+  return f"{name}-photos" + (f"-rot{rotate:g}" if rotate else "")
+
+
+def _check_flags(detector: bool) -> None:
+  """Flags that do not go with the model evaluated: a one-line usage error."""
+  photo_only = [f for f in ("rotate", "detector") if FLAGS[f].present]
+  if detector and (FLAGS.from_photos or photo_only):
+    raise app.UsageError("--from_photos, --rotate and --detector are for a landmark method; a "
+                         "face detector is always evaluated on the whole photos")
+  if not detector and not FLAGS.from_photos:
+    given = photo_only + [f for f in ("detector_setting", "refine_landmarks", "any_roll")
+                          if FLAGS[f].present]
+    if given:
+      raise app.UsageError(f"--{', --'.join(given)} go with --from_photos: a landmark "
+                           "method meets the detector and the turned photos only there")
 
 
 def main(argv, command_argv: Sequence[str] | None = None) -> None:
@@ -125,38 +205,54 @@ def main(argv, command_argv: Sequence[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
   model = common.model_flag()
   try:
-    if FLAGS.record:
-      results.check_name(FLAGS.record)  # before any work
-    predictor = data = None
-    if methods.is_detector(model):
-      summary = _evaluate_detector(model)
+    detector = methods.is_detector(model)
+    _check_flags(detector)
+    angles = rotations(FLAGS.rotate)
+    if FLAGS.record:  # before any work
+      results.check_name(FLAGS.record)
+      for angle in angles if FLAGS.from_photos else ():
+        results.check_name(photo_entry_name(FLAGS.record, angle))
+    output_dir = _output_dir(model)
+    if detector:
+      summaries = [(FLAGS.record, _evaluate_detector(model, output_dir), None, None)]
     else:
-      summary, predictor, data = _evaluate_method(model)
-    if FLAGS.record:
-      entry = make_entry(model, summary, FLAGS.record, results.command_line(command_argv),
+      summary, predictor, data = _evaluate_method(model, output_dir)
+      summaries = [(FLAGS.record, summary, predictor, data)]
+      if FLAGS.from_photos:
+        summaries += [(photo_entry_name(FLAGS.record, s["rotate"]), s, None, None)
+                      for s in _evaluate_from_photos(model, predictor, data, angles,
+                                                     output_dir)]
+    for name, summary, predictor, data in summaries if FLAGS.record else ():
+      entry = make_entry(model, summary, name, results.command_line(command_argv),
                          predictor=predictor, data=data, mirror=FLAGS.mirror)
       print(f"recorded {results.record(entry, FLAGS.results_dir)}", flush=True)
   except (FileNotFoundError, ValueError) as e:
     common.error_exit(e)
 
 
-def _evaluate_detector(model: str) -> dict[str, Any]:
-  """The detector's evaluation on whole photos (``methods.evaluate_detector``)."""
+def _output_dir(model: str):
+  """``--output_dir``, else where ``methods.evaluate_trained`` would write (said
+  when it is not the workdir); refused inside the installed package."""
   output_dir = FLAGS.output_dir
-  if not output_dir:  # the rule of methods.evaluate_trained
+  if not output_dir:
     output_dir, why = evaluation.output_dir_for(methods.resolve(model))
     if why:
       print(f"{why}: writing the evaluation into {output_dir} (--output_dir chooses "
             "another folder)", flush=True)
   evaluation.check_output_dir(output_dir)
+  return output_dir
+
+
+def _evaluate_detector(model: str, output_dir) -> dict[str, Any]:
+  """The detector's evaluation on whole photos (``methods.evaluate_detector``)."""
   return methods.evaluate_detector(
       model, FLAGS.dataset or None, FLAGS.split or None,
       manual_dir=FLAGS.manual_dir, data_dir=FLAGS.data_dir,
       builder_config=FLAGS.builder_config, output_dir=output_dir,
-      limit=FLAGS.limit or None, settings=_detector_settings())
+      limit=FLAGS.limit or None, settings=_detector_settings(True))
 
 
-def _evaluate_method(model: str):
+def _evaluate_method(model: str, output_dir):
   """``(summary, predictor, data)``: the landmark method's evaluation
   (``methods.evaluate_trained``), the predictor it ran (mirror-averaged with
   ``--mirror``) and the data settings it read the split with."""
@@ -165,12 +261,28 @@ def _evaluate_method(model: str):
       model, FLAGS.dataset or None, FLAGS.split or None,
       builder_config=FLAGS.builder_config, data_dir=FLAGS.data_dir,
       manual_dir=FLAGS.manual_dir, box_source=FLAGS.box_source,
-      batch_size=FLAGS.batch_size, output_dir=FLAGS.output_dir or None,
+      batch_size=FLAGS.batch_size, output_dir=output_dir,
       num_faces=FLAGS.num_faces, predictor=predictor, compare_as=FLAGS.scheme or None)
   data = evaluation.eval_data_config(predictor.config, FLAGS.dataset or None,
                                      FLAGS.builder_config, FLAGS.data_dir, FLAGS.manual_dir,
                                      FLAGS.box_source, FLAGS.batch_size)
   return summary, predictor, data
+
+
+def _evaluate_from_photos(model: str, predictor, data, angles: Sequence[float],
+                          output_dir) -> list[dict[str, Any]]:
+  """The summaries of ``photo_evaluation.evaluate_from_photos`` on the split's photos
+  turned by each of ``angles`` degrees, with ``--detector`` and its settings."""
+  from jaxmarks import photo_evaluation  # pylint: disable=g-import-not-at-top
+  settings = _detector_settings(False)
+  detector = methods.load_detector(FLAGS.detector, settings)
+  split = FLAGS.split or data.eval_split
+  extra = {"trained": str(methods.resolve(model)),
+           **({"detector_settings": settings} if settings else {})}
+  return [photo_evaluation.evaluate_from_photos(
+      predictor, detector, data, split, rotate=angle, output_dir=output_dir,
+      limit=FLAGS.limit or None, extra=extra, detector_name=FLAGS.detector,
+      tag=methods.settings_tag(settings)) for angle in angles]
 
 
 def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
@@ -180,13 +292,16 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
 
   Args:
     model: the model evaluated: a bundled model's name, a workdir or an export folder.
-    summary: its evaluation summary (``methods.evaluate_trained``, or a detector's
-      ``methods.evaluate_detector``: the faces came from its own boxes on the photos).
+    summary: its evaluation summary (``methods.evaluate_trained``; a detector's
+      ``methods.evaluate_detector`` or a landmark method's
+      ``photo_evaluation.evaluate_from_photos``: the faces came from the detector's
+      boxes on the photos, source ``photos``).
     name: the entry's name.
     command: the command that produced it (``results.command_line``).
     predictor: the landmark predictor evaluated, to time on up to ``timing_faces``
       crops of the summary's split (``evaluation.time_predictor``: best of ``rounds``
-      loops of ``repeats`` calls); None: no speed.
+      loops of ``repeats`` calls); None: no speed (from photos: the summary's ms per
+      photo).
     data: the data settings the split was read with (``evaluation.eval_data_config``;
       default: the predictor's own).
     mirror: test-time mirroring was on.
@@ -203,16 +318,21 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
   short = common.model_name(path)
   if common.bundled_name(path) and (path / "card.json").is_file():  # its card says how
     training["command"] = bundled.card(short).get("training", {}).get("command") or None
+  photos = detector or summary.get("source") == results.PHOTOS
   speed = None
-  if predictor is not None and not detector:
+  if predictor is not None and not photos:
     if data is None:
       data = evaluation.eval_data_config(predictor.config, summary["dataset"])
     speed = _speed(predictor, data, summary["split"], timing_faces, repeats, rounds)
+  elif not detector and summary.get("ms_per_photo") is not None:
+    speed = {"ms_per_photo": summary["ms_per_photo"], "load_average": os.getloadavg()[0],
+             "cpu_count": os.cpu_count()}
   extra = ({"detector_settings": summary["detector_settings"]}
            if summary.get("detector_settings") else None)
   return results.make_entry(
       summary, name=name, method=config.method, model=short,
-      source="photos" if detector else "ground-truth box", command=command,
+      source=results.PHOTOS if photos else results.crop_source(
+          data if data is not None else config.get("data")), command=command,
       seed=config.get("seed"), speed=speed,
       training={k: v for k, v in training.items() if v is not None},
       parameters=export.parameter_count(arrays), mirror=mirror, detector=detector,

@@ -24,7 +24,10 @@ photo is taken to be a face crop like the training crops), or given with ``--box
 (``--model=NAME|DIR``: a bundled model's name, a workdir or an export folder;
 ``--workdir`` is the same flag, give one of them) was trained, its landmarks mapped
 back to image pixels. A face detector given as ``--model`` (``mtcnn-original``)
-is used as the detector, its five points the landmarks.
+is used as the detector, its five points the landmarks. MTCNN finds faces up to a
+moderate roll (about 30-45 degrees); ``--any_roll`` also searches each photo turned
+by 90, 180 and 270 degrees, so sideways and upside-down faces are found too, for
+about four times the detection time (``config.detector.any_roll``).
 
 Writes into the output folder: for one photo, ``<stem>_landmarks.json`` (per face:
 box, score, landmarks in image pixels, 0-based, x then y; the scheme and the
@@ -281,8 +284,8 @@ class Models:
                        "--detector (without --workdir its five points are the landmarks)")
     self.detector_settings = dict(detector_settings or {})
     if self.detector_settings and (boxes or detector == "none"):
-      raise ValueError("--detector_setting is for a face detector; --box and --detector=none "
-                       "use none")
+      raise ValueError("--detector_setting (and --any_roll) is for a face detector; --box and "
+                       "--detector=none use none")
     if boxes:
       self.detector = pipeline.GivenBoxes(np.stack([parse_box(b) for b in boxes]))
       self.detector_name = "argument (--box)"
@@ -717,6 +720,8 @@ def main(argv) -> None:
                          "--detector_setting=landmark_mirror=True")
       workdir, detector = None, workdir
     settings = methods.parse_settings(FLAGS.detector_setting)
+    if FLAGS.any_roll:
+      settings["any_roll"] = True
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
           FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
@@ -765,6 +770,9 @@ def define_flags() -> None:
   flags.DEFINE_multi_string("detector_setting", [], "The detector's inference setting, "
                             "name=value (its config.detector), e.g. landmark_refine=True "
                             "or thresholds=(0.5,0.6,0.6); repeatable.")
+  flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
+                    "270 degrees, to find faces at any roll (sideways, upside down); about 4x "
+                    "the detection time (config.detector.any_roll).")
   flags.DEFINE_bool("json", True, "Write the landmarks as JSON (--nojson: not).")
   flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
   flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "

@@ -22,7 +22,11 @@ of the classical methods; taken from the first listed model that keeps one: ASM,
 AAM, CPR, ERT; ``--nomean_shape`` leaves it out). ``--mirror`` adds a column: the
 inter-ocular NME with test-time mirroring (``jaxmarks.mirror``; each
 prediction averaged with the one on the mirrored crop; the speed columns stay
-those of the plain model).
+those of the plain model). ``--from_photos`` adds two columns: each model evaluated as
+``jaxmarks predict`` runs it, from the split's whole photos (the face detector
+``--detector``, default ``mtcnn-original``, then each face cropped as the model was
+trained; ``jaxmarks.photo_evaluation.evaluate_from_photos``): the inter-ocular NME
+of the faces found and the faces missed (no detection overlaps them).
 
 Printed as Markdown, and written to ``--output`` (Markdown) with the figures as
 JSON beside it (``<output stem>.json``). The load average is printed: other work
@@ -60,6 +64,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("rounds", 5, "Timed loops per speed figure (the best is kept).")
   flags.DEFINE_bool("mirror", False, "Add a column: inter-ocular NME with test-time "
                     "mirroring (jaxmarks.mirror; not in the papers).")
+  flags.DEFINE_bool("from_photos", False, "Add columns: inter-ocular NME from the split's "
+                    "whole photos (detector -> crops -> landmarks) and the faces missed.")
+  flags.DEFINE_string("detector", "mtcnn-original", "With --from_photos: the face detector.")
   flags.DEFINE_bool("mean_shape", True, "First row: the training mean shape in "
                     "each crop (from the first model that keeps one).")
 
@@ -71,6 +78,8 @@ COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME i
            ("faces_per_second_batched", "faces/s, batch 64"), ("train_seconds", "training"),
            ("parameters", "parameters"))
 MIRROR_COLUMN = ("nme_inter_ocular_mirror", "NME io, mirror-averaged")
+PHOTO_COLUMNS = (("nme_inter_ocular_photos", "NME io, from photos"),
+                 ("missed_photos", "missed (photos)"))
 
 
 def _cell(key: str, value) -> str:
@@ -86,6 +95,8 @@ def _cell(key: str, value) -> str:
     return f"{value:,.0f}"
   if key == "train_seconds":
     return f"{value / 60:.1f} min" if value >= 60 else f"{value:.0f} s"
+  if key == "missed_photos":
+    return f"{value[0]} of {value[1]}"
   if key == "parameters":
     return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.0f} k"
   return str(value)
@@ -110,15 +121,21 @@ def mean_shape_of(predictor):
   return None if shape is None else np.asarray(shape)
 
 
-def columns(mirror: bool = False):
-  """The table's ``(key, label)`` columns; ``mirror`` adds the mirror-averaged NME."""
-  return COLUMNS[:3] + (MIRROR_COLUMN,) + COLUMNS[3:] if mirror else COLUMNS
+def columns(mirror: bool = False, photos: bool = False):
+  """The table's ``(key, label)`` columns; ``mirror`` adds the mirror-averaged NME,
+  ``photos`` the NME from photos and the faces missed."""
+  return (COLUMNS[:3] + ((MIRROR_COLUMN,) if mirror else ()) + (PHOTO_COLUMNS if photos else ())
+          + COLUMNS[3:])
 
 
-def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False) -> str:
-  cols = columns(mirror)
+def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False,
+             photos: bool = False) -> str:
+  cols = columns(mirror, photos)
   lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; crops from the ground-truth "
-           "landmark box; io = inter-ocular, ip = inter-pupil).", "",
+           "landmark box" + ("; *from photos*: the face detector on the whole photos, then "
+                             "each face cropped as the model was trained; missed: no "
+                             "detection overlaps the face" if photos else "")
+           + "; io = inter-ocular, ip = inter-pupil).", "",
            "| " + " | ".join(label for _, label in cols) + " |",
            "|" + "---|" * len(cols)]
   for row in rows:
@@ -129,6 +146,15 @@ def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False) 
 def model_list(workdirs, models) -> list[str]:
   """The models of ``--workdirs`` then those of ``--model``, each once, in order."""
   return list(dict.fromkeys(e.strip() for e in [*workdirs, *models] if e.strip()))
+
+
+def _from_photos(predictor, detector, data, split: str) -> dict:
+  """The photo columns of one model: ``photo_evaluation.evaluate_from_photos``."""
+  from jaxmarks import photo_evaluation  # pylint: disable=g-import-not-at-top
+  s = photo_evaluation.evaluate_from_photos(predictor, detector, data, split, quiet=True,
+                                            detector_name=FLAGS.detector)
+  return {"nme_inter_ocular_photos": s["nme_inter_ocular"],
+          "missed_photos": (s["missed"], s["faces"])}
 
 
 def main(argv):
@@ -154,7 +180,7 @@ def _main():
   entries = model_list(FLAGS.workdirs, FLAGS.model)
   if not entries:
     raise app.UsageError("give the models: --model=NAME|DIR (repeatable) or --workdirs=A,B")
-  rows, data, mean_row = [], None, None
+  rows, data, mean_row, detector = [], None, None, None
   for entry in entries:
     path = methods.resolve(entry)
     config, arrays, info = methods.read_trained(path)
@@ -174,6 +200,9 @@ def _main():
       mirrored = evaluation.evaluate(mirror_lib.MirrorAveraged(predictor), model_data, split,
                                      quiet=True)
       summary["nme_inter_ocular_mirror"] = mirrored["nme_inter_ocular"]
+    if FLAGS.from_photos:
+      detector = detector or methods.load_detector(FLAGS.detector)
+      summary.update(_from_photos(predictor, detector, model_data, split))
     mean = mean_shape_of(predictor) if FLAGS.mean_shape and mean_row is None else None
     if mean is not None:
       print(f"== mean shape of {entry} on {data.dataset} {split}", flush=True)
@@ -185,13 +214,15 @@ def _main():
     speed = evaluation.time_predictor(predictor, images, batch_size=64,
                                       repeats=FLAGS.repeats, rounds=FLAGS.rounds)
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
-                 **{k: summary.get(k) for k, _ in columns(True) if k in summary}, **speed,
+                 **{k: summary.get(k) for k, _ in columns(True, True) if k in summary},
+                 **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
                  "parameters": export.parameter_count(arrays), "n": summary["n"]})
   if mean_row is not None:
     rows.insert(0, mean_row)
   schemes = sorted({r["scheme"] for r in rows})
-  text = markdown(rows, data.dataset, split, ", ".join(schemes), mirror=FLAGS.mirror)
+  text = markdown(rows, data.dataset, split, ", ".join(schemes), mirror=FLAGS.mirror,
+                  photos=FLAGS.from_photos)
   text += (f"\n\n{rows[0]['n']} faces; speed: best of {FLAGS.rounds} loops on "
            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; training time "
            "as each workdir recorded it (classical methods: the fit, on crops already "

@@ -27,6 +27,16 @@ box's side) also reads the points on four windows moved by it left, right, up an
 down, and averages the five views in image pixels. Boxes and scores are unchanged by
 any of them.
 
+Any roll (``config.detector.any_roll``, off by default; not in the paper): the
+cascade finds faces up to a moderate roll (about 30-45 degrees either way). With
+``any_roll`` it also runs on each photo turned by 90, 180 and 270 degrees
+(``np.rot90``, exact), all copies of all photos in one batched call; each copy's
+boxes and five points are mapped back to the photo's pixels (``unturn_detections``:
+a square box stays a square box; the points keep their order, left eye first as the
+face has them) and the detections of the four copies are merged by the last stage's
+NMS (``merge_detections``, the best score kept). It costs about four times the
+detection time.
+
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
 levels) and the padding is masked inside the network (``PNet(valid_hw=...)``), so
@@ -57,7 +67,8 @@ from jaxmarks.detection import boxes as box_lib
 from jaxmarks.contracts import Detections
 from jaxmarks.detection import mtcnn_nets as nets
 
-__all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales"]
+__all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales",
+           "ROLL_TURNS", "unturn_points", "unturn_detections", "merge_detections"]
 
 
 # The five points' left/right pairs swapped (eyes, mouth corners).
@@ -80,6 +91,61 @@ def _to_image(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
                    h * points[..., 1] + boxes[:, 1:2] - 1], axis=-1)
 
 
+# The quarter turns ``any_roll`` searches each photo at (``np.rot90``'s k: counter-clockwise
+# on screen).
+ROLL_TURNS = (0, 1, 2, 3)
+
+
+def unturn_points(points: np.ndarray, turns: int, height: int, width: int,
+                  edges: bool = False) -> np.ndarray:
+  """Positions ``(..., 2)`` (x, y) in ``np.rot90(photo, turns)`` -> the same positions in
+  the ``height x width`` photo itself.
+
+  ``edges``: the positions are 0-based pixel edges (box corners: pixel ``i`` spans
+  ``i .. i + 1``) instead of 0-based pixel centres (landmarks).
+  """
+  p = np.asarray(points, np.float64)
+  x, y = p[..., 0], p[..., 1]
+  right, bottom = (width, height) if edges else (width - 1, height - 1)
+  k = int(turns) % 4
+  if k == 0:
+    return p.copy()
+  if k == 1:  # one counter-clockwise quarter turn: (x, y) -> (y, right - x)
+    return np.stack([right - y, x], axis=-1)
+  if k == 2:
+    return np.stack([right - x, bottom - y], axis=-1)
+  return np.stack([y, bottom - x], axis=-1)
+
+
+def unturn_detections(dets: Detections, turns: int, height: int, width: int) -> Detections:
+  """Detections in ``np.rot90(photo, turns)`` mapped back to the ``height x width``
+  photo: each box ``(N, 4)`` (pixel edges) the box of its turned corners (a square
+  stays a square), the five points ``(N, 5, 2)`` turned back in their order (they
+  are the face's own: left eye first, as the face has them)."""
+  corners = unturn_points(dets.boxes.reshape(-1, 2, 2), turns, height, width, edges=True)
+  boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+  points = (None if dets.points is None
+            else unturn_points(dets.points, turns, height, width).reshape(-1, 5, 2))
+  return Detections(boxes, dets.scores, points)
+
+
+def merge_detections(found: Sequence[Detections], threshold: float,
+                     method: str = "min") -> Detections:
+  """The detections of one photo from several searches merged: non-maximum
+  suppression (``boxes.nms``: a box overlapping a better one by more than
+  ``threshold`` is dropped), best score first."""
+  with_points = all(d.points is not None for d in found)
+  found = [d for d in found if len(d)]
+  if not found:
+    return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)) if with_points else None)
+  boxes = np.concatenate([d.boxes for d in found]).astype(np.float64)
+  scores = np.concatenate([d.scores for d in found]).astype(np.float64)
+  points = np.concatenate([d.points for d in found]) if with_points else None
+  inclusive = np.concatenate([boxes[:, :2] + 1, boxes[:, 2:], scores[:, None]], axis=1)
+  keep = box_lib.nms(inclusive, threshold, method)  # the reference's 1-based boxes
+  return Detections(boxes[keep], scores[keep], None if points is None else points[keep])
+
+
 def default_detector_config() -> ml_collections.ConfigDict:
   """The inference settings of the paper's release (all overridable)."""
   c = ml_collections.ConfigDict()
@@ -95,6 +161,9 @@ def default_detector_config() -> ml_collections.ConfigDict:
   c.landmark_refine = False  # O-Net once more on each final (regressed, squared) box
   c.landmark_mirror = False  # average O-Net's points with those on the mirrored crop
   c.landmark_shift = 0.0     # with landmark_refine: also 4 windows moved by this x side
+  # Faces at any roll: also search the photo turned by 90, 180 and 270 degrees (about
+  # 4x the detection time; not in the paper).
+  c.any_roll = False
   return c
 
 
@@ -446,10 +515,23 @@ class MTCNNDetector:
   # --- the contract ------------------------------------------------------------
   def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
     """Faces in each photo ``(H, W, 3)`` uint8 RGB -> ``Detections`` (boxes, scores,
-    five points), best score first."""
+    five points), best score first. With ``any_roll`` each photo is also searched
+    turned by 90, 180 and 270 degrees (all copies of all photos in one cascade run)
+    and the four searches merged (``merge_detections``)."""
     images = self._photos(images)
     if not images:
       return []
+    if not self.settings.get("any_roll", False):
+      return self._cascade(images)
+    turned = [np.ascontiguousarray(np.rot90(image, k)) for k in ROLL_TURNS for image in images]
+    found = self._cascade(turned)
+    n = len(images)
+    return [merge_detections([unturn_detections(found[t * n + i], k, *image.shape[:2])
+                              for t, k in enumerate(ROLL_TURNS)], self.settings.nms_onet, "min")
+            for i, image in enumerate(images)]
+
+  def _cascade(self, images: list[np.ndarray]) -> list[Detections]:
+    """``detect`` on photos already checked (``_photos``), as they are."""
     proposals = self._stage1(images)
     candidates = self._stage2(images, proposals)
     final = self._stage3(images, candidates)
