@@ -25,7 +25,8 @@ import sys
 from typing import Any, Iterable, Mapping
 
 __all__ = ["DEFAULT_STORE", "FIGURES", "CROP_SOURCES", "PHOTOS", "crop_source", "task_name",
-           "check_name", "make_entry", "record", "read", "commit", "command_line"]
+           "check_name", "make_entry", "keep_earlier_training", "record", "read", "commit",
+           "command_line"]
 
 DEFAULT_STORE = "results"
 # The summary fields an entry keeps (fractions, not percent; each names its
@@ -161,6 +162,27 @@ def record(entry: Mapping[str, Any], store: str | os.PathLike = DEFAULT_STORE
   tmp.write_text(json.dumps(entry, indent=2, sort_keys=True, allow_nan=False) + "\n")
   os.replace(tmp, path)
   return path
+
+
+def keep_earlier_training(entry: Mapping[str, Any], store: str | os.PathLike = DEFAULT_STORE
+                          ) -> dict[str, Any]:
+  """``entry`` with the training facts of the store's entry of the same name, when that
+  entry is of the same model and method trained on as many faces: what ``jaxmarks train
+  --record`` measured (the command, its wall-clock and CPU time) and a later ``jaxmarks
+  evaluate --record`` of the same model cannot know, kept in place of the evaluation's
+  own guess (the workdir's training-loop seconds)."""
+  out = dict(entry)
+  path = pathlib.Path(store) / entry["task"] / f"{entry['name']}.json"
+  try:
+    earlier = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError):
+    return out
+  training, before = dict(entry.get("training") or {}), earlier.get("training") or {}
+  same = all(earlier.get(k) == entry.get(k) for k in ("model", "method")) and (
+      before.get("num_train_faces") == training.get("num_train_faces"))
+  if same:
+    out["training"] = {**training, **before}
+  return out
 
 
 def read(store: str | os.PathLike = DEFAULT_STORE) -> list[dict[str, Any]]:

@@ -84,8 +84,12 @@ def test_evaluate_records_speed_and_training_facts_and_replaces_the_entry(traine
   assert speed["timing_batch_size"] == 64 and speed["timing_faces"] == 16
   # Timed on the split the evaluation read (not a second copy of the dataset).
   assert len(list((root / "tfds").rglob("dataset_info.json"))) == 1
+  # What the training's --record measured (its command, wall-clock and CPU time) is kept.
   facts = workdir_lib.training_facts(wd)
-  assert entry["training"] == {"wall_seconds": facts["train_seconds"], "num_train_faces": 48}
+  training = entry["training"]
+  assert training["num_train_faces"] == 48 and training["cpu_seconds"] > 0
+  assert training["command"].startswith("jaxmarks train cpr:synthetic --workdir=")
+  assert training["wall_seconds"] >= facts["train_seconds"] > 0
   _, arrays, _ = methods.read_trained(wd)
   assert entry["parameters"] == export.parameter_count(arrays) and entry["seed"] == 0
   # A bad name is refused before anything runs.

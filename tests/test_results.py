@@ -39,6 +39,23 @@ def test_a_recorded_run_is_one_file_per_task_and_name_and_replaces_its_entry(tmp
   assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_an_evaluation_keeps_what_the_training_of_the_same_model_measured(tmp_path):
+  trained = _entry("cpr-300w", "cpr", 0.0413)
+  trained["training"] = {"command": "jaxmarks train cpr:300w --workdir=w", "wall_seconds": 60.0,
+                         "cpu_seconds": 110.0, "num_train_faces": 1811}
+  results.record(trained, tmp_path)
+  evaluated = _entry("cpr-300w", "cpr", 0.0400)
+  evaluated["training"] = {"wall_seconds": 50.0, "num_train_faces": 1811}
+  assert results.keep_earlier_training(evaluated, tmp_path)["training"] == trained["training"]
+  # Another model under the name, or one trained on other faces: nothing is kept.
+  other = dict(evaluated, model="cpr-other")
+  assert results.keep_earlier_training(other, tmp_path)["training"] == evaluated["training"]
+  fewer = dict(evaluated, training={"wall_seconds": 50.0, "num_train_faces": 900})
+  assert results.keep_earlier_training(fewer, tmp_path)["training"] == fewer["training"]
+  assert results.keep_earlier_training(_entry("ert-300w", "ert", 0.04), tmp_path)[
+      "training"] == {"cpu_seconds": 90.0}  # no earlier entry
+
+
 def test_names_and_damaged_entries_are_refused_with_the_file(tmp_path):
   with pytest.raises(ValueError, match="result name '../x'"):
     _entry("../x", "cpr", 0.04)

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 
+from jaxmarks import results
+
 HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "-?", "--helpshort")
 
 
@@ -73,6 +75,16 @@ def define_model_flags(module: str, what: str = "A trained method") -> None:
   flags.DEFINE_string("model", None, f"{what}: a bundled model's name (jaxmarks models lists "
                       "them), a workdir or an export folder.", module_name=module)
   flags.DEFINE_string("workdir", None, "The same as --model (give one of them).",
+                      module_name=module)
+
+
+def define_record_flags(module: str, what: str = "the result") -> None:
+  """``--record=NAME`` and ``--results_dir=DIR`` (the results store,
+  ``jaxmarks.results``) as flags of ``module``."""
+  flags.DEFINE_string("record", "", f"Record {what} in the results store under this name "
+                      "(lowercase letters, digits, '-', '_', '.'), replacing an entry of "
+                      "that name: <results_dir>/<task>/<NAME>.json.", module_name=module)
+  flags.DEFINE_string("results_dir", results.DEFAULT_STORE, "The results store --record writes into.",
                       module_name=module)
 
 

@@ -137,11 +137,7 @@ def define_flags() -> None:
                       "(a bundled model's name or an MTCNN workdir).")
   flags.DEFINE_integer("limit", 0, "Detectors and --from_photos: evaluate only the first N "
                        "photos (0: all).")
-  flags.DEFINE_string("record", "", "Record the result in the results store under this "
-                      "name (lowercase letters, digits, '-', '_', '.'), replacing an entry "
-                      "of that name: <results_dir>/<task>/<NAME>.json.")
-  flags.DEFINE_string("results_dir", results.DEFAULT_STORE, "The results store --record "
-                      "writes into.")
+  common.define_record_flags(__name__)
 
 
 def _detector_settings(detector: bool) -> dict:
@@ -223,8 +219,9 @@ def main(argv, command_argv: Sequence[str] | None = None) -> None:
                       for s in _evaluate_from_photos(model, predictor, data, angles,
                                                      output_dir)]
     for name, summary, predictor, data in summaries if FLAGS.record else ():
-      entry = make_entry(model, summary, name, results.command_line(command_argv),
-                         predictor=predictor, data=data, mirror=FLAGS.mirror)
+      entry = results.keep_earlier_training(
+          make_entry(model, summary, name, results.command_line(command_argv),
+                     predictor=predictor, data=data, mirror=FLAGS.mirror), FLAGS.results_dir)
       print(f"recorded {results.record(entry, FLAGS.results_dir)}", flush=True)
   except (FileNotFoundError, ValueError) as e:
     common.error_exit(e)

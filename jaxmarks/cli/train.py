@@ -89,11 +89,7 @@ def define_flags(default_config: str | None = None, default_workdir: str | None 
                     "Serve every thread's buffers from one glibc arena without mmap or "
                     "trimming (jaxmarks.train.host): far fewer page faults and less "
                     "kernel time per CPU training step, at a larger resident set.")
-  flags.DEFINE_string("record", "", "Record the training's evaluation in the results store "
-                      "under this name (lowercase letters, digits, '-', '_', '.'), replacing "
-                      "an entry of that name: <results_dir>/<task>/<NAME>.json.")
-  flags.DEFINE_string("results_dir", results.DEFAULT_STORE, "The results store --record "
-                      "writes into.")
+  common.define_record_flags(__name__, "the training's evaluation")
 
 
 def _config_spec(argv: Sequence[str], default: str | None) -> str | None:
