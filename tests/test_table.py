@@ -26,6 +26,7 @@ def test_table_has_the_mean_shape_row_and_each_model(tiny_models, tmp_path):
   assert [row["model"] for row in rows] == ["mean shape (no fit)", str(wd)]
   mean, cpr = rows
   assert mean["method"] == f"mean of {wd}" and mean["n"] == cpr["n"] > 0
+  assert mean["source"] == cpr["source"] == "ground-truth landmark box"
   # The cascade starts from that mean shape and must improve on it.
   assert cpr["nme_inter_ocular"] < 0.8 * mean["nme_inter_ocular"]
   assert "ms_per_face_batch1" not in mean and cpr["ms_per_face_batch1"] > 0
@@ -42,5 +43,6 @@ def test_table_has_the_mean_shape_row_and_each_model(tiny_models, tmp_path):
   # one would swap left and right points and multiply the error).
   row = next(line for line in r.stdout.splitlines() if line.startswith(f"| {wd} |"))
   cells = [c.strip() for c in row.strip("|").split("|")]
-  plain, mirrored = (float(c.rstrip(" %")) for c in cells[2:4])
+  assert cells[2] == "ground-truth landmark box"  # faces from: as the model was trained
+  plain, mirrored = (float(c.rstrip(" %")) for c in cells[3:5])
   assert 0 < mirrored < 1.1 * plain, row

@@ -10,7 +10,9 @@ list ``--workdirs``: a bundled model's name, a workdir or an export folder; the
 table has those of ``--workdirs`` first, then those of ``--model``, each once.
 Every model is evaluated on the same split (``--dataset``/``--split``;
 default: the first model's own validation data, ``config.data.eval_split``) with
-crops from the ground-truth landmark box, in the scheme both sides convert to
+crops cut as it was trained (its ``config.data.box_source``: the ground-truth landmark
+box, or the ground-truth five points as the photo pipeline aligns a detector's; the
+*faces from* column), in the scheme both sides convert to
 (``jaxmarks.evaluation.evaluate``), then timed on 64 crops of that split
 (``jaxmarks.evaluation.time_predictor``: best of ``--rounds`` loops, compilation
 excluded). The table gives NME with each normalisation (inter-ocular = outer eye
@@ -44,6 +46,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from jaxmarks import results
 from jaxmarks.cli import common
 
 FLAGS = flags.FLAGS
@@ -71,7 +74,8 @@ def define_flags() -> None:
                     "each crop (from the first model that keeps one).")
 
 
-COLUMNS = (("model", "model"), ("method", "method"), ("nme_inter_ocular", "NME io"),
+COLUMNS = (("model", "model"), ("method", "method"), ("source", "faces from"),
+           ("nme_inter_ocular", "NME io"),
            ("nme_inter_pupil", "NME ip"), ("nme_bbox_diagonal", "NME box diag."),
            ("auc_inter_ocular", "AUC@0.08 io"), ("failure_rate_inter_ocular", "FR@0.08 io"),
            ("ms_per_face_batch1", "ms/face, batch 1"),
@@ -124,15 +128,15 @@ def mean_shape_of(predictor):
 def columns(mirror: bool = False, photos: bool = False):
   """The table's ``(key, label)`` columns; ``mirror`` adds the mirror-averaged NME,
   ``photos`` the NME from photos and the faces missed."""
-  return (COLUMNS[:3] + ((MIRROR_COLUMN,) if mirror else ()) + (PHOTO_COLUMNS if photos else ())
-          + COLUMNS[3:])
+  return (COLUMNS[:4] + ((MIRROR_COLUMN,) if mirror else ()) + (PHOTO_COLUMNS if photos else ())
+          + COLUMNS[4:])
 
 
 def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False,
              photos: bool = False) -> str:
   cols = columns(mirror, photos)
-  lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; crops from the ground-truth "
-           "landmark box" + ("; *from photos*: the face detector on the whole photos, then "
+  lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; *faces from*: how each "
+           "model's crops were cut, as it was trained" + ("; *from photos*: the face detector on the whole photos, then "
                              "each face cropped as the model was trained; missed: no "
                              "detection overlaps the face" if photos else "")
            + "; io = inter-ocular, ip = inter-pupil).", "",
@@ -209,11 +213,13 @@ def _main():
       s = evaluation.evaluate(MeanShape(mean, config), model_data, split, quiet=True)
       mean_row = {**{k: s.get(k) for k, _ in COLUMNS if k in s},
                   "model": "mean shape (no fit)", "method": f"mean of {entry}",
+                  "source": results.crop_source(model_data),
                   "scheme": s["scheme"], "n": s["n"]}
     images, _, _ = classical.load_arrays(model_data, split, max_faces=64)
     speed = evaluation.time_predictor(predictor, images, batch_size=64,
                                       repeats=FLAGS.repeats, rounds=FLAGS.rounds)
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
+                 "source": results.crop_source(model_data),
                  **{k: summary.get(k) for k, _ in columns(True, True) if k in summary},
                  **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
