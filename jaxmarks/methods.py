@@ -19,6 +19,8 @@ names.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +36,7 @@ from jaxmarks.workdir import load_config, save_config, scheme_of
 __all__ = ["Predictor", "Detector", "Detections", "MethodUnit", "get", "names", "load_config",
            "save_config", "scheme_of", "resolve", "read_trained", "load_predictor",
            "load_detector", "parse_settings", "settings_tag", "is_detector", "train",
-           "evaluate_trained", "evaluate_detector"]
+           "training_command", "evaluate_trained", "evaluate_detector"]
 
 
 def resolve(path: str | pathlib.Path) -> pathlib.Path:
@@ -158,6 +160,39 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     raise ValueError(f"--allow_foreign_workdir is not available for {unit.name!r}: train it "
                      "into a new or empty folder")
   return unit.train(config, pathlib.Path(workdir), allow_foreign=True)
+
+
+def training_command(config: ml_collections.ConfigDict) -> str | None:
+  """``jaxmarks train METHOD:VARIANT --workdir=DIR``: the command that trains ``config``
+  (a trained model's) again, when it is one of its method's named variants as the
+  current code defines them (``config_file``'s ``get_config``), the fields training
+  fills in aside (those a variant leaves empty: ``scheme``, ``mean_shape``, ...), and
+  where the data lives and whether a progress bar showed (``_NOT_TRAINING``); None when
+  no variant matches (a config changed by flags, or by older code)."""
+  unit = get(config.get("method"))
+  spec = importlib.util.spec_from_file_location(f"_jaxmarks_config_{unit.name}",
+                                                unit.config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  trained = json.loads(config.to_json())
+  for variant in getattr(module, "VARIANTS", ()):
+    if _same_config(trained, json.loads(module.get_config(variant).to_json())):
+      return f"jaxmarks train {unit.name}:{variant} --workdir=DIR"
+  return None
+
+
+_NOT_TRAINING = ("manual_dir", "data_dir", "progress")  # config fields that train nothing
+
+
+def _same_config(trained: Any, variant: Any) -> bool:
+  """Whether ``trained`` is ``variant`` but for what the variant leaves empty."""
+  if variant in ("", None, [], {}):
+    return True
+  if isinstance(variant, dict):
+    return isinstance(trained, dict) and all(
+        _same_config(trained.get(k), variant.get(k))
+        for k in set(trained) | set(variant) if k not in _NOT_TRAINING)
+  return trained == variant
 
 
 def evaluate_detector(path, dataset: str | None = None, split: str | None = None, *,

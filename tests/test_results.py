@@ -96,3 +96,14 @@ def test_results_md_is_generated_from_the_committed_store():
   r = subprocess.run([sys.executable, "-m", "benchmarks.results", "--check"],
                      cwd=helpers.REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr + r.stdout
+
+
+def test_the_training_command_is_named_only_for_a_config_of_a_named_variant():
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks.configs import cpr  # pylint: disable=g-import-not-at-top
+  config = cpr.get_config("300w")
+  config.scheme = "ibug68"  # filled in by the training
+  config.data.manual_dir = "/elsewhere/300w"  # where the data lives trains nothing
+  assert methods.training_command(config) == "jaxmarks train cpr:300w --workdir=DIR"
+  config.cpr.num_stages = 3  # changed by a flag: no variant's command trains it again
+  assert methods.training_command(config) is None

@@ -313,7 +313,9 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
   training = {"wall_seconds": facts.get("train_seconds"),
               "num_train_faces": facts.get("num_train_faces")}
   short = common.model_name(path)
-  if common.bundled_name(path) and (path / "card.json").is_file():  # its card says how
+  # The command that trains this config again, else what a bundled model's card says.
+  training["command"] = methods.training_command(config)
+  if not training["command"] and common.bundled_name(path) and (path / "card.json").is_file():
     training["command"] = bundled.card(short).get("training", {}).get("command") or None
   photos = detector or summary.get("source") == results.PHOTOS
   speed = None
