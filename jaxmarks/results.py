@@ -62,16 +62,21 @@ def task_name(dataset: str, scheme: str, detector: bool = False) -> str:
   return f"{dataset}-{'detection' if detector else scheme}"
 
 
+NOT_CODE = ("results", "RESULTS.md")  # the store and its page: recording changes them
+
+
 def commit(path: str | os.PathLike | None = None) -> str:
   """The short git commit of the code that runs (``+dirty`` with uncommitted changes
-  to tracked files), or ``"unknown"`` outside a git checkout."""
+  to tracked files but the results store's own, ``NOT_CODE``), or ``"unknown"``
+  outside a git checkout."""
   where = pathlib.Path(path) if path else pathlib.Path(__file__).resolve().parent
   try:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, text=True,
                           capture_output=True, timeout=10)
     if head.returncode != 0:
       return "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ":/", *(f":(top,exclude){p}" for p in NOT_CODE)],
                            cwd=where, text=True, capture_output=True, timeout=10)
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
   except (OSError, subprocess.SubprocessError):

@@ -107,3 +107,23 @@ def test_the_training_command_is_named_only_for_a_config_of_a_named_variant():
   assert methods.training_command(config) == "jaxmarks train cpr:300w --workdir=DIR"
   config.cpr.num_stages = 3  # changed by a flag: no variant's command trains it again
   assert methods.training_command(config) is None
+
+
+def test_the_commit_is_dirty_for_changed_code_not_for_a_changed_store(tmp_path):
+  def git(*args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                   check=True, capture_output=True)
+  (tmp_path / "results" / "task").mkdir(parents=True)
+  (tmp_path / "results" / "task" / "a.json").write_text("{}")
+  (tmp_path / "RESULTS.md").write_text("page")
+  (tmp_path / "code.py").write_text("x = 1")
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-qm", "init")
+  clean = results.commit(tmp_path)
+  assert clean and not clean.endswith("+dirty") and clean != "unknown"
+  (tmp_path / "results" / "task" / "a.json").write_text('{"a": 1}')  # what --record does
+  (tmp_path / "RESULTS.md").write_text("page 2")
+  assert results.commit(tmp_path) == clean
+  (tmp_path / "code.py").write_text("x = 2")
+  assert results.commit(tmp_path) == clean + "+dirty"
