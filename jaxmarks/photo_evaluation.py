@@ -356,7 +356,7 @@ def _landmark_box(points: np.ndarray) -> np.ndarray:
 
 
 def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
-                       rotate: float, align: bool, num_overlays: int,
+                       rotate: float, align: bool, refine: int, num_overlays: int,
                        quiet: bool) -> dict[str, Any]:
   """Detector -> crops -> landmarks (``pipeline.detect_and_predict``) on the first
   ``n`` photos of ``source``, ``batch_size`` photos per detector call; each annotated
@@ -378,7 +378,8 @@ def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
       photos, gts, poses = _photos_with_faces(
           source, range(start, min(n, start + batch_size)), rotate)
       t0 = time.perf_counter()
-      faces = pipeline.detect_and_predict(photos, predictor, detector, align=align)
+      faces = pipeline.detect_and_predict(photos, predictor, detector, align=align,
+                                          refine=refine)
       out["seconds"] += time.perf_counter() - t0
       for photo, gt, pose, found in zip(photos, gts, poses, faces):
         j = match_by_overlap(np.array([f.box for f in found]), _landmark_box(gt))
@@ -478,7 +479,7 @@ def _print_photo_summary(summary: dict[str, Any], label: str) -> None:
 
 def evaluate_from_photos(predictor, detector, data_config: ml_collections.ConfigDict,
                          split: str, *, rotate: float = 0.0, align: bool = True,
-                         output_dir=None, batch_size: int = 16, limit: int | None = None,
+                         refine: int = pipeline.REFINE_PASSES, output_dir=None, batch_size: int = 16, limit: int | None = None,
                          num_overlays: int = 8, quiet: bool = False,
                          extra: dict[str, Any] | None = None, detector_name: str = "",
                          tag: str = "") -> dict[str, Any]:
@@ -500,6 +501,8 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
     split: split spec, e.g. ``"train:holdout"``.
     rotate: degrees to turn every photo (counter-clockwise; robustness to head roll).
     align: crops turned upright by the detected points (``pipeline.face_crop_box``).
+    refine: passes that crop each face again from the method's own landmarks
+      (``pipeline.detect_and_predict``).
     output_dir: where to write ``evaluation_<dataset>_<split>_photos[_rot<N>][_<tag>]``
       ``.json``, its CED PNG and ``overlays_...png`` (None: nothing written).
     batch_size: photos per detector call.
@@ -525,7 +528,8 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   n = len(source) if limit is None else min(len(source), int(limit))
   rotate = float(rotate)
   found = _predict_on_photos(predictor, detector, source, n, batch_size=batch_size,
-                             rotate=rotate, align=align, num_overlays=num_overlays,
+                             rotate=rotate, align=align, refine=int(refine),
+                             num_overlays=num_overlays,
                              quiet=quiet)
   if not found["preds"]:
     raise ValueError(f"the detector found none of the {n} faces of {data_config.dataset} "
@@ -534,7 +538,8 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   gt = schemes_lib.convert(np.stack(found["gts"]), data_scheme, common)
   summary = _photo_summary(pred, gt, common, found, n, evaluation.pose_names(builder))
   summary.update({
-      "rotate": rotate, "aligned_crops": bool(align), "detector": detector_name,
+      "rotate": rotate, "aligned_crops": bool(align), "refine_passes": int(refine),
+      "detector": detector_name,
       "dataset": data_config.dataset, "split": split, "data_dir": str(builder.data_dir),
       "manual_dir": data_config.manual_dir, "method": predictor.config.get("method"),
       **({"dataset_scheme": data_scheme} if common != data_scheme else {}),

@@ -40,8 +40,9 @@ import cv2
 import numpy as np
 
 from jaxmarks import data as data_lib
+from jaxmarks import schemes as schemes_lib
 from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
-from jaxmarks.shapes import MIN_ROLL_DEGREES, five_point_crop
+from jaxmarks.shapes import MIN_ROLL_DEGREES, five_point_crop, roll_from_points
 from jaxmarks import transforms
 from jaxmarks import workdir as workdir_lib
 from jaxmarks.contracts import Detections, Detector, Predictor
@@ -56,6 +57,8 @@ MAX_IMAGE_PIXELS = 200_000_000
 # Photos larger than this are searched for faces on a scaled-down copy
 # (``ScaledDetection``): MTCNN's pyramid on 144 megapixels takes minutes and GBs.
 MAX_DETECT_PIXELS = 50_000_000
+# Passes of ``detect_and_predict`` that crop each face again from the method's own points.
+REFINE_PASSES = 2
 
 
 @dataclasses.dataclass
@@ -402,7 +405,8 @@ def face_crop_box(box, points, scheme: str | None, align: bool = True,
 
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
                        detector: Detector, batch_size: int = 64, align: bool = True,
-                       min_roll_degrees: float | None = None) -> list[list[Face]]:
+                       min_roll_degrees: float | None = None,
+                       refine: int = REFINE_PASSES) -> list[list[Face]]:
   """Landmarks of every face in every photo.
 
   Args:
@@ -415,6 +419,11 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       (``face_crop_box``); False: axis-aligned crops.
     min_roll_degrees: the smallest roll that is turned (default
       ``shapes.MIN_ROLL_DEGREES``).
+    refine: passes that crop each face again from the five points of the method's
+      own landmarks (``five_points_of``) in place of the detector's, and predict
+      again: the crop then comes from points as accurate as the method's, as its
+      training crops came from a face's true points. A face whose landmarks are not
+      finite or flagged diverged keeps those of the pass before.
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -427,34 +436,104 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       raise ValueError("without a landmark method the detector must give five points")
     return [[Face(box=d.boxes[j], score=float(d.scores[j]), landmarks=d.points[j].astype(
         np.float64), points=d.points[j]) for j in range(len(d))] for d in detections]
-  config = predictor.config.data
   scheme = workdir_lib.scheme_of(predictor.config)
-  crops, inverse, owner = [], [], []
-  for i, (image, dets) in enumerate(zip(images, detections)):
-    for j, box in enumerate(dets.boxes):
-      points = dets.points[j] if dets.points is not None else None
-      box, angle = face_crop_box(box, points, scheme, align, min_roll_degrees)
-      crop, t = data_lib.crop_face(image, check_box(box, image.shape, f"face box {j}"), config,
-                                   angle=angle)
-      crops.append(crop)
-      inverse.append(transforms.invert_affine(t.astype(np.float64)))
-      owner.append((i, j))
+  owner = [(i, j) for i, dets in enumerate(detections) for j in range(len(dets))]
+  points = [None if detections[i].points is None else detections[i].points[j]
+            for i, j in owner]
+  box_source = predictor.config.data.get("box_source", "landmarks")
+  crops = [face_crop_box(detections[i].boxes[j], p, scheme, align, min_roll_degrees)
+           for (i, j), p in zip(owner, points)]
+  landmarks, flags = _predict_crops(images, predictor, owner, crops, batch_size)
+  for _ in range(refine):
+    crops = [None if flags[k] else landmark_crop_box(landmarks[k], scheme, box_source, align,
+                                                      min_roll_degrees)
+             for k in range(len(owner))]
+    again = [k for k, c in enumerate(crops) if c is not None]
+    if not again:
+      break
+    new, new_flags = _predict_crops(images, predictor, [owner[k] for k in again],
+                                    [crops[k] for k in again], batch_size)
+    for r, k in enumerate(again):
+      if not new_flags[r]:
+        landmarks[k], flags[k] = new[r], new_flags[r]
   faces: list[list[Face]] = [[] for _ in images]
-  for start in range(0, len(crops), batch_size):
-    out = predictor.predict(np.stack(crops[start:start + batch_size]))
+  for k, (i, j) in enumerate(owner):
+    dets = detections[i]
+    faces[i].append(Face(box=dets.boxes[j], score=float(dets.scores[j]), landmarks=landmarks[k],
+                         points=points[k], diverged=flags[k]))
+  return faces
+
+
+def landmark_crop_box(landmarks, scheme: str, box_source: str = "landmarks",
+                      align: bool = True, min_roll_degrees: float | None = None
+                      ) -> tuple[np.ndarray, float] | None:
+  """Where the method's crop of a face goes from the method's own ``(K, 2)`` landmarks
+  (photo pixels): ``(box, angle)`` as its training crops were cut from a face's true
+  landmarks (``config.data.box_source``): ``"five_points"``, their five points'
+  crop (``shapes.five_point_crop``); else their tight box, in the face's upright
+  frame when ``align`` turns it by the roll of their five points. None when the
+  landmarks give no five points or no sensible box."""
+  five = five_points_of(landmarks, scheme)
+  if five is None:
+    return None
+  least = MIN_ROLL_DEGREES if min_roll_degrees is None else min_roll_degrees
+  if box_source == "five_points":
+    return five_point_crop(five, scheme, align, least)
+  roll = roll_from_points(five) if align else None
+  if roll is None or abs(np.degrees(roll)) < least:
+    roll = 0.0
+  p = np.asarray(landmarks, np.float64)
+  c = five.mean(0)
+  cos, sin = np.cos(roll), np.sin(roll)
+  unroll = np.array([[cos, sin], [-sin, cos]])  # R(-roll)
+  upright = (p - c) @ unroll.T + c
+  lo, hi = upright.min(0), upright.max(0)
+  if not np.all(hi > lo):
+    return None
+  centre = ((lo + hi) / 2 - c) @ unroll + c  # R(roll) back into the photo
+  half = (hi - lo) / 2
+  return np.concatenate([centre - half, centre + half]), -roll
+
+
+def five_points_of(landmarks: np.ndarray, scheme: str) -> np.ndarray | None:
+  """``(5, 2)`` MTFL's five points (eye centres, nose tip, mouth corners) of a face's
+  ``(K, 2)`` landmarks in ``scheme`` (``schemes.convert``), or None when they are not
+  finite or the scheme has no such conversion."""
+  landmarks = np.asarray(landmarks, np.float64)
+  if not np.all(np.isfinite(landmarks)):
+    return None
+  if scheme == "mtfl5" or (landmarks.shape[0] == 5 and scheme in FIVE_POINT_LAYOUT):
+    return landmarks
+  if not scheme or not schemes_lib.can_convert(scheme, "mtfl5"):
+    return None
+  return np.asarray(schemes_lib.convert(landmarks, scheme, "mtfl5"), np.float64)
+
+
+def _predict_crops(images: Sequence[np.ndarray], predictor: Predictor,
+                   owner: Sequence[tuple[int, int]], crops: Sequence[tuple[np.ndarray, float]],
+                   batch_size: int) -> tuple[list[np.ndarray], list[bool | None]]:
+  """The method's landmarks ``(K, 2)`` (photo pixels) and diverged flag of each face:
+  face ``k`` is face ``owner[k][1]`` of photo ``owner[k][0]``, cropped at
+  ``crops[k]`` (``(box, angle)``, ``face_crop_box``)."""
+  config = predictor.config.data
+  patches, inverse = [], []
+  for (i, j), (box, angle) in zip(owner, crops):
+    patch, t = data_lib.crop_face(images[i], check_box(box, images[i].shape, f"face box {j}"),
+                                  config, angle=angle)
+    patches.append(patch)
+    inverse.append(transforms.invert_affine(t.astype(np.float64)))
+  landmarks, flags = [], []
+  for start in range(0, len(patches), batch_size):
+    out = predictor.predict(np.stack(patches[start:start + batch_size]))
     lm = np.asarray(out["landmarks"], np.float64)
     diverged = out.get("diverged")
     for r in range(lm.shape[0]):
-      i, j = owner[start + r]
-      dets = detections[i]
       flag = None if diverged is None else bool(np.asarray(diverged)[r])
       if not np.all(np.isfinite(lm[r])):
         flag = True  # the method's points are not numbers: a failed fit
-      faces[i].append(Face(
-          box=dets.boxes[j], score=float(dets.scores[j]),
-          landmarks=transforms.apply_affine(inverse[start + r], lm[r]),
-          points=None if dets.points is None else dets.points[j], diverged=flag))
-  return faces
+      landmarks.append(transforms.apply_affine(inverse[start + r], lm[r]))
+      flags.append(flag)
+  return landmarks, flags
 
 
 def _drawable(values) -> bool:

@@ -38,7 +38,7 @@ FIGURES = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_di
            "diverged", "faces", "missed", "matched")
 # Summary fields an entry keeps as they are: the turn of the photos (evaluations from
 # photos), the detector in front of a landmark method, and the NME per head-pose class.
-SUMMARY_FIELDS = ("rotate", "detector", "per_pose")
+SUMMARY_FIELDS = ("rotate", "detector", "refine_passes", "per_pose")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 

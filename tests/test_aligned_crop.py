@@ -95,3 +95,76 @@ def test_training_crops_from_five_points_are_the_pipelines_crops():
   assert not np.allclose(moved[0], box)
   mean = crop_lib.mean_shape_in_crop(lm[None], config, scheme="ibug68")
   np.testing.assert_allclose(mean, out["landmarks"], atol=1e-3)
+
+
+@pytest.mark.parametrize("degrees", [0, 40, 90, -150])
+def test_the_refined_crop_of_a_rolled_face_is_the_upright_ones(degrees):
+  """``landmark_crop_box``: a method's own landmarks give the crop its training crops
+  had (the tight landmark box, turned upright; or the five points' crop)."""
+  image, lm = _face()
+  crops = {}
+  for name, (photo, points) in (("upright", (image, lm)),
+                                ("rolled", _rotated(image, lm, degrees))):
+    box, angle = pipeline.landmark_crop_box(points, "ibug68", "landmarks")
+    crop, t = crop_lib.crop_face(photo, box, CONFIG, angle=angle)
+    crops[name] = transforms.apply_affine(t.astype(np.float64), points)
+  np.testing.assert_allclose(crops["rolled"], crops["upright"], atol=0.05)
+  # Upright, it is the tight landmark box the landmark-box training crops come from.
+  box, angle = pipeline.landmark_crop_box(lm, "ibug68", "landmarks")
+  if abs(angle) < 1e-3:
+    np.testing.assert_allclose(box, [*lm.min(0), *lm.max(0)], atol=1.0)
+  # Trained on five-point crops: the five points' crop, as the training made it.
+  five = schemes.convert(lm, "ibug68", "mtfl5")
+  got = pipeline.landmark_crop_box(lm, "ibug68", "five_points")
+  want = shapes.five_point_crop(five, "ibug68")
+  np.testing.assert_allclose(got[0], want[0])
+  assert got[1] == pytest.approx(want[1])
+  assert pipeline.landmark_crop_box(np.full((68, 2), np.nan), "ibug68") is None
+
+
+class _FixedPredictor:
+  """Puts the same landmarks ``(K, 2)`` in every crop; records the crops it got."""
+
+  def __init__(self, landmarks, nan_first: bool = False):
+    self.config = ml_collections.ConfigDict({"scheme": "ibug68", "data": dict(CONFIG)})
+    self.landmarks, self.nan_first, self.crops = landmarks, nan_first, []
+
+  def predict(self, images):
+    self.crops.append(np.asarray(images))
+    out = np.broadcast_to(self.landmarks, (len(images), *self.landmarks.shape)).copy()
+    if self.nan_first and len(self.crops) == 1:
+      out[:] = np.nan
+    return {"landmarks": out}
+
+
+@pytest.mark.parametrize("refine", [0, 1, 2])
+def test_each_refining_pass_crops_again_from_the_last_landmarks(refine):
+  image, lm = _face()
+  upright, in_crop = _crop(image, lm)
+  del upright
+  predictor = _FixedPredictor(in_crop.astype(np.float32))
+  detector = pipeline.GivenBoxes(np.array([[20.0, 30.0, 200.0, 220.0]]))  # no five points
+  (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=refine)
+  assert len(predictor.crops) == 1 + refine
+  # Each pass crops where the landmarks of the pass before put the face.
+  last = None
+  for k in range(refine + 1):
+    if k:
+      box, angle = pipeline.landmark_crop_box(last, "ibug68", "landmarks")
+      want, _ = crop_lib.crop_face(image, box, CONFIG, angle=angle)
+      np.testing.assert_allclose(predictor.crops[k][0], want, atol=1)  # rounding of a pixel
+    box, angle = (pipeline.face_crop_box(detector.boxes[0], None, "ibug68") if not k else
+                  pipeline.landmark_crop_box(last, "ibug68", "landmarks"))
+    _, t = crop_lib.crop_face(image, box, CONFIG, angle=angle)
+    last = transforms.apply_affine(transforms.invert_affine(t.astype(np.float64)), in_crop)
+  np.testing.assert_allclose(face.landmarks, last, atol=1e-3)
+
+
+def test_a_failed_first_pass_is_not_refined():
+  image, lm = _face()
+  _, in_crop = _crop(image, lm)
+  predictor = _FixedPredictor(in_crop.astype(np.float32), nan_first=True)
+  detector = pipeline.GivenBoxes(np.array([[20.0, 30.0, 200.0, 220.0]]))
+  (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=2)
+  assert len(predictor.crops) == 1 and face.diverged is True
+  assert np.all(np.isnan(face.landmarks))

@@ -62,9 +62,10 @@ def _expected(ms, box, config):
 def test_predict_writes_json_and_overlay(model, tmp_path):
   path, ms, config = model
   rec = predict.run(path, _photo(tmp_path), ["100,60,200,160", "10,20,60,70"],
-                    tmp_path / "out")
+                    tmp_path / "out", refine=0)  # the crops of the given boxes alone
   saved = json.loads((tmp_path / "out" / "photo_landmarks.json").read_text())
   assert saved["scheme"] == "ibug68" and saved["method"] == "dan"
+  assert saved["refine_passes"] == 0
   assert len(saved["faces"]) == 2 and len(saved["faces"][0]["landmarks"]) == 68
   assert (tmp_path / "out" / "photo_landmarks.png").is_file()
   # Untrained: each face's prediction is the mean shape, mapped back from its crop.
@@ -89,8 +90,11 @@ def test_pipeline_batches_faces_of_several_photos(model):
     return original(x)
 
   predictor.predict = counting
-  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes))
-  assert [len(f) for f in faces] == [2, 1] and calls == [3]  # one batch for all faces
+  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes), refine=2)
+  assert calls == [3, 3, 3]  # each pass: one batch for all faces
+  calls.clear()
+  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes), refine=0)
+  assert [len(f) for f in faces] == [2, 1] and calls == [3]
   np.testing.assert_allclose(faces[1][0].landmarks, _expected(ms, boxes[1][0], config),
                              atol=0.05)
   central = pipeline.CentralSquare(2.0).detect([np.zeros((120, 160, 3), np.uint8)])[0]
@@ -244,7 +248,8 @@ def test_predict_bad_inputs_and_no_face(tmp_path):
 
 def test_predict_with_test_time_mirroring_averages_the_mirrored_crop(model, tmp_path):
   path, ms, config = model
-  rec = predict.run(path, _photo(tmp_path), ["100,60,200,160"], tmp_path / "out", mirror=True)
+  rec = predict.run(path, _photo(tmp_path), ["100,60,200,160"], tmp_path / "out", mirror=True,
+                    refine=0)
   assert rec["test_time_mirror"] is True
   # The untrained model predicts the mean shape on both copies: the average is the mean
   # shape and its mirror image (through the ibug68 permutation), mapped back to the photo.

@@ -68,7 +68,7 @@ def test_names_and_damaged_entries_are_refused_with_the_file(tmp_path):
 def test_the_page_has_a_table_per_task_the_papers_and_the_missing_methods(tmp_path):
   for e in (_entry("cpr-300w", "cpr", 0.0413), _entry("dan-300w", "dan", 0.0447),
             _entry("dan-300w-photos", "dan", 0.0461, source="photos",
-                   summary={"missed": 1, "faces": 202}),
+                   summary={"missed": 1, "faces": 202, "refine_passes": 2}),
             _entry("dcnn-mtfl", "dcnn", 0.0357,
                    summary={"dataset": "mtfl", "scheme": "mtfl5"})):
     results.record(e, tmp_path)
@@ -83,12 +83,18 @@ def test_the_page_has_a_table_per_task_the_papers_and_the_missing_methods(tmp_pa
   s5 = text.index("## Five points on MTFL")
   assert s68 < s5
   assert "| cpr-300w | cpr | ground-truth landmark box | ibug300w train:holdout (201) | 4.13 % |" in text
-  assert "| dan-300w-photos | dan | photos |" in text and "1 of 202" in text
+  assert "| dan-300w-photos | dan | photos, 2 refining passes |" in text and "1 of 202" in text
   assert "3.59 % inter-ocular on 300-W full test set, 3,148 training faces" in text
   assert "4.47 % (nme_inter_ocular, train:holdout)" in text  # ours: the ground-truth-box row
   assert "n/a: no figure on a public benchmark" in text
   assert "`asm`, `ert`" in text.split("Methods with no recorded run yet")[1]
   assert "jaxmarks evaluate --model=dcnn-mtfl" in text[s5:]
+  trained = results.make_entry(_summary(0.04), name="ert-300w", method="ert", model="ert-300w",
+                               source="ground-truth landmark box", command="jaxmarks evaluate",
+                               training={"command": "jaxmarks train ert:300w --workdir=DIR"})
+  row = results_page.cells(trained)
+  assert row["trained_by"] == "`jaxmarks train ert:300w --workdir=DIR`"
+  assert row["command"] == "`jaxmarks evaluate`"
 
 
 def test_results_md_is_generated_from_the_committed_store():

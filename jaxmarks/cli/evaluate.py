@@ -38,7 +38,9 @@ five points on the faces it found::
 ``--from_photos`` also evaluates a landmark method as ``jaxmarks predict`` runs it:
 the detector (``--detector=NAME|DIR``, default ``mtcnn-original``) on the split's
 whole photos, each face cropped as the method was trained (turned upright by its
-five points' roll), the landmarks mapped back and scored against the annotated
+five points' roll), then cropped again from the method's own points
+(``--refine_passes``, default 2, as ``jaxmarks predict``), the landmarks mapped back
+and scored against the annotated
 ones (``jaxmarks.photo_evaluation.evaluate_from_photos``: a face is missed when no
 detection overlaps its landmark box), printed and written beside the
 ground-truth-box figures (``evaluation_<dataset>_<split>_photos.json``, its CED and
@@ -89,6 +91,7 @@ from absl import logging as absl_logging
 
 from jaxmarks import evaluation
 from jaxmarks import methods
+from jaxmarks import pipeline
 from jaxmarks import results
 from jaxmarks.cli import common
 
@@ -135,6 +138,10 @@ def define_flags() -> None:
                             "(default 0).")
   flags.DEFINE_string("detector", "mtcnn-original", "With --from_photos: the face detector "
                       "(a bundled model's name or an MTCNN workdir).")
+  flags.DEFINE_integer("refine_passes", pipeline.REFINE_PASSES, "With --from_photos: crop "
+                       "each face again from the method's own points this many times, as "
+                       "jaxmarks predict does (0: only from the detector's).", lower_bound=0,
+                       upper_bound=5)
   flags.DEFINE_integer("limit", 0, "Detectors and --from_photos: evaluate only the first N "
                        "photos (0: all).")
   common.define_record_flags(__name__)
@@ -181,10 +188,11 @@ def photo_entry_name(name: str, rotate: float) -> str:
 
 def _check_flags(detector: bool) -> None:
   """Flags that do not go with the model evaluated: a one-line usage error."""
-  photo_only = [f for f in ("rotate", "detector") if FLAGS[f].present]
+  photo_only = [f for f in ("rotate", "detector", "refine_passes") if FLAGS[f].present]
   if detector and (FLAGS.from_photos or photo_only):
-    raise app.UsageError("--from_photos, --rotate and --detector are for a landmark method; a "
-                         "face detector is always evaluated on the whole photos")
+    raise app.UsageError("--from_photos, --rotate, --detector and --refine_passes are for a "
+                         "landmark method; a face detector is always evaluated on the whole "
+                         "photos")
   if not detector and not FLAGS.from_photos:
     given = photo_only + [f for f in ("detector_setting", "refine_landmarks", "any_roll")
                           if FLAGS[f].present]
@@ -277,7 +285,8 @@ def _evaluate_from_photos(model: str, predictor, data, angles: Sequence[float],
   extra = {"trained": str(methods.resolve(model)),
            **({"detector_settings": settings} if settings else {})}
   return [photo_evaluation.evaluate_from_photos(
-      predictor, detector, data, split, rotate=angle, output_dir=output_dir,
+      predictor, detector, data, split, rotate=angle, refine=FLAGS.refine_passes,
+      output_dir=output_dir,
       limit=FLAGS.limit or None, extra=extra, detector_name=FLAGS.detector,
       tag=methods.settings_tag(settings)) for angle in angles]
 

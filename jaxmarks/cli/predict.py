@@ -128,15 +128,18 @@ def progress_bar(total: int | None, unit: str) -> tqdm.tqdm:
                    dynamic_ncols=True)
 
 
-def check_run_settings(batch_size: int = 1, min_face_size: int = 0) -> None:
-  """``--batch_size`` >= 1 and ``--min_face_size`` 0 or >= 12, before anything is
-  read or written; a one-line error otherwise."""
+def check_run_settings(batch_size: int = 1, min_face_size: int = 0,
+                       refine: int = pipeline.REFINE_PASSES) -> None:
+  """``--batch_size`` >= 1, ``--min_face_size`` 0 or >= 12 and ``--refine_passes``
+  0-5, before anything is read or written; a one-line error otherwise."""
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"--batch_size must be an integer >= 1; got {batch_size}")
   if (isinstance(min_face_size, bool) or not isinstance(min_face_size, int)
       or (min_face_size != 0 and min_face_size < 12)):
     raise ValueError(f"--min_face_size must be 0 (the detector's own) or an integer >= 12 "
                      f"pixels; got {min_face_size}")
+  if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= 5:
+    raise ValueError(f"--refine_passes must be an integer from 0 to 5; got {refine}")
 
 
 def check_output_dir(path) -> pathlib.Path:
@@ -268,8 +271,10 @@ class Models:
 
   def __init__(self, workdir=None, detector: str = "mtcnn-original",
                boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False,
-               detector_settings: Mapping[str, Any] | None = None):
-    check_run_settings(min_face_size=min_face_size)
+               detector_settings: Mapping[str, Any] | None = None,
+               refine: int = pipeline.REFINE_PASSES):
+    check_run_settings(min_face_size=min_face_size, refine=refine)
+    self.refine = int(refine)
     self.workdir = methods.resolve(workdir) if workdir else None
     # The record's "model": a bundled model by its name, a workdir by its path.
     self.model_name = ((common.bundled_name(self.workdir) or str(self.workdir))
@@ -309,7 +314,8 @@ class Models:
     return self.predictor.config if self.predictor is not None else self.detector.config
 
   def faces(self, images: Sequence[np.ndarray]) -> list[list[pipeline.Face]]:
-    return pipeline.detect_and_predict(images, self.predictor, self.detector)
+    return pipeline.detect_and_predict(images, self.predictor, self.detector,
+                                       refine=self.refine)
 
   def record(self, image: np.ndarray, faces: Sequence[pipeline.Face]) -> dict[str, Any]:
     config = self.config
@@ -321,6 +327,7 @@ class Models:
         "scheme": methods.scheme_of(config),
         "coordinates": "image pixels, 0-based, x then y",
         **({"test_time_mirror": True} if self.mirror else {}),
+        **({"refine_passes": self.refine} if self.predictor is not None else {}),
         **({"detector_settings": self.detector_settings} if self.detector_settings else {}),
         "faces": [{"box": _numbers(f.box, 3), "score": _numbers(f.score, 5),
                    "landmarks": _numbers(f.landmarks, 3),
@@ -369,15 +376,17 @@ def _say(n_faces: int, faces, where: str) -> None:
 def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
         detector: str = "mtcnn-original", min_face_size: int = 0,
         outputs: Outputs | None = None, mirror: bool = False,
-        detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        detector_settings: Mapping[str, Any] | None = None,
+        refine: int = pipeline.REFINE_PASSES) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
   JSON dict. ``mirror``: test-time mirroring (``jaxmarks.mirror``).
   ``detector_settings``: the detector's inference settings that replace its own
-  (``methods.load_detector``)."""
+  (``methods.load_detector``). ``refine``: passes that crop each face again from the
+  method's own landmarks (``pipeline.detect_and_predict``)."""
   outputs = outputs or Outputs()
   check_run_settings(min_face_size=min_face_size)
   image = pipeline.read_image(image_path)
-  models = Models(workdir, detector, boxes, min_face_size, mirror, detector_settings)
+  models = Models(workdir, detector, boxes, min_face_size, mirror, detector_settings, refine)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(image_path).stem
   files = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
@@ -416,7 +425,8 @@ def image_files(folder) -> list[pathlib.Path]:
 def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original",
                batch_size: int = 8, min_face_size: int = 0,
                outputs: Outputs | None = None, mirror: bool = False,
-               detector_settings: Mapping[str, Any] | None = None) -> FolderRecords:
+               detector_settings: Mapping[str, Any] | None = None,
+               refine: int = pipeline.REFINE_PASSES) -> FolderRecords:
   """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
   detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
   overlay per photo (``overlay_stems`` names them). A photo that cannot be read is
@@ -425,7 +435,7 @@ def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original
   check_run_settings(batch_size, min_face_size)
   files = image_files(folder) if not isinstance(folder, (list, tuple)) else [
       pathlib.Path(f) for f in folder]
-  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
+  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings, refine)
   out_dir = _out_dir(models, output_dir)
   overlays = ([out_dir / f"{s}_landmarks.png" for s in overlay_stems(files)]
               if outputs.overlay else [])
@@ -622,7 +632,8 @@ def _report_video(video: "VideoFrames", video_path, n_faces: int, paths, out_dir
 def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-original",
               batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
               smooth: bool = False, mirror: bool = False,
-              detector_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              detector_settings: Mapping[str, Any] | None = None,
+              refine: int = pipeline.REFINE_PASSES) -> dict[str, Any]:
   """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
   (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
   and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
@@ -634,7 +645,7 @@ def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-origi
   outputs = outputs or Outputs()
   check_run_settings(batch_size, min_face_size)
   video = VideoFrames(video_path)
-  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings)
+  models = Models(workdir, detector, (), min_face_size, mirror, detector_settings, refine)
   out_dir = _out_dir(models, output_dir)
   stem = pathlib.Path(video_path).stem
   paths = {k: out_dir / f"{stem}_landmarks.{k}" for k, wanted in
@@ -712,7 +723,7 @@ def main(argv) -> None:
   outputs = Outputs(FLAGS.json, FLAGS.csv, FLAGS.overlay)
   status = 0
   try:
-    check_run_settings(FLAGS.batch_size, FLAGS.min_face_size)
+    check_run_settings(FLAGS.batch_size, FLAGS.min_face_size, FLAGS.refine_passes)
     if workdir and methods.is_detector(workdir):  # its own five points are the landmarks
       if FLAGS.mirror:
         raise ValueError(f"--mirror is test-time mirroring for a landmark method, and {workdir} "
@@ -724,16 +735,16 @@ def main(argv) -> None:
       settings["any_roll"] = True
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
-          FLAGS.min_face_size, outputs, FLAGS.mirror, settings)
+          FLAGS.min_face_size, outputs, FLAGS.mirror, settings, FLAGS.refine_passes)
     elif "images" in given:
       records = run_folder(workdir, given["images"], FLAGS.output_dir or None, detector,
                            FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.mirror,
-                           settings)
+                           settings, FLAGS.refine_passes)
       status = 1 if records.skipped else 0
     else:
       result = run_video(workdir, given["video"], FLAGS.output_dir or None, detector,
                          FLAGS.batch_size, FLAGS.min_face_size, outputs, FLAGS.smooth,
-                         FLAGS.mirror, settings)
+                         FLAGS.mirror, settings, FLAGS.refine_passes)
       status = 1 if result["skipped_frames"] or result["missing_frames"] else 0
   except (OSError, ValueError, cv2.error) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
@@ -773,6 +784,9 @@ def define_flags() -> None:
   flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
                     "270 degrees, to find faces at any roll (sideways, upside down); about 4x "
                     "the detection time (config.detector.any_roll).")
+  flags.DEFINE_integer("refine_passes", pipeline.REFINE_PASSES, "Crop each face again from "
+                       "the landmark method's own points this many times (0: only from the "
+                       "detector's box and five points).")
   flags.DEFINE_bool("json", True, "Write the landmarks as JSON (--nojson: not).")
   flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
   flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "
