@@ -423,7 +423,9 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       own landmarks (``five_points_of``) in place of the detector's, and predict
       again: the crop then comes from points as accurate as the method's, as its
       training crops came from a face's true points. A face whose landmarks are not
-      finite or flagged diverged keeps those of the pass before.
+      finite or flagged diverged, or whose new crop would move far from the one its
+      detected five points gave (``near_crop``: a fit that collapsed or left the
+      face), keeps those of the pass before.
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -444,10 +446,16 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
   crops = [face_crop_box(detections[i].boxes[j], p, scheme, align, min_roll_degrees)
            for (i, j), p in zip(owner, points)]
   landmarks, flags = _predict_crops(images, predictor, owner, crops, batch_size)
+  # Each refining crop must stay near the crop the detector's five points gave (the
+  # same kind of box); a face found without points is held to its first refining crop.
+  first = [c if p is not None else None for c, p in zip(crops, points)]
   for _ in range(refine):
     crops = [None if flags[k] else landmark_crop_box(landmarks[k], scheme, box_source, align,
                                                       min_roll_degrees)
              for k in range(len(owner))]
+    first = [f if f is not None else c for f, c in zip(first, crops)]
+    crops = [c if c is not None and near_crop(c[0], first[k][0]) else None
+             for k, c in enumerate(crops)]
     again = [k for k, c in enumerate(crops) if c is not None]
     if not again:
       break
@@ -493,6 +501,26 @@ def landmark_crop_box(landmarks, scheme: str, box_source: str = "landmarks",
   centre = ((lo + hi) / 2 - c) @ unroll + c  # R(roll) back into the photo
   half = (hi - lo) / 2
   return np.concatenate([centre - half, centre + half]), -roll
+
+
+# How far a refining pass may move a face's crop from the first one (``near_crop``).
+REFINE_MAX_SCALE = 1.25  # its side at most this factor larger or smaller
+REFINE_MAX_SHIFT = 0.25  # its centre at most this fraction of the first crop's side away
+
+
+def near_crop(box, first) -> bool:
+  """Whether a refining pass's crop ``box`` ``(4,)`` stays near the ``first`` crop
+  (from the detector): a side within ``REFINE_MAX_SCALE`` of it, a centre within
+  ``REFINE_MAX_SHIFT`` of its side. A method whose first fit failed (a shape
+  collapsed or thrown off the face) would otherwise crop from its failure, and fit
+  worse each pass."""
+  box, first = np.asarray(box, np.float64), np.asarray(first, np.float64)
+  side, first_side = np.sqrt(np.prod(box[2:] - box[:2])), np.sqrt(np.prod(first[2:] - first[:2]))
+  if not (np.isfinite(side) and first_side > 0):
+    return False
+  shift = np.linalg.norm((box[:2] + box[2:]) / 2 - (first[:2] + first[2:]) / 2)
+  return (1 / REFINE_MAX_SCALE <= side / first_side <= REFINE_MAX_SCALE
+          and shift <= REFINE_MAX_SHIFT * first_side)
 
 
 def five_points_of(landmarks: np.ndarray, scheme: str) -> np.ndarray | None:

@@ -10,6 +10,7 @@ from jaxmarks import pipeline
 from jaxmarks import schemes
 from jaxmarks import shapes
 from jaxmarks import transforms
+from jaxmarks.contracts import Detections
 from jaxmarks.data import crop as crop_lib
 from tfds_builders.synthetic_faces import renderer
 
@@ -168,3 +169,35 @@ def test_a_failed_first_pass_is_not_refined():
   (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=2)
   assert len(predictor.crops) == 1 and face.diverged is True
   assert np.all(np.isnan(face.landmarks))
+
+
+class _FivePointDetector:
+  """One face in every photo: a box and its five points."""
+
+  def __init__(self, box, points):
+    self.box, self.points = box, points
+
+  def detect(self, images):
+    return [Detections(self.box[None], np.ones(1), self.points[None]) for _ in images]
+
+
+def test_a_fit_that_collapsed_or_left_the_face_is_not_cropped_again():
+  """A refining crop far from the detector's (``near_crop``) is not made: the method
+  would fit worse from its own failure at every pass."""
+  image, lm = _face()
+  _, in_crop = _crop(image, lm)
+  detector = _FivePointDetector(np.array([20.0, 30.0, 200.0, 220.0]),
+                                schemes.convert(lm, "ibug68", "mtfl5"))
+  centre = in_crop.mean(0)
+  for wrong in (centre + 0.3 * (in_crop - centre),  # collapsed to a third of its size
+                in_crop + [60.0, 0.0]):  # thrown off to one side
+    predictor = _FixedPredictor(wrong.astype(np.float32))
+    (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=2)
+    assert len(predictor.crops) == 1 and np.all(np.isfinite(face.landmarks))
+  predictor = _FixedPredictor(in_crop.astype(np.float32))  # a good fit: cropped again
+  pipeline.detect_and_predict([image], predictor, detector, refine=1)
+  assert len(predictor.crops) == 2
+  box = np.array([0.0, 0.0, 100.0, 100.0])
+  assert pipeline.near_crop(box + 15, box) and pipeline.near_crop(box * 1.2, box)
+  assert not pipeline.near_crop(box + [30, 0, 30, 0], box)
+  assert not pipeline.near_crop(box * 0.7, box)

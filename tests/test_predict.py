@@ -90,8 +90,8 @@ def test_pipeline_batches_faces_of_several_photos(model):
     return original(x)
 
   predictor.predict = counting
-  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes), refine=2)
-  assert calls == [3, 3, 3]  # each pass: one batch for all faces
+  faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes), refine=1)
+  assert calls == [3, 3]  # each pass: one batch for all faces
   calls.clear()
   faces = pipeline.detect_and_predict(images, predictor, pipeline.GivenBoxes(boxes), refine=0)
   assert [len(f) for f in faces] == [2, 1] and calls == [3]
