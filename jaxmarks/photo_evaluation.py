@@ -538,7 +538,8 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   gt = schemes_lib.convert(np.stack(found["gts"]), data_scheme, common)
   summary = _photo_summary(pred, gt, common, found, n, evaluation.pose_names(builder))
   summary.update({
-      "rotate": rotate, "aligned_crops": bool(align), "refine_passes": int(refine),
+      "rotate": rotate, "aligned_crops": bool(align),
+      "refine_passes": pipeline.refine_passes(predictor, refine),
       "detector": detector_name,
       "dataset": data_config.dataset, "split": split, "data_dir": str(builder.data_dir),
       "manual_dir": data_config.manual_dir, "method": predictor.config.get("method"),

@@ -425,7 +425,8 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       training crops came from a face's true points. A face whose landmarks are not
       finite or flagged diverged, or whose new crop would move far from the one its
       detected five points gave (``near_crop``: a fit that collapsed or left the
-      face), keeps those of the pass before.
+      face), keeps those of the pass before. A method of five points is not cropped
+      again: its own five points frame a face no better than the detector's.
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -449,7 +450,7 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
   # Each refining crop must stay near the crop the detector's five points gave (the
   # same kind of box); a face found without points is held to its first refining crop.
   first = [c if p is not None else None for c, p in zip(crops, points)]
-  for _ in range(refine):
+  for _ in range(refine_passes(predictor, refine)):
     crops = [None if flags[k] else landmark_crop_box(landmarks[k], scheme, box_source, align,
                                                       min_roll_degrees)
              for k in range(len(owner))]
@@ -470,6 +471,18 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
     faces[i].append(Face(box=dets.boxes[j], score=float(dets.scores[j]), landmarks=landmarks[k],
                          points=points[k], diverged=flags[k]))
   return faces
+
+
+def refine_passes(predictor: Predictor, refine: int = REFINE_PASSES) -> int:
+  """The refining passes ``detect_and_predict`` makes for ``predictor``: ``refine``,
+  but none for a method of five points or fewer (its own points frame a face no
+  better than the detector's five)."""
+  scheme = workdir_lib.scheme_of(predictor.config)
+  try:
+    k = schemes_lib.get_scheme(scheme).num_points
+  except (KeyError, ValueError):
+    return int(refine)
+  return int(refine) if k > 5 else 0
 
 
 def landmark_crop_box(landmarks, scheme: str, box_source: str = "landmarks",

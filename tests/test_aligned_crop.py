@@ -126,8 +126,8 @@ def test_the_refined_crop_of_a_rolled_face_is_the_upright_ones(degrees):
 class _FixedPredictor:
   """Puts the same landmarks ``(K, 2)`` in every crop; records the crops it got."""
 
-  def __init__(self, landmarks, nan_first: bool = False):
-    self.config = ml_collections.ConfigDict({"scheme": "ibug68", "data": dict(CONFIG)})
+  def __init__(self, landmarks, nan_first: bool = False, scheme: str = "ibug68"):
+    self.config = ml_collections.ConfigDict({"scheme": scheme, "data": dict(CONFIG)})
     self.landmarks, self.nan_first, self.crops = landmarks, nan_first, []
 
   def predict(self, images):
@@ -201,3 +201,17 @@ def test_a_fit_that_collapsed_or_left_the_face_is_not_cropped_again():
   assert pipeline.near_crop(box + 15, box) and pipeline.near_crop(box * 1.2, box)
   assert not pipeline.near_crop(box + [30, 0, 30, 0], box)
   assert not pipeline.near_crop(box * 0.7, box)
+
+
+def test_a_five_point_method_is_not_cropped_again():
+  """Its own five points frame the face no better than the detector's five."""
+  image, lm = _face()
+  five = schemes.convert(lm, "ibug68", "mtfl5")
+  detector = _FivePointDetector(np.array([20.0, 30.0, 200.0, 220.0]), five)
+  box, angle = pipeline.face_crop_box(detector.box, five, "mtfl5")
+  _, t = crop_lib.crop_face(image, box, CONFIG, angle=angle)
+  predictor = _FixedPredictor(transforms.apply_affine(t.astype(np.float64), five).astype(
+      np.float32), scheme="mtfl5")
+  (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=2)
+  assert len(predictor.crops) == 1 and pipeline.refine_passes(predictor, 2) == 0
+  np.testing.assert_allclose(face.landmarks, five, atol=1e-3)

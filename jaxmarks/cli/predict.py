@@ -327,7 +327,8 @@ class Models:
         "scheme": methods.scheme_of(config),
         "coordinates": "image pixels, 0-based, x then y",
         **({"test_time_mirror": True} if self.mirror else {}),
-        **({"refine_passes": self.refine} if self.predictor is not None else {}),
+        **({"refine_passes": pipeline.refine_passes(self.predictor, self.refine)}
+           if self.predictor is not None else {}),
         **({"detector_settings": self.detector_settings} if self.detector_settings else {}),
         "faces": [{"box": _numbers(f.box, 3), "score": _numbers(f.score, 5),
                    "landmarks": _numbers(f.landmarks, 3),
