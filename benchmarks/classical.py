@@ -26,7 +26,10 @@ process on the same ``train:fit`` faces as the first workdir's config -- the sam
 project's trainers add them, and the ground-truth landmark box as the face box --
 then evaluates it on the same evaluation crops and boxes and times it (one face per
 call, as dlib runs) beside the other rows. Without dlib the row is skipped with the
-reason.
+reason. ``--record=NAME`` writes dlib's row into the results store (``jaxmarks.results``;
+``--results_dir``), the peer's row of RESULTS.md's table::
+
+  python -m benchmarks.classical --workdirs=/tmp/ert_300w --dlib --record=dlib-300w
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ _DLIB = flags.DEFINE_bool("dlib", False, "Also train and evaluate dlib's shape p
                           "on the same faces (the [peers] extra).")
 _DLIB_FACES = flags.DEFINE_integer("dlib_max_train_faces", 0, "Limit dlib's training "
                                    "faces (0 = all; a quick check).")
+_RECORD = flags.DEFINE_string("record", "", "With --dlib: record dlib's row in the results "
+                              "store under this name.")
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "The results store --record "
+                                   "writes into.")
 
 
 def _dlib_row(config, split: str):
@@ -107,6 +114,8 @@ def _dlib_row(config, split: str):
 
   pred = np.asarray([predict(i) for i in range(len(faces))], np.float32)
   summary = evaluation.summarize(pred, test_landmarks, scheme)
+  summary.update({"dataset": data.dataset, "split": split, "num_train_faces": len(images),
+                  "box_source": data.box_source})
   n = min(64, len(faces))
   calls = itertools.count()
 
@@ -167,12 +176,31 @@ def main(argv):
   print()
   print(f"{'method':6} {'split':14} {'n':>4} {'NME io %':>9} {'NME ip %':>9} {'AUC@.08':>8} "
         f"{'FR io %':>8} {'div':>4} {'ms/face b1':>10} {'faces/s b64':>11} {'train s':>8} {'load':>5}")
+  if _RECORD.value:
+    _record_dlib(rows)
   for method, split, s, sp, tr, _ in rows:
     print(f"{method:6} {split:14} {s['n']:>4} {100 * s['nme_inter_ocular']:>9.3f} "
           f"{100 * s['nme_inter_pupil']:>9.3f} {s['auc_inter_ocular']:>8.4f} "
           f"{100 * s['failure_rate_inter_ocular']:>8.2f} {s.get('diverged', 0):>4} "
           f"{sp['ms_per_face_batch1']:>10.3f} {sp['faces_per_second_batched']:>11.1f} "
           f"{float(np.nan_to_num(tr, nan=-1)):>8.1f} {sp['load_average_1min']:>5.1f}")
+
+
+def _record_dlib(rows) -> None:
+  """dlib's row, as a results-store entry named ``--record``."""
+  from jaxmarks import results  # pylint: disable=g-import-not-at-top
+  found = [r for r in rows if r[0] == "dlib"]
+  if not found:
+    raise app.UsageError("--record records dlib's row: give --dlib (and install dlib)")
+  _, _, summary, speed, train_s, _ = found[0]
+  command = results.command_line()
+  entry = results.make_entry(
+      summary, name=results.check_name(_RECORD.value), method="dlib",
+      model="dlib shape_predictor (peer)", source=results.crop_source(summary),
+      command=command, speed={k: v for k, v in speed.items() if k != "load_average_1min"},
+      training={"command": command, "wall_seconds": train_s,
+                "num_train_faces": summary["num_train_faces"]})
+  print(f"recorded {results.record(entry, _RESULTS_DIR.value)}", flush=True)
 
 
 if __name__ == "__main__":
