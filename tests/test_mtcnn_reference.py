@@ -85,3 +85,18 @@ def test_same_faces_as_the_reference():
       assert abs(float(dets.scores[j]) - rs) < 1e-3
       total += 1
   assert total >= 10  # several photos have several faces (11 here)
+
+
+@pytest.mark.slow
+def test_the_reference_behind_the_detector_contract():
+  """``ReferenceDetector``: the package's faces as ``Detections`` (pixel-edge boxes), so
+  the project's detector evaluation scores the reference beside ours."""
+  image = pipeline.read_image(bundled.SAMPLE_PHOTO)
+  wrapped = reference.ReferenceDetector("onnxruntime")
+  (dets,) = wrapped.detect([image])
+  boxes, scores, points = reference.detections(wrapped.reference.detect_faces(image))
+  assert len(dets) == len(boxes) >= 1
+  np.testing.assert_array_equal(dets.boxes[:, :2], boxes[:, :2])
+  np.testing.assert_array_equal(dets.boxes[:, 2:], boxes[:, :2] + boxes[:, 2:])
+  np.testing.assert_array_equal(dets.scores, scores)
+  np.testing.assert_array_equal(dets.points, points)

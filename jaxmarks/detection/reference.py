@@ -10,7 +10,9 @@ to 0.086; a network padded at the start reproduces OpenCV to 2e-7), so the
 installed package no longer computes the authors' networks. onnxruntime does, and
 the package's cascade code (pyramid, NMS, crops, regression) is unchanged.
 
-``detections(result)`` turns the package's output (a list of dicts) into arrays.
+``detections(result)`` turns the package's output (a list of dicts) into arrays;
+``ReferenceDetector`` is the reference behind the ``Detector`` contract, so the
+project's detector evaluation scores it beside ours.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["reference_detector", "detections"]
+from jaxmarks.contracts import Detections
+
+__all__ = ["reference_detector", "detections", "ReferenceDetector"]
 
 
 class _OrtNet:
@@ -73,3 +77,22 @@ def detections(result: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   points = np.asarray([[r["keypoints"][k] for k in keys] for r in result],
                       np.float64).reshape(-1, 5, 2)
   return boxes, scores, points
+
+
+class ReferenceDetector:
+  """The reference as a ``jaxmarks.contracts.Detector``: ``detect(images)`` (uint8 RGB
+  ``(H, W, 3)`` photos) -> one ``Detections`` per photo, boxes ``(N, 4)`` as pixel
+  edges ``(x, y, x + w, y + h)`` of the package's integer boxes, its scores and five
+  points (integers, as it reports them)."""
+
+  def __init__(self, runtime: str = "onnxruntime", min_face_size: int = 20):
+    self.runtime = runtime
+    self.reference = reference_detector(runtime, min_face_size)
+
+  def detect(self, images) -> list[Detections]:
+    out = []
+    for image in images:
+      boxes, scores, points = detections(self.reference.detect_faces(np.asarray(image)))
+      out.append(Detections(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1),
+                            scores, points))
+    return out
