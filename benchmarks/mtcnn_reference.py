@@ -51,7 +51,7 @@ def main(argv):
   if _RECORD.value:
     entry = results.make_entry(
         summary, name=_RECORD.value, method="mtcnn", model=model, source=results.PHOTOS,
-        command=results.command_line(), detector=True,
+        command=results.command_line(), detector=True, speed=results.photo_speed(summary),
         training={"command": "the authors' own training (Caffe); the package's ONNX files"})
     print(f"recorded {results.record(entry, _RESULTS_DIR.value)}", flush=True)
 

@@ -34,7 +34,7 @@ COLUMNS = (
     ("split", "split (n)"), ("nme_inter_ocular", "NME io"), ("nme_inter_pupil", "NME ip"),
     ("nme_bbox_diagonal", "NME box diag."), ("auc_inter_ocular", "AUC@0.08 io"),
     ("failure_rate_inter_ocular", "FR@0.08 io"), ("missed", "missed"),
-    ("ms_per_face_batch1", "ms/face (batch 1)"),
+    ("ms_per_face_batch1", "ms/face (batch 1)"), ("ms_per_photo", "ms/photo"),
     ("faces_per_second_batched", "faces/s (batched)"), ("training", "training CPU"),
     ("parameters", "parameters"), ("trained_by", "trained by"), ("command", "measured by"),
     ("commit", "commit"))
@@ -53,7 +53,8 @@ detector's five points (the crops the model was trained on); `photos` runs the
 detector on the whole photo first (what `jaxmarks predict` does: each face cropped
 from the detector's five points, then again from the method's own points, the
 refining passes). *Trained by* is the command that trains the model again (`DIR`:
-any new folder), *measured by* the one that gave the row. Speed is on the 2-core CPU
+any new folder), *measured by* the one that gave the row. *ms/photo* (rows from photos): the
+detector on the whole photo and the method on its faces, per photo. Speed is on the 2-core CPU
 that ran the command. Method notes (departures from the papers, what was tried) are in
 [docs/methods/](docs/methods/README.md).
 """
@@ -97,6 +98,7 @@ def cells(entry: Mapping[str, Any]) -> dict[str, str]:
       "missed": "" if missed is None else f"{missed} of {faces}",
       "ms_per_face_batch1": "" if speed.get("ms_per_face_batch1") is None
                             else f"{speed['ms_per_face_batch1']:.2f}",
+      "ms_per_photo": "" if speed.get("ms_per_photo") is None else f"{speed['ms_per_photo']:.0f}",
       "faces_per_second_batched": "" if speed.get("faces_per_second_batched") is None
                                   else f"{speed['faces_per_second_batched']:,.0f}",
       "training": (_time(cpu) if cpu is not None

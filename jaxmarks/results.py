@@ -25,7 +25,8 @@ import sys
 from typing import Any, Iterable, Mapping
 
 __all__ = ["DEFAULT_STORE", "FIGURES", "CROP_SOURCES", "PHOTOS", "crop_source", "task_name",
-           "check_name", "make_entry", "keep_earlier_training", "record", "read", "commit",
+           "check_name", "make_entry", "photo_speed", "keep_earlier_training", "record",
+           "read", "commit",
            "command_line"]
 
 DEFAULT_STORE = "results"
@@ -167,6 +168,17 @@ def record(entry: Mapping[str, Any], store: str | os.PathLike = DEFAULT_STORE
   tmp.write_text(json.dumps(entry, indent=2, sort_keys=True, allow_nan=False) + "\n")
   os.replace(tmp, path)
   return path
+
+
+def photo_speed(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """The ``speed`` of an evaluation on whole photos: ``ms_per_photo`` (a detector's
+  ``ms_per_image``, or a landmark method's from photos, detector included) with the
+  machine's load and core count; {} when the summary has no time."""
+  ms = summary.get("ms_per_photo", summary.get("ms_per_image"))
+  if ms is None:
+    return {}
+  return {"ms_per_photo": float(ms), "load_average": os.getloadavg()[0],
+          "cpu_count": os.cpu_count()}
 
 
 def keep_earlier_training(entry: Mapping[str, Any], store: str | os.PathLike = DEFAULT_STORE

@@ -106,12 +106,12 @@ def test_a_detector_entry_and_a_bundled_model_name(tmp_path):
   named after the bundled model (in-process: the entry alone, no evaluation)."""
   summary = {"n": 5, "threshold": 0.08, "scheme": "mtfl5", "dataset": "mtfl",
              "split": "train:holdout", "nme_inter_ocular": 0.05, "faces": 6, "missed": 1,
-             "detector_settings": {"landmark_refine": True}}
+             "detector_settings": {"landmark_refine": True}, "ms_per_image": 31.5}
   entry = evaluate_cli.make_entry("mtcnn-original", summary, "mtcnn-original",
                                   "jaxmarks evaluate --model=mtcnn-original")
   assert (entry["task"], entry["source"], entry["model"]) == (
       "mtfl-detection", "photos", "mtcnn-original")
-  assert entry["figures"]["missed"] == 1 and entry["speed"] == {}
+  assert entry["figures"]["missed"] == 1 and entry["speed"]["ms_per_photo"] == 31.5
   assert entry["detector_settings"] == {"landmark_refine": True}
   assert results.record(entry, tmp_path) == tmp_path / "mtfl-detection" / "mtcnn-original.json"
 

@@ -92,6 +92,7 @@ def test_the_page_has_a_table_per_task_the_papers_and_the_missing_methods(tmp_pa
   trained = results.make_entry(_summary(0.04), name="ert-300w", method="ert", model="ert-300w",
                                source="ground-truth landmark box", command="jaxmarks evaluate",
                                training={"command": "jaxmarks train ert:300w --workdir=DIR"})
+  assert results_page.cells(dict(trained, speed={"ms_per_photo": 91.6}))["ms_per_photo"] == "92"
   row = results_page.cells(trained)
   assert row["trained_by"] == "`jaxmarks train ert:300w --workdir=DIR`"
   assert row["command"] == "`jaxmarks evaluate`"

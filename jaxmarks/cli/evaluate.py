@@ -332,9 +332,8 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
     if data is None:
       data = evaluation.eval_data_config(predictor.config, summary["dataset"])
     speed = _speed(predictor, data, summary["split"], timing_faces, repeats, rounds)
-  elif not detector and summary.get("ms_per_photo") is not None:
-    speed = {"ms_per_photo": summary["ms_per_photo"], "load_average": os.getloadavg()[0],
-             "cpu_count": os.cpu_count()}
+  else:  # from photos: the time per photo (the detector's, and the method's after it)
+    speed = results.photo_speed(summary)
   extra = ({"detector_settings": summary["detector_settings"]}
            if summary.get("detector_settings") else None)
   return results.make_entry(
