@@ -42,7 +42,8 @@ import numpy as np
 from jaxmarks import data as data_lib
 from jaxmarks import schemes as schemes_lib
 from jaxmarks.shapes import FIVE_POINT_LAYOUT, landmark_box_from_points  # re-exported
-from jaxmarks.shapes import MIN_ROLL_DEGREES, five_point_crop, roll_from_points
+from jaxmarks.shapes import MIN_ROLL_DEGREES, box_in_upright_frame, five_point_crop
+from jaxmarks.shapes import landmark_box, roll_from_points
 from jaxmarks import transforms
 from jaxmarks import workdir as workdir_lib
 from jaxmarks.contracts import Detections, Detector, Predictor
@@ -503,17 +504,8 @@ def landmark_crop_box(landmarks, scheme: str, box_source: str = "landmarks",
   roll = roll_from_points(five) if align else None
   if roll is None or abs(np.degrees(roll)) < least:
     roll = 0.0
-  p = np.asarray(landmarks, np.float64)
-  c = five.mean(0)
-  cos, sin = np.cos(roll), np.sin(roll)
-  unroll = np.array([[cos, sin], [-sin, cos]])  # R(-roll)
-  upright = (p - c) @ unroll.T + c
-  lo, hi = upright.min(0), upright.max(0)
-  if not np.all(hi > lo):
-    return None
-  centre = ((lo + hi) / 2 - c) @ unroll + c  # R(roll) back into the photo
-  half = (hi - lo) / 2
-  return np.concatenate([centre - half, centre + half]), -roll
+  box = box_in_upright_frame(landmarks, roll, five.mean(0), landmark_box)
+  return None if box is None else (box, -roll)
 
 
 # How far a refining pass may move a face's crop from the first one (``near_crop``).

@@ -23,6 +23,7 @@ __all__ = [
     "FIVE_POINT_LAYOUT",
     "landmark_box_from_points",
     "roll_from_points",
+    "box_in_upright_frame",
     "aligned_box_from_points",
     "five_point_crop",
     "MIN_ROLL_DEGREES",
@@ -145,13 +146,32 @@ def roll_from_points(points) -> float | None:
   return float(np.arctan2(cross, dot))
 
 
+def box_in_upright_frame(points, roll: float, centre, fit) -> np.ndarray | None:
+  """The box ``fit`` gives ``(K, 2)`` points once turned upright by ``-roll`` about
+  ``centre`` ``(2,)``, placed where the face is in the image: ``(4,)`` ``(x0, y0, x1,
+  y1)``, its sides those of the upright box, its centre that box's centre turned back
+  by ``roll``. ``fit``: upright ``(K, 2)`` points -> ``(4,)`` box or None. None when
+  ``fit`` gives no finite box with positive sides."""
+  p = np.asarray(points, np.float64)
+  c = np.asarray(centre, np.float64)
+  cos, sin = np.cos(roll), np.sin(roll)
+  unroll = np.array([[cos, sin], [-sin, cos]])  # R(-roll)
+  box = fit((p - c) @ unroll.T + c)
+  if box is None or not np.all(np.isfinite(box)) or not (box[2] > box[0] and box[3] > box[1]):
+    return None
+  box = np.asarray(box, np.float64)
+  centre_in_image = ((box[:2] + box[2:]) / 2 - c) @ unroll + c  # R(roll) back
+  half = (box[2:] - box[:2]) / 2
+  return np.concatenate([centre_in_image - half, centre_in_image + half])
+
+
 def aligned_box_from_points(points, scheme: str) -> tuple[np.ndarray, float] | None:
   """The landmark box of scheme ``scheme`` in the face's own upright frame, from its
   five detected points: ``((4,) (x0, y0, x1, y1), roll)``. The box's centre is
   where the face's centre is in the image, its sides are those of the face once
-  turned upright by ``-roll`` (``roll_from_points``) about the points' mean; the
-  crop that turns the image by ``-roll`` about that centre
-  (``jaxmarks.data.crop_transform(box, config, angle=-roll)``) shows the face
+  turned upright by ``-roll`` (``roll_from_points``) about the points' mean
+  (``box_in_upright_frame``); the crop that turns the image by ``-roll`` about that
+  centre (``jaxmarks.data.crop_transform(box, config, angle=-roll)``) shows the face
   upright and framed like the upright faces a method learns from. None when the
   points give no sensible roll or box.
   """
@@ -159,17 +179,9 @@ def aligned_box_from_points(points, scheme: str) -> tuple[np.ndarray, float] | N
   if roll is None:
     return None
   p = np.asarray(points, np.float64).reshape(5, 2)
-  c = p.mean(0)
-  cos, sin = np.cos(roll), np.sin(roll)
-  unroll = np.array([[cos, sin], [-sin, cos]])  # R(-roll)
-  upright = (p - c) @ unroll.T + c
-  box = landmark_box_from_points(upright, scheme)
-  if box is None or not np.all(np.isfinite(box)) or not (box[2] > box[0] and box[3] > box[1]):
-    return None
-  centre = (box[:2] + box[2:]) / 2
-  centre_in_image = (centre - c) @ unroll + c  # R(roll) back
-  half = (box[2:] - box[:2]) / 2
-  return np.concatenate([centre_in_image - half, centre_in_image + half]), roll
+  box = box_in_upright_frame(p, roll, p.mean(0),
+                             lambda upright: landmark_box_from_points(upright, scheme))
+  return None if box is None else (box, roll)
 
 
 # Faces whose five points give a roll at least this large are cropped turned upright
