@@ -43,7 +43,9 @@ from jaxmarks import metrics as metrics_lib
 from jaxmarks import pipeline
 from jaxmarks import plotting
 from jaxmarks import schemes as schemes_lib
+from jaxmarks import shapes
 from jaxmarks import transforms
+from jaxmarks.detection import boxes as box_lib
 
 __all__ = ["match_face", "evaluate_detector", "draw_detections", "rotate_photo",
            "match_by_overlap", "evaluate_from_photos"]
@@ -320,17 +322,8 @@ def match_by_overlap(boxes: np.ndarray, gt_box: np.ndarray) -> int:
     boxes: ``(N, 4)`` detection boxes ``(x0, y0, x1, y1)``.
     gt_box: ``(4,)`` the box of the face's annotated landmarks.
   """
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  if not len(boxes):
-    return -1
-  g = np.asarray(gt_box, np.float64)
-  iw = np.clip(np.minimum(boxes[:, 2], g[2]) - np.maximum(boxes[:, 0], g[0]), 0, None)
-  ih = np.clip(np.minimum(boxes[:, 3], g[3]) - np.maximum(boxes[:, 1], g[1]), 0, None)
-  inter = iw * ih
-  union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-           + (g[2] - g[0]) * (g[3] - g[1]) - inter)
-  iou = inter / np.maximum(union, 1e-9)
-  return int(np.argmax(iou)) if inter.max() > 0 else -1
+  iou = box_lib.iou(gt_box, boxes)
+  return int(np.argmax(iou)) if len(iou) and iou.max() > 0 else -1
 
 
 def _photos_with_faces(source, indices, rotate: float):
@@ -351,8 +344,7 @@ def _photos_with_faces(source, indices, rotate: float):
 
 def _landmark_box(points: np.ndarray) -> np.ndarray:
   """``(4,)`` the box of the finite points of ``(K, 2)``."""
-  finite = points[np.all(np.isfinite(points), axis=-1)]
-  return np.concatenate([finite.min(0), finite.max(0)])
+  return shapes.landmark_box(points[np.all(np.isfinite(points), axis=-1)])
 
 
 def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
@@ -479,7 +471,8 @@ def _print_photo_summary(summary: dict[str, Any], label: str) -> None:
 
 def evaluate_from_photos(predictor, detector, data_config: ml_collections.ConfigDict,
                          split: str, *, rotate: float = 0.0, align: bool = True,
-                         refine: int = pipeline.REFINE_PASSES, output_dir=None, batch_size: int = 16, limit: int | None = None,
+                         refine: int = pipeline.REFINE_PASSES, output_dir=None,
+                         batch_size: int = 16, limit: int | None = None,
                          num_overlays: int = 8, quiet: bool = False,
                          extra: dict[str, Any] | None = None, detector_name: str = "",
                          tag: str = "") -> dict[str, Any]:
@@ -529,8 +522,7 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   rotate = float(rotate)
   found = _predict_on_photos(predictor, detector, source, n, batch_size=batch_size,
                              rotate=rotate, align=align, refine=int(refine),
-                             num_overlays=num_overlays,
-                             quiet=quiet)
+                             num_overlays=num_overlays, quiet=quiet)
   if not found["preds"]:
     raise ValueError(f"the detector found none of the {n} faces of {data_config.dataset} "
                      f"{split}" + (f" turned by {rotate:g} degrees" if rotate else ""))
