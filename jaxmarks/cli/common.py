@@ -84,8 +84,29 @@ def define_record_flags(module: str, what: str = "the result") -> None:
   flags.DEFINE_string("record", "", f"Record {what} in the results store under this name "
                       "(lowercase letters, digits, '-', '_', '.'), replacing an entry of "
                       "that name: <results_dir>/<task>/<NAME>.json.", module_name=module)
-  flags.DEFINE_string("results_dir", results.DEFAULT_STORE, "The results store --record writes into.",
-                      module_name=module)
+  flags.DEFINE_string("results_dir", results.DEFAULT_STORE,
+                      "The results store --record writes into.", module_name=module)
+
+
+def define_detector_flags(module: str) -> None:
+  """``--detector_setting=name=value`` (repeatable) and ``--any_roll``: the face
+  detector's inference settings (``detector_settings``), as flags of ``module``."""
+  flags.DEFINE_multi_string("detector_setting", [], "The detector's inference setting, "
+                            "name=value (its config.detector), e.g. landmark_refine=True "
+                            "or thresholds=(0.5,0.6,0.6); repeatable.", module_name=module)
+  flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
+                    "270 degrees, to find faces at any roll (sideways, upside down); about 4x "
+                    "the detection time (config.detector.any_roll).", module_name=module)
+
+
+def detector_settings() -> dict:
+  """The detector's ``config.detector`` overrides ``define_detector_flags`` gave:
+  ``--detector_setting`` (``methods.parse_settings``) and ``--any_roll``."""
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  settings = methods.parse_settings(flags.FLAGS.detector_setting)
+  if flags.FLAGS.any_roll:
+    settings["any_roll"] = True
+  return settings
 
 
 def model_flag(required: bool = True) -> str | None:

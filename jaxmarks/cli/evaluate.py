@@ -123,12 +123,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("refine_landmarks", False, "MTCNN: run O-Net once more on each final "
                     "box for the five points (config.detector.landmark_refine; not in the "
                     "paper).")
-  flags.DEFINE_multi_string("detector_setting", [], "A detector's inference setting, "
-                            "name=value (config.detector), e.g. thresholds=(0.5,0.6,0.6); "
-                            "repeatable.")
-  flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
-                    "270 degrees, to find faces at any roll (config.detector.any_roll; about "
-                    "4x the detection time).")
+  common.define_detector_flags(__name__)
   flags.DEFINE_bool("from_photos", False, "Landmark methods: also evaluate from the split's "
                     "whole photos: --detector -> crops -> landmarks, as jaxmarks predict "
                     "runs it (faces missed, NME of the faces found).")
@@ -151,13 +146,11 @@ def _detector_settings(detector: bool) -> dict:
   """The detector's ``config.detector`` overrides: ``--detector_setting``,
   ``--refine_landmarks``, ``--any_roll`` and, when the evaluated model is the
   ``detector`` itself, ``--mirror`` (for a landmark method it mirrors the method)."""
-  settings = methods.parse_settings(FLAGS.detector_setting)
+  settings = common.detector_settings()
   if FLAGS.mirror and detector:
     settings["landmark_mirror"] = True
   if FLAGS.refine_landmarks:
     settings["landmark_refine"] = True
-  if FLAGS.any_roll:
-    settings["any_roll"] = True
   return settings
 
 

@@ -731,9 +731,7 @@ def main(argv) -> None:
                          "is a face detector: for its own five points use "
                          "--detector_setting=landmark_mirror=True")
       workdir, detector = None, workdir
-    settings = methods.parse_settings(FLAGS.detector_setting)
-    if FLAGS.any_roll:
-      settings["any_roll"] = True
+    settings = common.detector_settings()
     if "image" in given:
       run(workdir, given["image"], FLAGS.box or (), FLAGS.output_dir or None, detector,
           FLAGS.min_face_size, outputs, FLAGS.mirror, settings, FLAGS.refine_passes)
@@ -779,12 +777,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 8, "Photos or frames per detector call (>= 1).")
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
                        "model's own, 20 for MTCNN; else >= 12); larger is faster.")
-  flags.DEFINE_multi_string("detector_setting", [], "The detector's inference setting, "
-                            "name=value (its config.detector), e.g. landmark_refine=True "
-                            "or thresholds=(0.5,0.6,0.6); repeatable.")
-  flags.DEFINE_bool("any_roll", False, "MTCNN: also search each photo turned by 90, 180 and "
-                    "270 degrees, to find faces at any roll (sideways, upside down); about 4x "
-                    "the detection time (config.detector.any_roll).")
+  common.define_detector_flags(__name__)
   flags.DEFINE_integer("refine_passes", pipeline.REFINE_PASSES, "Crop each face again from "
                        "the landmark method's own points this many times (0: only from the "
                        "detector's box and five points).")
