@@ -26,8 +26,7 @@ from typing import Any, Iterable, Mapping
 
 __all__ = ["DEFAULT_STORE", "FIGURES", "CROP_SOURCES", "PHOTOS", "crop_source", "task_name",
            "check_name", "make_entry", "photo_speed", "keep_earlier_training", "record",
-           "read", "commit",
-           "command_line"]
+           "read", "commit", "command_line"]
 
 DEFAULT_STORE = "results"
 # The summary fields an entry keeps (fractions, not percent; each names its

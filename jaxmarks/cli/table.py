@@ -136,9 +136,10 @@ def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False,
              photos: bool = False) -> str:
   cols = columns(mirror, photos)
   lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; *faces from*: how each "
-           "model's crops were cut, as it was trained" + ("; *from photos*: the face detector on the whole photos, then "
-                             "each face cropped as the model was trained; missed: no "
-                             "detection overlaps the face" if photos else "")
+           "model's crops were cut, as it was trained"
+           + ("; *from photos*: the face detector on the whole photos, then each face "
+              "cropped as the model was trained; missed: no detection overlaps the face"
+              if photos else "")
            + "; io = inter-ocular, ip = inter-pupil).", "",
            "| " + " | ".join(label for _, label in cols) + " |",
            "|" + "---|" * len(cols)]
