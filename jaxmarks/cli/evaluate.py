@@ -219,10 +219,12 @@ def main(argv, command_argv: Sequence[str] | None = None) -> None:
         summaries += [(photo_entry_name(FLAGS.record, s["rotate"]), s, None, None)
                       for s in _evaluate_from_photos(model, predictor, data, angles,
                                                      output_dir)]
+    facts = model_facts(model) if FLAGS.record else None
     for name, summary, predictor, data in summaries if FLAGS.record else ():
       entry = results.keep_earlier_training(
           make_entry(model, summary, name, results.command_line(command_argv),
-                     predictor=predictor, data=data, mirror=FLAGS.mirror), FLAGS.results_dir)
+                     predictor=predictor, data=data, mirror=FLAGS.mirror, facts=facts),
+          FLAGS.results_dir)
       print(f"recorded {results.record(entry, FLAGS.results_dir)}", flush=True)
   except (FileNotFoundError, ValueError) as e:
     common.error_exit(e)
@@ -284,9 +286,34 @@ def _evaluate_from_photos(model: str, predictor, data, angles: Sequence[float],
       tag=methods.settings_tag(settings)) for angle in angles]
 
 
+def model_facts(model) -> dict[str, Any]:
+  """What every store entry of ``model`` (a bundled model's name, a workdir or an
+  export folder) says of the model itself, whatever was evaluated: ``config``,
+  ``detector``, ``short`` (its name), ``training`` (the command that trains it again,
+  else a bundled model's card's; the training time and faces its workdir recorded) and
+  ``parameters``."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  from jaxmarks import export  # pylint: disable=g-import-not-at-top
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  path = methods.resolve(model)
+  config, arrays, _ = methods.read_trained(path)
+  facts = workdir_lib.training_facts(path)
+  short = common.model_name(path)
+  # The command that trains this config again, else what a bundled model's card says.
+  command = methods.training_command(config)
+  if not command and common.bundled_name(path) and (path / "card.json").is_file():
+    command = bundled.card(short).get("training", {}).get("command") or None
+  training = {"wall_seconds": facts.get("train_seconds"),
+              "num_train_faces": facts.get("num_train_faces"), "command": command}
+  return {"config": config, "detector": methods.get(config.method).kind == "detector",
+          "short": short, "training": {k: v for k, v in training.items() if v is not None},
+          "parameters": export.parameter_count(arrays)}
+
+
 def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
                predictor=None, data=None, mirror: bool = False, timing_faces: int = 64,
-               repeats: int = 100, rounds: int = 5) -> dict[str, Any]:
+               repeats: int = 100, rounds: int = 5,
+               facts: dict[str, Any] | None = None) -> dict[str, Any]:
   """The results-store entry (``jaxmarks.results.make_entry``) of an evaluation.
 
   Args:
@@ -304,23 +331,11 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
     data: the data settings the split was read with (``evaluation.eval_data_config``;
       default: the predictor's own).
     mirror: test-time mirroring was on.
+    facts: ``model_facts(model)``, when already read (one model, several entries).
   """
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  from jaxmarks import export  # pylint: disable=g-import-not-at-top
-  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  path = methods.resolve(model)
-  config, arrays, _ = methods.read_trained(path)
-  detector = methods.get(config.method).kind == "detector"
-  facts = workdir_lib.training_facts(path)
-  training = {"wall_seconds": facts.get("train_seconds"),
-              "num_train_faces": facts.get("num_train_faces")}
-  short = common.model_name(path)
-  # The command that trains this config again, else what a bundled model's card says.
-  training["command"] = methods.training_command(config)
-  if not training["command"] and common.bundled_name(path) and (path / "card.json").is_file():
-    training["command"] = bundled.card(short).get("training", {}).get("command") or None
+  facts = facts or model_facts(model)
+  config, detector = facts["config"], facts["detector"]
   photos = detector or summary.get("source") == results.PHOTOS
-  speed = None
   if predictor is not None and not photos:
     if data is None:
       data = evaluation.eval_data_config(predictor.config, summary["dataset"])
@@ -330,13 +345,11 @@ def make_entry(model, summary: dict[str, Any], name: str, command: str, *,
   extra = ({"detector_settings": summary["detector_settings"]}
            if summary.get("detector_settings") else None)
   return results.make_entry(
-      summary, name=name, method=config.method, model=short,
+      summary, name=name, method=config.method, model=facts["short"],
       source=results.PHOTOS if photos else results.crop_source(
           data if data is not None else config.get("data")), command=command,
-      seed=config.get("seed"), speed=speed,
-      training={k: v for k, v in training.items() if v is not None},
-      parameters=export.parameter_count(arrays), mirror=mirror, detector=detector,
-      extra=extra)
+      seed=config.get("seed"), speed=speed, training=facts["training"],
+      parameters=facts["parameters"], mirror=mirror, detector=detector, extra=extra)
 
 
 def _speed(predictor, data, split: str, faces: int, repeats: int,
