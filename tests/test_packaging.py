@@ -22,5 +22,6 @@ def test_the_wheel_holds_only_the_library(tmp_path):
   assert top == {"jaxmarks", "tfds_builders"}, sorted(top)
   assert "jaxmarks/cli/main.py" in names and "jaxmarks/configs/dan.py" in names
   assert any(n.startswith("jaxmarks/bundled/cpr_300w/") for n in names)
+  assert "jaxmarks/bundled/face_roll/arrays.npz" in names  # any_roll's roll network
   entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
   assert "jaxmarks = jaxmarks.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

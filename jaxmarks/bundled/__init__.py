@@ -10,7 +10,9 @@ The models trained here are made by ``python -m experiments.bundle`` from a
 workdir: float16 arrays where that leaves the NME unchanged to 0.01 points, and a
 model card (``MODEL_CARD.md``, ``card.json``: the training command, the data and
 its terms, the held-out NME, size and speed). ``samples/astronaut.jpg`` is a
-public-domain photo for demos (``SAMPLE_PHOTO``).
+public-domain photo for demos (``SAMPLE_PHOTO``). ``face_roll/`` holds the small
+network the detector's ``any_roll`` uses to keep the right-way-up copy of a face
+(``FACE_ROLL``, with its card).
 
 ``path(name)`` is the model's export folder (``jaxmarks.export``);
 ``jaxmarks.methods.load_predictor(name)`` loads it like any trained workdir.
@@ -30,7 +32,7 @@ import json
 from typing import Any
 
 __all__ = ["MODELS", "DEFAULT_LANDMARKS", "DEFAULT_DETECTOR", "SAMPLE_PHOTO", "SAMPLE_FACE", "names", "path",
-           "contains", "card"]
+           "contains", "card", "FACE_ROLL"]
 
 # name -> folder beside this file
 MODELS = {"cpr-300w": "cpr_300w", "dan-300w": "dan_300w", "dcnn-mtfl": "dcnn_mtfl",
@@ -41,6 +43,10 @@ DEFAULT_LANDMARKS = "cpr-300w"
 DEFAULT_DETECTOR = "mtcnn-original"
 # Eileen Collins, NASA (public domain; taken from scikit-image's data): see samples/SOURCE.md.
 SAMPLE_PHOTO = pathlib.Path(__file__).parent / "samples" / "astronaut.jpg"
+# The network that tells which way is down in a detected face's window, for the
+# detector's ``any_roll`` (``jaxmarks.detection.face_roll``; made by ``python -m
+# experiments.face_roll``; not a landmark model, so not in ``MODELS``).
+FACE_ROLL = pathlib.Path(__file__).parent / "face_roll"
 # Its face as the bundled detector finds it (box and five points; JSON).
 SAMPLE_FACE = pathlib.Path(__file__).parent / "samples" / "astronaut.json"
 
