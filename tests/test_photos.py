@@ -273,6 +273,7 @@ def _upright_cascade(calls):
 def any_roll_detector():
   config = mtcnn_detector.imported_config()
   config.detector.any_roll = True
+  config.detector.roll_net = False  # dotted faces: nothing for the roll network to read
   det = mtcnn_detector.MTCNNDetector.with_networks(config, None, None, None)
   det.calls = []
   det._cascade = _upright_cascade(det.calls)  # pylint: disable=protected-access

@@ -27,7 +27,9 @@ back to image pixels. A face detector given as ``--model`` (``mtcnn-original``)
 is used as the detector, its five points the landmarks. MTCNN finds faces up to a
 moderate roll (about 30-45 degrees); ``--any_roll`` also searches each photo turned
 by 90, 180 and 270 degrees, so sideways and upside-down faces are found too, for
-about four times the detection time (``config.detector.any_roll``).
+about four times the detection time (``config.detector.any_roll``); of the copies'
+detections of one face it keeps one whose five points point down the way the bundled
+roll network reads the face (``config.detector.roll_net``, ``detection.face_roll``).
 
 Writes into the output folder: for one photo, ``<stem>_landmarks.json`` (per face:
 box, score, landmarks in image pixels, 0-based, x then y; the scheme and the

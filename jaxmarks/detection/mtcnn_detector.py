@@ -34,8 +34,15 @@ cascade finds faces up to a moderate roll (about 30-45 degrees either way). With
 boxes and five points are mapped back to the photo's pixels (``unturn_detections``:
 a square box stays a square box; the points keep their order, left eye first as the
 face has them) and the detections of the four copies are merged by the last stage's
-NMS (``merge_detections``, the best score kept). It costs about four times the
-detection time.
+NMS (``merge_detections``). O-Net also accepts many faces upside down or sideways in
+a turned copy (scores up to 0.999), with points made up for a face the right way up
+there; so with ``config.detector.roll_net`` (on by default) a small network reads
+which way is down in each detection's box (``face_roll``, the bundled
+``face_roll/``) and the merge prefers the detections whose five points agree with it
+to overlapping ones that do not (``merge_order``). A face that no agreeing detection
+covers is kept, its points settled by O-Net on its box turned upright both ways (by
+the network's direction and by the points' own; ``_settle_roll``). It costs about
+four times the detection time.
 
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
@@ -64,11 +71,13 @@ import numpy as np
 
 from jaxmarks import schemes
 from jaxmarks.detection import boxes as box_lib
+from jaxmarks.detection import face_roll
 from jaxmarks.contracts import Detections
 from jaxmarks.detection import mtcnn_nets as nets
 
 __all__ = ["MTCNNDetector", "default_detector_config", "imported_config", "pyramid_scales",
-           "ROLL_TURNS", "unturn_points", "unturn_detections", "merge_detections"]
+           "ROLL_TURNS", "unturn_points", "unturn_detections", "merge_detections",
+           "merge_order", "PREFERRED_OVERLAP"]
 
 
 # The five points' left/right pairs swapped (eyes, mouth corners).
@@ -129,21 +138,69 @@ def unturn_detections(dets: Detections, turns: int, height: int, width: int) -> 
   return Detections(boxes, dets.scores, points)
 
 
-def merge_detections(found: Sequence[Detections], threshold: float,
-                     method: str = "min") -> Detections:
-  """The detections of one photo from several searches merged: non-maximum
-  suppression (``boxes.nms``: a box overlapping a better one by more than
-  ``threshold`` is dropped), best score first."""
+# ``merge_detections``: a detection the roll network does not agree with is dropped when
+# it overlaps an agreeing one by more than this (IoU).
+PREFERRED_OVERLAP = 0.3
+
+
+def merge_order(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "min",
+                preferred: np.ndarray | None = None,
+                copy_roll: np.ndarray | None = None) -> np.ndarray:
+  """Which of one photo's detections from several searches to keep (``merge_detections``),
+  as indices into boxes ``(N, 4)`` (pixel edges) and scores ``(N,)``, best score first.
+  ``copy_roll`` ``(N,)``: with ``preferred``, each detection's roll in degrees in the
+  copy of the photo it was found in; among overlapping preferred detections the one
+  closest to upright in its copy wins (O-Net's points are best on upright faces), a
+  difference of 90 degrees outweighing any difference of score."""
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  if preferred is not None:
+    preferred = np.asarray(preferred, bool)
+    if preferred.shape != scores.shape:
+      raise ValueError(f"preferred has {len(preferred)} entries for {len(scores)} detections")
+  if not len(scores):
+    return np.zeros(0, np.int64)
+  rank = scores if preferred is None else scores + 3.0 * preferred
+  if preferred is not None and copy_roll is not None:
+    rank = rank - preferred * np.asarray(copy_roll, np.float64) / 90.0
+  inclusive = np.concatenate([boxes[:, :2] + 1, boxes[:, 2:], rank[:, None]], axis=1)
+  keep = np.asarray(box_lib.nms(inclusive, threshold, method), np.int64)  # 1-based boxes
+  if preferred is not None:  # another search's copy of a face an agreeing detection holds
+    agreeing = keep[preferred[keep]]
+    keep = np.array([i for i in keep if preferred[i] or not len(agreeing)
+                     or box_lib.iou(boxes[i], boxes[agreeing]).max() <= PREFERRED_OVERLAP],
+                    np.int64)
+  return keep[np.argsort(-scores[keep], kind="stable")]
+
+
+def _joined(found: Sequence[Detections]) -> Detections:
+  """The detections of several searches of one photo as one ``Detections``."""
   with_points = all(d.points is not None for d in found)
   found = [d for d in found if len(d)]
   if not found:
     return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)) if with_points else None)
-  boxes = np.concatenate([d.boxes for d in found]).astype(np.float64)
-  scores = np.concatenate([d.scores for d in found]).astype(np.float64)
-  points = np.concatenate([d.points for d in found]) if with_points else None
-  inclusive = np.concatenate([boxes[:, :2] + 1, boxes[:, 2:], scores[:, None]], axis=1)
-  keep = box_lib.nms(inclusive, threshold, method)  # the reference's 1-based boxes
-  return Detections(boxes[keep], scores[keep], None if points is None else points[keep])
+  return Detections(np.concatenate([d.boxes for d in found]).astype(np.float64),
+                    np.concatenate([d.scores for d in found]).astype(np.float64),
+                    np.concatenate([d.points for d in found]) if with_points else None)
+
+
+def merge_detections(found: Sequence[Detections], threshold: float, method: str = "min",
+                     preferred: np.ndarray | None = None) -> Detections:
+  """The detections of one photo from several searches merged: non-maximum
+  suppression (``boxes.nms``: a box overlapping a better one by more than
+  ``threshold`` is dropped), best score first.
+
+  ``preferred``: ``(N,)`` bool over the detections of ``found`` in order; a preferred
+  detection ranks above every other one in the suppression (a detection whose roll
+  agrees with the roll network's, ``face_roll.agrees``), and a detection that is not
+  preferred is also dropped when it overlaps a kept preferred one by more than
+  ``PREFERRED_OVERLAP`` (IoU): the four searches place one face's boxes a few pixels
+  apart, often too far apart for ``threshold``. The kept ones are then ordered by
+  score.
+  """
+  d = _joined(found)
+  keep = merge_order(d.boxes, d.scores, threshold, method, preferred)
+  return Detections(d.boxes[keep], d.scores[keep], None if d.points is None else d.points[keep])
 
 
 def default_detector_config() -> ml_collections.ConfigDict:
@@ -164,6 +221,9 @@ def default_detector_config() -> ml_collections.ConfigDict:
   # Faces at any roll: also search the photo turned by 90, 180 and 270 degrees (about
   # 4x the detection time; not in the paper).
   c.any_roll = False
+  # With any_roll: prefer the detections whose five points point down the way the
+  # bundled roll network reads the face (jaxmarks.detection.face_roll).
+  c.roll_net = True
   return c
 
 
@@ -259,6 +319,7 @@ class MTCNNDetector:
     self._pnet_fn = jax.jit(self._pnet_in_bands)
     self._rnet_fn = jax.jit(functools.partial(self._crop_net, self._rnet))
     self._onet_fn = jax.jit(functools.partial(self._crop_net, self._onet))
+    self._roll_params = None  # the roll network's, loaded on first use (any_roll)
 
   @classmethod
   def with_networks(cls, config: ml_collections.ConfigDict, pnet: Callable[..., Any],
@@ -275,6 +336,7 @@ class MTCNNDetector:
     self._pnet_fn = lambda _, images, valid_hw: pnet(images, valid_hw)
     self._rnet_fn = lambda _, crops: rnet(crops)
     self._onet_fn = lambda _, crops: onet(crops)
+    self._roll_params = None
     return self
 
   # --- the jitted networks ------------------------------------------------------
@@ -526,9 +588,59 @@ class MTCNNDetector:
     turned = [np.ascontiguousarray(np.rot90(image, k)) for k in ROLL_TURNS for image in images]
     found = self._cascade(turned)
     n = len(images)
-    return [merge_detections([unturn_detections(found[t * n + i], k, *image.shape[:2])
-                              for t, k in enumerate(ROLL_TURNS)], self.settings.nms_onet, "min")
-            for i, image in enumerate(images)]
+    out = []
+    for i, image in enumerate(images):
+      h, w = image.shape[:2]
+      copies = [unturn_detections(found[t * n + i], k, h, w) for t, k in enumerate(ROLL_TURNS)]
+      d = _joined(copies)
+      read = self._read_down(image, d.boxes)
+      agree = None if read is None else face_roll.agrees(read, d.points)
+      # Each copy's down direction in the photo; each detection's roll in its copy.
+      downs = np.concatenate([np.repeat(np.diff(unturn_points(
+          np.array([[0.0, 0.0], [0.0, 1.0]]), k, h, w), axis=0), len(c), axis=0)
+          for k, c in zip(ROLL_TURNS, copies)])
+      copy_roll = None if read is None else face_roll.angle_between(read, downs)
+      keep = merge_order(d.boxes, d.scores, self.settings.nms_onet, "min", agree, copy_roll)
+      points = d.points[keep]
+      if read is not None and len(keep):
+        points = self._calibrated_points(image, d.boxes[keep], read[keep], points, agree[keep])
+      out.append(Detections(d.boxes[keep], d.scores[keep], points))
+    return out
+
+  def _read_down(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray | None:
+    """The face's down direction ``(N, 2)`` the roll network reads in each box ``(N, 4)``
+    of one photo (``face_roll.read_down``); None without ``roll_net``."""
+    if not self.settings.get("roll_net", False):
+      return None
+    if self._roll_params is None:
+      self._roll_params = face_roll.load_params()
+    read = face_roll.read_down(self._roll_params, np.asarray(image, np.uint8), boxes)
+    return face_roll.pooled(read, boxes, PREFERRED_OVERLAP)
+
+  def _calibrated_points(self, image: np.ndarray, boxes: np.ndarray, read: np.ndarray,
+                         points: np.ndarray, agree: np.ndarray) -> np.ndarray:
+    """The five points ``(N, 5, 2)`` of the merged detections (boxes ``(N, 4)``, their
+    points, whether those agree with the roll network's read ``(N, 2)``) read again by
+    O-Net on each box turned upright by the read (PCN's calibration): O-Net's points
+    are best on an upright face and lean towards its copy's upright on a rolled one
+    (a face rolled 30 degrees got points about 10-40 degrees off, which the crop
+    inherits). Kept where O-Net finds a face there (probability over 0.5). A
+    detection that disagrees (no agreeing one covers its face: either the network
+    misread it or O-Net made up points for a face upside down or sideways in its
+    copy) takes them only where O-Net is surer of a face there than on its box turned
+    upright by its own points."""
+    wrong = ~np.asarray(agree, bool)
+    ways = np.concatenate([read, face_roll.points_down(points[wrong])])
+    windows, matrices = face_roll.upright_windows(
+        image, np.concatenate([boxes, boxes[wrong]]), ways, size=48)
+    onet = self._run_onet(windows * np.float32(255))
+    moved = np.stack([face_roll.window_to_image(m, u * 48 - 0.5)
+                      for m, u in zip(matrices, onet["points"].astype(np.float64))])
+    n = len(boxes)
+    prob = onet["prob"][:n]
+    take = prob > 0.5
+    take[wrong] = prob[wrong] > onet["prob"][n:]
+    return np.where(take[:, None, None], moved[:n], points)
 
   def _cascade(self, images: list[np.ndarray]) -> list[Detections]:
     """``detect`` on photos already checked (``_photos``), as they are."""

@@ -86,7 +86,7 @@ def check_detector_settings(config: ml_collections.ConfigDict) -> None:
       or not all(isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0 for v in t)):
     raise ValueError(f"config.detector.thresholds must be three numbers in [0, 1]; got {t}")
   validate.check_int(config, "detector.min_face_size", 12)
-  for field in ("landmark_refine", "landmark_mirror", "any_roll"):
+  for field in ("landmark_refine", "landmark_mirror", "any_roll", "roll_net"):
     if not isinstance(config.detector.get(field, False), bool):
       raise ValueError(f"config.detector.{field} must be True or False; got "
                        f"{config.detector[field]!r}")
