@@ -158,3 +158,8 @@ def test_onet_reads_the_points_again_on_the_box_turned_upright():
   # The network wrong, the points right: they stay.
   kept = calibrated(photo, box, -down, truth, np.array([False]))
   np.testing.assert_array_equal(kept, truth)
+
+
+def test_any_roll_retry_is_checked():
+  with pytest.raises(ValueError, match="detector.any_roll_retry"):
+    methods.load_detector("mtcnn-original", {"any_roll": True, "any_roll_retry": 2.0})

@@ -249,8 +249,8 @@ def _upright_cascade(calls):
   """A stand-in for ``MTCNNDetector._cascade`` that finds the dotted face only when
   it is roughly upright (its eyes' roll within 50 degrees), scored by how upright."""
 
-  def cascade(images):
-    calls.append(len(images))
+  def cascade(images, pnet_threshold=None):
+    calls.append((len(images), pnet_threshold))
     out = []
     for image in images:
       dots = [np.argwhere(np.all(image == c, axis=-1)) for c in _COLORS]
@@ -291,7 +291,8 @@ def test_any_roll_finds_a_turned_face_once_with_its_points_mapped_back(any_roll_
     expected.append(p)
   photos.append(np.zeros((40, 50, 3), np.uint8))  # no face, another size
   found = any_roll_detector.detect(photos)
-  assert any_roll_detector.calls == [4 * len(photos)]  # one batched search
+  # One batched search, then the photo with no face once more at P-Net's lower threshold.
+  assert any_roll_detector.calls == [(4 * len(photos), None), (4, 0.3)]
   for dets, p in zip(found, expected):
     assert len(dets) == 1  # at 45 degrees two searches find it: merged
     np.testing.assert_allclose(dets.points[0], p, atol=1e-4)  # left eye first, and so on

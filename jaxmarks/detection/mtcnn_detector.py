@@ -42,7 +42,10 @@ which way is down in each detection's box (``face_roll``, the bundled
 to overlapping ones that do not (``merge_order``). A face that no agreeing detection
 covers is kept, its points settled by O-Net on its box turned upright both ways (by
 the network's direction and by the points' own; ``_settle_roll``). It costs about
-four times the detection time.
+four times the detection time. A photo in which the four searches find no face is
+searched again with P-Net's threshold lowered to ``any_roll_retry`` (0.3; R-Net's and
+O-Net's kept): a close-up face, or one rolled near 45 degrees from every quarter turn,
+can fail P-Net's 0.6 in all four copies and pass the later stages.
 
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
@@ -224,6 +227,9 @@ def default_detector_config() -> ml_collections.ConfigDict:
   # With any_roll: prefer the detections whose five points point down the way the
   # bundled roll network reads the face (jaxmarks.detection.face_roll).
   c.roll_net = True
+  # With any_roll: a photo in which the four searches find no face is searched again
+  # with P-Net's threshold lowered to this (R-Net's and O-Net's kept); 0 = no retry.
+  c.any_roll_retry = 0.3
   return c
 
 
@@ -398,10 +404,12 @@ class MTCNNDetector:
     return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
 
   # --- the stages -------------------------------------------------------------
-  def _stage1(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+  def _stage1(self, images: Sequence[np.ndarray],
+              threshold: float | None = None) -> list[np.ndarray]:
     """P-Net proposals per photo (``_photos``): ``(N, 5)`` inclusive boxes with scores,
-    squared."""
+    squared; P-Net's ``threshold`` (default ``thresholds[0]``)."""
     s = self.settings
+    threshold = s.thresholds[0] if threshold is None else threshold
     per_image: list[list[np.ndarray]] = [[] for _ in images]
     # Every pyramid level of every photo, grouped by padded shape: one P-Net call per
     # group (levels of different photos share it), all dispatched before any is read
@@ -431,7 +439,7 @@ class MTCNNDetector:
       for b, (i, scale, hs, ws) in enumerate(part):
         out_h, out_w = nets.pnet_cells(hs, ws)
         cells = self._cells(prob[b, :out_h, :out_w], reg[b, :out_h, :out_w], scale,
-                            s.thresholds[0])
+                            threshold)
         keep = box_lib.nms(cells, s.nms_level, "union")
         if keep.size:
           per_image[i].append(cells[keep])
@@ -579,14 +587,27 @@ class MTCNNDetector:
     """Faces in each photo ``(H, W, 3)`` uint8 RGB -> ``Detections`` (boxes, scores,
     five points), best score first. With ``any_roll`` each photo is also searched
     turned by 90, 180 and 270 degrees (all copies of all photos in one cascade run)
-    and the four searches merged (``merge_detections``)."""
+    and the four searches merged (``merge_order``); a photo in which that finds no face
+    is searched so again with P-Net's threshold lowered to ``any_roll_retry``."""
     images = self._photos(images)
     if not images:
       return []
     if not self.settings.get("any_roll", False):
       return self._cascade(images)
+    out = self._any_roll(images)
+    retry = float(self.settings.get("any_roll_retry", 0.0) or 0.0)
+    empty = [i for i, d in enumerate(out) if not len(d)]
+    if retry > 0 and empty:
+      for i, d in zip(empty, self._any_roll([images[i] for i in empty], retry)):
+        out[i] = d
+    return out
+
+  def _any_roll(self, images: list[np.ndarray], pnet_threshold: float | None = None
+                ) -> list[Detections]:
+    """``detect`` with ``any_roll`` on checked photos: the four turned copies of each
+    searched in one cascade run, their detections merged and calibrated."""
     turned = [np.ascontiguousarray(np.rot90(image, k)) for k in ROLL_TURNS for image in images]
-    found = self._cascade(turned)
+    found = self._cascade(turned, pnet_threshold)
     n = len(images)
     out = []
     for i, image in enumerate(images):
@@ -642,9 +663,11 @@ class MTCNNDetector:
     take[wrong] = prob[wrong] > onet["prob"][n:]
     return np.where(take[:, None, None], moved[:n], points)
 
-  def _cascade(self, images: list[np.ndarray]) -> list[Detections]:
-    """``detect`` on photos already checked (``_photos``), as they are."""
-    proposals = self._stage1(images)
+  def _cascade(self, images: list[np.ndarray],
+               pnet_threshold: float | None = None) -> list[Detections]:
+    """``detect`` on photos already checked (``_photos``), as they are (P-Net's
+    threshold ``pnet_threshold``, default ``thresholds[0]``)."""
+    proposals = self._stage1(images, pnet_threshold)
     candidates = self._stage2(images, proposals)
     final = self._stage3(images, candidates)
     out = []
