@@ -68,8 +68,8 @@ def test_the_bundled_network_reads_a_real_face_at_any_roll(roll_params, degrees)
   box = np.concatenate([centre + 0.5 - side / 2, centre + 0.5 + side / 2])[None]
   read = face_roll.predict_down(roll_params, face_roll.windows(turned, box))
   assert face_roll.angle_between(read[0], face_roll.points_down(p)) < 25
-  agree = face_roll.detection_agreement(roll_params, turned, np.repeat(box, 2, 0),
-                                        np.stack([p, p[[3, 4, 2, 0, 1]]]))
+  agree = face_roll.agrees(face_roll.read_down(roll_params, turned, np.repeat(box, 2, 0)),
+                           np.stack([p, p[[3, 4, 2, 0, 1]]]))
   assert agree.tolist() == [True, False]  # the same box with the face's points upside down
 
 

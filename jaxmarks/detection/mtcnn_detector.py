@@ -39,10 +39,11 @@ a turned copy (scores up to 0.999), with points made up for a face the right way
 there; so with ``config.detector.roll_net`` (on by default) a small network reads
 which way is down in each detection's box (``face_roll``, the bundled
 ``face_roll/``) and the merge prefers the detections whose five points agree with it
-to overlapping ones that do not (``merge_order``). A face that no agreeing detection
-covers is kept, its points settled by O-Net on its box turned upright both ways (by
-the network's direction and by the points' own; ``_settle_roll``). It costs about
-four times the detection time. A photo in which the four searches find no face is
+to overlapping ones that do not (``merge_order``). O-Net then reads each kept face's
+five points again on its box turned upright by the network's direction; a face that
+no agreeing detection covers takes them only where O-Net is surer of a face there
+than on its box turned upright by its own points (``_calibrated_points``). It costs
+about four times the detection time. A photo in which the four searches find no face is
 searched again with P-Net's threshold lowered to ``any_roll_retry`` (0.3; R-Net's and
 O-Net's kept): a close-up face, or one rolled near 45 degrees from every quarter turn,
 can fail P-Net's 0.6 in all four copies and pass the later stages.
@@ -643,9 +644,9 @@ class MTCNNDetector:
     """The five points ``(N, 5, 2)`` of the merged detections (boxes ``(N, 4)``, their
     points, whether those agree with the roll network's read ``(N, 2)``) read again by
     O-Net on each box turned upright by the read (PCN's calibration): O-Net's points
-    are best on an upright face and lean towards its copy's upright on a rolled one
-    (a face rolled 30 degrees got points about 10-40 degrees off, which the crop
-    inherits). Kept where O-Net finds a face there (probability over 0.5). A
+    are best on an upright face and lean towards its copy's upright on a rolled one,
+    a roll error the aligned crop inherits. Kept where O-Net finds a face there
+    (probability over 0.5). A
     detection that disagrees (no agreeing one covers its face: either the network
     misread it or O-Net made up points for a face upside down or sideways in its
     copy) takes them only where O-Net is surer of a face there than on its box turned
