@@ -348,7 +348,7 @@ def _landmark_box(points: np.ndarray) -> np.ndarray:
 
 
 def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
-                       rotate: float, align: bool, refine: int, num_overlays: int,
+                       rotate: float, align: bool, refine: int | None, num_overlays: int,
                        quiet: bool) -> dict[str, Any]:
   """Detector -> crops -> landmarks (``pipeline.detect_and_predict``) on the first
   ``n`` photos of ``source``, ``batch_size`` photos per detector call; each annotated
@@ -471,7 +471,7 @@ def _print_photo_summary(summary: dict[str, Any], label: str) -> None:
 
 def evaluate_from_photos(predictor, detector, data_config: ml_collections.ConfigDict,
                          split: str, *, rotate: float = 0.0, align: bool = True,
-                         refine: int = pipeline.REFINE_PASSES, output_dir=None,
+                         refine: int | None = None, output_dir=None,
                          batch_size: int = 16, limit: int | None = None,
                          num_overlays: int = 8, quiet: bool = False,
                          extra: dict[str, Any] | None = None, detector_name: str = "",
@@ -495,7 +495,7 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
     rotate: degrees to turn every photo (counter-clockwise; robustness to head roll).
     align: crops turned upright by the detected points (``pipeline.face_crop_box``).
     refine: passes that crop each face again from the method's own landmarks
-      (``pipeline.detect_and_predict``).
+      (``pipeline.detect_and_predict``; None: the method's own, ``pipeline.refine_passes``).
     output_dir: where to write ``evaluation_<dataset>_<split>_photos[_rot<N>][_<tag>]``
       ``.json``, its CED PNG and ``overlays_...png`` (None: nothing written).
     batch_size: photos per detector call.
@@ -521,7 +521,7 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   n = len(source) if limit is None else min(len(source), int(limit))
   rotate = float(rotate)
   found = _predict_on_photos(predictor, detector, source, n, batch_size=batch_size,
-                             rotate=rotate, align=align, refine=int(refine),
+                             rotate=rotate, align=align, refine=refine,
                              num_overlays=num_overlays, quiet=quiet)
   if not found["preds"]:
     raise ValueError(f"the detector found none of the {n} faces of {data_config.dataset} "

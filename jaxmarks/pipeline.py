@@ -58,7 +58,8 @@ MAX_IMAGE_PIXELS = 200_000_000
 # Photos larger than this are searched for faces on a scaled-down copy
 # (``ScaledDetection``): MTCNN's pyramid on 144 megapixels takes minutes and GBs.
 MAX_DETECT_PIXELS = 50_000_000
-# Passes of ``detect_and_predict`` that crop each face again from the method's own points.
+# Passes of ``detect_and_predict`` that crop each face again from the method's own points,
+# for a method whose config names none of its own (``config.refine_passes``).
 REFINE_PASSES = 2
 
 
@@ -407,7 +408,7 @@ def face_crop_box(box, points, scheme: str | None, align: bool = True,
 def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None,
                        detector: Detector, batch_size: int = 64, align: bool = True,
                        min_roll_degrees: float | None = None,
-                       refine: int = REFINE_PASSES) -> list[list[Face]]:
+                       refine: int | None = None) -> list[list[Face]]:
   """Landmarks of every face in every photo.
 
   Args:
@@ -426,8 +427,9 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
       training crops came from a face's true points. A face whose landmarks are not
       finite or flagged diverged, or whose new crop would move far from the one its
       detected five points gave (``near_crop``: a fit that collapsed or left the
-      face), keeps those of the pass before. A method of five points is not cropped
-      again: its own five points frame a face no better than the detector's.
+      face), keeps those of the pass before. None: the method's own
+      (``refine_passes``). A method of five points is not cropped again: its own
+      five points frame a face no better than the detector's.
 
   Returns:
     one list of ``Face`` per photo, in the detector's order.
@@ -474,10 +476,16 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
   return faces
 
 
-def refine_passes(predictor: Predictor, refine: int = REFINE_PASSES) -> int:
+def refine_passes(predictor: Predictor, refine: int | None = None) -> int:
   """The refining passes ``detect_and_predict`` makes for ``predictor``: ``refine``,
-  but none for a method of five points or fewer (its own points frame a face no
-  better than the detector's five)."""
+  or with None the method's own (its config's ``refine_passes``; ``REFINE_PASSES``
+  where it names none: a cascade started from its mean shape, CPR, fits worse from
+  a crop cut from its own points and says 0); none for a method of five points or
+  fewer (its own points frame a face no better than the detector's five)."""
+  if refine is None:
+    config = getattr(predictor, "config", None)
+    own = None if config is None else config.get("refine_passes")
+    refine = REFINE_PASSES if own is None else int(own)
   scheme = workdir_lib.scheme_of(predictor.config)
   try:
     k = schemes_lib.get_scheme(scheme).num_points

@@ -215,3 +215,27 @@ def test_a_five_point_method_is_not_cropped_again():
   (face,), = pipeline.detect_and_predict([image], predictor, detector, refine=2)
   assert len(predictor.crops) == 1 and pipeline.refine_passes(predictor, 2) == 0
   np.testing.assert_allclose(face.landmarks, five, atol=1e-3)
+
+
+def test_refining_passes_default_to_the_method_s_own():
+  """``refine=None`` (the commands' default) makes the passes the method's config names
+  (``config.refine_passes``: CPR's 0), else ``pipeline.REFINE_PASSES``; a given count wins."""
+  image, lm = _face()
+  _, in_crop = _crop(image, lm)
+  detector = pipeline.GivenBoxes(np.array([[20.0, 30.0, 200.0, 220.0]]))
+  predictor = _FixedPredictor(in_crop.astype(np.float32))
+  pipeline.detect_and_predict([image], predictor, detector)
+  assert len(predictor.crops) == 1 + pipeline.REFINE_PASSES
+  for own, given, calls in ((0, None, 1), (1, None, 2), (0, 2, 3)):
+    predictor = _FixedPredictor(in_crop.astype(np.float32))
+    predictor.config.refine_passes = own
+    pipeline.detect_and_predict([image], predictor, detector, refine=given)
+    assert len(predictor.crops) == calls, (own, given)
+
+
+def test_the_bundled_cpr_is_not_cropped_again_by_default():
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  cpr = methods.load_predictor("cpr-300w")
+  assert pipeline.refine_passes(cpr) == 0 and pipeline.refine_passes(cpr, 2) == 2
+  from jaxmarks.configs import cpr as cpr_config  # pylint: disable=g-import-not-at-top
+  assert cpr_config.get_config("300w").refine_passes == 0

@@ -475,3 +475,16 @@ def test_a_full_disk_is_one_error_line_from_the_command(tmp_path, tfds_dir):
                     "[Errno 28] No space left on device); training stopped at step 2; no "
                     "checkpoint had been written yet, and the same command starts again "
                     "once the cause is fixed"], r.stderr
+
+
+@pytest.mark.parametrize("field, value", [("five_point_noise", 0.05), ("augment", True)])
+def test_a_crop_perturbation_a_classical_method_would_ignore_is_refused(tmp_path, tfds_dir,
+                                                                        field, value):
+  """The classical methods learn from plain crops: a setting that only perturbs
+  training crops is an error naming it, before anything is written."""
+  config = _tiny_cpr(tfds_dir)
+  config.data[field] = value
+  with pytest.raises(ValueError, match=rf"config.data.{field}=.*classical methods train on "
+                     r"plain crops.*jitter"):
+    methods.train(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()

@@ -171,7 +171,7 @@ def test_evaluation_from_photos_counts_missed_faces_and_turns_the_photos(cpr, tm
     assert (s["faces"], s["missed"], s["matched"], s["n"]) == (n, 2, n - 2, n - 2)
     assert s["unmatched_detections"] == 1  # the far box
     assert s["source"] == "photos" and s["rotate"] == angle and s["detector"] == "fake"
-    assert s["refine_passes"] == 2  # cropped again from the method's points, as predict does
+    assert s["refine_passes"] == 0  # CPR's own (config.refine_passes), as predict does
     assert s["scheme"] == "ibug68" and s["split"] == "validation" and s["ms_per_photo"] > 0
     assert 0 < s["nme_inter_ocular"] < 0.5 and "per_pose" not in s  # no pose label
   # Two detector calls of 8 photos per turn; record 8 (first of each second call) turned

@@ -39,7 +39,7 @@ five points on the faces it found::
 the detector (``--detector=NAME|DIR``, default ``mtcnn-original``) on the split's
 whole photos, each face cropped as the method was trained (turned upright by its
 five points' roll), then cropped again from the method's own points
-(``--refine_passes``, default 2, as ``jaxmarks predict``), the landmarks mapped back
+(``--refine_passes``, default the model's own as ``jaxmarks predict``: 2, CPR 0), the landmarks mapped back
 and scored against the annotated
 ones (``jaxmarks.photo_evaluation.evaluate_from_photos``: a face is missed when no
 detection overlaps its landmark box), printed and written beside the
@@ -133,9 +133,10 @@ def define_flags() -> None:
                             "(default 0).")
   flags.DEFINE_string("detector", "mtcnn-original", "With --from_photos: the face detector "
                       "(a bundled model's name or an MTCNN workdir).")
-  flags.DEFINE_integer("refine_passes", pipeline.REFINE_PASSES, "With --from_photos: crop "
-                       "each face again from the method's own points this many times, as "
-                       "jaxmarks predict does (0: only from the detector's).", lower_bound=0,
+  flags.DEFINE_integer("refine_passes", None, "With --from_photos: crop each face again "
+                       "from the method's own points this many times, as jaxmarks predict "
+                       "does (0: only from the detector's; default: the model's own, "
+                       f"config.refine_passes, else {pipeline.REFINE_PASSES}).", lower_bound=0,
                        upper_bound=5)
   flags.DEFINE_integer("limit", 0, "Detectors and --from_photos: evaluate only the first N "
                        "photos (0: all).")

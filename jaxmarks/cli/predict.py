@@ -131,16 +131,18 @@ def progress_bar(total: int | None, unit: str) -> tqdm.tqdm:
 
 
 def check_run_settings(batch_size: int = 1, min_face_size: int = 0,
-                       refine: int = pipeline.REFINE_PASSES) -> None:
+                       refine: int | None = None) -> None:
   """``--batch_size`` >= 1, ``--min_face_size`` 0 or >= 12 and ``--refine_passes``
-  0-5, before anything is read or written; a one-line error otherwise."""
+  0-5 (or None: the model's own), before anything is read or written; a one-line
+  error otherwise."""
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"--batch_size must be an integer >= 1; got {batch_size}")
   if (isinstance(min_face_size, bool) or not isinstance(min_face_size, int)
       or (min_face_size != 0 and min_face_size < 12)):
     raise ValueError(f"--min_face_size must be 0 (the detector's own) or an integer >= 12 "
                      f"pixels; got {min_face_size}")
-  if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= 5:
+  if refine is not None and (isinstance(refine, bool) or not isinstance(refine, int)
+                             or not 0 <= refine <= 5):
     raise ValueError(f"--refine_passes must be an integer from 0 to 5; got {refine}")
 
 
@@ -274,9 +276,9 @@ class Models:
   def __init__(self, workdir=None, detector: str = "mtcnn-original",
                boxes: Sequence[str] = (), min_face_size: int = 0, mirror: bool = False,
                detector_settings: Mapping[str, Any] | None = None,
-               refine: int = pipeline.REFINE_PASSES):
+               refine: int | None = None):
     check_run_settings(min_face_size=min_face_size, refine=refine)
-    self.refine = int(refine)
+    self.refine = None if refine is None else int(refine)
     self.workdir = methods.resolve(workdir) if workdir else None
     # The record's "model": a bundled model by its name, a workdir by its path.
     self.model_name = ((common.bundled_name(self.workdir) or str(self.workdir))
@@ -380,7 +382,7 @@ def run(workdir, image_path, boxes: Sequence[str] = (), output_dir=None,
         detector: str = "mtcnn-original", min_face_size: int = 0,
         outputs: Outputs | None = None, mirror: bool = False,
         detector_settings: Mapping[str, Any] | None = None,
-        refine: int = pipeline.REFINE_PASSES) -> dict[str, Any]:
+        refine: int | None = None) -> dict[str, Any]:
   """Predicts on one photo and writes the JSON (and CSV) and overlay PNG; returns the
   JSON dict. ``mirror``: test-time mirroring (``jaxmarks.mirror``).
   ``detector_settings``: the detector's inference settings that replace its own
@@ -429,7 +431,7 @@ def run_folder(workdir, folder, output_dir=None, detector: str = "mtcnn-original
                batch_size: int = 8, min_face_size: int = 0,
                outputs: Outputs | None = None, mirror: bool = False,
                detector_settings: Mapping[str, Any] | None = None,
-               refine: int = pipeline.REFINE_PASSES) -> FolderRecords:
+               refine: int | None = None) -> FolderRecords:
   """Every photo of ``folder`` (or a list of photo files), ``batch_size`` photos per
   detector call; writes ``predictions.jsonl`` (and ``predictions.csv``) and an
   overlay per photo (``overlay_stems`` names them). A photo that cannot be read is
@@ -636,7 +638,7 @@ def run_video(workdir, video_path, output_dir=None, detector: str = "mtcnn-origi
               batch_size: int = 8, min_face_size: int = 0, outputs: Outputs | None = None,
               smooth: bool = False, mirror: bool = False,
               detector_settings: Mapping[str, Any] | None = None,
-              refine: int = pipeline.REFINE_PASSES) -> dict[str, Any]:
+              refine: int | None = None) -> dict[str, Any]:
   """Every frame of a video: ``<stem>_landmarks.jsonl`` and ``<stem>_landmarks.mp4``
   (and ``<stem>_landmarks.csv``). ``smooth``: faces are tracked from frame to frame
   and their landmarks filtered over time (``jaxmarks.tracking``: the One-Euro
@@ -780,9 +782,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("min_face_size", 0, "The detector's smallest face in pixels (0: the "
                        "model's own, 20 for MTCNN; else >= 12); larger is faster.")
   common.define_detector_flags(__name__)
-  flags.DEFINE_integer("refine_passes", pipeline.REFINE_PASSES, "Crop each face again from "
-                       "the landmark method's own points this many times (0: only from the "
-                       "detector's box and five points).")
+  flags.DEFINE_integer("refine_passes", None, "Crop each face again from the landmark "
+                       "method's own points this many times (0: only from the detector's box "
+                       "and five points; default: the model's own, config.refine_passes, "
+                       f"else {pipeline.REFINE_PASSES}).")
   flags.DEFINE_bool("json", True, "Write the landmarks as JSON (--nojson: not).")
   flags.DEFINE_bool("csv", False, "Also write them as CSV, one row per point.")
   flags.DEFINE_bool("overlay", True, "Write overlay images / the overlay video (--nooverlay: "

@@ -72,6 +72,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.cpr.ridge = 2.0
   c.cpr.rank = 20
   c.cpr.mirror = True
+  # On photos, crop each face only from the detector's five points
+  # (``pipeline.refine_passes``): a cascade started from its mean shape fits worse from
+  # a crop cut again from its own points (a failed fit moves the next crop the way it
+  # failed; BENCHMARKS.md, "Landmarks from photos").
+  c.refine_passes = 0
   if variant == "synthetic":
     c.cpr.num_stages = 6
   else:

@@ -158,6 +158,21 @@ def load_arrays(data_config, split: str, max_faces: int | None = None, progress=
   return np.concatenate(images), np.concatenate(landmarks), scheme
 
 
+def check_unaugmented(data_config) -> None:
+  """A classical method learns from the plain crops (``load_arrays``): a setting that
+  only perturbs training crops would be ignored, so it is an error naming the field
+  (CPR's and ERT's trainers perturb their initial shapes instead: ``jitter_*``)."""
+  if data_config.get("augment"):
+    raise ValueError("config.data.augment=True: the classical methods train on plain crops "
+                     "(CPR and ERT jitter their initial shapes instead: config.<method>.jitter_*, "
+                     "num_inits); set config.data.augment=False")
+  if float(data_config.get("five_point_noise", 0.0) or 0.0) > 0:
+    raise ValueError(f"config.data.five_point_noise={data_config.five_point_noise}: the "
+                     "classical methods train on plain crops, so no noise would reach them (CPR "
+                     "and ERT jitter their initial shapes instead: config.<method>.jitter_scale, "
+                     "jitter_rotation, jitter_shift)")
+
+
 def _tag(split: str) -> str:
   return split.replace(":", "_")
 
@@ -183,6 +198,7 @@ def train(spec: ClassicalMethod, config: ml_collections.ConfigDict,
                      "driver")
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   data_lib.check_data_config(config.data)
+  check_unaugmented(config.data)
   validate.check_int(config, "seed", 0)
   validate.check_int(config, "max_train_faces", 0)
   if spec.check_config is not None:
