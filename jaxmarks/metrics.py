@@ -22,6 +22,7 @@ __all__ = [
     "NORMALIZATIONS",
     "normalizing_distance",
     "nme",
+    "labelled_nme",
     "ced",
     "auc",
     "failure_rate",
@@ -85,6 +86,41 @@ def nme(pred, gt, scheme="ibug68", normalization: str = "inter_ocular", visible=
     v = jnp.asarray(visible, dist.dtype)
     per_face = (dist * v).sum(-1) / jnp.maximum(v.sum(-1), 1.0)
   return per_face / normalizing_distance(gt, scheme, normalization)
+
+
+def _far_shape(k: int):
+  """``(K, 2)`` points on a circle of radius 1e4 about the origin: a stand-in ground truth
+  that no prediction reaches, so that a face's unused branch of ``labelled_nme`` has
+  finite values and gradients (a zero distance or normaliser would give NaN ones)."""
+  angle = jnp.arange(k, dtype=jnp.float32) * (2 * jnp.pi / max(k, 1))
+  return 1e4 * jnp.stack([jnp.cos(angle), jnp.sin(angle)], -1)
+
+
+def labelled_nme(pred, batch, scheme: str, normalization: str = "inter_ocular",
+                 label_schemes=()):
+  """Per-face NME ``(B,)`` of ``(B, K, 2)`` predictions in ``scheme`` against the points
+  each face has (``jaxmarks.data.mix``): a face whose ``batch["label_scheme"]`` is
+  ``j > 0`` has the ``k`` points of ``label_schemes[j]`` in ``batch["landmarks"][:, :k]``,
+  and is scored on the prediction converted to that scheme, normalised as that
+  scheme's NME is (MTFL's five points: the eye-centre distance). Without
+  ``label_scheme`` in the batch (one dataset) it is ``nme``. Jittable; the branches a
+  face does not use are computed on stand-in points, so their gradients are finite.
+  """
+  gt = batch["landmarks"]
+  if "label_scheme" not in batch or len(label_schemes) < 2:
+    return nme(pred, gt, scheme, normalization)
+  if label_schemes[0] != scheme:
+    raise ValueError(f"label_schemes must start with the predicted scheme {scheme!r}; "
+                     f"got {tuple(label_schemes)}")
+  which = jnp.asarray(batch["label_scheme"])
+  out = jnp.zeros(which.shape, jnp.float32)
+  for j, s in enumerate(label_schemes):
+    k = schemes_lib.get_scheme(s).num_points
+    here = (which == j)[:, None, None]
+    target = jnp.where(here, gt[:, :k], _far_shape(k))
+    err = nme(schemes_lib.convert(pred, scheme, s), target, s, normalization)
+    out = jnp.where(which == j, err, out)
+  return out
 
 
 def ced(errors, thresholds):

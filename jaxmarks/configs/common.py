@@ -28,6 +28,8 @@ def deep_config(method: str, variant: str) -> ml_collections.ConfigDict:
   # Filled in by the deep driver from the training data (kept in config.json):
   c.scheme = ""
   c.mean_shape = ml_collections.FieldReference(None, field_type=list)
+  # The schemes of a mixed training's labels, the data's own first (``jaxmarks.data.mix``).
+  c.label_schemes = ()
   c.data = data.get_data_config()
 
   c.train = ml_collections.ConfigDict()

@@ -7,7 +7,9 @@
   splits     ``"<split>[:fit|:holdout]"`` specs, record sources, image decoding
   crop       face box -> one similarity crop (the function every method uses)
   augment    training perturbations (DAN's defaults)
-  loader     the grain ``DataLoader`` of crop batches
+  loader     batches of crops: training through grain's dataset API (endless,
+             resumable), evaluation through a ``DataLoader`` (one pass in order)
+  mix        several datasets in one training, each face with the points it has
 
 ``builders`` imports TensorFlow-Datasets; it is loaded only when a dataset is
 opened, so crops and batches of in-memory records need no TFDS.
@@ -24,6 +26,8 @@ from jaxmarks.data.crop import (  # noqa: F401
     process_record,
 )
 from jaxmarks.data.loader import make_loader, parse_flags_with_defaults  # noqa: F401
+from jaxmarks.data.mix import mix_label_schemes  # noqa: F401
+from jaxmarks.data.mix import parts as mix_parts  # noqa: F401
 from jaxmarks.data.splits import (  # noqa: F401
     IndexedSource,
     decode_image,

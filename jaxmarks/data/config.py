@@ -57,6 +57,12 @@ def get_data_config() -> ml_collections.ConfigDict:
   # ({"pose": (4, 3, 2, 1, 0)}: left profile <-> right profile, ...).
   c.extra_features = ()
   c.flip_feature_maps = ml_collections.ConfigDict()
+  # More datasets whose training faces join each batch (``jaxmarks.data.mix``):
+  # "NAME[/BUILDER_CONFIG][@SPLIT]=WEIGHT" strings, e.g. ("mtfl=0.5",) (split: the
+  # train_split spec); the main dataset weighs main_weight. A face whose points do not
+  # convert to the main scheme is learnt from the points it has.
+  c.mix = ()
+  c.main_weight = 1.0
   # Loading.
   c.batch_size = 32
   c.eval_pad = False  # pad the last eval batch to batch_size (mask=False rows)
@@ -117,6 +123,8 @@ def check_data_config(config) -> None:
   if not 0.0 <= float(config.get("five_point_noise", 0.0)) <= 0.5:
     raise ValueError(f"config.data.five_point_noise must be in [0, 0.5]; "
                      f"got {config.get('five_point_noise')}")
+  from jaxmarks.data import mix  # pylint: disable=g-import-not-at-top
+  mix.check_mix(config)
   if not float(config.crop_scale) > 0:
     raise ValueError(f"config.data.crop_scale must be > 0; got {config.crop_scale}")
   if not 0.0 <= float(config.holdout_fraction) < 1.0:

@@ -117,7 +117,10 @@ def box_and_angle(record, config, scheme: str | None = None,
     if rng is not None and noise > 0 and np.all(np.isfinite(points)):
       eyes = float(np.linalg.norm(points[1] - points[0]))
       points = points + rng.normal(0.0, noise * eyes, points.shape)
-    target = scheme if scheme and scheme in shapes.FIVE_POINT_LAYOUT else "mtfl5"
+    # The box of the points the model predicts: ``box_points`` when set (a mixed
+    # dataset's five points cropped as the main dataset's faces), else the record's own.
+    target = (getattr(config, "box_points", "") or
+              (scheme if scheme and scheme in shapes.FIVE_POINT_LAYOUT else "mtfl5"))
     crop = shapes.five_point_crop(points, target) if np.all(np.isfinite(points)) else None
     if crop is not None:
       return crop

@@ -1,4 +1,4 @@
-"""The grain loader: a split's records -> one crop each -> batches.
+"""The grain loaders: a split's records -> one crop each -> batches.
 
 Batches are dicts of numpy arrays (``S = image_size``, ``C`` = 1 grayscale or 3):
 ``image`` ``(B, S, S, C)`` float32, ``landmarks`` ``(B, K, 2)`` float32 crop
@@ -6,13 +6,15 @@ pixels, ``visible`` ``(B, K)`` bool, ``transform`` ``(B, 2, 3)`` float32
 image->crop, ``box`` ``(B, 4)`` float32 the face box used (image pixels, before
 jitter), ``index`` ``(B,)`` int64 record index within the TFDS split (read
 ``source[index]`` for the filename), ``mask`` ``(B,)`` bool (False only on
-padding rows).
+padding rows); a training on several datasets (``config.mix``) adds
+``label_scheme`` and ``source`` (``jaxmarks.data.mix``).
 
 Order, epochs, hosts
-  Training: shuffled, endless, ``drop_remainder`` batches; deterministic for
-  ``(seed, worker count)`` (each record's augmentation depends only on the seed
-  and its position; with W workers, worker w batches positions w, w + W, ...);
-  the iterator's ``get_state()`` / ``set_state()`` resume exactly.
+  Training: grain's dataset API (``MapDataset``: each dataset shuffled afresh every
+  epoch, repeated, mixed by weight, then batched with ``drop_remainder``); each
+  record's augmentation depends only on the seed and its position, so the batches
+  are the same for any worker count; the iterator's ``get_state()`` /
+  ``set_state()`` resume exactly.
   Evaluation: no augmentation, record order, one pass, every record exactly once;
   the last batch is smaller unless ``eval_pad=True``, which pads it to
   ``batch_size`` with ``mask=False`` rows (zeros, ``index`` -1). With
@@ -40,7 +42,7 @@ Workers
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import grain.python as grain
 import numpy as np
@@ -48,6 +50,7 @@ import numpy as np
 from jaxmarks import schemes
 from jaxmarks.data import config as config_lib
 from jaxmarks.data import crop
+from jaxmarks.data import mix as mix_lib
 from jaxmarks.data import splits
 
 __all__ = ["make_loader", "parse_flags_with_defaults"]
@@ -87,6 +90,92 @@ class _PadBatch(grain.MapTransform):
       out[key] = np.concatenate([value, pad])
     out["index"][b:] = -1
     return out
+
+
+@dataclasses.dataclass
+class _MixedTrainMap(grain.RandomMapTransform):
+  """A mixed dataset's record -> its crop in the mix's label layout (``jaxmarks.data.mix``)."""
+  config: Any
+  mirror: np.ndarray | None
+  scheme: str
+  main: str
+  layout: tuple[str, ...]
+  source: int
+  features: tuple[str, ...]
+
+  def random_map(self, element, rng: np.random.Generator):
+    example = crop.process_record(element, self.config, self.mirror, rng=rng, scheme=self.scheme)
+    return mix_lib.to_label_layout(example, self.scheme, self.main, self.layout, self.source,
+                                   self.features)
+
+
+def _part_settings(config, scheme: str, main: str, has: Sequence[str]) -> config_lib.Settings:
+  """The crop settings of a mixed dataset of ``scheme``: cropped as the ``main``
+  scheme's faces (``box_points``), and only the per-face labels its records ``has``."""
+  values = dict(vars(config_lib.settings(config)))
+  if scheme != main and not values.get("box_points"):
+    values["box_points"] = main
+  values["extra_features"] = tuple(f for f in (values.get("extra_features") or ()) if f in has)
+  return config_lib.Settings(**values)
+
+
+def _open_part(config, part: mix_lib.Part, shard_index: int, shard_count: int):
+  """``(this host's IndexedSource, scheme, its record features)`` of one mixed dataset."""
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  part_config = config_lib.Settings(**{**vars(config_lib.settings(config)),
+                                       "dataset": part.dataset,
+                                       "builder_config": part.builder_config,
+                                       "manual_dir": part.manual_dir})
+  source, builder = splits.load_split(part_config, part.split)
+  indices = _shard(source.indices, shard_index, shard_count)
+  if len(indices) == 0:
+    raise ValueError(f"config.data.mix: shard {shard_index} of {shard_count} has no records of "
+                     f"{part.dataset} {part.split}")
+  local = splits.IndexedSource(source.source, indices, "gray" if config.grayscale else "rgb")
+  return local, builders.scheme_of(builder), tuple(builder.info.features.keys())
+
+
+def _training_dataset(config, main, batch_size: int, seed: int, shard_index: int,
+                      shard_count: int, workers: int, num_epochs: int | None):
+  """Shuffled, repeated, augmented batches of the main dataset ``main`` (``(local
+  source, scheme, mirror)``) and of ``config.mix``'s (grain's dataset API:
+  ``MapDataset.mix`` by weight; each record's augmentation depends only on the seed
+  and its position, whatever the worker count)."""
+  local, scheme, mirror = main
+  parts = mix_lib.parts(config)
+  if len(parts) > 1 and num_epochs is not None:
+    raise ValueError("num_epochs counts the epochs of one dataset; a mix (config.data.mix) "
+                     "is endless")
+  datasets, weights = [], []
+  if len(parts) == 1:
+    ds = grain.MapDataset.source(local).shuffle(seed=seed + 7919 * shard_index)
+    ds = ds.repeat(num_epochs).random_map(_TrainMap(config_lib.settings(config), mirror, scheme),
+                                          seed=seed + 7919 * shard_index + 1)
+  else:
+    opened = [(local, scheme, tuple(config.get("extra_features") or ()))]
+    opened += [_open_part(config, part, shard_index, shard_count) for part in parts[1:]]
+    layout = mix_lib.label_schemes(scheme, [s for _, s, _ in opened[1:]])
+    wanted = tuple(config.get("extra_features") or ())
+    for j, ((src, part_scheme, has), part) in enumerate(zip(opened, parts)):
+      if part.weight <= 0:
+        continue
+      if config.augment and config.flip_prob > 0 and not part_scheme:
+        raise ValueError(f"training with flips needs the scheme of {part.dataset}")
+      part_mirror = schemes.get_scheme(part_scheme).mirror_array
+      settings = _part_settings(config, part_scheme, scheme, has if j else wanted)
+      part_seed = seed + 7919 * shard_index + 104729 * j
+      datasets.append(grain.MapDataset.source(src).shuffle(seed=part_seed).repeat().random_map(
+          _MixedTrainMap(settings, part_mirror, part_scheme, scheme, layout, j, wanted),
+          seed=part_seed + 1))
+      weights.append(part.weight)
+    ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
+  read = grain.ReadOptions(num_threads=int(config.read_threads),
+                           prefetch_buffer_size=int(config.read_buffer_size))
+  it = ds.batch(batch_size, drop_remainder=True).to_iter_dataset(read)
+  if workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=int(config.worker_buffer_size)))
+  return it
 
 
 def parse_flags_with_defaults() -> None:
@@ -135,8 +224,11 @@ def make_loader(config, split: str | None = None, *, training: bool,
                 source: splits.IndexedSource | None = None, scheme: str | None = None,
                 batch_size: int | None = None, num_epochs: int | None = None,
                 shard_index: int | None = None, shard_count: int | None = None,
-                worker_count: int | None = None, seed: int | None = None) -> grain.DataLoader:
-  """A grain ``DataLoader`` of crop batches (see the module docstring for the keys).
+                worker_count: int | None = None, seed: int | None = None
+                ) -> grain.DataLoader | grain.IterDataset:
+  """Crop batches (see the module docstring for the keys): for training an endless
+  ``IterDataset`` (with ``config.mix``'s datasets mixed in), else a one-pass
+  ``DataLoader``.
 
   ``iter(loader)`` gives the batches; that iterator's ``get_state()`` /
   ``set_state(state)`` checkpoint and resume it exactly.
@@ -182,16 +274,14 @@ def make_loader(config, split: str | None = None, *, training: bool,
     if len(local) < batch_size:
       raise ValueError(f"training batch_size {batch_size} exceeds the {len(local)} records of "
                        f"shard {shard_index}/{shard_count}")
-    sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=True,
-                                 num_epochs=num_epochs, seed=seed + 7919 * shard_index)
-    ops: list[Any] = [_TrainMap(config_lib.settings(config), mirror, scheme),
-                      grain.Batch(batch_size, drop_remainder=True)]
-  else:
-    sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=False,
-                                 num_epochs=1)
-    ops = [_EvalMap(config_lib.settings(config), mirror, scheme), grain.Batch(batch_size, drop_remainder=False)]
-    if config.eval_pad:
-      ops.append(_PadBatch(batch_size))
+    return _training_dataset(config, (local, scheme, mirror), batch_size, seed, shard_index,
+                             shard_count, workers, num_epochs)
+  sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=False,
+                               num_epochs=1)
+  ops = [_EvalMap(config_lib.settings(config), mirror, scheme),
+         grain.Batch(batch_size, drop_remainder=False)]
+  if config.eval_pad:
+    ops.append(_PadBatch(batch_size))
   read = grain.ReadOptions(num_threads=int(config.read_threads),
                            prefetch_buffer_size=int(config.read_buffer_size))
   return grain.DataLoader(data_source=local, sampler=sampler, operations=ops,

@@ -97,6 +97,9 @@ class DeepMethod:
       them, ``train_faces()`` yields un-augmented training batches. Its result is
       what is exported; the model before it is evaluated beside it on the same split.
     finish_names: how the printout names the model before and after ``finish``.
+    partial_labels: its loss scores each face on the points its dataset has
+      (``config.label_schemes``, ``jaxmarks.data.mix``), so it can learn from a mix of
+      datasets whose points do not convert to its scheme.
   """
 
   name: str
@@ -114,6 +117,7 @@ class DeepMethod:
   paper_speed: str = ""
   finish: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]] | None = None
   finish_names: tuple[str, str] = ("before", "finished")
+  partial_labels: bool = False
 
 
 def unit(spec: DeepMethod) -> registry.MethodUnit:
@@ -294,6 +298,14 @@ def _open_splits(spec: DeepMethod, config: ml_collections.ConfigDict, saved,
     mean_shape = data_lib.mean_shape_in_crop(train_source, data, scheme=scheme)
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
+  config.label_schemes = data_lib.mix_label_schemes(data, scheme)
+  if len(config.label_schemes) > 1 and not spec.partial_labels:
+    raise ValueError(f"config.data.mix: {spec.name} cannot learn from faces with only "
+                     f"{', '.join(config.label_schemes[1:])} points (its loss needs every "
+                     f"{scheme} point); mix in datasets whose points convert to {scheme}")
+  for part in data_lib.mix_parts(data)[1:]:
+    _chief_print(f"mixed in: {part.dataset} {part.split} (weight {part.weight:g} against "
+                 f"{data.get('main_weight', 1.0):g})")
   _chief_print(f"{data.dataset}: scheme {scheme}, {len(train_source)} training faces "
                f"({data.train_split}), {len(eval_source)} validation faces ({data.eval_split}); "
                f"{jax.device_count()} device(s) [{jax.devices()[0].platform}] in "

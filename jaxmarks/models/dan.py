@@ -234,8 +234,11 @@ def stage_param_labels(params, stage: int):
           for k, v in params.items()}
 
 
-def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter_ocular"):
-  """The trainer's ``loss_fn`` for training stage ``stage`` (1-based)."""
+def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter_ocular",
+                label_schemes: Sequence[str] = ()):
+  """The trainer's ``loss_fn`` for training stage ``stage`` (1-based); each face scored
+  on the points its dataset has (``metrics.labelled_nme``, ``label_schemes`` of a
+  mixed training, ``jaxmarks.data.mix``)."""
 
   owned = _owned(stage)
 
@@ -247,7 +250,7 @@ def loss_fn_for(model: DAN, scheme: str, stage: int, normalization: str = "inter
     out, new_state = model.apply(variables, batch["image"], active_stages=stage, train=True,
                                  rngs={"dropout": rng}, mutable=["batch_stats"])
     pred = out["landmarks"]
-    err = metrics_lib.nme(pred, batch["landmarks"], scheme, normalization)
+    err = metrics_lib.labelled_nme(pred, batch, scheme, normalization, tuple(label_schemes))
     loss = err.mean()
     return loss, ({**model_state, **new_state}, {f"nme_{normalization}": loss})
 
@@ -288,7 +291,7 @@ def predict_fn_for(model: DAN, stage: int, microbatch: int | None = None):
 
 
 def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimizer_fn,
-                 normalization: str = "inter_ocular"):
+                 normalization: str = "inter_ocular", label_schemes: Sequence[str] = ()):
   """The trainer phases of stage-wise training: stage 1, then stage 2 with the
   earlier stages frozen, etc.
 
@@ -299,6 +302,7 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
     optimizer_fn: ``(num_steps, phase_index) -> optax.GradientTransformation`` for the
       trained stage (``phase_index = stage - 1``).
     normalization: the loss normalisation.
+    label_schemes: the schemes of a mixed training's labels (``jaxmarks.data.mix``).
 
   Returns:
     a list of ``jaxmarks.train.Phase``.
@@ -313,7 +317,8 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
         {"train": optimizer_fn(int(steps), i), "frozen": optax.set_to_zero()},
         lambda p, stage=stage: stage_param_labels(p, stage))
     phases.append(trainer_lib.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
-                                loss_fn=loss_fn_for(model, scheme, stage, normalization),
+                                loss_fn=loss_fn_for(model, scheme, stage, normalization,
+                                                    label_schemes),
                                 predict_fn=predict_fn_for(model, stage)))
   return phases
 
@@ -353,7 +358,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 def _phases(model: DAN, config: ml_collections.ConfigDict, scheme: str, optimizer_fn):
   return stage_phases(model, scheme, list(config.train.steps_per_stage), optimizer_fn,
-                      config.model.loss_normalization)
+                      config.model.loss_normalization, tuple(config.get("label_schemes", ())))
 
 
 def _describe(model: DAN, config: ml_collections.ConfigDict, n_params: int) -> str:
@@ -374,5 +379,6 @@ METHOD = deep.DeepMethod(
     resume_keys=_RESUME_KEYS,
     check_config=_check_config,
     describe=_describe,
+    partial_labels=True,
 )
 UNIT = deep.unit(METHOD)
