@@ -14,6 +14,10 @@ the current directory (the layout this project is developed in). A config's
 config is built; ``--config.data.manual_dir=/path/to/300w`` overrides it for one
 run. The tests read the same setting (their default is ``../shared/datasets``
 from the repository root, see ``tests/helpers.py``).
+
+Datasets the project derives from them (MTFL's faces with pseudo-labelled 68
+points, ``python -m experiments.pseudo_labels``) are written under a second folder,
+``JAXMARKS_DERIVED`` (default ``~/jaxmarks_derived``), never into the copies above.
 """
 
 from __future__ import annotations
@@ -21,14 +25,18 @@ from __future__ import annotations
 import os
 import pathlib
 
-__all__ = ["ENV_VAR", "DEFAULT_ROOT", "FOLDERS", "datasets_root", "dataset_dir",
-           "default_manual_dir"]
+__all__ = ["ENV_VAR", "DEFAULT_ROOT", "FOLDERS", "DERIVED_ENV_VAR", "DERIVED", "datasets_root",
+           "dataset_dir", "derived_dir", "default_manual_dir"]
 
 ENV_VAR = "JAXMARKS_DATASETS"
 DEFAULT_ROOT = "../shared/datasets"
 # TFDS builder name -> its subfolder of ``$JAXMARKS_DATASETS``.
 FOLDERS = {"ibug300w": "300w", "mtfl": "mtfl", "imm_faces": "imm_frontal", "muct": "muct",
            "bioid": "bioid", "aflw": "aflw", "widerface": "widerface", "celeba": "celeba"}
+DERIVED_ENV_VAR = "JAXMARKS_DERIVED"
+DEFAULT_DERIVED = "~/jaxmarks_derived"
+# Derived builder name -> its subfolder of ``$JAXMARKS_DERIVED``.
+DERIVED = {"mtfl_pseudo68": "mtfl_pseudo68"}
 
 
 def datasets_root() -> pathlib.Path:
@@ -41,7 +49,16 @@ def dataset_dir(subfolder: str) -> str:
   return str(datasets_root() / subfolder)
 
 
+def derived_dir(subfolder: str) -> str:
+  """A derived dataset's folder under ``$JAXMARKS_DERIVED``, absolute."""
+  root = os.environ.get(DERIVED_ENV_VAR) or DEFAULT_DERIVED
+  return str(pathlib.Path(root).expanduser().resolve() / subfolder)
+
+
 def default_manual_dir(dataset: str) -> str:
-  """``dataset_dir`` of a builder's usual subfolder (``FOLDERS``); "" for a dataset
-  that needs none (the synthetic faces) or that is not listed."""
+  """``dataset_dir`` of a builder's usual subfolder (``FOLDERS``), or ``derived_dir``
+  of a derived one (``DERIVED``); "" for a dataset that needs none (the synthetic
+  faces) or that is not listed."""
+  if dataset in DERIVED:
+    return derived_dir(DERIVED[dataset])
   return dataset_dir(FOLDERS[dataset]) if dataset in FOLDERS else ""
