@@ -42,6 +42,10 @@ def deep_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.train.optimizer.grad_clip_norm = 0.0
   c.train.phase_lr_factors = (1.0,)  # learning rate of phase i = lr * factor[i]
   c.train.log_every = 50
+  # Start from another run's trained parameters (a workdir, export folder or bundled
+  # model of the same method and shapes; e.g. one trained on the synthetic faces)
+  # instead of random ones; "" for random. A resumed run continues from its checkpoint.
+  c.train.init_from = ""
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
   c.train.keep_checkpoints = 3

@@ -26,7 +26,7 @@ Config fields the driver reads (beyond the method's own): ``method``, ``seed``,
 (``jaxmarks.data.get_data_config()``), ``train`` (``optimizer``,
 ``phase_lr_factors``, ``phase_warmup_steps``, ``log_every``, ``eval_every``,
 ``checkpoint_every``, ``keep_checkpoints``, ``eval_batch_size``, ``num_plot_faces``,
-``progress``) and,
+``progress``, ``init_from``: ``initial_from``) and,
 if present, ``model.image_size`` and ``ablations``: ``{name: {section: {field:
 value}}}``, variants of the config trained after the main run (same split,
 schedule and seed) into ``<workdir>/ablations/<name>``, their validation errors
@@ -323,6 +323,8 @@ def _run_trainer(spec: DeepMethod, config: ml_collections.ConfigDict, workdir: p
   data = config.data
   model = spec.build_model(config, mean_shape)
   params, model_state = spec.init_variables(model, jax.random.PRNGKey(int(config.seed)))
+  if config.train.get("init_from"):
+    params, model_state = initial_from(spec, config.train.init_from, params, model_state)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   _chief_print(spec.describe(model, config, n_params) if spec.describe else
                f"{spec.name}: {n_params / 1e6:.2f} M parameters")
@@ -391,6 +393,33 @@ def _export_and_evaluate(spec: DeepMethod, config: ml_collections.ConfigDict,
   if len(rows) > 1:
     _print_rows(f"{data.dataset} {data.eval_split}", rows)
   return summary, export_dir
+
+
+def initial_from(spec: DeepMethod, path: str, params, model_state) -> tuple[Any, Any]:
+  """``(params, model_state)`` of another trained run of the same method
+  (``config.train.init_from``: a workdir, export folder or bundled model), in place
+  of the freshly initialised ``params`` / ``model_state`` whose shapes they must
+  have; a ValueError naming the first array that differs."""
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  folder = export_lib.locate(methods.resolve(path))
+  if folder is None:
+    raise FileNotFoundError(f"config.train.init_from={path!r} holds no export (train it "
+                            "first, or export it with jaxmarks export)")
+  saved_config, arrays, _ = export_lib.read(folder)
+  if saved_config.get("method") != spec.name:
+    raise ValueError(f"config.train.init_from={path!r} is a {saved_config.get('method')!r} "
+                     f"model; this is {spec.name!r}")
+  fresh = export_lib.flatten({"params": params, "model_state": model_state})
+  for name, value in fresh.items():
+    if name not in arrays:
+      raise ValueError(f"config.train.init_from={path!r} lacks {name} {list(value.shape)}: "
+                       "it was trained with another model config")
+    if arrays[name].shape != value.shape:
+      raise ValueError(f"config.train.init_from={path!r}: {name} is "
+                       f"{list(arrays[name].shape)} there, {list(value.shape)} here")
+  loaded = export_lib.unflatten({k: arrays[k].astype(fresh[k].dtype) for k in fresh})
+  _chief_print(f"initialised from {folder} ({len(fresh)} arrays)")
+  return loaded["params"], loaded.get("model_state", {})
 
 
 def _merged(config: ml_collections.ConfigDict, changes) -> ml_collections.ConfigDict:
