@@ -26,6 +26,7 @@ __all__ = ["MethodUnit", "unit_for", "get", "names"]
 # name -> "module:attribute" of its MethodUnit.
 _ENTRIES: dict[str, str] = {
     "dan": "jaxmarks.models.dan:UNIT",
+    "emotional_dan": "jaxmarks.models.emotional_dan:UNIT",
     "dcnn": "jaxmarks.models.dcnn:UNIT",
     "facepp": "jaxmarks.models.facepp:UNIT",
     "tcdcn": "jaxmarks.models.tcdcn:UNIT",

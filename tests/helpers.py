@@ -306,6 +306,8 @@ def tiny_config(method: str, data_root) -> "ml_collections.ConfigDict":
       c[net].num_steps = 20
       c[net].eval_every = 20
     return c
+  if method == "emotional_dan":
+    return _tiny_emotional_dan(configs.get_config("smile_cpu"), data_root)
   c = configs.get_config("synthetic" if method != "dan" else "")
   c.data.builder_config = "tiny"
   c.data.data_dir = tfds_dir
@@ -329,6 +331,24 @@ def tiny_config(method: str, data_root) -> "ml_collections.ConfigDict":
     c.train.log_every = 2
   else:
     raise ValueError(f"no tiny config for method {method!r}")
+  return c
+
+
+def _tiny_emotional_dan(c, data_root: pathlib.Path):
+  """EmotionalDAN's tiny config: the tiny DAN's data and widths, the fake MTFL folder
+  (its smile labels, five points) mixed in."""
+  tiny = tiny_config("dan", data_root)
+  mtfl = on_fake_mtfl(tiny_config("dcnn", data_root), data_root)
+  c.data = tiny.data
+  c.data.mix = ("mtfl=1",)
+  c.data.mix_manual_dirs = {"mtfl": mtfl.data.manual_dir}
+  c.data.holdout_fraction = 0.25
+  c.data.extra_features = ("smile",)
+  c.model.base_width, c.model.fc_units = tiny.model.base_width, tiny.model.fc_units
+  c.train.steps_per_stage = (2, 2)
+  for key in ("eval_every", "eval_batch_size", "num_plot_faces", "progress",
+              "checkpoint_every"):
+    c.train[key] = tiny.train[key]
   return c
 
 

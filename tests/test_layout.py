@@ -37,7 +37,7 @@ LAYERS = (
     ("data", ("jaxmarks.data", "tfds_builders")),
     ("evaluation", ("jaxmarks.evaluation",)),
     ("pipeline", ("jaxmarks.pipeline",)),
-    ("photo evaluation", ("jaxmarks.photo_evaluation",)),
+    ("photo evaluation", ("jaxmarks.photo_evaluation", "jaxmarks.pseudo_labels")),
     ("trainer", ("jaxmarks.train.trainer", "jaxmarks.train.data")),
     ("drivers", ("jaxmarks.drivers",)),
     ("method units", ("jaxmarks.models", "jaxmarks.classical", "jaxmarks.detection.mtcnn_nets",

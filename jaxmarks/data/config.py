@@ -63,6 +63,9 @@ def get_data_config() -> ml_collections.ConfigDict:
   # convert to the main scheme is learnt from the points it has.
   c.mix = ()
   c.main_weight = 1.0
+  # A mixed dataset's manual directory where it is not its usual folder under
+  # JAXMARKS_DATASETS: {NAME: path}, e.g. --config.data.mix_manual_dirs.mtfl=/data/MTFL.
+  c.mix_manual_dirs = ml_collections.ConfigDict()
   # Loading.
   c.batch_size = 32
   c.eval_pad = False  # pad the last eval batch to batch_size (mask=False rows)

@@ -152,7 +152,8 @@ def _training_dataset(config, main, batch_size: int, seed: int, shard_index: int
     ds = ds.repeat(num_epochs).random_map(_TrainMap(config_lib.settings(config), mirror, scheme),
                                           seed=seed + 7919 * shard_index + 1)
   else:
-    opened = [(local, scheme, tuple(config.get("extra_features") or ()))]
+    first = local.source[int(local.indices[0])]  # the main dataset's record features
+    opened = [(local, scheme, tuple(first.keys()))]
     opened += [_open_part(config, part, shard_index, shard_count) for part in parts[1:]]
     layout = mix_lib.label_schemes(scheme, [s for _, s, _ in opened[1:]])
     wanted = tuple(config.get("extra_features") or ())
@@ -162,7 +163,7 @@ def _training_dataset(config, main, batch_size: int, seed: int, shard_index: int
       if config.augment and config.flip_prob > 0 and not part_scheme:
         raise ValueError(f"training with flips needs the scheme of {part.dataset}")
       part_mirror = schemes.get_scheme(part_scheme).mirror_array
-      settings = _part_settings(config, part_scheme, scheme, has if j else wanted)
+      settings = _part_settings(config, part_scheme, scheme, has)
       part_seed = seed + 7919 * shard_index + 104729 * j
       datasets.append(grain.MapDataset.source(src).shuffle(seed=part_seed).repeat().random_map(
           _MixedTrainMap(settings, part_mirror, part_scheme, scheme, layout, j, wanted),
@@ -278,7 +279,10 @@ def make_loader(config, split: str | None = None, *, training: bool,
                              shard_count, workers, num_epochs)
   sampler = grain.IndexSampler(len(local), shard_options=grain.NoSharding(), shuffle=False,
                                num_epochs=1)
-  ops = [_EvalMap(config_lib.settings(config), mirror, scheme),
+  settings = config_lib.settings(config)
+  if mix_lib.parts(config)[1:]:  # a mixed training's labels: only those this split has
+    settings = _part_settings(config, scheme, scheme, tuple(local.source[int(indices[0])]))
+  ops = [_EvalMap(settings, mirror, scheme),
          grain.Batch(batch_size, drop_remainder=False)]
   if config.eval_pad:
     ops.append(_PadBatch(batch_size))

@@ -2,8 +2,8 @@
 
 ``config.data.mix`` names more datasets whose training faces join each batch, as
 ``"NAME[/BUILDER_CONFIG][@SPLIT]=WEIGHT"`` strings (``SPLIT`` defaults to
-``config.train_split``; the manual directory is the dataset's usual folder under
-``$JAXMARKS_DATASETS``, ``jaxmarks.data.paths``). The main dataset
+``config.train_split``; the manual directory is ``config.mix_manual_dirs[NAME]``,
+else the dataset's usual folder under ``$JAXMARKS_DATASETS``, ``jaxmarks.data.paths``). The main dataset
 (``config.dataset``) weighs ``config.main_weight``; a batch holds each dataset's
 faces in proportion to the weights (grain's ``MapDataset.mix``, each dataset
 shuffled and repeated on its own, so the proportions hold in every stretch of
@@ -52,7 +52,7 @@ class Part:
   manual_dir: str
 
 
-def _parse(spec: str, default_split: str) -> Part:
+def _parse(spec: str, default_split: str, manual_dirs=None) -> Part:
   from jaxmarks.data import paths  # pylint: disable=g-import-not-at-top
   text = str(spec).strip()
   name, eq, weight = text.partition("=")
@@ -69,15 +69,17 @@ def _parse(spec: str, default_split: str) -> Part:
     raise ValueError(f"config.data.mix entry {spec!r}: the weight must be a number > 0")
   if not name:
     raise ValueError(f"config.data.mix entry {spec!r} names no dataset")
-  return Part(name.strip(), builder_config.strip(), (split or default_split).strip(), w,
-              paths.default_manual_dir(name.strip()))
+  name = name.strip()
+  manual_dir = (manual_dirs or {}).get(name) or paths.default_manual_dir(name)
+  return Part(name, builder_config.strip(), (split or default_split).strip(), w, manual_dir)
 
 
 def parts(config) -> list[Part]:
   """The main dataset and ``config.mix``'s, in order (the main one first)."""
   main = Part(config.dataset, config.get("builder_config", "") or "", config.train_split,
               float(config.get("main_weight", 1.0)), config.get("manual_dir", "") or "")
-  return [main] + [_parse(s, config.train_split) for s in (config.get("mix", ()) or ())]
+  dirs = dict(config.get("mix_manual_dirs") or {})
+  return [main] + [_parse(s, config.train_split, dirs) for s in (config.get("mix", ()) or ())]
 
 
 def check_mix(config) -> None:

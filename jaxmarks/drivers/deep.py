@@ -400,8 +400,11 @@ def initial_from(spec: DeepMethod, path: str, params, model_state) -> tuple[Any,
   (``config.train.init_from``: a workdir, export folder or bundled model), in place
   of the freshly initialised ``params`` / ``model_state`` whose shapes they must
   have; a ValueError naming the first array that differs."""
-  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  folder = export_lib.locate(methods.resolve(path))
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  where = pathlib.Path(path).expanduser()
+  if not where.exists() and str(path) in bundled.MODELS:
+    where = bundled.path(str(path))
+  folder = export_lib.locate(where) if where.exists() else None
   if folder is None:
     raise FileNotFoundError(f"config.train.init_from={path!r} holds no export (train it "
                             "first, or export it with jaxmarks export)")

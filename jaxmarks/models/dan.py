@@ -170,6 +170,13 @@ class DAN(nn.Module):
       dict with ``landmarks`` ``(B, K, 2)`` (last active stage) and ``stages``, a
       list of the ``(B, K, 2)`` output of each active stage, in crop pixels.
     """
+    out = self.run_stages(images, active_stages, train)
+    return {"landmarks": out["landmarks"], "stages": out["stages"]}
+
+  def run_stages(self, images, active_stages: int | None, train: bool) -> dict[str, Any]:
+    """``__call__``'s stages (called from a compact method: ``__call__`` here, a
+    subclass's own, e.g. ``EmotionalDAN``), with ``features`` ``(B, fc_units)``: the
+    last active stage's first fully connected layer, which also feeds its landmarks."""
     n = self.num_stages if active_stages is None else int(active_stages)
     if not 1 <= n <= self.num_stages:
       raise ValueError(f"active_stages must be in [1, {self.num_stages}]; got {n}")
@@ -206,7 +213,7 @@ class DAN(nn.Module):
       shape = transforms.apply_affine(transforms.invert_affine(t), prev_norm + offsets)
       outputs.append(shape)
     del b
-    return {"landmarks": outputs[-1], "stages": outputs}
+    return {"landmarks": outputs[-1], "stages": outputs, "features": fc1}
 
 
 def build_model(model_config: ml_collections.ConfigDict, mean_shape) -> DAN:
