@@ -8,8 +8,9 @@ schedule, seeds and test-time setting):
 - ``300w``: 300-W alone (1,811 faces);
 - ``mtfl``: + MTFL's ``train:fit`` faces with their five points
   (``config.data.mix``, weight 0.5 against 300-W's 1: a third of each batch);
-- ``pseudo``: the same share, half of it MTFL's faces with the 68 pseudo-labelled
-  points of ``mtfl_pseudo68`` (``python -m experiments.pseudo_labels``, made first);
+- ``pseudo``: the same share of MTFL's faces, now with the 68 pseudo-labelled points of
+  ``mtfl_pseudo68`` in place of their five (``python -m experiments.pseudo_labels``,
+  made first; the faces the filter dropped are left out);
 - ``synthetic``: ``pseudo``, started from the model pretrained on the rendered faces
   (DAN's ``300w_cpu_synthetic``, ``config.train.init_from``; one pretraining per seed).
 
@@ -57,8 +58,8 @@ class Row:
 
 ROWS_68 = (Row("300w", "300-W only"),
            Row("mtfl", "+ MTFL five points", ("mtfl=0.5",)),
-           Row("pseudo", "+ pseudo-labels", ("mtfl=0.25", "mtfl_pseudo68@train=0.25")),
-           Row("synthetic", "+ synthetic pretraining", ("mtfl=0.25", "mtfl_pseudo68@train=0.25"),
+           Row("pseudo", "+ pseudo-labels", ("mtfl_pseudo68@train=0.5",)),
+           Row("synthetic", "+ synthetic pretraining", ("mtfl_pseudo68@train=0.5",),
                pretrained=True))
 ROWS_5 = (Row("mtfl", "MTFL only"),
           Row("300w", "+ 300-W faces as five points", ("ibug300w=0.2",)))
