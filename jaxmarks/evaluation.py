@@ -210,6 +210,12 @@ def format_lines(summary: Mapping[str, Any], label: str) -> list[str]:
                       else "-") + f" (n={row['n']}"
         + (f", missed {row['missed']}" if "missed" in row else "") + ")"
         for name, row in summary["per_pose"].items()))
+  c = summary.get("classification")
+  if c:
+    lines.append(f"[{label}] {c['feature']}: accuracy {100 * c['accuracy']:.2f}% of the "
+                 f"{c['n']} labelled faces; recall " + ", ".join(
+                     f"{name} {100 * r:.2f}%" for name, r in c["recall"].items())
+                 + f"; confusion (rows: true {', '.join(c['classes'])}) {c['confusion']}")
   if "diverged" in summary:
     lines.append(f"[{label}] diverged fits: {summary['diverged']} of {summary['n']}")
   for s in summary.get("stages", []):
@@ -254,18 +260,39 @@ def eval_data_config(config: ml_collections.ConfigDict, dataset: str | None = No
   if not data.manual_dir:  # e.g. a bundled model's config, which names no local folder
     data.manual_dir = paths.default_manual_dir(data.dataset)
   data.eval_pad = False
+  data.mix = ()  # evaluation reads one dataset
+  # Per-face labels only where this dataset has them; an expression model's own label
+  # (``config.emotion.feature``) wherever it does.
+  emotion = config.get("emotion")
+  wanted = tuple(data.extra_features) + ((emotion.feature,) if emotion is not None else ())
+  if wanted:
+    from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+    has = builders.get_builder(data.dataset, data.data_dir or None,
+                               data.builder_config or None).info.features
+    data.extra_features = tuple(dict.fromkeys(f for f in wanted if f in has))
   return data
 
 
+def class_feature(predictor, data: ml_collections.ConfigDict) -> str | None:
+  """The per-face label an expression model (``config.emotion``) is scored on, when
+  the evaluation data carry it; else None."""
+  emotion = predictor.config.get("emotion") if predictor.config is not None else None
+  if emotion is None or emotion.feature not in tuple(data.get("extra_features") or ()):
+    return None
+  return emotion.feature
+
+
 def run_predictor(predictor, batches: Iterable[Mapping[str, Any]],
-                  num_keep: int = 16) -> dict[str, Any]:
+                  num_keep: int = 16, class_feature: str | None = None) -> dict[str, Any]:
   """Runs ``predictor.predict`` over evaluation batches (``jaxmarks.data.make_loader``).
 
   Returns dict: ``pred``/``gt`` ``(N, K, 2)``, ``images`` (the first ``num_keep``
   crops), ``diverged`` ``(N,)`` bool or None, ``stages`` list of ``(N, K, 2)`` or
-  None, ``seconds`` spent in ``predict``.
+  None, ``seconds`` spent in ``predict``; with ``class_feature`` (a per-face label
+  the batches carry) and class ``probabilities`` in the predictions, also
+  ``probabilities`` ``(N, C)`` and ``labels`` ``(N,)``.
   """
-  preds, gts, kept, diverged, stages = [], [], [], [], []
+  preds, gts, kept, diverged, stages, probs, labels = [], [], [], [], [], [], []
   seconds = 0.0
   for batch in batches:
     mask = np.asarray(batch.get("mask", np.ones(len(batch["image"]), bool)), bool)
@@ -282,6 +309,9 @@ def run_predictor(predictor, batches: Iterable[Mapping[str, Any]],
       diverged.append(np.asarray(out["diverged"], bool)[mask])
     if out.get("stages") is not None:
       stages.append([np.asarray(s)[mask] for s in out["stages"]])
+    if class_feature and out.get("probabilities") is not None and class_feature in batch:
+      probs.append(np.asarray(out["probabilities"])[mask])
+      labels.append(np.asarray(batch[class_feature])[mask])
   if not preds:
     raise ValueError("the evaluation split yielded no faces")
   return {
@@ -292,7 +322,28 @@ def run_predictor(predictor, batches: Iterable[Mapping[str, Any]],
       "stages": ([np.concatenate([s[i] for s in stages]) for i in range(len(stages[0]))]
                  if stages else None),
       "seconds": seconds,
+      **({"probabilities": np.concatenate(probs), "labels": np.concatenate(labels)}
+         if probs else {}),
   }
+
+
+def classification_summary(probabilities: np.ndarray, labels: np.ndarray,
+                           classes: Sequence[str], feature: str) -> dict[str, Any]:
+  """Accuracy, per-class recall and the confusion matrix (rows: the true class) of
+  ``(N, C)`` class probabilities against ``(N,)`` labels, over the labelled faces
+  (label >= 0)."""
+  labels = np.asarray(labels).reshape(-1)
+  known = labels >= 0
+  guess = np.argmax(np.asarray(probabilities), axis=-1)[known]
+  truth = labels[known]
+  c = len(classes)
+  confusion = np.zeros((c, c), np.int64)
+  np.add.at(confusion, (truth, guess), 1)
+  recall = {name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+            for i, name in enumerate(classes)}
+  return {"feature": feature, "classes": list(classes), "n": int(known.sum()),
+          "accuracy": float((guess == truth).mean()) if known.any() else float("nan"),
+          "recall": recall, "confusion": confusion.tolist()}
 
 
 def write_results(outdir, result: Mapping[str, Any], summary: Mapping[str, Any], *,
@@ -397,6 +448,10 @@ def evaluate(predictor, data_config: ml_collections.ConfigDict, split: str | Non
   result, builder = _predict_split(predictor, data, split, scheme, trained, common,
                                    batch_size, num_faces)
   summary = _summary(predictor, result, data, split, builder, scheme, trained, common)
+  if "probabilities" in result:
+    summary["classification"] = classification_summary(
+        result["probabilities"], result["labels"],
+        tuple(predictor.config.emotion.class_names), predictor.config.emotion.feature)
   if extra:
     summary.update(extra)
   label, stem = _label_and_stem(predictor, summary, data, split, compare_as)
@@ -467,7 +522,8 @@ def _predict_split(predictor, data: ml_collections.ConfigDict, split: str, schem
   source, builder = data_lib.load_split(data, split)
   loader = data_lib.make_loader(data, split, training=False, source=source, scheme=scheme,
                                 batch_size=batch_size, worker_count=0)
-  result = run_predictor(predictor, loader, num_keep=num_faces)
+  result = run_predictor(predictor, loader, num_keep=num_faces,
+                         class_feature=class_feature(predictor, data))
   k = result["pred"].shape[1]
   if k != schemes_lib.get_scheme(trained).num_points:
     raise ValueError(f"the method predicts {k} points but its scheme {trained!r} has "

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmarks import data as data_lib
+from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks.configs import emotional_dan as configs
 from jaxmarks.models import emotional_dan
@@ -80,7 +81,44 @@ def test_a_tiny_training_predicts_landmarks_and_probabilities(roots, monkeypatch
   predictor = methods.load_predictor(tmp_path / "run")
   out = predictor.predict(np.zeros((2, 112, 112, 1), np.float32))
   assert out["landmarks"].shape == (2, 68, 2) and out["probabilities"].shape == (2, 2)
+  # The one evaluation summary gives the smile accuracy beside the NME where the data
+  # have the label (MTFL), and none where they do not (the 68-point faces).
+  mtfl = evaluation.eval_data_config(predictor.config, dataset="mtfl",
+                                     manual_dir=config.data.mix_manual_dirs.mtfl)
+  assert mtfl.extra_features == ("smile",) and mtfl.mix == ()
+  s = evaluation.evaluate(predictor, mtfl, "train:holdout", quiet=True)
+  c = s["classification"]
+  assert c["n"] == s["n"] == 10 and 0 <= c["accuracy"] <= 1 and c["classes"] == [
+      "smiling", "not_smiling"] and np.sum(c["confusion"]) == 10
+  own = evaluation.eval_data_config(predictor.config)
+  assert own.extra_features == () and "classification" not in evaluation.evaluate(
+      predictor, own, "validation", quiet=True)
   config.emotion.feature = "glasses"
   with pytest.raises(ValueError, match=r"config.emotion.feature='glasses' must be one of "
                      r"config.data.extra_features"):
     methods.train(config, tmp_path / "other")
+
+
+def test_the_classification_summary_counts_only_labelled_faces():
+  probs = np.asarray([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.5, 0.5]])
+  c = evaluation.classification_summary(probs, np.asarray([0, 1, 1, -1, 0]), ("a", "b"), "smile")
+  assert c["n"] == 4 and c["accuracy"] == 0.75 and c["confusion"] == [[2, 0], [1, 1]]
+  assert c["recall"] == {"a": 1.0, "b": 0.5}
+  line = [l for l in evaluation.format_lines({"threshold": 0.08, "n": 5, "scheme": "ibug68",
+                                               "classification": c}, "x") if "smile" in l]
+  assert line == ["[x] smile: accuracy 75.00% of the 4 labelled faces; recall a 100.00%, "
+                  "b 50.00%; confusion (rows: true a, b) [[2, 0], [1, 1]]"]
+
+
+def test_the_landmark_baseline_aligns_shapes_and_fits_a_logistic_regression():
+  from benchmarks import smile  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  ref = rng.uniform(0, 10, (68, 2))
+  a = 1.7 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+  moved = ref @ a.T + [5.0, -2.0]  # the same shape, turned, scaled and shifted
+  np.testing.assert_allclose(smile.aligned_features(moved[None], ref)[0], ref.reshape(-1),
+                             atol=1e-4)
+  x = rng.normal(size=(400, 3))
+  y = (x[:, 0] - 0.5 * x[:, 1] > 0).astype(float)
+  w, b = smile.logistic_regression(x, y, l2=0.1)
+  assert ((x @ w + b > 0) == (y > 0)).mean() > 0.97 and w[0] > 0 > w[1]

@@ -1,0 +1,141 @@
+r"""Smile or not on MTFL ``train:holdout``: EmotionalDAN against TCDCN's smile head and a
+logistic regression on the landmarks alone, in one table.
+
+  python -m benchmarks.smile --emotional=/tmp/jm_runs/emo_s0 [--tcdcn=/tmp/jm_runs/tcdcn-mtfl]
+
+Rows:
+
+- EmotionalDAN (``--emotional``, one or more workdirs): its class probabilities on
+  each held-out MTFL face, cropped as the evaluation crops a 68-point model's MTFL
+  faces (the 68-point box the five annotated points most likely have);
+- TCDCN (``--tcdcn``): the smile head of the multi-task network (``attributes``);
+- logistic regression on landmarks: the first EmotionalDAN's own 68 predicted points
+  on MTFL ``train:fit`` (each shape aligned to their mean by a similarity and
+  standardised), an L2-regularised logistic regression fitted on them and scored on
+  the held-out faces' predicted points: what the landmarks alone tell.
+
+Each row: accuracy, each class's recall and the faces scored. MTFL's ``train:holdout``
+is held out of every training here (the pseudo-labels too are made from ``train:fit``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+FLAGS = flags.FLAGS
+CLASSES = ("smiling", "not_smiling")
+
+
+def define_flags() -> None:
+  flags.DEFINE_list("emotional", [], "EmotionalDAN workdirs (the first also gives the "
+                    "landmarks of the logistic regression).")
+  flags.DEFINE_string("tcdcn", "", "A TCDCN workdir (its smile head).")
+  flags.DEFINE_float("l2", 1.0, "The logistic regression's L2 weight.")
+
+
+def _mtfl(predictor, split: str):
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  data = evaluation.eval_data_config(predictor.config, dataset="mtfl")
+  with data.unlocked():
+    data.extra_features = ("smile",)
+  return data
+
+
+def _run(predictor, split: str):
+  """``(landmarks (N, K, 2), smile labels (N,), model outputs)`` over MTFL ``split``."""
+  from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
+  data = _mtfl(predictor, split)
+  scheme, trained, _ = evaluation._schemes(predictor, data, None)  # pylint: disable=protected-access
+  data = evaluation._with_box_points(data, scheme, trained)  # pylint: disable=protected-access
+  source, builder = data_lib.load_split(data, split)
+  loader = data_lib.make_loader(data, split, training=False, source=source,
+                                scheme=builders.scheme_of(builder), batch_size=64,
+                                worker_count=0)
+  lms, labels, probs = [], [], []
+  for batch in loader:
+    out = predictor.predict(np.asarray(batch["image"], np.float32))
+    lms.append(np.asarray(out["landmarks"]))
+    labels.append(np.asarray(batch["smile"]))
+    p = out.get("probabilities")
+    if p is None and "attributes" in out:
+      p = out["attributes"]["smile"]
+    probs.append(np.asarray(p))
+  return np.concatenate(lms), np.concatenate(labels), np.concatenate(probs)
+
+
+def aligned_features(shapes: np.ndarray, reference: np.ndarray) -> np.ndarray:
+  """``(N, 2K)``: each ``(K, 2)`` shape mapped onto ``reference`` by its least-squares
+  similarity, flattened."""
+  from jaxmarks import transforms  # pylint: disable=g-import-not-at-top
+  t = np.asarray(transforms.estimate_similarity(shapes, np.broadcast_to(reference,
+                                                                        shapes.shape)))
+  out = np.einsum("nij,nkj->nki", t[:, :, :2], shapes) + t[:, None, :, 2]
+  return out.reshape(len(shapes), -1)
+
+
+def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200):
+  """``(w (D,), b)`` of an L2-regularised logistic regression (Newton's method) of
+  ``y`` in {0, 1} on ``x`` ``(N, D)``."""
+  n, d = x.shape
+  xb = np.concatenate([x, np.ones((n, 1))], 1)
+  w = np.zeros(d + 1)
+  reg = l2 * np.eye(d + 1)
+  reg[-1, -1] = 0.0
+  for _ in range(steps):
+    p = 1 / (1 + np.exp(-xb @ w))
+    grad = xb.T @ (p - y) + reg @ w
+    hess = (xb * (p * (1 - p))[:, None]).T @ xb + reg
+    step = np.linalg.solve(hess, grad)
+    w -= step
+    if np.abs(step).max() < 1e-8:
+      break
+  return w[:-1], w[-1]
+
+
+def _row(name: str, probs: np.ndarray, labels: np.ndarray) -> str:
+  from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
+  c = evaluation.classification_summary(probs, labels, CLASSES, "smile")
+  return (f"| {name} | {100 * c['accuracy']:.2f} % | "
+          + " | ".join(f"{100 * c['recall'][k]:.2f} %" for k in CLASSES) + f" | {c['n']} |")
+
+
+def main(argv) -> None:
+  del argv
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  if not FLAGS.emotional and not FLAGS.tcdcn:
+    raise app.UsageError("give --emotional and/or --tcdcn")
+  rows = []
+  for i, workdir in enumerate(FLAGS.emotional):
+    predictor = methods.load_predictor(workdir)
+    lm, labels, probs = _run(predictor, "train:holdout")
+    rows.append(_row(f"EmotionalDAN ({workdir})", probs, labels))
+    if i == 0:
+      fit_lm, fit_labels, _ = _run(predictor, "train:fit")
+      reference = fit_lm.mean(0)
+      xf, xh = aligned_features(fit_lm, reference), aligned_features(lm, reference)
+      mu, sd = xf.mean(0), xf.std(0) + 1e-6
+      y = (fit_labels == 1).astype(np.float64)  # 1: not smiling
+      w, b = logistic_regression((xf - mu) / sd, y, FLAGS.l2)
+      p1 = 1 / (1 + np.exp(-(((xh - mu) / sd) @ w + b)))
+      rows.append(_row(f"logistic regression on its landmarks ({len(fit_lm)} train:fit faces)",
+                       np.stack([1 - p1, p1], 1), labels))
+  if FLAGS.tcdcn:
+    _, labels, probs = _run(methods.load_predictor(FLAGS.tcdcn), "train:holdout")
+    rows.append(_row(f"TCDCN's smile head ({FLAGS.tcdcn})", probs, labels))
+  print("MTFL train:holdout, smiling or not (accuracy; each class's recall)")
+  print("`python -m benchmarks.smile " + " ".join(sys.argv[1:]) + "`\n")
+  print("| model | accuracy | recall, smiling | recall, not smiling | faces |")
+  print("|---|---|---|---|---|")
+  for row in rows:
+    print(row)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
