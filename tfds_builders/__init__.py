@@ -7,7 +7,7 @@ every builder so that ``tfds.builder("<name>", data_dir=...)`` finds it.
 import importlib
 
 BUILDERS = ("ibug300w", "mtfl", "imm_faces", "muct", "bioid", "aflw", "synthetic_faces",
-            "widerface", "celeba", "mtfl_pseudo68")
+            "widerface", "celeba", "mtfl_pseudo68", "affectnet", "ckplus")
 
 
 def register_all() -> None:

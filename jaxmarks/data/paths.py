@@ -32,7 +32,8 @@ ENV_VAR = "JAXMARKS_DATASETS"
 DEFAULT_ROOT = "../shared/datasets"
 # TFDS builder name -> its subfolder of ``$JAXMARKS_DATASETS``.
 FOLDERS = {"ibug300w": "300w", "mtfl": "mtfl", "imm_faces": "imm_frontal", "muct": "muct",
-           "bioid": "bioid", "aflw": "aflw", "widerface": "widerface", "celeba": "celeba"}
+           "bioid": "bioid", "aflw": "aflw", "widerface": "widerface", "celeba": "celeba",
+           "affectnet": "affectnet", "ckplus": "ckplus"}
 DERIVED_ENV_VAR = "JAXMARKS_DERIVED"
 DEFAULT_DERIVED = "~/jaxmarks_derived"
 # Derived builder name -> its subfolder of ``$JAXMARKS_DERIVED``.
