@@ -75,6 +75,8 @@ class Face:
     diverged: whether the landmark fit flagged itself as failed (classical
       methods) or gave points that are not finite (NaN, inf), or None.
     track_id: the face's track across video frames (``jaxmarks.tracking``), or None.
+    classes: ``{class name: probability}`` of an expression model (EmotionalDAN:
+      ``config.emotion.class_names``), or None.
   """
 
   box: np.ndarray
@@ -83,6 +85,7 @@ class Face:
   points: np.ndarray | None = None
   diverged: bool | None = None
   track_id: int | None = None
+  classes: dict[str, float] | None = None
 
 
 def note(message: str) -> None:
@@ -449,7 +452,8 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
   box_source = predictor.config.data.get("box_source", "landmarks")
   crops = [face_crop_box(detections[i].boxes[j], p, scheme, align, min_roll_degrees)
            for (i, j), p in zip(owner, points)]
-  landmarks, flags = _predict_crops(images, predictor, owner, crops, batch_size)
+  probs: list[np.ndarray] = []
+  landmarks, flags = _predict_crops(images, predictor, owner, crops, batch_size, probs)
   # Each refining crop must stay near the crop the detector's five points gave (the
   # same kind of box); a face found without points is held to its first refining crop.
   first = [c if p is not None else None for c, p in zip(crops, points)]
@@ -463,17 +467,30 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
     again = [k for k, c in enumerate(crops) if c is not None]
     if not again:
       break
+    new_probs: list[np.ndarray] = []
     new, new_flags = _predict_crops(images, predictor, [owner[k] for k in again],
-                                    [crops[k] for k in again], batch_size)
+                                    [crops[k] for k in again], batch_size, new_probs)
     for r, k in enumerate(again):
       if not new_flags[r]:
         landmarks[k], flags[k] = new[r], new_flags[r]
+        if new_probs:
+          probs[k] = new_probs[r]
+  names = class_names(predictor)
   faces: list[list[Face]] = [[] for _ in images]
   for k, (i, j) in enumerate(owner):
     dets = detections[i]
+    classes = ({n: float(v) for n, v in zip(names, probs[k])} if probs and names else None)
     faces[i].append(Face(box=dets.boxes[j], score=float(dets.scores[j]), landmarks=landmarks[k],
-                         points=points[k], diverged=flags[k]))
+                         points=points[k], diverged=flags[k], classes=classes))
   return faces
+
+
+def class_names(predictor) -> tuple[str, ...]:
+  """The names of an expression model's classes (``config.emotion.class_names``); ()
+  for a landmark method without classes."""
+  config = getattr(predictor, "config", None)
+  emotion = None if config is None else config.get("emotion")
+  return tuple(emotion.class_names) if emotion is not None else ()
 
 
 def refine_passes(predictor: Predictor, refine: int | None = None) -> int:
@@ -552,10 +569,12 @@ def five_points_of(landmarks: np.ndarray, scheme: str) -> np.ndarray | None:
 
 def _predict_crops(images: Sequence[np.ndarray], predictor: Predictor,
                    owner: Sequence[tuple[int, int]], crops: Sequence[tuple[np.ndarray, float]],
-                   batch_size: int) -> tuple[list[np.ndarray], list[bool | None]]:
+                   batch_size: int, probabilities: list | None = None
+                   ) -> tuple[list[np.ndarray], list[bool | None]]:
   """The method's landmarks ``(K, 2)`` (photo pixels) and diverged flag of each face:
   face ``k`` is face ``owner[k][1]`` of photo ``owner[k][0]``, cropped at
-  ``crops[k]`` (``(box, angle)``, ``face_crop_box``)."""
+  ``crops[k]`` (``(box, angle)``, ``face_crop_box``); each face's class
+  ``probabilities`` ``(C,)`` appended to ``probabilities`` when the method gives them."""
   config = predictor.config.data
   patches, inverse = [], []
   for (i, j), (box, angle) in zip(owner, crops):
@@ -568,6 +587,8 @@ def _predict_crops(images: Sequence[np.ndarray], predictor: Predictor,
     out = predictor.predict(np.stack(patches[start:start + batch_size]))
     lm = np.asarray(out["landmarks"], np.float64)
     diverged = out.get("diverged")
+    if probabilities is not None and out.get("probabilities") is not None:
+      probabilities.extend(np.asarray(out["probabilities"], np.float64))
     for r in range(lm.shape[0]):
       flag = None if diverged is None else bool(np.asarray(diverged)[r])
       if not np.all(np.isfinite(lm[r])):

@@ -9,6 +9,7 @@ import pytest
 from jaxmarks import data as data_lib
 from jaxmarks import evaluation
 from jaxmarks import methods
+from jaxmarks import pipeline
 from jaxmarks.configs import emotional_dan as configs
 from jaxmarks.models import emotional_dan
 from tests import helpers
@@ -81,6 +82,16 @@ def test_a_tiny_training_predicts_landmarks_and_probabilities(roots, monkeypatch
   predictor = methods.load_predictor(tmp_path / "run")
   out = predictor.predict(np.zeros((2, 112, 112, 1), np.float32))
   assert out["landmarks"].shape == (2, 68, 2) and out["probabilities"].shape == (2, 2)
+  # On a photo, each face carries its classes' probabilities (jaxmarks predict's JSON).
+  photo = np.full((160, 160, 3), 90, np.uint8)
+  (face,), = pipeline.detect_and_predict([photo], predictor,
+                                         pipeline.GivenBoxes(np.array([[30., 30., 130., 130.]])))
+  assert set(face.classes) == {"smiling", "not_smiling"}
+  assert abs(sum(face.classes.values()) - 1) < 1e-5 and face.landmarks.shape == (68, 2)
+  from jaxmarks.cli import predict as predict_cli  # pylint: disable=g-import-not-at-top
+  models = predict_cli.Models(tmp_path / "run", detector="none")
+  (record,) = [models.record(photo, f) for f in models.faces([photo])]
+  assert set(record["faces"][0]["classes"]) == {"smiling", "not_smiling"}
   # The one evaluation summary gives the smile accuracy beside the NME where the data
   # have the label (MTFL), and none where they do not (the 68-point faces).
   mtfl = evaluation.eval_data_config(predictor.config, dataset="mtfl",

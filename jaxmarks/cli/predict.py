@@ -337,7 +337,9 @@ class Models:
         "faces": [{"box": _numbers(f.box, 3), "score": _numbers(f.score, 5),
                    "landmarks": _numbers(f.landmarks, 3),
                    **({"diverged": f.diverged} if f.diverged is not None else {}),
-                   **({"track": f.track_id} if f.track_id is not None else {})}
+                   **({"track": f.track_id} if f.track_id is not None else {}),
+                   **({"classes": {k: _numbers(v, 5) for k, v in f.classes.items()}}
+                      if f.classes else {})}
                   for f in faces],
     }
 
