@@ -210,6 +210,8 @@ def _table(method: str, rows: Sequence[Row], results: dict[str, list[dict[str, A
 
 def main(argv) -> None:
   del argv
+  from jaxmarks.train import host  # pylint: disable=g-import-not-at-top
+  print(host.single_arena_malloc(), flush=True)  # as jaxmarks train does, before JAX starts
   method = FLAGS.method
   _, rows, pretrain = METHODS[method]
   if FLAGS.rows:
