@@ -13,6 +13,7 @@ errors) is ``jaxmarks.evaluation.summarize``.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxmarks import schemes as schemes_lib
@@ -23,6 +24,7 @@ __all__ = [
     "normalizing_distance",
     "nme",
     "labelled_nme",
+    "labelled_cross_entropy",
     "ced",
     "auc",
     "failure_rate",
@@ -121,6 +123,20 @@ def labelled_nme(pred, batch, scheme: str, normalization: str = "inter_ocular",
     err = nme(schemes_lib.convert(pred, scheme, s), target, s, normalization)
     out = jnp.where(which == j, err, out)
   return out
+
+
+def labelled_cross_entropy(logits, labels):
+  """``(mean softmax cross-entropy, accuracy, count)`` of ``(B, C)`` logits over the faces
+  whose ``(B,)`` integer labels are >= 0 (``-1``: the face's dataset has no such label,
+  ``jaxmarks.data.mix``); zeros, and zero gradients, when none is labelled."""
+  labels = jnp.asarray(labels)
+  known = labels >= 0
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  ce = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
+  count = known.sum()
+  denom = jnp.maximum(count, 1)
+  right = (jnp.argmax(logits, -1) == labels) & known
+  return jnp.where(known, ce, 0.0).sum() / denom, right.sum() / denom, count
 
 
 def ced(errors, thresholds):

@@ -201,3 +201,26 @@ def test_a_mixed_run_stopped_and_resumed_ends_bit_identical(roots, monkeypatch, 
   assert full["nme_inter_ocular"] == resumed["nme_inter_ocular"]
   saved = json.loads((tmp_path / "full" / "config.json").read_text())
   assert saved["label_schemes"] == ["ibug68", "mtfl5"] and saved["data"]["mix"] == ["mtfl=1"]
+
+
+def test_a_face_without_an_attribute_adds_nothing_to_its_task(roots, monkeypatch):
+  """TCDCN on MTFL with 300-W-like faces mixed in: their attributes are -1 and left out of
+  the auxiliary tasks' cross-entropy."""
+  from jaxmarks.models import tcdcn  # pylint: disable=g-import-not-at-top
+  root, tfds = roots
+  monkeypatch.setenv("JAXMARKS_DATASETS", str(root))
+  config = helpers.tiny_config("tcdcn", root)
+  config.data.data_dir = str(tfds)
+  config.data.mix = ("synthetic_faces/tiny@train=1",)
+  _, (b,) = _batches(config, 1)
+  other = b["source"] == 1
+  assert other.any() and (~other).any()
+  for name in ("gender", "smile", "glasses", "pose"):
+    assert np.all(b[name][other] == -1) and np.all(b[name][~other] >= 0)
+  logits = {name: jnp.asarray(np.random.default_rng(0).normal(size=(8, n)), jnp.float32)
+            for name, n in (("gender", 2), ("smile", 2), ("glasses", 2), ("pose", 5))}
+  got = np.asarray(tcdcn._task_losses({"logits": logits}, b, tcdcn.TCDCN.tasks))  # pylint: disable=protected-access
+  for i, name in enumerate(("gender", "smile", "glasses", "pose")):
+    lp = jax.nn.log_softmax(logits[name])[~other]
+    want = -np.mean(np.asarray(lp)[np.arange(lp.shape[0]), b[name][~other]])
+    np.testing.assert_allclose(got[i], want, rtol=1e-5)

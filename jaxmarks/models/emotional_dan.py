@@ -89,14 +89,8 @@ def _owned(model: EmotionalDAN, stage: int) -> set[str]:
 
 def class_loss(logits, labels):
   """``(cross-entropy, accuracy, count)`` over the faces whose ``labels`` ``(B,)`` are
-  >= 0 (``-1``: no label); zeros when the batch has none."""
-  labels = jnp.asarray(labels)
-  known = labels >= 0
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
-  count = known.sum()
-  denom = jnp.maximum(count, 1)
-  right = (jnp.argmax(logits, -1) == labels) & known
-  return (ce * known).sum() / denom, right.sum() / denom, count
+  >= 0 (``-1``: no label; ``metrics.labelled_cross_entropy``)."""
+  return metrics_lib.labelled_cross_entropy(logits, labels)
 
 
 def loss_fn_for(model: EmotionalDAN, scheme: str, stage: int, normalization: str,

@@ -167,9 +167,11 @@ def init_variables(model: TCDCN, rng):
 
 
 def _task_losses(out, batch, tasks) -> jax.Array:
-  """``(T,)`` mean cross-entropy of each auxiliary task on a batch."""
-  return jnp.stack([optax.softmax_cross_entropy_with_integer_labels(
-      out["logits"][name], batch[name]).mean() for name, _ in tasks])
+  """``(T,)`` mean cross-entropy of each auxiliary task on a batch, over the faces that
+  carry its label (a face mixed in from a dataset without it has ``-1``,
+  ``jaxmarks.data.mix``)."""
+  return jnp.stack([metrics_lib.labelled_cross_entropy(out["logits"][name], batch[name])[0]
+                    for name, _ in tasks])
 
 
 def loss_fn_for(model: TCDCN, scheme: str, task_weights: Sequence[float]):
