@@ -14,6 +14,7 @@ from jaxmarks import schemes
 from jaxmarks import data as data_lib
 from jaxmarks.data import mix
 from tests import helpers
+from tests import test_train
 
 
 @pytest.fixture(scope="module")
@@ -154,28 +155,6 @@ def test_a_method_whose_loss_needs_every_point_refuses_partial_labels(roots, mon
     methods.train(config, tmp_path / "run")
 
 
-class _KilledAt:
-  """The training iterator, stopped (a simulated Ctrl-C) at its ``kill_at``-th batch."""
-
-  def __init__(self, inner, kill_at):
-    self.inner, self.kill_at, self.calls = inner, kill_at, 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    self.calls += 1
-    if self.calls == self.kill_at:
-      raise KeyboardInterrupt("simulated kill")
-    return next(self.inner)
-
-  def get_state(self):
-    return self.inner.get_state()
-
-  def set_state(self, state):
-    self.inner.set_state(state)
-
-
 @pytest.mark.slow
 def test_a_mixed_run_stopped_and_resumed_ends_bit_identical(roots, monkeypatch, tmp_path):
   config = _dan(roots, monkeypatch)
@@ -186,7 +165,7 @@ def test_a_mixed_run_stopped_and_resumed_ends_bit_identical(roots, monkeypatch, 
 
   def killing(*args, training, **kw):
     loader = make_loader(*args, training=training, **kw)
-    return _KilledAt(iter(loader), kill_at=4) if training else loader
+    return test_train._Killing(iter(loader), kill_at=4) if training else loader  # pylint: disable=protected-access
 
   monkeypatch.setattr(data_lib, "make_loader", killing)
   with pytest.raises(KeyboardInterrupt):
