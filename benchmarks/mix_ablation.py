@@ -85,6 +85,8 @@ def _config(method: str, row: Row, seed: int, steps: Sequence[int], root: pathli
   _schedule(config, steps)
   config.seed = config.data.seed = int(seed)
   config.data.mix = tuple(row.mix)
+  if "ablations" in config:  # the method's own ablations (TCDCN's) are not this table's
+    config.ablations = {}
   if row.pretrained:
     config.train.init_from = str(root / f"{method}-pretrain-s{seed}")
   return config, pretrain
