@@ -143,6 +143,8 @@ CONFIG_ERRORS = [
     ("cpr", {"cpr.num_stages": 0}, r"config\.cpr\.num_stages must be an integer >= 1"),
     ("ert", {"ert.regressor": "forest"}, r"config\.ert\.regressor must be one of"),
     ("dan", {"train.steps_per_stage": ("a", "b")}, "steps_per_stage must hold positive integers"),
+    ("emotional_dan", {"emotion.class_names": ("smiling",)},
+     r"config\.emotion\.class_names must name at least 2 classes"),
     ("dcnn", {"train.steps_per_level": (10, 10)}, "steps_per_level has 2 entries for 3 levels"),
     ("facepp", {"train.steps_per_level": (10, 10)}, "steps_per_level needs 4 positive integers"),
     ("facepp", {"model.input_sizes": (24, 24, 8, 16)},
