@@ -37,7 +37,7 @@ def define_flags() -> None:
   flags.DEFINE_float("l2", 1.0, "The logistic regression's L2 weight.")
 
 
-def _mtfl(predictor, split: str):
+def _mtfl(predictor):
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   data = evaluation.eval_data_config(predictor.config, dataset="mtfl")
   with data.unlocked():
@@ -50,7 +50,7 @@ def _run(predictor, split: str):
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
-  data = _mtfl(predictor, split)
+  data = _mtfl(predictor)
   scheme, trained, _ = evaluation._schemes(predictor, data, None)  # pylint: disable=protected-access
   data = evaluation._with_box_points(data, scheme, trained)  # pylint: disable=protected-access
   source, builder = data_lib.load_split(data, split)

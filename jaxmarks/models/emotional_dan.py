@@ -164,12 +164,6 @@ def _describe(model: EmotionalDAN, config: ml_collections.ConfigDict, n_params: 
           f"{list(config.train.steps_per_stage)}")
 
 
-def apply_fn_for(model: EmotionalDAN, stage: int, microbatch: int | None = None):
-  """``(params, model_state, images) -> {"landmarks", "stages", "logits",
-  "probabilities"}`` for stages ``1..stage`` in inference mode."""
-  return dan.apply_fn_for(model, stage, microbatch)
-
-
 METHOD = deep.DeepMethod(
     name="emotional_dan",
     paper=("Tautkute, Trzcinski and Bielski, I Know How You Feel: Emotion Recognition with "
@@ -178,7 +172,8 @@ METHOD = deep.DeepMethod(
     build_model=build_model,
     init_variables=lambda model, rng: dan.init_variables(model, rng),
     phases=stage_phases,
-    inference_fn=lambda model, phase_index: apply_fn_for(model, phase_index + 1),
+    # DAN's inference function returns the whole output dict, probabilities included.
+    inference_fn=lambda model, phase_index: dan.apply_fn_for(model, phase_index + 1),
     resume_keys=dan._RESUME_KEYS + ("emotion.class_names",),  # pylint: disable=protected-access
     check_config=_check_config,
     describe=_describe,
