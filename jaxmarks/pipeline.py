@@ -475,7 +475,7 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
         landmarks[k], flags[k] = new[r], new_flags[r]
         if new_probs:
           probs[k] = new_probs[r]
-  names = class_names(predictor)
+  names = workdir_lib.class_names(getattr(predictor, "config", None))
   faces: list[list[Face]] = [[] for _ in images]
   for k, (i, j) in enumerate(owner):
     dets = detections[i]
@@ -483,14 +483,6 @@ def detect_and_predict(images: Sequence[np.ndarray], predictor: Predictor | None
     faces[i].append(Face(box=dets.boxes[j], score=float(dets.scores[j]), landmarks=landmarks[k],
                          points=points[k], diverged=flags[k], classes=classes))
   return faces
-
-
-def class_names(predictor) -> tuple[str, ...]:
-  """The names of an expression model's classes (``config.emotion.class_names``); ()
-  for a landmark method without classes."""
-  config = getattr(predictor, "config", None)
-  emotion = None if config is None else config.get("emotion")
-  return tuple(emotion.class_names) if emotion is not None else ()
 
 
 def refine_passes(predictor: Predictor, refine: int | None = None) -> int:

@@ -24,8 +24,11 @@ parameters baked in::
   landmarks  (B, K, 2) float32 crop pixels, 0-based, x then y
 
 Map them back to the photo with the inverse of the crop transform (as
-``jaxmarks.pipeline`` does). Extra outputs of ``predict`` (``stages``,
-``diverged``, TCDCN's ``attributes``) are not exported.
+``jaxmarks.pipeline`` does). An expression model (EmotionalDAN) has a second
+output, ``probabilities`` ``(B, C)`` in the order of serving.json's
+``class_names`` (``SERVED_EXTRAS``); the loaders give it with
+``all_outputs=True``. Other outputs of ``predict`` (``stages``, ``diverged``,
+TCDCN's ``attributes``) are not exported.
 
 The batch dimension is symbolic by default (``batch=None``: any B, one file). A
 method whose inference function cannot trace with a symbolic batch (DAN: its
@@ -105,6 +108,9 @@ ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "serving.json"
 INPUT_NAME = "images"
 OUTPUT_NAME = "landmarks"
+# predict's outputs a serving export carries beside the landmarks, and what they are.
+SERVED_EXTRAS = {"probabilities": "class probabilities (softmax over the classes), in the "
+                                  "order of class_names"}
 # Primitives with no faithful ONNX conversion, and why.
 _ONNX_UNSUPPORTED = {
     # jax2onnx 0.17 makes an ONNX Loop of lax.while_loop, but onnxruntime fails inside
@@ -136,20 +142,28 @@ class ServingFunction:
     num_points: K.
     method: ``config.method``.
     scheme: the landmark scheme (``config.scheme``) or None.
+    extras: ``{name: per-face shape}`` of the outputs (``SERVED_EXTRAS``) ``fn``
+      returns after the landmarks, in order; where there are any, ``fn`` returns
+      the tuple ``(landmarks, *extras)``.
   """
 
-  fn: Callable[[jax.Array], jax.Array]
+  fn: Callable[[jax.Array], Any]
   image_size: int
   channels: int
   num_points: int
   method: str
   scheme: str | None
+  extras: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+
+  @property
+  def output_names(self) -> list[str]:
+    return [OUTPUT_NAME, *self.extras]
 
   def per_face(self, images):
     """``fn`` on each face alone, ``jax.vmap``-ed over the batch (the same result:
     faces are independent at inference); traces with a symbolic batch where ``fn``
     cannot."""
-    return jax.vmap(lambda one: self.fn(one[None])[0])(images)
+    return jax.vmap(lambda one: jax.tree.map(lambda o: o[0], self.fn(one[None])))(images)
 
   def spec(self, batch) -> jax.ShapeDtypeStruct:
     """The input ``(batch, S, S, C)`` float32 (``batch`` an int or a symbolic dim)."""
@@ -184,14 +198,20 @@ def serving_function(predictor, bounded_loops: bool = False) -> ServingFunction:
                      "model takes is unknown (was it written by the training driver?)")
   size = int(data.image_size)
   channels = 1 if bool(data.get("grayscale", True)) else 3
-  fn = predictor.serving_fn(bounded_loops=True) if bounded_loops else predictor.serving_fn()
+  names = predictor.output_names() if hasattr(predictor, "output_names") else ()
+  extras = tuple(n for n in SERVED_EXTRAS if n in names)
+  kwargs = {"extras": extras} if extras else {}
+  fn = (predictor.serving_fn(bounded_loops=True, **kwargs) if bounded_loops
+        else predictor.serving_fn(**kwargs))
   out = jax.eval_shape(fn, jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
-  if out.ndim != 3 or out.shape[-1] != 2:
-    raise ValueError(f"the {method!r} serving function gives shape {out.shape}, not "
+  landmarks, rest = (out[0], out[1:]) if extras else (out, ())
+  if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+    raise ValueError(f"the {method!r} serving function gives shape {landmarks.shape}, not "
                      "(B, K, 2) landmarks")
   return ServingFunction(fn=fn, image_size=size, channels=channels,
-                         num_points=int(out.shape[1]), method=method,
-                         scheme=workdir_lib.scheme_of(config))
+                         num_points=int(landmarks.shape[1]), method=method,
+                         scheme=workdir_lib.scheme_of(config),
+                         extras={n: tuple(o.shape[1:]) for n, o in zip(extras, rest)})
 
 
 # ------------------------------------------------------------------------ shared helpers
@@ -299,6 +319,8 @@ def _write_manifest(out_dir: pathlib.Path, predictor, sf: ServingFunction, kind:
                             "'crop' settings (normalisation applied)")},
       "output": {"name": OUTPUT_NAME, "shape": ["b", sf.num_points, 2], "dtype": "float32",
                  "units": "crop pixels, 0-based, x then y"},
+      "extra_outputs": [{"name": n, "shape": ["b", *shape], "dtype": "float32",
+                         "content": SERVED_EXTRAS[n]} for n, shape in sf.extras.items()],
       "crop": {k: workdir_lib.config_value(predictor.config, f"data.{k}") for k in
                ("image_size", "crop_scale", "grayscale", "normalization", "box_source")},
       "channels": "gray" if sf.channels == 1 else "rgb",
@@ -309,8 +331,10 @@ def _write_manifest(out_dir: pathlib.Path, predictor, sf: ServingFunction, kind:
     old = read_manifest(out_dir)
   except (FileNotFoundError, ValueError):
     old = None
-  if old is not None and all(old.get(k) == manifest[k] for k in (
-      "method", "num_points", "input", "crop", "parameters_sha256")):
+  if "probabilities" in sf.extras:
+    manifest["class_names"] = list(workdir_lib.class_names(predictor.config))
+  if old is not None and all(old.get(k) == manifest.get(k) for k in (
+      "method", "num_points", "input", "crop", "parameters_sha256", "extra_outputs")):
     manifest["files"] = dict(old.get("files", {}))
   manifest["files"][kind] = entry
   _write_bytes(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
@@ -387,9 +411,11 @@ def export_stablehlo(predictor, out_dir: str | pathlib.Path, batch: int | None =
   return _write_manifest(out_dir, predictor, sf, "stablehlo", entry)
 
 
-def load_stablehlo(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
+def load_stablehlo(out_dir: str | pathlib.Path, all_outputs: bool = False
+                   ) -> Callable[[Any], Any]:
   """``images (B, S, S, C) float32 -> landmarks (B, K, 2)`` (NumPy) from a StableHLO
-  serving export (``jax.export.deserialize(...).call``); no jaxmarks model code runs."""
+  serving export (``jax.export.deserialize(...).call``); no jaxmarks model code runs.
+  ``all_outputs``: ``{"landmarks": ..., **extra outputs}`` (``probabilities``)."""
   out_dir = pathlib.Path(out_dir).expanduser()
   manifest = read_manifest(out_dir)
   entry = manifest.get("files", {}).get("stablehlo")
@@ -404,12 +430,21 @@ def load_stablehlo(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
                      "again") from e
   call = jax.jit(exported.call)
 
-  def run(images) -> np.ndarray:
+  def run(images):
     images = np.asarray(images, np.float32)
     _check_images(images, manifest, entry)
-    return np.asarray(call(images))
+    return _outputs(manifest, [np.asarray(o) for o in jax.tree.leaves(call(images))],
+                    all_outputs)
 
   return run
+
+
+def _outputs(manifest: dict[str, Any], arrays: list[np.ndarray], all_outputs: bool):
+  """The landmarks (the first output), or every output by name (``all_outputs``)."""
+  if not all_outputs:
+    return arrays[0]
+  names = [OUTPUT_NAME] + [e["name"] for e in manifest.get("extra_outputs", [])]
+  return dict(zip(names, arrays))
 
 
 def _check_images(images: np.ndarray, manifest: dict[str, Any], entry: dict[str, Any]) -> None:
@@ -595,7 +630,7 @@ def _to_onnx(jax2onnx, sf: ServingFunction, opset: int, hint: str, fn, spec):
     with _quiet_loggers("onnx_ir", "onnx_ir.serde", "jax2onnx"):
       return jax2onnx.to_onnx(jex.core.jaxpr_as_fun(rewritten), [spec],
                               model_name=f"jaxmarks_{sf.method}", opset=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+                              input_names=[INPUT_NAME], output_names=sf.output_names)
   except jax.errors.InconclusiveDimensionOperation:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -620,7 +655,8 @@ def _check_onnx(predictor, sf: ServingFunction, data: bytes, batch: int | str,
   """
   ort = _import_onnxruntime()
   session = _session(ort, data)
-  run_session = _onnx_runner(session)
+  run_session = _onnx_runner(session, {"extra_outputs": [{"name": n} for n in sf.extras]},
+                             all_outputs=True)
 
   def onnx_run(images):  # only onnxruntime's own failures are the model's
     try:
@@ -637,13 +673,17 @@ def _check_onnx(predictor, sf: ServingFunction, data: bytes, batch: int | str,
         f"{found['unstable_faces']} of {found['faces']} check crops predict's own "
         f"landmarks move more than {tolerance:g} crop pixels when the crop changes by "
         "one part in a million" + hint)
-  diff = found["max_abs_diff"]
-  if not diff <= tolerance:
-    raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model "
-                           f"disagrees with predict by {diff:.3g} crop pixels (> "
-                           f"{tolerance:g})" + hint)
-  return {"check_max_abs_diff": diff, "check_faces": found["faces"],
-          "check_unstable_faces": found["unstable_faces"]}
+  for name in sf.output_names:
+    key = "max_abs_diff" if name == OUTPUT_NAME else f"max_abs_diff_{name}"
+    diff = found[key]
+    if not diff <= tolerance:
+      units = "crop pixels" if name == OUTPUT_NAME else "(absolute)"
+      raise UnsupportedError(f"the ONNX model jax2onnx made of the {sf.method} model's "
+                             f"{name} disagrees with predict by {diff:.3g} {units} (> "
+                             f"{tolerance:g})" + hint)
+  return {"check_faces": found["faces"], "check_unstable_faces": found["unstable_faces"],
+          **{f"check_{k}": v for k, v in found.items() if k.startswith("max_abs_diff")
+             and k != "max_abs_diff_all"}}
 
 
 def export_onnx(predictor, out_dir: str | pathlib.Path, batch: int | None = 1,
@@ -694,30 +734,43 @@ def agreement(predictor, run: Callable[[np.ndarray], Any], batch: int | str | No
               tolerance: float = 1e-4, seed: int = 0) -> dict[str, Any]:
   """How a loaded export ``run`` agrees with ``predictor.predict`` on the sample face
   crops (``sample_crops``): batches of 1 and 8 for a symbolic batch (``"symbolic"`` or
-  None), else four of the fixed batch.
+  None), else four of the fixed batch. ``run`` gives the landmarks, or a dict of
+  outputs by name (``all_outputs=True``), each compared with ``predict``'s.
 
   Returns:
     ``{"faces", "unstable_faces", "max_abs_diff", "max_abs_diff_all"}``: the largest
     difference (crop pixels) over the faces where predict itself is stable -- its
     landmarks move by at most ``tolerance`` when the crop is scaled by 1 +- 1e-6
-    (``_float_sensitivity``; NaN when no face is) -- and over all faces.
+    (``_float_sensitivity``; NaN when no face is) -- and over all faces; and
+    ``max_abs_diff_<name>`` of each other output, over the stable faces.
   """
   sizes = (1, 8) if batch in (None, "symbolic") else (int(batch),) * 4
-  diffs, unstable = [], []
+  diffs: dict[str, list[float]] = {}
+  unstable = []
   for i, b in enumerate(sizes):
     images = sample_crops(predictor, b, seed=seed + 100 * i + b)
-    want = np.asarray(predictor.predict(images)["landmarks"], np.float64)
-    got = np.asarray(run(images), np.float64)
-    if got.shape != want.shape:
-      raise UnsupportedError(f"the export gives landmarks of shape {got.shape} for a batch "
-                             f"of {b}; predict gives {want.shape}")
-    diffs += list(np.abs(got - want).max(axis=(1, 2)))
-    unstable += list(_float_sensitivity(predictor, images, want) > tolerance)
-  diffs, unstable = np.asarray(diffs), np.asarray(unstable, bool)
-  stable = diffs[~unstable]
-  return {"faces": int(diffs.size), "unstable_faces": int(unstable.sum()),
-          "max_abs_diff": float(stable.max()) if stable.size else float("nan"),
-          "max_abs_diff_all": float(diffs.max())}
+    predicted = predictor.predict(images)
+    got = run(images)
+    got = got if isinstance(got, dict) else {OUTPUT_NAME: got}
+    for name, value in got.items():
+      want, value = (np.asarray(predicted[name], np.float64), np.asarray(value, np.float64))
+      if value.shape != want.shape:
+        raise UnsupportedError(f"the export gives {name} of shape {value.shape} for a batch "
+                               f"of {b}; predict gives {want.shape}")
+      diffs.setdefault(name, []).extend(
+          np.abs(value - want).reshape(b, -1).max(axis=1))
+    unstable += list(_float_sensitivity(
+        predictor, images, np.asarray(predicted[OUTPUT_NAME], np.float64)) > tolerance)
+  unstable = np.asarray(unstable, bool)
+  found = {"faces": int(unstable.size), "unstable_faces": int(unstable.sum())}
+  for name, values in diffs.items():
+    values = np.asarray(values)
+    stable = values[~unstable]
+    key = "max_abs_diff" if name == OUTPUT_NAME else f"max_abs_diff_{name}"
+    found[key] = float(stable.max()) if stable.size else float("nan")
+    if name == OUTPUT_NAME:
+      found["max_abs_diff_all"] = float(values.max())
+  return found
 
 
 def _float_sensitivity(predictor, images, want) -> np.ndarray:
@@ -746,9 +799,11 @@ def _session(ort, model):
   return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def load_onnx(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
+def load_onnx(out_dir: str | pathlib.Path, all_outputs: bool = False
+              ) -> Callable[[Any], Any]:
   """``images (B, S, S, C) float32 -> landmarks (B, K, 2)`` (NumPy) from an ONNX
-  serving export, run by onnxruntime (CPU)."""
+  serving export, run by onnxruntime (CPU). ``all_outputs``: ``{"landmarks": ...,
+  **extra outputs}`` (``probabilities``)."""
   out_dir = pathlib.Path(out_dir).expanduser()
   manifest = read_manifest(out_dir)
   entry = manifest.get("files", {}).get("onnx")
@@ -756,18 +811,20 @@ def load_onnx(out_dir: str | pathlib.Path) -> Callable[[Any], np.ndarray]:
   if entry is None or not path.is_file():
     raise FileNotFoundError(f"{out_dir} holds no ONNX export ({ONNX_FILE}); export it with "
                             "--formats=onnx")
-  return _onnx_runner(_session(_import_onnxruntime(), str(path)), manifest, entry)
+  return _onnx_runner(_session(_import_onnxruntime(), str(path)), manifest, entry,
+                      all_outputs)
 
 
-def _onnx_runner(session, manifest=None, entry=None) -> Callable[[Any], np.ndarray]:
-  """``images -> landmarks`` through an onnxruntime session (inputs checked against
-  the manifest's entry where given)."""
+def _onnx_runner(session, manifest: dict[str, Any], entry=None, all_outputs: bool = False
+                 ) -> Callable[[Any], Any]:
+  """``images -> landmarks`` (or every output, ``_outputs``) through an onnxruntime
+  session (inputs checked against the manifest's entry where given)."""
   name = session.get_inputs()[0].name
 
-  def run(images) -> np.ndarray:
+  def run(images):
     images = np.asarray(images, np.float32)
     if entry is not None:
       _check_images(images, manifest, entry)
-    return session.run(None, {name: images})[0]
+    return _outputs(manifest, session.run(None, {name: images}), all_outputs)
 
   return run

@@ -382,3 +382,10 @@ def training_facts(path: str | pathlib.Path) -> dict[str, Any]:
       if value is not None and key not in facts:
         facts[key] = value
   return facts
+
+
+def class_names(config) -> tuple[str, ...]:
+  """The names of an expression model's classes (``config.emotion.class_names``); ()
+  for a landmark method without classes (or no config)."""
+  emotion = None if config is None else config.get("emotion")
+  return tuple(emotion.class_names) if emotion is not None else ()

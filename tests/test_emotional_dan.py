@@ -1,6 +1,8 @@
 """EmotionalDAN (``jaxmarks.models.emotional_dan``): the branch, the joint loss with
 missing labels, and a tiny training on 68-point faces mixed with labelled five-point ones."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,15 +12,15 @@ from jaxmarks import data as data_lib
 from jaxmarks import evaluation
 from jaxmarks import methods
 from jaxmarks import pipeline
+from jaxmarks import serving
 from jaxmarks.configs import emotional_dan as configs
 from jaxmarks.models import emotional_dan
 from tests import helpers
 from tests import test_mix
 
 
-def _tiny(roots, monkeypatch):
+def _tiny(roots):
   """EmotionalDAN's tiny config (``helpers.tiny_config``) on the module's folders."""
-  del monkeypatch
   root, _ = roots
   c = helpers.tiny_config("emotional_dan", root)
   c.train.steps_per_stage = (2, 3)
@@ -51,8 +53,8 @@ def test_faces_without_a_label_add_nothing_to_the_cross_entropy():
   assert np.all(np.asarray(grad) == 0)
 
 
-def test_stage_1_learns_landmarks_and_the_last_stage_the_joint_loss(roots, monkeypatch):
-  config = _tiny(roots, monkeypatch)
+def test_stage_1_learns_landmarks_and_the_last_stage_the_joint_loss(roots):
+  config = _tiny(roots)
   batch = next(iter(data_lib.make_loader(config.data, training=True, worker_count=0)))
   labels = batch["smile"]
   assert set(np.unique(labels)) <= {-1, 0, 1} and (labels == -1).any() and (labels >= 0).any()
@@ -76,10 +78,18 @@ def test_stage_1_learns_landmarks_and_the_last_stage_the_joint_loss(roots, monke
 
 
 @pytest.mark.slow
-def test_a_tiny_training_predicts_landmarks_and_probabilities(roots, monkeypatch, tmp_path):
-  config = _tiny(roots, monkeypatch)
-  methods.train(config, tmp_path / "run")
-  predictor = methods.load_predictor(tmp_path / "run")
+@pytest.fixture(scope="module")
+def trained(roots, tmp_path_factory):
+  """``(config, workdir, predictor)`` of a tiny training, once per module."""
+  config = _tiny(roots)
+  run = tmp_path_factory.mktemp("emotional_dan") / "run"
+  methods.train(config, run)
+  return config, run, methods.load_predictor(run)
+
+
+def test_a_tiny_training_predicts_landmarks_and_probabilities(trained, tmp_path):
+  config, run, predictor = trained
+  config = config.copy_and_resolve_references()
   out = predictor.predict(np.zeros((2, 112, 112, 1), np.float32))
   assert out["landmarks"].shape == (2, 68, 2) and out["probabilities"].shape == (2, 2)
   # On a photo, each face carries its classes' probabilities (jaxmarks predict's JSON).
@@ -89,7 +99,7 @@ def test_a_tiny_training_predicts_landmarks_and_probabilities(roots, monkeypatch
   assert set(face.classes) == {"smiling", "not_smiling"}
   assert abs(sum(face.classes.values()) - 1) < 1e-5 and face.landmarks.shape == (68, 2)
   from jaxmarks.cli import predict as predict_cli  # pylint: disable=g-import-not-at-top
-  models = predict_cli.Models(tmp_path / "run", detector="none")
+  models = predict_cli.Models(run, detector="none")
   (record,) = [models.record(photo, f) for f in models.faces([photo])]
   assert set(record["faces"][0]["classes"]) == {"smiling", "not_smiling"}
   # The one evaluation summary gives the smile accuracy beside the NME where the data
@@ -108,6 +118,29 @@ def test_a_tiny_training_predicts_landmarks_and_probabilities(roots, monkeypatch
   with pytest.raises(ValueError, match=r"config.emotion.feature='glasses' must be one of "
                      r"config.data.extra_features"):
     methods.train(config, tmp_path / "other")
+
+
+@pytest.mark.parametrize("fmt", ["stablehlo", "onnx"])
+def test_the_serving_exports_carry_the_probabilities(trained, tmp_path, fmt):
+  """A second output beside the landmarks, named in serving.json with the classes."""
+  _, _, predictor = trained
+  if fmt == "onnx":
+    helpers.require_module("jax2onnx", "jaxmarks[export]")
+    helpers.require_module("onnxruntime", "jaxmarks[export]")
+  export_fn, load_fn = {"stablehlo": (serving.export_stablehlo, serving.load_stablehlo),
+                        "onnx": (functools.partial(serving.export_onnx, batch=None),
+                                 serving.load_onnx)}[fmt]
+  crops = serving.sample_crops(predictor, 3, seed=1)
+  want = predictor.predict(crops)
+  manifest = export_fn(predictor, tmp_path)
+  assert manifest["extra_outputs"][0]["name"] == "probabilities"
+  assert manifest["extra_outputs"][0]["shape"] == ["b", 2]
+  assert manifest["class_names"] == ["smiling", "not_smiling"]
+  got = load_fn(tmp_path, all_outputs=True)(crops)
+  assert sorted(got) == ["landmarks", "probabilities"]
+  for name in got:
+    np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
+  assert load_fn(tmp_path)(crops).shape == (3, 68, 2)  # the landmarks alone by default
 
 
 def test_the_classification_summary_counts_only_labelled_faces():

@@ -93,7 +93,8 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
       errors.append(f"{fmt}: {e}")
       continue
     entry = manifest["files"][fmt]
-    found = serving.agreement(predictor, load_fn(out_dir), entry["batch"], seed=1)
+    found = serving.agreement(predictor, load_fn(out_dir, all_outputs=True), entry["batch"],
+                              seed=1)
     file = (out_dir / entry["file"]).resolve()
     written[fmt] = {"file": str(file), "batch": entry["batch"], **found}
     how = "symbolic batch" if entry["batch"] == "symbolic" else f"batch {entry['batch']}"
@@ -103,7 +104,9 @@ def run(workdir, formats: Sequence[str] | None = None, output_dir=None,
               "one part in a million)" if found["unstable_faces"] else "")
     print(f"{fmt}: {file} ({entry['bytes'] / 1e6:.2f} MB, {how}{extra}); max abs difference "
           f"to predict: {found['max_abs_diff_all']:.2e} px over {found['faces']} crops of "
-          f"the sample face{stable}", flush=True)
+          f"the sample face{stable}"
+          + "".join(f"; {k[len('max_abs_diff_'):]}: {v:.2e}" for k, v in found.items()
+                    if k.startswith("max_abs_diff_") and k != "max_abs_diff_all"), flush=True)
   if written:
     print(f"{manifest['method']} ({manifest['num_points']} landmarks, "
           f"{'x'.join(map(str, manifest['input']['shape'][1:]))} crops) -> "

@@ -624,15 +624,37 @@ class DeepPredictor:
     self.model_state = jax.tree.map(jnp.asarray, got["model_state"])
     self._apply = jax.jit(spec.inference_fn(self.model, self.phase))
 
-  def serving_fn(self, bounded_loops: bool = False) -> Callable[[jax.Array], jax.Array]:
+  def serving_fn(self, bounded_loops: bool = False, extras: Sequence[str] = ()
+                 ) -> Callable[[jax.Array], Any]:
     """``predict``'s landmarks as one pure function, the parameters closed over:
     ``images (B, S, S, C) float32 -> landmarks (B, K, 2) float32`` (jittable,
-    exportable; see ``jaxmarks.serving``). ``bounded_loops`` changes
-    nothing: a network has no loop that runs until it converges."""
+    exportable; see ``jaxmarks.serving``); with ``extras`` (names of ``predict``'s
+    other outputs, ``output_names``), ``(landmarks, *those outputs)``.
+    ``bounded_loops`` changes nothing: a network has no loop that runs until it
+    converges."""
     del bounded_loops
     apply = self.spec.inference_fn(self.model, self.phase)
-    params, model_state = self.params, self.model_state
-    return lambda images: apply(params, model_state, images)["landmarks"]
+    params, model_state, extras = self.params, self.model_state, tuple(extras)
+    unknown = sorted(set(extras) - set(self.output_names()))
+    if unknown:
+      raise ValueError(f"the {self.spec.name} model has no output {unknown}; its outputs: "
+                       f"{', '.join(self.output_names())}")
+
+    def fn(images):
+      out = apply(params, model_state, images)
+      return (out["landmarks"], *(out[k] for k in extras)) if extras else out["landmarks"]
+
+    return fn
+
+  def output_names(self) -> tuple[str, ...]:
+    """The names of ``predict``'s outputs (``landmarks`` and, by method, ``stages``,
+    ``probabilities``, ...), found by tracing, not running, the model."""
+    s = int(self.config.data.image_size)
+    c = 1 if bool(self.config.data.get("grayscale", True)) else 3
+    apply = self.spec.inference_fn(self.model, self.phase)
+    out = jax.eval_shape(apply, self.params, self.model_state,
+                         jax.ShapeDtypeStruct((1, s, s, c), jnp.float32))
+    return tuple(out)
 
   def predict(self, images) -> dict[str, Any]:
     images = contracts.float32_images(images)
