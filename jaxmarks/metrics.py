@@ -64,6 +64,14 @@ def normalizing_distance(gt, scheme="ibug68", normalization: str = "inter_ocular
   )
 
 
+def _point_distance(pred, gt):
+  """``(..., K)`` Euclidean distances of ``(..., K, 2)`` points, with a zero (not NaN)
+  gradient where a point is exactly on its target (``jnp.linalg.norm``'s is NaN there)."""
+  sq = jnp.sum(jnp.square(pred - gt), axis=-1)
+  on = sq > 0
+  return jnp.where(on, jnp.sqrt(jnp.where(on, sq, 1.0)), 0.0)
+
+
 def nme(pred, gt, scheme="ibug68", normalization: str = "inter_ocular", visible=None):
   """Normalised mean error per face.
 
@@ -81,7 +89,7 @@ def nme(pred, gt, scheme="ibug68", normalization: str = "inter_ocular", visible=
   gt = jnp.asarray(gt)
   if pred.shape != gt.shape:
     raise ValueError(f"pred shape {pred.shape} does not match ground truth shape {gt.shape}")
-  dist = jnp.linalg.norm(pred - gt, axis=-1)  # (B, K)
+  dist = _point_distance(pred, gt)  # (B, K)
   if visible is None:
     per_face = dist.mean(axis=-1)
   else:

@@ -91,3 +91,14 @@ def test_metrics_jit_and_vmap():
   a = jax.jit(metrics.auc)(e1)
   assert 0 <= float(a) <= 1
   assert jax.jit(metrics.ced)(e1, jnp.linspace(0, 0.1, 11)).shape == (11,)
+
+
+def test_nme_gradient_is_finite_where_a_point_is_exactly_right():
+  """A training loss on ``nme`` must not turn NaN when a prediction hits its target."""
+  gt = jnp.asarray(_face())[None]
+  pred = gt.at[0, 5].add(jnp.array([0.3, -0.4]))  # one point off by 0.5, the rest exact
+  value, grad = jax.value_and_grad(lambda p: metrics.nme(p, gt, "ibug68").sum())(pred)
+  want = 0.5 / 68 / metrics.normalizing_distance(gt, "ibug68", "inter_ocular")[0]
+  np.testing.assert_allclose(value, want, rtol=1e-5)  # float32 rounding of the offset
+  assert np.all(np.isfinite(grad)) and np.all(np.asarray(grad)[0, :5] == 0)
+  assert np.any(np.asarray(grad)[0, 5] != 0)
