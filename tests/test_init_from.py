@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from jaxmarks import export
-from jaxmarks import methods
 from jaxmarks.drivers import deep
 from tests import helpers
 

@@ -277,7 +277,6 @@ def _fit_level(params: AAMParams, image, shape, level: int, tol: float,
     else:  # the trained layout: this level only, laid out here on every call
       grads_t, jtj_t, ajac_t, dwdp_t = (
           a[0] for a in _loop_layout(*(x[level:level + 1] for x in arrays), n_p))
-    n_t = grads_t.shape[-1]  # M + 1
 
   def solve_alternating(err):
     """Alternating IC (Tzimiropoulos and Pantic, ICCV 2013): the texture parameters

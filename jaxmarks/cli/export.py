@@ -39,8 +39,6 @@ from absl import flags
 from absl import logging as absl_logging
 
 from jaxmarks.cli import common
-import jax
-import numpy as np
 
 from jaxmarks import bundled
 from jaxmarks import methods

@@ -60,7 +60,7 @@ Where this departs from the paper or the authors' code, and why:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -233,10 +233,11 @@ def _owned(stage: int) -> set[str]:
   return {f"stage{stage}", f"feature_image{stage}", f"input_bn{stage}"}
 
 
-def stage_param_labels(params, stage: int):
+def stage_param_labels(params, stage: int, owned: set[str] | None = None):
   """Labels ``"train"`` for parameters of stage ``stage`` (its feed-forward net, its
-  feature-image layer and its input BatchNorm), ``"frozen"`` for the rest."""
-  owned = _owned(stage)
+  feature-image layer and its input BatchNorm; or the top-level names ``owned``),
+  ``"frozen"`` for the rest."""
+  owned = _owned(stage) if owned is None else owned
   return {k: jax.tree.map(lambda _: "train" if k in owned else "frozen", v)
           for k, v in params.items()}
 
@@ -298,7 +299,9 @@ def predict_fn_for(model: DAN, stage: int, microbatch: int | None = None):
 
 
 def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimizer_fn,
-                 normalization: str = "inter_ocular", label_schemes: Sequence[str] = ()):
+                 normalization: str = "inter_ocular", label_schemes: Sequence[str] = (), *,
+                 owned: Callable[[int], set[str]] = _owned,
+                 loss_for: Callable[[int], Callable] | None = None):
   """The trainer phases of stage-wise training: stage 1, then stage 2 with the
   earlier stages frozen, etc.
 
@@ -310,6 +313,9 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
       trained stage (``phase_index = stage - 1``).
     normalization: the loss normalisation.
     label_schemes: the schemes of a mixed training's labels (``jaxmarks.data.mix``).
+    owned: ``stage -> `` the top-level parameter names that stage trains (a model
+      with more than DAN's layers, EmotionalDAN, adds its own).
+    loss_for: ``stage -> `` the trainer's ``loss_fn`` (default ``loss_fn_for``).
 
   Returns:
     a list of ``jaxmarks.train.Phase``.
@@ -322,11 +328,11 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
     stage = i + 1
     tx = optax.multi_transform(
         {"train": optimizer_fn(int(steps), i), "frozen": optax.set_to_zero()},
-        lambda p, stage=stage: stage_param_labels(p, stage))
+        lambda p, stage=stage: stage_param_labels(p, stage, owned(stage)))
+    loss_fn = (loss_fn_for(model, scheme, stage, normalization, label_schemes)
+               if loss_for is None else loss_for(stage))
     phases.append(trainer_lib.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
-                                loss_fn=loss_fn_for(model, scheme, stage, normalization,
-                                                    label_schemes),
-                                predict_fn=predict_fn_for(model, stage)))
+                                    loss_fn=loss_fn, predict_fn=predict_fn_for(model, stage)))
   return phases
 
 

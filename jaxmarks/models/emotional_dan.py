@@ -34,19 +34,17 @@ Where this departs from the authors' code, and why:
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 
 from jaxmarks import metrics as metrics_lib
 from jaxmarks import validate
 from jaxmarks.drivers import deep
 from jaxmarks.models import dan
-from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["EmotionalDAN", "build_model", "loss_fn_for", "stage_phases", "UNIT"]
 
@@ -122,25 +120,17 @@ def loss_fn_for(model: EmotionalDAN, scheme: str, stage: int, normalization: str
 
 def stage_phases(model: EmotionalDAN, config: ml_collections.ConfigDict, scheme: str,
                  optimizer_fn):
-  """DAN's stage-wise phases with the joint loss on the last stage (which also trains
-  the classifier)."""
-  steps = list(config.train.steps_per_stage)
+  """DAN's stage-wise phases (``dan.stage_phases``) with the joint loss on the last
+  stage, which also trains the classifier."""
   e = config.emotion
-  phases = []
-  for i, n in enumerate(steps):
-    stage = i + 1
-    owned = _owned(model, stage)
-    labels = lambda p, owned=owned: {k: jax.tree.map(lambda _: "train" if k in owned
-                                                     else "frozen", v) for k, v in p.items()}
-    tx = optax.multi_transform({"train": optimizer_fn(int(n), i),
-                                "frozen": optax.set_to_zero()}, labels)
-    phases.append(trainer_lib.Phase(
-        name=f"stage{stage}", num_steps=int(n), tx=tx,
-        loss_fn=loss_fn_for(model, scheme, stage, config.model.loss_normalization,
-                            tuple(config.get("label_schemes", ())), e.feature,
-                            float(e.landmark_weight), float(e.class_weight)),
-        predict_fn=dan.predict_fn_for(model, stage)))
-  return phases
+  normalization = config.model.loss_normalization
+  label_schemes = tuple(config.get("label_schemes", ()))
+  return dan.stage_phases(
+      model, scheme, list(config.train.steps_per_stage), optimizer_fn, normalization,
+      label_schemes, owned=functools.partial(_owned, model),
+      loss_for=lambda stage: loss_fn_for(model, scheme, stage, normalization, label_schemes,
+                                         e.feature, float(e.landmark_weight),
+                                         float(e.class_weight)))
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
