@@ -160,6 +160,31 @@ def test_onet_reads_the_points_again_on_the_box_turned_upright():
   np.testing.assert_array_equal(kept, truth)
 
 
-def test_any_roll_retry_is_checked():
-  with pytest.raises(ValueError, match="detector.any_roll_retry"):
-    methods.load_detector("mtcnn-original", {"any_roll": True, "any_roll_retry": 2.0})
+def test_empty_retry_is_checked():
+  with pytest.raises(ValueError, match="detector.empty_retry"):
+    methods.load_detector("mtcnn-original", {"any_roll": True, "empty_retry": 2.0})
+
+
+@pytest.mark.parametrize("any_roll", [False, True])
+def test_a_photo_without_a_face_gets_a_second_look(any_roll, monkeypatch):
+  """``empty_retry``: only the photos where the search finds nothing are searched again,
+  with P-Net's threshold lowered; 0 turns it off."""
+  from jaxmarks.contracts import Detections  # pylint: disable=g-import-not-at-top
+  face = Detections(np.array([[10.0, 10.0, 50.0, 50.0]]), np.array([0.98]),
+                    np.zeros((1, 5, 2)))
+  none = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+  calls = []
+
+  def search(images, pnet_threshold=None):  # photo 0 has a face P-Net finds, photo 1 not
+    calls.append((len(images), pnet_threshold))
+    return [face if (i == 0 and len(images) == 2) or pnet_threshold else none
+            for i in range(len(images))]
+
+  photos = [np.zeros((64, 64, 3), np.uint8)] * 2
+  for retry, want in ((0.3, [1, 1]), (0.0, [1, 0])):
+    detector = methods.load_detector("mtcnn-original",
+                                     {"any_roll": any_roll, "empty_retry": retry})
+    monkeypatch.setattr(detector, "_any_roll" if any_roll else "_cascade", search)
+    calls.clear()
+    assert [len(d) for d in detector.detect(photos)] == want
+    assert calls == ([(2, None), (1, retry)] if retry else [(2, None)])

@@ -43,10 +43,14 @@ to overlapping ones that do not (``merge_order``). O-Net then reads each kept fa
 five points again on its box turned upright by the network's direction; a face that
 no agreeing detection covers takes them only where O-Net is surer of a face there
 than on its box turned upright by its own points (``_calibrated_points``). It costs
-about four times the detection time. A photo in which the four searches find no face is
-searched again with P-Net's threshold lowered to ``any_roll_retry`` (0.3; R-Net's and
-O-Net's kept): a close-up face, or one rolled near 45 degrees from every quarter turn,
-can fail P-Net's 0.6 in all four copies and pass the later stages.
+about four times the detection time.
+
+A second look (``config.detector.empty_retry``, not in the paper): a photo in which
+the search (with ``any_roll``, the four searches) finds no face is searched again with
+P-Net's threshold lowered to ``empty_retry`` (0.3; R-Net's and O-Net's kept): a
+close-up face, a blurred one, or one rolled near 45 degrees from every quarter turn,
+can fail P-Net's 0.6 and pass the later stages with a high score. It costs a second
+detection on the photos without a face (a video's empty frames), nothing elsewhere.
 
 Compilation: P-Net is compiled once per padded level shape: each level is padded
 up (``_padded``: multiples of ``config.detector.pad_to``, coarser for larger
@@ -228,9 +232,10 @@ def default_detector_config() -> ml_collections.ConfigDict:
   # With any_roll: prefer the detections whose five points point down the way the
   # bundled roll network reads the face (jaxmarks.detection.face_roll).
   c.roll_net = True
-  # With any_roll: a photo in which the four searches find no face is searched again
-  # with P-Net's threshold lowered to this (R-Net's and O-Net's kept); 0 = no retry.
-  c.any_roll_retry = 0.3
+  # A photo in which the search (with any_roll, the four searches) finds no face is
+  # searched again with P-Net's threshold lowered to this (R-Net's and O-Net's kept);
+  # 0 = no second look. Not in the paper.
+  c.empty_retry = 0.3
   return c
 
 
@@ -588,18 +593,17 @@ class MTCNNDetector:
     """Faces in each photo ``(H, W, 3)`` uint8 RGB -> ``Detections`` (boxes, scores,
     five points), best score first. With ``any_roll`` each photo is also searched
     turned by 90, 180 and 270 degrees (all copies of all photos in one cascade run)
-    and the four searches merged (``merge_order``); a photo in which that finds no face
-    is searched so again with P-Net's threshold lowered to ``any_roll_retry``."""
+    and the four searches merged (``merge_order``). A photo in which that finds no face
+    is searched so again with P-Net's threshold lowered to ``empty_retry``."""
     images = self._photos(images)
     if not images:
       return []
-    if not self.settings.get("any_roll", False):
-      return self._cascade(images)
-    out = self._any_roll(images)
-    retry = float(self.settings.get("any_roll_retry", 0.0) or 0.0)
+    search = self._any_roll if self.settings.get("any_roll", False) else self._cascade
+    out = search(images)
+    retry = float(self.settings.get("empty_retry", 0.0) or 0.0)
     empty = [i for i, d in enumerate(out) if not len(d)]
     if retry > 0 and empty:
-      for i, d in zip(empty, self._any_roll([images[i] for i in empty], retry)):
+      for i, d in zip(empty, search([images[i] for i in empty], retry)):
         out[i] = d
     return out
 

@@ -90,8 +90,8 @@ def check_detector_settings(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config.detector.get(field, False), bool):
       raise ValueError(f"config.detector.{field} must be True or False; got "
                        f"{config.detector[field]!r}")
-  if "any_roll_retry" in config.detector:  # P-Net's threshold for the retry; 0 = none
-    validate.check_float(config, "detector.any_roll_retry", 0.0, 1.0)
+  if "empty_retry" in config.detector:  # P-Net's threshold for the second look; 0 = none
+    validate.check_float(config, "detector.empty_retry", 0.0, 1.0)
   if "landmark_shift" in config.detector:  # a fraction of the face box's side
     validate.check_float(config, "detector.landmark_shift", 0.0, 0.5, high_open=True)
 
