@@ -68,7 +68,7 @@ def _point_distance(pred, gt):
   """``(..., K)`` Euclidean distances of ``(..., K, 2)`` points, with a zero (not NaN)
   gradient where a point is exactly on its target (``jnp.linalg.norm``'s is NaN there)."""
   sq = jnp.sum(jnp.square(pred - gt), axis=-1)
-  on = sq > 0
+  on = sq != 0  # NaN and inf stay as they are (evaluation counts them)
   return jnp.where(on, jnp.sqrt(jnp.where(on, sq, 1.0)), 0.0)
 
 
