@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -136,3 +137,35 @@ def test_13_classical_commands_run_from_any_folder(tmp_path):
            cwd=tmp_path)
   assert r.returncode == 2, r.stderr
   assert "config.cpr.num_stages must be an integer >= 1" in r.stderr
+
+
+def test_two_processes_that_build_one_dataset_at_once_both_get_it(tmp_path):
+  """Two trainings started together on a dataset not built yet: one builds, the other
+  waits for it (TFDS alone fails the second's rename of its finished build)."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path / "tfds"
+  code = ("import sys; from jaxmarks.data import builders; "
+          "b = builders.prepare('ibug300w', data_dir=sys.argv[1], manual_dir=sys.argv[2]); "
+          "print('faces', len(b.as_data_source('train')))")
+  lock = data_dir / "ibug300w" / ".1.0.0.lock"
+  lock.parent.mkdir(parents=True)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(helpers.REPO_ROOT))
+  logs = [tmp_path / f"err{i}.txt" for i in range(2)]
+  with open(lock, "w") as held:  # a build in progress elsewhere
+    fcntl.flock(held, fcntl.LOCK_EX)
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(data_dir), str(DUMMY_300W)],
+                             env=env, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+            for log in logs]
+    for _ in range(1200):  # both are waiting before the lock is let go
+      if (all("waiting for it" in log.read_text() for log in logs)
+          or any(r.poll() is not None for r in runs)):
+        break
+      time.sleep(0.1)
+  outs = [r.communicate(timeout=300)[0] for r in runs]
+  errs = [log.read_text() for log in logs]
+  assert [r.returncode for r in runs] == [0, 0], errs
+  assert all("another process is building" in err for err in errs), errs
+  faces = [out.strip().splitlines()[-1] for out in outs]
+  assert faces[0] == faces[1] == "faces 5"  # one built it (TFDS says so), both read it
+  assert sum("prepared to" in out for out in outs) == 1
+  assert not list((data_dir / "ibug300w").glob("incomplete*"))

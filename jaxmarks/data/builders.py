@@ -8,12 +8,15 @@ TensorFlow).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import pathlib
 import shutil
-from typing import Any
+import sys
+from typing import Any, Iterator
 
 import tensorflow_datasets as tfds
 
@@ -72,6 +75,10 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
   folder beside the old one and swapped in (renamed) only when it succeeds: a wrong
   ``manual_dir`` leaves the old build as it was.
 
+  Processes that prepare the same dataset at once (two trainings started together)
+  build it once: the build holds a lock (``_build_lock``), and the others wait for it
+  and then read what it built.
+
   Raises:
     FileNotFoundError: ``manual_dir`` is missing or empty (naming it and what the
       builder expects in it).
@@ -79,6 +86,40 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
       and, for a rebuild, that the earlier build was kept).
   """
   builder = get_builder(name, data_dir, config)
+  if builder.is_prepared() and not manual_dir:
+    return builder
+  with _build_lock(builder):
+    # Opened again under the lock: another process may have built it meanwhile.
+    return _prepare(get_builder(name, data_dir, config), name, data_dir, manual_dir, config)
+
+
+@contextlib.contextmanager
+def _build_lock(builder) -> Iterator[None]:
+  """An exclusive ``fcntl.flock`` on ``<version folder>.lock`` beside the build, waiting
+  (and saying so) while another process holds it. Where the lock file cannot be made
+  (a read-only data_dir), no lock: that process cannot build there either."""
+  version_dir = pathlib.Path(builder.data_dir)
+  try:
+    version_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(version_dir.parent / f".{version_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:
+    yield
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f"dataset {builder.name!r}: another process is building {version_dir}; "
+            "waiting for it", file=sys.stderr, flush=True)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _prepare(builder, name: str, data_dir: str | None, manual_dir: str | None,
+             config: str | None):
+  """``prepare``'s work, under the build lock."""
   fingerprint = None
   if manual_dir:
     folder = pathlib.Path(manual_dir).expanduser()
