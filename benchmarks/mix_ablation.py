@@ -76,7 +76,8 @@ def define_flags() -> None:
   flags.DEFINE_list("steps", [], "The schedule's steps per phase (default: DAN 2500,1800; "
                     "others their config's).")
   flags.DEFINE_bool("from_photos", True, "Also evaluate each run from the photos.")
-  flags.DEFINE_bool("train", True, "Train missing runs (--notrain: only collect).")
+  flags.DEFINE_bool("train", True, "Train missing runs (--notrain: only collect what is "
+                    "trained; a missing run is named and left out of the table).")
 
 
 def _config(method: str, row: Row, seed: int, steps: Sequence[int], root: pathlib.Path):
@@ -119,13 +120,17 @@ def _same(saved: dict[str, Any], config) -> list[str]:
   return out
 
 
+class NotTrained(FileNotFoundError):
+  """A run that ``--notrain`` finds missing."""
+
+
 def _trained(config, workdir: pathlib.Path, train: bool) -> dict[str, Any]:
   """The finished run in ``workdir`` (trained now when missing and ``train``)."""
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   summary = workdir / "eval_summary.json"
   if not summary.is_file():
     if not train:
-      raise FileNotFoundError(f"{workdir} holds no finished run (--notrain)")
+      raise NotTrained(f"{workdir} holds no finished run (--notrain)")
     print(f"training {workdir} ...", flush=True)
     methods.train(config, workdir)
   saved = json.loads((workdir / "config.json").read_text())
@@ -231,12 +236,17 @@ def main(argv) -> None:
   for row in rows:
     for seed in seeds:
       config, pretrain_variant = _config(method, row, seed, steps, root)
-      if row.pretrained:
-        pre = importlib.import_module(f"jaxmarks.configs.{method}").get_config(pretrain_variant)
-        pre.seed = pre.data.seed = seed
-        _trained(pre, pathlib.Path(config.train.init_from), FLAGS.train)
       workdir = root / f"{method}-{row.name}-s{seed}"
-      summary = _trained(config, workdir, FLAGS.train)
+      try:
+        if row.pretrained:
+          pre = importlib.import_module(f"jaxmarks.configs.{method}").get_config(
+              pretrain_variant)
+          pre.seed = pre.data.seed = seed
+          _trained(pre, pathlib.Path(config.train.init_from), FLAGS.train)
+        summary = _trained(config, workdir, FLAGS.train)
+      except NotTrained as e:  # --notrain: collect the others
+        print(f"left out: {e}", flush=True)
+        continue
       got = _evaluate(workdir, FLAGS.from_photos)
       got["train_seconds"] = float(summary.get("train_seconds", float("nan")))
       if row.pretrained:
