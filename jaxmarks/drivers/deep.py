@@ -635,10 +635,12 @@ class DeepPredictor:
     del bounded_loops
     apply = self.spec.inference_fn(self.model, self.phase)
     params, model_state, extras = self.params, self.model_state, tuple(extras)
-    unknown = sorted(set(extras) - set(self.output_names()))
-    if unknown:
-      raise ValueError(f"the {self.spec.name} model has no output {unknown}; its outputs: "
-                       f"{', '.join(self.output_names())}")
+    if extras:  # the model is traced for its output names only when extras are asked
+      names = self.output_names()
+      unknown = sorted(set(extras) - set(names))
+      if unknown:
+        raise ValueError(f"the {self.spec.name} model has no output {unknown}; its "
+                         f"outputs: {', '.join(names)}")
 
     def fn(images):
       out = apply(params, model_state, images)
