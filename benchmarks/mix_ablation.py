@@ -145,13 +145,8 @@ def last_step_predictor(workdir: pathlib.Path):
   from jaxmarks import registry  # pylint: disable=g-import-not-at-top
   from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.drivers import deep  # pylint: disable=g-import-not-at-top
-  from jaxmarks.train import trainer  # pylint: disable=g-import-not-at-top
   config = workdir_lib.load_config(workdir)
-  mngr = trainer.checkpoint_manager(workdir, read_only=True)
-  try:
-    last = mngr.latest_step()
-  finally:
-    mngr.close()
+  last = deep.latest_step(workdir)
   config, arrays, info = deep.read_checkpoint(workdir, config, step=last)
   return registry.get(config.method).load_predictor(config, arrays, info), last
 

@@ -33,3 +33,41 @@ def test_a_run_starts_from_another_run_s_parameters(tiny_models, tmp_path):
     deep.initial_from(spec, str(pretrained), params, state)
   with pytest.raises(ValueError, match=r"is a 'cpr' model; this is 'dan'"):
     deep.initial_from(spec, "cpr-300w", params, state)
+
+
+@pytest.mark.slow
+def test_bundle_takes_the_last_checkpoint_and_names_the_mix_and_the_start(tiny_models,
+                                                                         tmp_path):
+  """``experiments.bundle --checkpoint=last`` bundles the schedule's last step (not the
+  export, the best step on the split the card reports), and the card names every
+  dataset of the mix and the run the model started from, with their terms."""
+  import json  # pylint: disable=g-import-not-at-top
+  from jaxmarks.cli import bundle  # pylint: disable=g-import-not-at-top
+  pretrained = tiny_models("dan").workdir
+  workdir = tiny_models("dan", copy_to=tmp_path / "wd").workdir
+  values = json.loads((workdir / "config.json").read_text())
+  values["train"]["init_from"] = str(pretrained)
+  values["data"]["mix"] = ["mtfl=0.5"]
+  (workdir / "config.json").write_text(json.dumps(values))
+  export_before = sorted((workdir / "export").iterdir())
+  last = deep.latest_step(workdir)
+  root = tmp_path / "bundled"
+  target = bundle.bundle(workdir, "dan-test", output_root=root, checkpoint="last",
+                         command="test")
+  info = json.loads((target / "export.json").read_text())["info"]
+  assert (info["step"], info["source"]) == (last, "checkpoint")
+  card = json.loads((target / "card.json").read_text())
+  training = card["training"]
+  assert training["mix"] == ["mtfl=0.5"]
+  assert training["started_from"]["run"] == pretrained.name
+  assert training["started_from"]["dataset"] == values["data"]["dataset"]
+  assert training["started_from"]["steps"] > 0
+  assert "MTFL" in card["license"]
+  text = (target / "MODEL_CARD.md").read_text()
+  assert "`mtfl=0.5`" in text and f"`{pretrained.name}` (`config.train.init_from`)" in text
+  # The workdir's own export is left as it was, and nothing is left beside the model.
+  assert sorted((workdir / "export").iterdir()) == export_before
+  assert sorted(p.name for p in root.iterdir()) == ["dan_test"]
+  with pytest.raises(ValueError, match="--checkpoint='best'"):
+    bundle.bundle(workdir, "dan-other", output_root=root, checkpoint="best")
+  assert sorted(p.name for p in root.iterdir()) == ["dan_test"]

@@ -8,7 +8,10 @@ A maintainer's command, run from a clone (it writes into the package): not a
 
 What it does, in order:
 
-1. reads the workdir's inference export (``jaxmarks.export``);
+1. reads the workdir's inference export (``jaxmarks.export``), which holds its best
+   checkpoint on the validation split; ``--checkpoint=last`` (or a step) exports that
+   checkpoint instead, so that the card's figure on the validation split is not one
+   the split chose;
 2. evaluates it as trained (float32) on its own validation split
    (``config.data.eval_split``, e.g. 300-W ``train:holdout``);
 3. writes the export with float16 arrays into ``jaxmarks/bundled/<name>/`` (the
@@ -20,8 +23,9 @@ What it does, in order:
    loops, ``jaxmarks.evaluation.time_predictor``);
 5. writes ``card.json`` (what ``jaxmarks models`` lists, what the tests check) and
    ``MODEL_CARD.md`` beside the export: the command that trained it, the training
-   data and its terms, the split and its NME with every normalisation, the size,
-   the parameters and the speed.
+   data and its terms (every dataset of a training mix, and the data of the run it
+   started from, ``config.train.init_from``), the split and its NME with every
+   normalisation, the size, the parameters and the speed.
 
 Everything is written into a temporary folder beside the target and renamed into
 place only at the end, so a failure leaves the bundled models as they were. The
@@ -51,6 +55,7 @@ from absl import logging as absl_logging
 import numpy as np
 
 from jaxmarks.cli import common
+from jaxmarks.data import mix as mix_lib
 from jaxmarks import results
 
 FLAGS = flags.FLAGS
@@ -66,6 +71,9 @@ DATA_TERMS = {
     "mtfl": ("MTFL (Zhang, Luo, Loy and Tang, CUHK): released for non-commercial research "
              "purposes only. A model trained on it is for non-commercial research use only."),
     "synthetic_faces": "jaxmarks' synthetic faces, rendered by the package: no restrictions.",
+    "mtfl_pseudo68": ("MTFL's faces with 68 points from models trained on 300-W "
+                      "(experiments.pseudo_labels): MTFL's and 300-W's terms, non-commercial "
+                      "research only."),
 }
 
 
@@ -75,6 +83,9 @@ def define_flags() -> None:
   flags.DEFINE_string("name", None, "The bundled model's name, e.g. cpr-300w: lowercase "
                       "letters, digits and '-', starting with a letter.")
   flags.DEFINE_string("command", "", "The command that trained the workdir (for the card).")
+  flags.DEFINE_string("checkpoint", "export", "What to bundle: 'export' (the workdir's "
+                      "export: its best checkpoint on the validation split), 'last' (its "
+                      "newest checkpoint, the schedule's last step) or a step number.")
   flags.DEFINE_string("note", "", "One more paragraph for the card (what the model is good "
                       "and bad at).")
   flags.DEFINE_float("max_nme_change", 0.01, "Largest change of the inter-ocular NME, in "
@@ -123,6 +134,7 @@ def render_card(card: dict) -> str:
       + (f" ({tr['num_faces']:,} faces)" if tr.get("num_faces") else "")
       + (f"; {tr['seconds'] / 60:.1f} minutes of training on a 2-core CPU"
          if tr.get("seconds") else "") + ".", "",
+      *_provenance_lines(tr),
       "## Accuracy", "",
       f"On `{ev['dataset']}` `{ev['split']}` (held out from training: a fixed, seeded "
       f"{ev['holdout_percent']:g} % of the training data), crops from the "
@@ -147,6 +159,42 @@ def render_card(card: dict) -> str:
   lines += [f"Bundled {card['bundled']} at commit {card['commit'] or '?'} by "
             "`python -m experiments.bundle`.", ""]
   return "\n".join(lines)
+
+
+def _started_from(config) -> dict | None:
+  """What the run started from (``config.train.init_from``): the folder's name, the
+  dataset and steps it was trained on, and its training time, where its workdir is
+  still there to say; None for a run from scratch."""
+  from jaxmarks import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  path = str((config.get("train") or {}).get("init_from", "") or "")
+  if not path:
+    return None
+  out = {"run": pathlib.Path(path).name}
+  try:
+    init = workdir_lib.load_config(path)
+  except (OSError, ValueError):
+    return out
+  steps = init.train.get("num_steps") or sum(init.train.get("steps_per_stage", ()) or ())
+  out.update({"dataset": str(init.data.dataset), "steps": int(steps or 0),
+              "seconds": workdir_lib.training_facts(path).get("train_seconds")})
+  return out
+
+
+def _provenance_lines(training: dict) -> list[str]:
+  """The card's lines on a training mix and on the run it started from."""
+  lines = []
+  if training.get("mix"):
+    lines += [f"Mixed into every batch (`config.data.mix`, the main dataset's weight "
+              f"{training.get('main_weight', 1.0):g}): "
+              + ", ".join(f"`{m}`" for m in training["mix"]) + ".", ""]
+  started = training.get("started_from")
+  if started:
+    what = (f": trained on `{started['dataset']}` for {started['steps']:,} steps"
+            if started.get("dataset") else "")
+    took = (f" ({started['seconds'] / 60:.1f} minutes)" if started.get("seconds") else "")
+    lines += [f"Started from the run `{started['run']}` (`config.train.init_from`)"
+              f"{what}{took}.", ""]
+  return lines
 
 
 def check_target(name: str, root: pathlib.Path, replace: bool) -> pathlib.Path:
@@ -185,13 +233,15 @@ def main(argv) -> None:
   try:
     bundle(FLAGS.workdir, FLAGS.name, output_root=FLAGS.output_root or None,
            replace=FLAGS.replace, command=FLAGS.command, note=FLAGS.note,
-           float16=FLAGS.float16, max_nme_change=FLAGS.max_nme_change)
+           float16=FLAGS.float16, max_nme_change=FLAGS.max_nme_change,
+           checkpoint=FLAGS.checkpoint)
   except (FileNotFoundError, ValueError) as e:
     common.error_exit(e)
 
 
 def bundle(workdir, name: str, *, output_root=None, replace: bool = False, command: str = "",
-           note: str = "", float16: bool = True, max_nme_change: float = 0.01) -> pathlib.Path:
+           note: str = "", float16: bool = True, max_nme_change: float = 0.01,
+           checkpoint: str = "export") -> pathlib.Path:
   """Bundles the export of ``workdir`` as model ``name`` (the module docstring's steps)
   into ``output_root`` (default: the package's ``jaxmarks/bundled``); returns its folder.
 
@@ -205,9 +255,10 @@ def bundle(workdir, name: str, *, output_root=None, replace: bool = False, comma
           else pathlib.Path(bundled.__file__).parent).resolve()
   target = check_target(name, root, replace)
   workdir = pathlib.Path(workdir).expanduser().resolve()
-  source, (config, arrays, info), unit = _read_export(workdir)
+  scratch = root / f".{target.name}.checkpoint-{os.getpid()}"
   staging = root / f".{target.name}.bundling-{os.getpid()}"
   try:
+    source, (config, arrays, info), unit = _read_export(workdir, checkpoint, scratch)
     stored = _evaluate_storage(staging, workdir, source, config, arrays, info, float16,
                                max_nme_change)
     card = _card(name, workdir, config, arrays, unit, stored, command, note)
@@ -216,16 +267,26 @@ def bundle(workdir, name: str, *, output_root=None, replace: bool = False, comma
     _swap_into_place(staging, target)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
   _report(target, name)
   return target
 
 
-def _read_export(workdir: pathlib.Path):
-  """``(export folder, (config, arrays, info), method unit)`` of ``workdir``'s export;
-  a one-line error for a workdir without one, or a face detector's."""
+def _read_export(workdir: pathlib.Path, checkpoint: str = "export",
+                 scratch: pathlib.Path | None = None):
+  """``(export folder, (config, arrays, info), method unit)`` of ``workdir``'s export,
+  or of the checkpoint ``checkpoint`` names (``"last"`` or a step; exported into
+  ``scratch``); a one-line error for a workdir without one, or a face detector's."""
   from jaxmarks import export  # pylint: disable=g-import-not-at-top
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
-  source = export.locate(workdir)
+  if checkpoint == "export":
+    source = export.locate(workdir)
+  else:
+    from jaxmarks.drivers import deep  # pylint: disable=g-import-not-at-top
+    if checkpoint != "last" and not checkpoint.isdigit():
+      raise ValueError(f"--checkpoint={checkpoint!r}: use 'export', 'last' or a step number")
+    step = deep.latest_step(workdir) if checkpoint == "last" else int(checkpoint)
+    source = deep.export_workdir(workdir, step=step, out=scratch)
   if source is None:
     raise FileNotFoundError(f"{workdir} holds no inference export (export/): train it to the "
                             "end first")
@@ -321,7 +382,12 @@ def _card(name: str, workdir, config, arrays, unit, stored: dict, command: str,
   keep = ("n", "threshold", "nme_inter_ocular", "nme_inter_pupil", "nme_bbox_diagonal",
           "auc_inter_ocular", "failure_rate_inter_ocular", "per_landmark_nme_inter_ocular")
   facts = workdir_lib.training_facts(workdir)
-  terms = DATA_TERMS.get(data.dataset, "see the dataset's terms")
+  mix = [str(m) for m in (config.data.get("mix") or ())]
+  started = _started_from(config)
+  datasets = [data.dataset] + [p.dataset for p in mix_lib.parts(config.data)[1:]]
+  datasets += [started["dataset"]] if started and started.get("dataset") else []
+  terms = " ".join(dict.fromkeys(
+      DATA_TERMS.get(d, f"{d}: see the dataset's terms.") for d in datasets))
   points = stored["predictor"].predict(stored["images"][:1])["landmarks"]
   return {
       "name": name, "method": config.method, "kind": unit.kind, "paper": unit.paper,
@@ -331,7 +397,9 @@ def _card(name: str, workdir, config, arrays, unit, stored: dict, command: str,
       "training": {"command": command, "dataset": data.dataset,
                    "split": data.get("train_split", ""),
                    "num_faces": facts.get("num_train_faces"),
-                   "seconds": facts.get("train_seconds"), "terms": terms},
+                   "seconds": facts.get("train_seconds"), "terms": terms,
+                   "mix": mix, "main_weight": float(config.data.get("main_weight", 1.0)),
+                   "started_from": started},
       "evaluation": {"dataset": data.dataset, "split": split,
                      "holdout_percent": 100 * float(data.get("holdout_fraction", 0.1)),
                      "crops": results.crop_source(data),

@@ -62,7 +62,7 @@ from jaxmarks import workdir as workdir_lib
 from jaxmarks.train import trainer as trainer_lib
 
 __all__ = ["DeepMethod", "unit", "train", "optimizer_fn", "DeepPredictor", "read_checkpoint",
-           "export_workdir"]
+           "latest_step", "export_workdir"]
 
 # (num_steps, phase_index) -> the optax optimiser of that phase.
 OptimizerFn = Callable[[int, int], optax.GradientTransformation]
@@ -567,21 +567,43 @@ def _restore_variables(state_dir: pathlib.Path) -> dict[str, Any]:
   return jax.device_get(restored)
 
 
-def export_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
+def latest_step(workdir: str | pathlib.Path) -> int:
+  """The step of ``workdir``'s newest checkpoint (the schedule's last step once the run
+  has finished); FileNotFoundError when it has none."""
+  workdir = pathlib.Path(workdir).expanduser().resolve()
+  if not (workdir / "checkpoints").is_dir():
+    raise FileNotFoundError(f"{workdir} has no checkpoints/ folder")
+  mngr = trainer_lib.checkpoint_manager(workdir, read_only=True)
+  try:
+    step = mngr.latest_step()
+  finally:
+    mngr.close()
+  if step is None:
+    raise FileNotFoundError(f"{workdir / 'checkpoints'} holds no checkpoint")
+  return int(step)
+
+
+def export_workdir(workdir: str | pathlib.Path, step: int | None = None,
+                   out: str | pathlib.Path | None = None) -> pathlib.Path:
   """(Re)writes ``<workdir>/export`` from the workdir's best (else latest) checkpoint
-  (and the method's ``finish`` step, which reads the training data again)."""
+  (and the method's ``finish`` step, which reads the training data again).
+
+  ``step`` exports that checkpoint instead of the best one; ``out`` writes the export
+  there instead of ``<workdir>/export`` (which is then left as it is)."""
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).expanduser().resolve()
   config = workdir_lib.load_config(workdir)
-  workdir_lib.check_export_dir(workdir)
-  trained = read_checkpoint(workdir, config)
+  if out is None:
+    workdir_lib.check_export_dir(workdir)
+  trained = read_checkpoint(workdir, config, step=step)
   spec = registry.get(str(config.method)).spec
   if spec.finish is not None:
     train_source, builder = data_lib.load_split(config.data, config.data.train_split)
     model = spec.build_model(config, np.asarray(config.mean_shape, np.float32))
     trained = finished(spec, model, trained, train_source, builders.scheme_of(builder))
-  return export_lib.write(workdir / workdir_lib.EXPORT_DIR, *trained)
+  return export_lib.write(pathlib.Path(out) if out is not None
+                          else workdir / workdir_lib.EXPORT_DIR, *trained)
 
 
 class DeepPredictor:
