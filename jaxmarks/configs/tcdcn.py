@@ -58,7 +58,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.tcdcn.aux_gradient = "sum"
 
   c.train.num_steps = 6000
-  common.cosine_schedule(c.train)
+  # A longer warm-up than the other methods' 100 steps: at full rate from step 100 the
+  # attribute heads can drive the shared layer into saturation (|tanh| = 1 for every
+  # face, the same features for all), after which the landmarks stay at the mean shape
+  # (docs/methods/tcdcn.md, "Warm-up").
+  common.cosine_schedule(c.train, warmup_steps=500)
   c.train.eval_every = 250
   c.train.checkpoint_every = 250
   c.train.keep_checkpoints = 2
