@@ -56,6 +56,8 @@ def test_bundle_takes_the_last_checkpoint_and_names_the_mix_and_the_start(tiny_m
                          command="test")
   info = json.loads((target / "export.json").read_text())["info"]
   assert (info["step"], info["source"]) == (last, "checkpoint")
+  shipped = json.loads((target / "config.json").read_text())
+  assert shipped["train"]["init_from"] == ""  # this machine's path; the card names the run
   card = json.loads((target / "card.json").read_text())
   training = card["training"]
   assert training["mix"] == ["mtfl=0.5"]

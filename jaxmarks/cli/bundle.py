@@ -15,7 +15,8 @@ What it does, in order:
 2. evaluates it as trained (float32) on its own validation split
    (``config.data.eval_split``, e.g. 300-W ``train:holdout``);
 3. writes the export with float16 arrays into ``jaxmarks/bundled/<name>/`` (the
-   data folders in its config are blanked: they named this machine's paths),
+   data folders and ``train.init_from`` in its config are blanked: they named this
+   machine's paths),
    evaluates that copy the same way and keeps float16 only when its inter-ocular
    NME is within ``--max_nme_change`` (0.01 points) of the float32 one; else it
    writes float32 and says so;
@@ -351,6 +352,10 @@ def _evaluate_storage(target: pathlib.Path, workdir, source, config, arrays, inf
   with shipped.unlocked():
     shipped.data.manual_dir = ""
     shipped.data.data_dir = ""
+    if shipped.data.get("mix_manual_dirs"):
+      shipped.data.mix_manual_dirs = {}
+    if (shipped.get("train") or {}).get("init_from"):
+      shipped.train.init_from = ""  # the card names the run (training.started_from)
   dtype = "float16" if float16 else "float32"
   stored = export.compact(arrays) if dtype == "float16" else arrays
   export.write(target, shipped, stored, {**info, "bundled_from": str(workdir)})
