@@ -2,8 +2,8 @@ r"""What each source of faces buys a deep method: one table from one command.
 
   python -m benchmarks.mix_ablation --method=dan --seeds=0,1 --root=/tmp/jm_ablation
 
-Rows for a 68-point method (``dan``; each on 300-W ``train:fit``, the same model,
-schedule, seeds and test-time setting):
+Rows for a 68-point method (``dan``, ``facepp``; each on 300-W ``train:fit``, the same
+model, schedule, seeds and test-time setting):
 
 - ``300w``: 300-W alone (1,811 faces);
 - ``mtfl``: + MTFL's ``train:fit`` faces with their five points
@@ -13,6 +13,9 @@ schedule, seeds and test-time setting):
   made first; the faces the filter dropped are left out);
 - ``synthetic``: ``pseudo``, started from the model pretrained on the rendered faces
   (DAN's ``300w_cpu_synthetic``, ``config.train.init_from``; one pretraining per seed).
+
+Face++ has the ``300w`` and ``pseudo`` rows only: its loss needs every point of a face
+(so no five-point faces), and it has no pretraining config.
 
 Rows for a five-point method (``dcnn``, ``tcdcn``; on MTFL ``train:fit``): ``mtfl``
 alone and ``300w``: + 300-W's ``train:fit`` faces converted to five points
@@ -27,7 +30,8 @@ The table gives each row's mean over the seeds (and each seed's), the change
 against the first row, and the training time (wall minutes on this machine, with
 the pseudo-labels' and the pretraining's time added to the rows that use them; a
 run that shared the machine with another is slower). ``--steps`` sets the schedule
-(DAN's default here: 2,500 + 1,800 steps, half of ``300w_cpu``'s). The table is
+(the defaults here halve the configs' schedules: DAN 2,500 + 1,800 steps, Face++
+600 + 1,800 + 1,500 + 1,900 steps per level; the five-point methods keep theirs). The table is
 also written to ``<root>/<method>_ablation.json`` and ``.md``.
 """
 
@@ -65,7 +69,10 @@ ROWS_5 = (Row("mtfl", "MTFL only"),
           Row("300w", "+ 300-W faces as five points", ("ibug300w=0.2",)))
 # method -> (config variant, its rows, the pretraining variant or "")
 METHODS = {"dan": ("300w_cpu", ROWS_68, "300w_cpu_synthetic"),
+           "facepp": ("300w", tuple(r for r in ROWS_68 if r.name in ("300w", "pseudo")), ""),
            "dcnn": ("mtfl", ROWS_5, ""), "tcdcn": ("mtfl", ROWS_5, "")}
+# method -> the schedule --steps defaults to (none: the config's)
+DEFAULT_STEPS = {"dan": (2500, 1800), "facepp": (600, 1800, 1500, 1900)}
 
 
 def define_flags() -> None:
@@ -73,8 +80,8 @@ def define_flags() -> None:
   flags.DEFINE_list("seeds", ["0", "1"], "Seeds (model initialisation and data order).")
   flags.DEFINE_list("rows", [], "Only these rows (default: all of the method's).")
   flags.DEFINE_string("root", "/tmp/jm_ablation", "Where the runs' workdirs go.")
-  flags.DEFINE_list("steps", [], "The schedule's steps per phase (default: DAN 2500,1800; "
-                    "others their config's).")
+  flags.DEFINE_list("steps", [], "The schedule's steps per phase (default: DEFAULT_STEPS, "
+                    "half the config's, for DAN and Face++; the others their config's).")
   flags.DEFINE_bool("from_photos", True, "Also evaluate each run from the photos.")
   flags.DEFINE_bool("train", True, "Train missing runs (--notrain: only collect what is "
                     "trained; a missing run is named and left out of the table).")
@@ -184,7 +191,8 @@ def _mean(values):
 
 def _table(method: str, rows: Sequence[Row], results: dict[str, list[dict[str, Any]]],
            seeds: Sequence[int], steps: Sequence[int], from_photos: bool) -> str:
-  scheme = "inter-ocular" if method == "dan" else "eye-centre (MTFL's inter-ocular)"
+  scheme = ("inter-ocular" if METHODS[method][0].startswith("300w")
+            else "eye-centre (MTFL's inter-ocular)")
   lines = [f"{method}, train:holdout, NME {scheme} at the last step "
            f"(schedule {list(steps) or 'the config’s'}), mean of seeds {list(seeds)}",
            "", "| row | NME, ground-truth crops | change | FR@0.08 | "
@@ -222,7 +230,7 @@ def main(argv) -> None:
       raise app.UsageError(f"--rows: {method} has no row {sorted(unknown)}; its rows: "
                            f"{', '.join(r.name for r in rows)}")
     rows = tuple(r for r in rows if r.name in FLAGS.rows)
-  steps = [int(s) for s in FLAGS.steps] or ([2500, 1800] if method == "dan" else [])
+  steps = [int(s) for s in FLAGS.steps] or list(DEFAULT_STEPS.get(method, ()))
   seeds = [int(s) for s in FLAGS.seeds]
   root = pathlib.Path(FLAGS.root).expanduser().resolve()
   root.mkdir(parents=True, exist_ok=True)
