@@ -186,8 +186,12 @@ def keep_earlier_training(entry: Mapping[str, Any], store: str | os.PathLike = D
   entry is of the same model and method trained on as many faces: what ``jaxmarks train
   --record`` measured (the command, its wall-clock and CPU time) and a later ``jaxmarks
   evaluate --record`` of the same model cannot know, kept in place of the evaluation's
-  own guess (the workdir's training-loop seconds)."""
+  own guess (the workdir's training-loop seconds). A bundled model's entry
+  (``training.source == "card"``) keeps its card's facts: the earlier entry under its
+  name may be of the model it replaced."""
   out = dict(entry)
+  if (entry.get("training") or {}).get("source") == "card":
+    return out
   path = pathlib.Path(store) / entry["task"] / f"{entry['name']}.json"
   try:
     earlier = json.loads(path.read_text())

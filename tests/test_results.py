@@ -54,6 +54,10 @@ def test_an_evaluation_keeps_what_the_training_of_the_same_model_measured(tmp_pa
   assert results.keep_earlier_training(fewer, tmp_path)["training"] == fewer["training"]
   assert results.keep_earlier_training(_entry("ert-300w", "ert", 0.04), tmp_path)[
       "training"] == {"cpu_seconds": 90.0}  # no earlier entry
+  # A bundled model replaced under the same name: its card's facts, not the old model's.
+  carded = dict(evaluated, training={"command": "new recipe", "wall_seconds": 70.0,
+                                     "num_train_faces": 1811, "source": "card"})
+  assert results.keep_earlier_training(carded, tmp_path)["training"] == carded["training"]
 
 
 def test_names_and_damaged_entries_are_refused_with_the_file(tmp_path):

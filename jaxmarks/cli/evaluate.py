@@ -306,6 +306,10 @@ def model_facts(model) -> dict[str, Any]:
     command = bundled.card(short).get("training", {}).get("command") or None
   training = {"wall_seconds": facts.get("train_seconds"),
               "num_train_faces": facts.get("num_train_faces"), "command": command}
+  if common.bundled_name(path):
+    # A bundled model's card says how it was trained; an earlier store entry under its
+    # name may be of the model it replaced (results.keep_earlier_training).
+    training["source"] = "card"
   return {"config": config, "detector": methods.get(config.method).kind == "detector",
           "short": short, "training": {k: v for k, v in training.items() if v is not None},
           "parameters": export.parameter_count(arrays)}
