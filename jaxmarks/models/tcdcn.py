@@ -52,7 +52,9 @@ Where this departs from the paper, and why:
   and hardly the landmarks. The NME (about 0.05-0.15) puts the main task on the
   auxiliary losses' scale, which is what the paper's ``lambda_a`` are meant to balance.
 - Optimiser: Adam with a cosine schedule instead of the paper's SGD (the paper
-  gives no schedule); weight decay through ``adamw`` where the config asks.
+  gives no schedule), warmed up over 500 steps: a shorter warm-up could saturate the
+  shared layer (the same features for every face) before the landmarks learned;
+  weight decay through ``adamw`` where the config asks.
 - Crops come from the box of the five landmarks scaled by ``config.data.crop_scale``
   (MTFL has no face boxes), jittered for training; the paper used detector boxes.
   The jitter is kept although the evaluation crops are not jittered: without it the
