@@ -167,16 +167,21 @@ def training_command(config: ml_collections.ConfigDict) -> str | None:
   (a trained model's) again, when it is one of its method's named variants as the
   current code defines them (``config_file``'s ``get_config``), the fields training
   fills in aside (those a variant leaves empty: ``scheme``, ``mean_shape``, ...), and
-  where the data lives and whether a progress bar showed (``_NOT_TRAINING``); None when
-  no variant matches (a config changed by flags, or by older code)."""
+  where the data lives and whether a progress bar showed (``_NOT_TRAINING``), and the
+  ablations the command trains after the model (``config.ablations``: they change
+  nothing of the model itself); None when no variant matches (a config changed by
+  flags, or by older code)."""
   unit = get(config.get("method"))
   spec = importlib.util.spec_from_file_location(f"_jaxmarks_config_{unit.name}",
                                                 unit.config_path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   trained = json.loads(config.to_json())
+  trained.pop("ablations", None)
   for variant in getattr(module, "VARIANTS", ()):
-    if _same_config(trained, json.loads(module.get_config(variant).to_json())):
+    named = json.loads(module.get_config(variant).to_json())
+    named.pop("ablations", None)
+    if _same_config(trained, named):
       return f"jaxmarks train {unit.name}:{variant} --workdir=DIR"
   return None
 

@@ -118,6 +118,10 @@ def test_the_training_command_is_named_only_for_a_config_of_a_named_variant():
   assert methods.training_command(config) == "jaxmarks train cpr:300w --workdir=DIR"
   config.cpr.num_stages = 3  # changed by a flag: no variant's command trains it again
   assert methods.training_command(config) is None
+  from jaxmarks.configs import tcdcn  # pylint: disable=g-import-not-at-top
+  config = tcdcn.get_config("mtfl")
+  config.ablations = {}  # the runs after the model, left out: the same model
+  assert methods.training_command(config) == "jaxmarks train tcdcn:mtfl --workdir=DIR"
 
 
 def test_the_commit_is_dirty_for_changed_code_not_for_a_changed_store(tmp_path):
