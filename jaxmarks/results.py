@@ -183,10 +183,11 @@ def photo_speed(summary: Mapping[str, Any]) -> dict[str, Any]:
 def keep_earlier_training(entry: Mapping[str, Any], store: str | os.PathLike = DEFAULT_STORE
                           ) -> dict[str, Any]:
   """``entry`` with the training facts of the store's entry of the same name, when that
-  entry is of the same model and method trained on as many faces: what ``jaxmarks train
-  --record`` measured (the command, its wall-clock and CPU time) and a later ``jaxmarks
-  evaluate --record`` of the same model cannot know, kept in place of the evaluation's
-  own guess (the workdir's training-loop seconds). A bundled model's entry
+  entry is of the same model (the same weights, ``training.weights_sha256``: an entry
+  recorded without it is not known to be) and method trained on as many faces: what
+  ``jaxmarks train --record`` measured (the command, its wall-clock and CPU time) and a
+  later ``jaxmarks evaluate --record`` of the same model cannot know, kept in place of
+  the evaluation's own guess (the workdir's training-loop seconds). A bundled model's entry
   (``training.source == "card"``) keeps its card's facts: the earlier entry under its
   name may be of the model it replaced."""
   out = dict(entry)
@@ -199,7 +200,8 @@ def keep_earlier_training(entry: Mapping[str, Any], store: str | os.PathLike = D
     return out
   training, before = dict(entry.get("training") or {}), earlier.get("training") or {}
   same = all(earlier.get(k) == entry.get(k) for k in ("model", "method")) and (
-      before.get("num_train_faces") == training.get("num_train_faces"))
+      before.get("num_train_faces") == training.get("num_train_faces")) and (
+      before.get("weights_sha256") == training.get("weights_sha256"))
   if same:
     out["training"] = {**training, **before}
   return out

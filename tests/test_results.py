@@ -42,11 +42,17 @@ def test_a_recorded_run_is_one_file_per_task_and_name_and_replaces_its_entry(tmp
 def test_an_evaluation_keeps_what_the_training_of_the_same_model_measured(tmp_path):
   trained = _entry("cpr-300w", "cpr", 0.0413)
   trained["training"] = {"command": "jaxmarks train cpr:300w --workdir=w", "wall_seconds": 60.0,
-                         "cpu_seconds": 110.0, "num_train_faces": 1811}
+                         "cpu_seconds": 110.0, "num_train_faces": 1811,
+                         "weights_sha256": "aa"}
   results.record(trained, tmp_path)
   evaluated = _entry("cpr-300w", "cpr", 0.0400)
-  evaluated["training"] = {"wall_seconds": 50.0, "num_train_faces": 1811}
+  evaluated["training"] = {"wall_seconds": 50.0, "num_train_faces": 1811,
+                           "weights_sha256": "aa"}
   assert results.keep_earlier_training(evaluated, tmp_path)["training"] == trained["training"]
+  # The same name and faces, other weights (trained again): nothing is kept.
+  retrained = dict(evaluated, training=dict(evaluated["training"], weights_sha256="bb"))
+  assert results.keep_earlier_training(retrained, tmp_path)["training"] == retrained[
+      "training"]
   # Another model under the name, or one trained on other faces: nothing is kept.
   other = dict(evaluated, model="cpr-other")
   assert results.keep_earlier_training(other, tmp_path)["training"] == evaluated["training"]

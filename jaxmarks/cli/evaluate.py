@@ -305,7 +305,8 @@ def model_facts(model) -> dict[str, Any]:
   if not command and common.bundled_name(path) and (path / "card.json").is_file():
     command = bundled.card(short).get("training", {}).get("command") or None
   training = {"wall_seconds": facts.get("train_seconds"),
-              "num_train_faces": facts.get("num_train_faces"), "command": command}
+              "num_train_faces": facts.get("num_train_faces"), "command": command,
+              "weights_sha256": export.arrays_digest(arrays)}
   if common.bundled_name(path):
     # A bundled model's card says how it was trained; an earlier store entry under its
     # name may be of the model it replaced (results.keep_earlier_training).

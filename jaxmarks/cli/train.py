@@ -226,7 +226,8 @@ def training_entry(config, workdir, summary: Mapping[str, Any], name: str, comma
   unit = methods.get(config.method)
   detector = unit.kind == "detector"
   _, arrays, _ = methods.read_trained(path)
-  training = {"command": command, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds}
+  training = {"command": command, "wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds,
+              "weights_sha256": export.arrays_digest(arrays)}
   faces = workdir_lib.training_facts(path).get("num_train_faces")
   if faces is not None:
     training["num_train_faces"] = faces
