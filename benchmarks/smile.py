@@ -1,14 +1,15 @@
 r"""Smile or not on MTFL ``train:holdout``: EmotionalDAN against TCDCN's smile head and a
 logistic regression on the landmarks alone, in one table.
 
-  python -m benchmarks.smile --emotional=/tmp/jm_runs/emo_s0 [--tcdcn=/tmp/jm_runs/tcdcn-mtfl]
+  python -m benchmarks.smile --emotional=RUN[,RUN...] [--tcdcn=RUN] [--mirror]
 
 Rows:
 
 - EmotionalDAN (``--emotional``, one or more workdirs): its class probabilities on
   each held-out MTFL face, cropped as the evaluation crops a 68-point model's MTFL
   faces (the 68-point box the five annotated points most likely have);
-- TCDCN (``--tcdcn``): the smile head of the multi-task network (``attributes``);
+- TCDCN (``--tcdcn``): the smile head of the multi-task network (``attributes``; never
+  mirror-averaged);
 - logistic regression on landmarks: the first EmotionalDAN's own 68 predicted points
   on MTFL ``train:fit`` (each shape aligned to their mean by a similarity and
   standardised), an L2-regularised logistic regression fitted on them and scored on
@@ -35,6 +36,12 @@ def define_flags() -> None:
                     "landmarks of the logistic regression).")
   flags.DEFINE_string("tcdcn", "", "A TCDCN workdir (its smile head).")
   flags.DEFINE_float("l2", 1.0, "The logistic regression's L2 weight.")
+  flags.DEFINE_string("disagreements", "", "Write the held-out faces on which the first "
+                      "EmotionalDAN most confidently disagrees with MTFL's label to this PNG "
+                      "(to look at the labels: research data, never commit it).")
+  flags.DEFINE_integer("num_disagreements", 48, "Faces in --disagreements.")
+  flags.DEFINE_bool("mirror", False, "Test-time mirroring: each face's probabilities (and "
+                    "landmarks) averaged with its mirror image's (jaxmarks.mirror).")
 
 
 def _mtfl(predictor):
@@ -45,8 +52,9 @@ def _mtfl(predictor):
   return data
 
 
-def _run(predictor, split: str):
-  """``(landmarks (N, K, 2), smile labels (N,), model outputs)`` over MTFL ``split``."""
+def _run(predictor, split: str, images: list | None = None):
+  """``(landmarks (N, K, 2), smile labels (N,), model outputs)`` over MTFL ``split``;
+  the crops are appended to ``images`` if given."""
   from jaxmarks import data as data_lib  # pylint: disable=g-import-not-at-top
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   from jaxmarks.data import builders  # pylint: disable=g-import-not-at-top
@@ -60,6 +68,8 @@ def _run(predictor, split: str):
   lms, labels, probs = [], [], []
   for batch in loader:
     out = predictor.predict(np.asarray(batch["image"], np.float32))
+    if images is not None:
+      images.append(np.asarray(batch["image"]))
     lms.append(np.asarray(out["landmarks"]))
     labels.append(np.asarray(batch["smile"]))
     p = out.get("probabilities")
@@ -98,6 +108,20 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 20
   return w[:-1], w[-1]
 
 
+def _disagreements(images, landmarks, labels, probs, path: str, n: int, name: str) -> None:
+  """The ``n`` faces whose labelled class the model gives the lowest probability, with
+  the label and the model's probability of smiling, as a PNG grid."""
+  from jaxmarks import plotting  # pylint: disable=g-import-not-at-top
+  p_label = probs[np.arange(len(labels)), labels]
+  worst = np.argsort(p_label)[:n]
+  titles = [f"label: {CLASSES[labels[i]]}; p(smiling) {probs[i, 0]:.2f}" for i in worst]
+  plotting.plot_landmark_grid(images[worst], landmarks[worst], path=path, ncols=8,
+                              titles=titles, title=f"{name}: the {n} most confident "
+                              "disagreements with MTFL's smile label (train:holdout)")
+  print(f"wrote {path}: {int((p_label < 0.1).sum())} of {len(labels)} faces get < 0.1 "
+        "for their labelled class", flush=True)
+
+
 def _row(name: str, probs: np.ndarray, labels: np.ndarray) -> str:
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   c = evaluation.classification_summary(probs, labels, CLASSES, "smile")
@@ -110,11 +134,19 @@ def main(argv) -> None:
   from jaxmarks import methods  # pylint: disable=g-import-not-at-top
   if not FLAGS.emotional and not FLAGS.tcdcn:
     raise app.UsageError("give --emotional and/or --tcdcn")
-  rows = []
+  from jaxmarks import mirror  # pylint: disable=g-import-not-at-top
+  load = lambda path: (mirror.MirrorAveraged(methods.load_predictor(path)) if FLAGS.mirror  # noqa: E731
+                       else methods.load_predictor(path))
+  rows, accuracies = [], []
   for i, workdir in enumerate(FLAGS.emotional):
-    predictor = methods.load_predictor(workdir)
-    lm, labels, probs = _run(predictor, "train:holdout")
+    predictor = load(workdir)
+    crops = [] if i == 0 and FLAGS.disagreements else None
+    lm, labels, probs = _run(predictor, "train:holdout", crops)
+    if crops:
+      _disagreements(np.concatenate(crops), lm, labels, probs, FLAGS.disagreements,
+                     FLAGS.num_disagreements, workdir)
     rows.append(_row(f"EmotionalDAN ({workdir})", probs, labels))
+    accuracies.append(float(np.mean(probs.argmax(-1) == labels)))
     if i == 0:
       fit_lm, fit_labels, _ = _run(predictor, "train:fit")
       reference = fit_lm.mean(0)
@@ -126,14 +158,19 @@ def main(argv) -> None:
       rows.append(_row(f"logistic regression on its landmarks ({len(fit_lm)} train:fit faces)",
                        np.stack([1 - p1, p1], 1), labels))
   if FLAGS.tcdcn:
+    # (never mirrored: its attributes include the head pose, which mirroring changes)
     _, labels, probs = _run(methods.load_predictor(FLAGS.tcdcn), "train:holdout")
     rows.append(_row(f"TCDCN's smile head ({FLAGS.tcdcn})", probs, labels))
-  print("MTFL train:holdout, smiling or not (accuracy; each class's recall)")
+  print("MTFL train:holdout, smiling or not (accuracy; each class's recall)"
+        + (", mirror-averaged" if FLAGS.mirror else ""))
   print("`python -m benchmarks.smile " + " ".join(sys.argv[1:]) + "`\n")
   print("| model | accuracy | recall, smiling | recall, not smiling | faces |")
   print("|---|---|---|---|---|")
   for row in rows:
     print(row)
+  if len(accuracies) > 1:
+    print(f"\nEmotionalDAN, mean of {len(accuracies)} runs: {100 * np.mean(accuracies):.2f} % ("
+          + " / ".join(f"{100 * a:.2f}" for a in accuracies) + ")")
 
 
 if __name__ == "__main__":

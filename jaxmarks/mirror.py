@@ -72,7 +72,9 @@ def mirror_averaged(landmarks_fn: Callable[[Any], Any], mirror) -> Callable[[Any
 
 
 class MirrorAveraged:
-  """A ``Predictor`` whose landmarks (and cascade stages) are mirror-averaged.
+  """A ``Predictor`` whose landmarks (and cascade stages) are mirror-averaged, and
+  its class probabilities (EmotionalDAN's ``probabilities``, ``logits``) too; any other
+  per-face output is the unmirrored crop's.
 
   ``diverged`` (when the method reports it) is true when either copy diverged.
   ``config``, ``step`` and every other attribute are the wrapped predictor's.
@@ -113,4 +115,20 @@ class MirrorAveraged:
     if out.get("diverged") is not None:
       d = np.asarray(out["diverged"], bool)
       result["diverged"] = d[:b] | d[b:]
+    for key in ("probabilities", "logits"):  # an expression is the same on a mirrored face
+      if out.get(key) is not None:
+        v = np.asarray(out[key])
+        result[key] = 0.5 * (v[:b] + v[b:])
+    for key, value in out.items():  # any other per-face output: the unmirrored copy's
+      if result[key] is value:
+        result[key] = _first_half(value, b)
     return result
+
+
+def _first_half(value, b: int):
+  """``value``'s per-face arrays ``(2B, ...)`` cut to the first ``b`` (dicts too)."""
+  if isinstance(value, dict):
+    return {k: _first_half(v, b) for k, v in value.items()}
+  if hasattr(value, "shape") and getattr(value, "ndim", 0) and value.shape[0] == 2 * b:
+    return value[:b]
+  return value

@@ -326,11 +326,12 @@ def match_by_overlap(boxes: np.ndarray, gt_box: np.ndarray) -> int:
   return int(np.argmax(iou)) if len(iou) and iou.max() > 0 else -1
 
 
-def _photos_with_faces(source, indices, rotate: float):
+def _photos_with_faces(source, indices, rotate: float, class_feature: str = ""):
   """The photos of records ``indices`` of ``source``, each turned by ``rotate``
   degrees (``rotate_photo``): ``(photos (H, W, 3) each, landmarks (K, 2) each turned
-  with its photo, poses: each record's pose label or -1)``."""
-  photos, gts, poses = [], [], []
+  with its photo, poses: each record's pose label or -1, labels: each record's
+  ``class_feature`` label or -1)``."""
+  photos, gts, poses, labels = [], [], [], []
   for j in indices:
     record = source[j]
     image, lm = record["image"], np.asarray(record["landmarks"], np.float64)
@@ -339,7 +340,15 @@ def _photos_with_faces(source, indices, rotate: float):
     photos.append(image)
     gts.append(lm)
     poses.append(int(record["pose"]) if "pose" in record else -1)
-  return photos, gts, poses
+    labels.append(int(record[class_feature]) if class_feature in record else -1)
+  return photos, gts, poses, labels
+
+
+def _class_feature(predictor) -> tuple[str, tuple[str, ...]]:
+  """``(label feature, class names)`` of a model with a class output (EmotionalDAN's
+  ``config.emotion``), else ``("", ())``."""
+  e = predictor.config.get("emotion")
+  return (str(e.feature), tuple(e.class_names)) if e else ("", ())
 
 
 def _landmark_box(points: np.ndarray) -> np.ndarray:
@@ -358,22 +367,24 @@ def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
     ``"preds"``, ``"gts"``: the matched faces' ``(K, 2)`` landmarks (the method's
     scheme) and annotated points (the dataset's), in the turned photos' pixels;
     ``"poses"``, ``"missed_poses"``: the pose labels of the matched and the missed
-    faces; ``"missed"``, ``"unmatched"``: counts; ``"seconds"``: the time in
+    faces; ``"probabilities"``, ``"labels"``: a class model's probabilities of each
+    matched face and the face's label (-1: none); ``"missed"``, ``"unmatched"``: counts; ``"seconds"``: the time in
     ``detect_and_predict``; ``"overlays"``: the first ``num_overlays`` photos drawn.
   """
   import tqdm  # pylint: disable=g-import-not-at-top
+  feature, names = _class_feature(predictor)
   out = {"preds": [], "gts": [], "poses": [], "missed_poses": [], "overlays": [],
-         "missed": 0, "unmatched": 0, "seconds": 0.0}
+         "probabilities": [], "labels": [], "missed": 0, "unmatched": 0, "seconds": 0.0}
   with tqdm.tqdm(total=n, unit="photo", file=sys.stderr, disable=True if quiet else None,
                  leave=False, dynamic_ncols=True, desc="photos") as bar:
     for start in range(0, n, batch_size):
-      photos, gts, poses = _photos_with_faces(
-          source, range(start, min(n, start + batch_size)), rotate)
+      photos, gts, poses, labels = _photos_with_faces(
+          source, range(start, min(n, start + batch_size)), rotate, feature)
       t0 = time.perf_counter()
       faces = pipeline.detect_and_predict(photos, predictor, detector, align=align,
                                           refine=refine)
       out["seconds"] += time.perf_counter() - t0
-      for photo, gt, pose, found in zip(photos, gts, poses, faces):
+      for photo, gt, pose, label, found in zip(photos, gts, poses, labels, faces):
         j = match_by_overlap(np.array([f.box for f in found]), _landmark_box(gt))
         out["unmatched"] += len(found) - (j >= 0)
         if j < 0:
@@ -383,6 +394,9 @@ def _predict_on_photos(predictor, detector, source, n: int, *, batch_size: int,
           out["preds"].append(found[j].landmarks)
           out["gts"].append(gt)
           out["poses"].append(pose)
+          if names and found[j].classes:
+            out["probabilities"].append([found[j].classes[c] for c in names])
+            out["labels"].append(label)
         if len(out["overlays"]) < num_overlays:
           canvas = pipeline.draw_faces(photo, found)
           _draw_rings(canvas, gt)
@@ -510,7 +524,8 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
     the summary (``evaluation.summarize`` of the matched faces) with ``faces``,
     ``missed``, ``matched``, ``missed_fraction``, ``unmatched_detections``,
     ``ms_per_photo``, ``source`` ("photos"), ``rotate``, ``per_pose`` (when the
-    records carry a pose label) and the data fields.
+    records carry a pose label), ``classification`` (a class model on records that
+    carry its label: the matched faces' accuracy) and the data fields.
 
   Raises:
     ValueError: the schemes cannot be compared, or no face was found.
@@ -529,6 +544,10 @@ def evaluate_from_photos(predictor, detector, data_config: ml_collections.Config
   pred = schemes_lib.convert(np.stack(found["preds"]), method_scheme, common)
   gt = schemes_lib.convert(np.stack(found["gts"]), data_scheme, common)
   summary = _photo_summary(pred, gt, common, found, n, evaluation.pose_names(builder))
+  feature, names = _class_feature(predictor)
+  if found["probabilities"] and max(found["labels"]) >= 0:  # the matched faces' classes
+    summary["classification"] = evaluation.classification_summary(
+        np.asarray(found["probabilities"]), np.asarray(found["labels"]), names, feature)
   summary.update({
       "rotate": rotate, "aligned_crops": bool(align),
       "refine_passes": pipeline.refine_passes(predictor, refine),

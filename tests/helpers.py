@@ -307,7 +307,7 @@ def tiny_config(method: str, data_root) -> "ml_collections.ConfigDict":
       c[net].eval_every = 20
     return c
   if method == "emotional_dan":
-    return _tiny_emotional_dan(configs.get_config("smile_cpu"), data_root)
+    return _tiny_emotional_dan(configs.get_config("smile_cpu_fc1"), data_root)
   c = configs.get_config("synthetic" if method != "dan" else "")
   c.data.builder_config = "tiny"
   c.data.data_dir = tfds_dir

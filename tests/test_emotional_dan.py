@@ -77,6 +77,42 @@ def test_stage_1_learns_landmarks_and_the_last_stage_the_joint_loss(roots):
   assert int(logs["labelled"]) == int((labels >= 0).sum())
 
 
+def test_the_expression_stage_trains_alone_and_leaves_the_landmarks_as_they_were(roots):
+  """``emotion.head="stage"``: a third phase trains only the classifier's own stage, on
+  the face aligned by the final landmarks; the landmark stages' output is the same
+  with the expression stage active or not."""
+  config = _tiny(roots)
+  config.emotion.head, config.emotion.steps = "stage", 2
+  batch = next(iter(data_lib.make_loader(config.data, training=True, worker_count=0)))
+  mean = np.asarray(batch["landmarks"])[batch["source"] == 0].mean(0)
+  model = emotional_dan.build_model(config, mean)
+  assert (model.head, model.num_phases, model.head_width) == ("stage", 3, 2)
+  params, state = emotional_dan.METHOD.init_variables(model, jax.random.PRNGKey(0))
+  assert {"emotion_stage", "input_bn_emotion", "feature_image_emotion"} <= set(params)
+  assert params["emotion"]["kernel"].shape == (config.model.fc_units, 2)
+  with config.unlocked():
+    config.label_schemes = ("ibug68", "mtfl5")
+  phases = emotional_dan.stage_phases(model, config, "ibug68",
+                                      lambda n, i: __import__("optax").adam(1e-3))
+  assert [p.name for p in phases] == ["stage1", "stage2", "emotion"]
+  assert [p.num_steps for p in phases] == [2, 3, 2]
+  moved = helpers.networks_each_phase_moves(phases, params, state, batch)
+  # (stage 2's last layer starts at zero: its first update may move that layer alone)
+  assert "stage2" in moved[1] <= {"stage2", "feature_image2", "input_bn2"}  # no classifier
+  assert moved[2] == {"emotion", "emotion_stage", "feature_image_emotion", "input_bn_emotion"}
+  images = jnp.asarray(batch["image"], jnp.float32)
+  apply = lambda n: model.apply({"params": params, **state}, images, active_stages=n)  # noqa: E731
+  with_head, landmarks_only = apply(3), apply(2)
+  np.testing.assert_array_equal(with_head["landmarks"], landmarks_only["landmarks"])
+  assert with_head["probabilities"].shape == (len(images), 2)
+  np.testing.assert_allclose(landmarks_only["probabilities"], 0.5)  # the head is not run
+  with pytest.raises(ValueError, match="active_stages must be in"):
+    apply(4)
+  config.emotion.head = "dense"
+  with pytest.raises(ValueError, match="config.emotion.head must be 'fc1'"):
+    emotional_dan.METHOD.check_config(config)
+
+
 @pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(roots, tmp_path_factory):
@@ -166,3 +202,51 @@ def test_the_landmark_baseline_aligns_shapes_and_fits_a_logistic_regression():
   y = (x[:, 0] - 0.5 * x[:, 1] > 0).astype(float)
   w, b = smile.logistic_regression(x, y, l2=0.1)
   assert ((x @ w + b > 0) == (y > 0)).mean() > 0.97 and w[0] > 0 > w[1]
+
+
+def test_mirror_averaging_averages_the_class_probabilities(trained):
+  """``evaluate --mirror`` on EmotionalDAN: one probability row per face, the mean of
+  the face's and its mirror image's (a smile is a smile mirrored)."""
+  from jaxmarks import mirror  # pylint: disable=g-import-not-at-top
+  _, _, predictor = trained
+  images = np.random.default_rng(0).uniform(0, 255, (3, 112, 112, 1)).astype(np.float32)
+  out = mirror.MirrorAveraged(predictor).predict(images)
+  plain, flipped = predictor.predict(images), predictor.predict(images[:, :, ::-1])
+  assert out["landmarks"].shape == (3, 68, 2) and out["probabilities"].shape == (3, 2)
+  np.testing.assert_allclose(out["probabilities"],
+                             0.5 * (plain["probabilities"] + flipped["probabilities"]),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_from_photos_gives_the_class_accuracy_of_the_faces_found(trained):
+  """``jaxmarks evaluate --from_photos`` on data with the label: the matched faces'
+  smile accuracy beside their NME (a detector that finds each face by its five points)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  from jaxmarks import photo_evaluation  # pylint: disable=g-import-not-at-top
+  from jaxmarks.contracts import Detections  # pylint: disable=g-import-not-at-top
+  config, _, predictor = trained
+  mtfl = evaluation.eval_data_config(predictor.config, dataset="mtfl",
+                                     manual_dir=config.data.mix_manual_dirs.mtfl)
+  source, _ = data_lib.load_split(mtfl, "train:holdout")
+  key = lambda image: hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()  # noqa: E731
+  faces = {key(source[j]["image"]): np.asarray(source[j]["landmarks"], np.float64)
+           for j in range(len(source))}
+
+  class FivePoints:
+    def detect(self, images):
+      out = []
+      for image in images:
+        five = faces[key(image)]
+        lo, hi = five.min(0), five.max(0)
+        half = 1.2 * np.max(hi - lo)
+        centre = (lo + hi) / 2
+        out.append(Detections(np.concatenate([centre - half, centre + half])[None],
+                              np.ones(1), five[None]))
+      return out
+
+  s = photo_evaluation.evaluate_from_photos(predictor, FivePoints(), mtfl, "train:holdout",
+                                            quiet=True)
+  c = s["classification"]
+  assert s["missed"] == 0 and c["n"] == s["n"] == len(source)
+  assert c["classes"] == ["smiling", "not_smiling"] and np.sum(c["confusion"]) == c["n"]
+  assert 0 <= c["accuracy"] <= 1

@@ -73,3 +73,44 @@ def test_bundle_takes_the_last_checkpoint_and_names_the_mix_and_the_start(tiny_m
   with pytest.raises(ValueError, match="--checkpoint='best'"):
     bundle.bundle(workdir, "dan-other", output_root=root, checkpoint="best")
   assert sorted(p.name for p in root.iterdir()) == ["dan_test"]
+
+
+@pytest.mark.slow
+def test_an_emotional_dan_starts_from_a_trained_dan_with_its_classifier_fresh(tiny_models,
+                                                                              tmp_path):
+  """EmotionalDAN's stages start from a DAN's (``init_from_methods``), its own classifier
+  keeps its initialisation, and stage 1, trained already, may take 0 steps."""
+  from jaxmarks import methods  # pylint: disable=g-import-not-at-top
+  from jaxmarks.models import emotional_dan  # pylint: disable=g-import-not-at-top
+  pretrained = tiny_models("dan").workdir
+  _, arrays, _ = export.read(export.locate(pretrained))
+  spec = emotional_dan.METHOD
+  config = helpers.tiny_config("emotional_dan", tmp_path)
+  model = spec.build_model(config, np.zeros((68, 2), np.float32))
+  params, state = spec.init_variables(model, jax.random.PRNGKey(5))
+  fresh = export.flatten({"params": params, "model_state": state})
+  got = export.flatten(dict(zip(("params", "model_state"),
+                                deep.initial_from(spec, str(pretrained), params, state))))
+  assert {n for n in got if n not in arrays} == {"params/emotion/kernel", "params/emotion/bias"}
+  for name, value in got.items():
+    want = fresh[name] if name.startswith("params/emotion/") else arrays[name]
+    np.testing.assert_array_equal(value, want.astype(value.dtype), err_msg=name)
+  with pytest.raises(ValueError, match=r"is a 'cpr' model; this is 'emotional_dan' \(it may "
+                     r"start from dan\)"):
+    deep.initial_from(spec, "cpr-300w", params, state)
+  # A stage may take 0 steps only when the run starts trained, and something must train.
+  config.train.steps_per_stage = (0, 2)
+  with pytest.raises(ValueError, match=r"stage\(s\) 1 would stay untrained"):
+    methods.train(config, tmp_path / "untrained")
+  config.train.init_from = str(pretrained)
+  config.train.steps_per_stage = (0, 0)
+  with pytest.raises(ValueError, match=r"nothing to train"):
+    methods.train(config, tmp_path / "nothing")
+  config.train.steps_per_stage = (0, 2)
+  methods.train(config, tmp_path / "run")
+  _, trained, info = export.read(export.locate(tmp_path / "run"))
+  for name, value in trained.items():  # stage 1 as the DAN left it, stage 2 trained
+    if name.startswith("params/stage1/"):
+      np.testing.assert_array_equal(value, arrays[name].astype(value.dtype), err_msg=name)
+  assert any(not np.array_equal(trained[n], arrays[n].astype(trained[n].dtype))
+             for n in trained if n.startswith("params/stage2/"))

@@ -46,3 +46,17 @@ def test_table_has_the_mean_shape_row_and_each_model(tiny_models, tmp_path):
   assert cells[2] == "ground-truth landmark box"  # faces from: as the model was trained
   plain, mirrored = (float(c.rstrip(" %")) for c in cells[3:5])
   assert 0 < mirrored < 1.1 * plain, row
+
+
+def test_a_class_accuracy_column_appears_only_for_a_model_with_classes():
+  from jaxmarks.cli import table  # pylint: disable=g-import-not-at-top
+  row = {"model": "dan-300w", "method": "dan", "source": "landmark box",
+         "nme_inter_ocular": 0.0422}
+  text = table.markdown([row], "mtfl", "train:holdout", "mtfl5")
+  assert "class accuracy" not in text
+  text = table.markdown([row, {**row, "model": "run", "method": "emotional_dan",
+                               "class_accuracy": 0.829}], "mtfl", "train:holdout", "mtfl5")
+  header, _, first, second = text.splitlines()[2:6]
+  assert "| class accuracy |" in header
+  column = header.split(" | ").index("class accuracy")
+  assert second.split(" | ")[column] == "82.900 %" and first.split(" | ")[column] == ""

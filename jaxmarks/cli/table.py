@@ -24,7 +24,9 @@ of the classical methods; taken from the first listed model that keeps one: ASM,
 AAM, CPR, ERT; ``--nomean_shape`` leaves it out). ``--mirror`` adds a column: the
 inter-ocular NME with test-time mirroring (``jaxmarks.mirror``; each
 prediction averaged with the one on the mirrored crop; the speed columns stay
-those of the plain model). ``--from_photos`` adds two columns: each model evaluated as
+those of the plain model). A model with a class output (EmotionalDAN) evaluated on a
+split that has its label (MTFL's smile) fills a *class accuracy* column.
+``--from_photos`` adds two columns: each model evaluated as
 ``jaxmarks predict`` runs it, from the split's whole photos (the face detector
 ``--detector``, default ``mtcnn-original``, then each face cropped as the model was
 trained; ``jaxmarks.photo_evaluation.evaluate_from_photos``): the inter-ocular NME
@@ -84,12 +86,13 @@ COLUMNS = (("model", "model"), ("method", "method"), ("source", "faces from"),
 MIRROR_COLUMN = ("nme_inter_ocular_mirror", "NME io, mirror-averaged")
 PHOTO_COLUMNS = (("nme_inter_ocular_photos", "NME io, from photos"),
                  ("missed_photos", "missed (photos)"))
+CLASS_COLUMN = ("class_accuracy", "class accuracy")
 
 
 def _cell(key: str, value) -> str:
   if value is None:
     return ""
-  if key.startswith(("nme_", "failure_rate_")):
+  if key.startswith(("nme_", "failure_rate_")) or key == "class_accuracy":
     return f"{100 * value:.3f} %"
   if key.startswith("auc_"):
     return f"{value:.4f}"
@@ -125,16 +128,17 @@ def mean_shape_of(predictor):
   return None if shape is None else np.asarray(shape)
 
 
-def columns(mirror: bool = False, photos: bool = False):
+def columns(mirror: bool = False, photos: bool = False, classes: bool = False):
   """The table's ``(key, label)`` columns; ``mirror`` adds the mirror-averaged NME,
-  ``photos`` the NME from photos and the faces missed."""
+  ``photos`` the NME from photos and the faces missed, ``classes`` the accuracy of a
+  model's class output (EmotionalDAN's expression) where the split has the label."""
   return (COLUMNS[:4] + ((MIRROR_COLUMN,) if mirror else ()) + (PHOTO_COLUMNS if photos else ())
-          + COLUMNS[4:])
+          + ((CLASS_COLUMN,) if classes else ()) + COLUMNS[4:])
 
 
 def markdown(rows, dataset: str, split: str, scheme: str, mirror: bool = False,
              photos: bool = False) -> str:
-  cols = columns(mirror, photos)
+  cols = columns(mirror, photos, any(r.get("class_accuracy") is not None for r in rows))
   lines = [f"Evaluated on `{dataset}` `{split}` (scheme {scheme}; *faces from*: how each "
            "model's crops were cut, as it was trained"
            + ("; *from photos*: the face detector on the whole photos, then each face "
@@ -222,6 +226,7 @@ def _main():
     rows.append({"model": entry, "method": config.method, "scheme": summary["scheme"],
                  "source": results.crop_source(model_data),
                  **{k: summary.get(k) for k, _ in columns(True, True) if k in summary},
+                 "class_accuracy": (summary.get("classification") or {}).get("accuracy"),
                  **speed,
                  "train_seconds": workdir_lib.training_facts(path).get("train_seconds"),
                  "parameters": export.parameter_count(arrays), "n": summary["n"]})

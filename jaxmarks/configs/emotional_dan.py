@@ -2,27 +2,32 @@
 
 Variants (``--config=jaxmarks/configs/emotional_dan.py:<variant>``):
 
-- ``""`` / ``"smile_cpu"`` (default): DAN's ``300w_cpu`` network and schedule with the
-  expression branch, trained on 300-W ``train:fit`` (68 points, no expression label)
-  mixed with MTFL's ``train:fit`` faces that carry 68 pseudo-labelled points and
-  MTFL's ``smile`` label (``mtfl_pseudo68``, weight 0.5, ``config.data.mix``; make it
-  first with ``python -m experiments.pseudo_labels``): smiling / not smiling.
-  Validated on 300-W ``train:holdout`` (landmarks); the smile accuracy is measured on
-  MTFL ``train:holdout`` (``python -m benchmarks.smile``). About as long as
-  ``dan:300w_cpu`` on a 2-core CPU. ``--config.data.mix='("mtfl=0.5",)'`` learns from
-  MTFL's own five points instead.
-- ``"paper"``: the paper's weights (0.5 NME + 0.5 cross-entropy) and DAN's full-width
-  ``300w`` network and schedule, for a GPU.
+- ``""`` / ``"smile_cpu"`` (default): smiling / not smiling from MTFL's ``smile`` label,
+  on the bundled ``dan-300w``. Its two landmark stages start from ``dan-300w``
+  (``train.init_from``) and take 0 steps; the classifier has its own stage
+  (``emotion.head="stage"``, DAN's stage network on the face aligned by the final
+  landmarks, their heatmap and stage 2's feature image), trained 2,000 steps on MTFL's
+  ``train:fit`` faces (``data.mix``, weight 1 against 300-W's 0.1). The landmarks are
+  ``dan-300w``'s exactly. About 15 minutes on a 2-core CPU; needs no pseudo-labels.
+- ``"smile_cpu_fc1"``: the paper's head (one dense layer on stage 2's fc1, the
+  features that also give the landmarks) on DAN's ``300w_cpu`` network and schedule from
+  scratch, 300-W ``train:fit`` mixed with MTFL's pseudo-labelled faces
+  (``mtfl_pseudo68``, weight 0.5; ``python -m experiments.pseudo_labels`` first);
+  cross-entropy weight 0.1. About 40 minutes.
+- ``"paper"``: the paper's head and weights (0.5 NME + 0.5 cross-entropy) on DAN's
+  full-width ``300w`` network and schedule, for a GPU.
 
-The class names and the label they come from are ``config.emotion``; the weights of
-the joint loss ``config.emotion.landmark_weight`` / ``class_weight``.
+Validated on 300-W ``train:holdout`` (landmarks); the smile accuracy is measured on
+MTFL ``train:holdout`` (``python -m benchmarks.smile``). The class names and the label
+they come from are ``config.emotion``; the weights of the joint loss
+``config.emotion.landmark_weight`` / ``class_weight``.
 """
 
 import ml_collections
 
 from jaxmarks.configs import dan
 
-VARIANTS = ("smile_cpu", "paper")
+VARIANTS = ("smile_cpu", "smile_cpu_fc1", "paper")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -42,7 +47,18 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.emotion.class_names = ("smiling", "not_smiling")  # MTFL's smile labels 0 and 1
   c.emotion.landmark_weight = 1.0
   c.emotion.class_weight = 0.1
-  if variant == "paper":
+  c.emotion.head = "fc1"  # the paper's; "stage": the classifier's own stage
+  c.emotion.head_width = 0  # the expression stage's base width (0: the model's)
+  c.emotion.steps = 0  # the expression stage's steps (head "stage")
+  if variant == "smile_cpu":
+    c.train.init_from = "dan-300w"
+    c.train.steps_per_stage = (0, 0)
+    c.emotion.head = "stage"
+    c.emotion.steps = 2000
+    c.emotion.class_weight = 1.0
+    c.data.mix = ("mtfl=1",)
+    c.data.main_weight = 0.1  # 300-W's faces carry no smile label
+  elif variant == "paper":
     c.emotion.landmark_weight = 0.5
     c.emotion.class_weight = 0.5
   return c

@@ -97,6 +97,9 @@ class DeepMethod:
       them, ``train_faces()`` yields un-augmented training batches. Its result is
       what is exported; the model before it is evaluated beside it on the same split.
     finish_names: how the printout names the model before and after ``finish``.
+    init_from_methods: other methods whose trained weights may start this one
+      (``config.train.init_from``): the arrays they lack (this method's own layers,
+      e.g. EmotionalDAN's classifier on a DAN) keep their fresh initialisation.
     partial_labels: its loss scores each face on the points its dataset has
       (``config.label_schemes``, ``jaxmarks.data.mix``), so it can learn from a mix of
       datasets whose points do not convert to its scheme.
@@ -118,6 +121,7 @@ class DeepMethod:
   finish: Callable[..., tuple[dict[str, np.ndarray], dict[str, Any]]] | None = None
   finish_names: tuple[str, str] = ("before", "finished")
   partial_labels: bool = False
+  init_from_methods: tuple[str, ...] = ()
 
 
 def unit(spec: DeepMethod) -> registry.MethodUnit:
@@ -296,6 +300,14 @@ def _open_splits(spec: DeepMethod, config: ml_collections.ConfigDict, saved,
     mean_shape = np.asarray(saved.mean_shape, np.float32)
   else:
     mean_shape = data_lib.mean_shape_in_crop(train_source, data, scheme=scheme)
+    started = _starting_mean_shape(config)
+    if started is not None and started.shape == mean_shape.shape and np.abs(
+        started - mean_shape).max() > 0.5:
+      # A stage that takes 0 steps would then predict offsets from another shape.
+      _chief_print(f"note: config.train.init_from={config.train.init_from!r} was trained with "
+                   f"a mean shape up to {np.abs(started - mean_shape).max():.1f} px from this "
+                   f"run's ({data.dataset} {data.train_split}); its stages adapt only where "
+                   "they train")
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
   config.label_schemes = data_lib.mix_label_schemes(data, scheme)
@@ -395,33 +407,65 @@ def _export_and_evaluate(spec: DeepMethod, config: ml_collections.ConfigDict,
   return summary, export_dir
 
 
+def _init_from_folder(path: str) -> pathlib.Path | None:
+  """The export folder ``config.train.init_from`` names (a workdir, an export folder or
+  a bundled model's name), or None."""
+  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
+  where = pathlib.Path(path).expanduser()
+  if not where.exists() and str(path) in bundled.MODELS:
+    where = bundled.path(str(path))
+  return export_lib.locate(where) if where.exists() else None
+
+
+def _starting_mean_shape(config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """The ``(K, 2)`` mean shape of the model ``config.train.init_from`` names, if any."""
+  path = config.train.get("init_from")
+  folder = _init_from_folder(path) if path else None
+  if folder is None:
+    return None
+  saved = workdir_lib.load_config(folder) if (folder / "config.json").exists() else None
+  shape = (saved or {}).get("mean_shape")
+  return np.asarray(shape, np.float32) if shape else None
+
+
 def initial_from(spec: DeepMethod, path: str, params, model_state) -> tuple[Any, Any]:
   """``(params, model_state)`` of another trained run of the same method
   (``config.train.init_from``: a workdir, export folder or bundled model), in place
   of the freshly initialised ``params`` / ``model_state`` whose shapes they must
   have; a ValueError naming the first array that differs."""
-  from jaxmarks import bundled  # pylint: disable=g-import-not-at-top
-  where = pathlib.Path(path).expanduser()
-  if not where.exists() and str(path) in bundled.MODELS:
-    where = bundled.path(str(path))
-  folder = export_lib.locate(where) if where.exists() else None
+  folder = _init_from_folder(path)
   if folder is None:
     raise FileNotFoundError(f"config.train.init_from={path!r} holds no export (train it "
                             "first, or export it with jaxmarks export)")
   saved_config, arrays, _ = export_lib.read(folder)
-  if saved_config.get("method") != spec.name:
-    raise ValueError(f"config.train.init_from={path!r} is a {saved_config.get('method')!r} "
-                     f"model; this is {spec.name!r}")
+  source_method = saved_config.get("method")
+  if source_method != spec.name and source_method not in spec.init_from_methods:
+    raise ValueError(f"config.train.init_from={path!r} is a {source_method!r} model; this is "
+                     f"{spec.name!r}" + (f" (it may start from {', '.join(spec.init_from_methods)})"
+                                         if spec.init_from_methods else ""))
   fresh = export_lib.flatten({"params": params, "model_state": model_state})
+  kept_fresh = []
   for name, value in fresh.items():
     if name not in arrays:
+      if source_method != spec.name:  # this method's own layers
+        kept_fresh.append(name)
+        continue
       raise ValueError(f"config.train.init_from={path!r} lacks {name} {list(value.shape)}: "
                        "it was trained with another model config")
     if arrays[name].shape != value.shape:
       raise ValueError(f"config.train.init_from={path!r}: {name} is "
                        f"{list(arrays[name].shape)} there, {list(value.shape)} here")
-  loaded = export_lib.unflatten({k: arrays[k].astype(fresh[k].dtype) for k in fresh})
-  _chief_print(f"initialised from {folder} ({len(fresh)} arrays)")
+  if len(kept_fresh) == len(fresh):
+    raise ValueError(f"config.train.init_from={path!r} shares no array with this "
+                     f"{spec.name!r} model")
+  loaded = export_lib.unflatten({k: (fresh[k] if k in kept_fresh else
+                                     arrays[k].astype(fresh[k].dtype)) for k in fresh})
+  # params/LAYER/... and model_state/COLLECTION/LAYER/...
+  own_layers = sorted({n.split("/")[2 if n.startswith("model_state/") else 1]
+                       for n in kept_fresh})
+  _chief_print(f"initialised from {folder} ({len(fresh) - len(kept_fresh)} arrays"
+               + (f"; this {spec.name}'s own layers start fresh: {', '.join(own_layers)})"
+                  if kept_fresh else ")"))
   return loaded["params"], loaded.get("model_state", {})
 
 

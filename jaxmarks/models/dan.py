@@ -176,7 +176,8 @@ class DAN(nn.Module):
   def run_stages(self, images, active_stages: int | None, train: bool) -> dict[str, Any]:
     """``__call__``'s stages (called from a compact method: ``__call__`` here, a
     subclass's own, e.g. ``EmotionalDAN``), with ``features`` ``(B, fc_units)``: the
-    last active stage's first fully connected layer, which also feeds its landmarks."""
+    last active stage's first fully connected layer, which also feeds its landmarks,
+    and ``standardized`` ``(B, S, S, 1)``: the image the stages see."""
     n = self.num_stages if active_stages is None else int(active_stages)
     if not 1 <= n <= self.num_stages:
       raise ValueError(f"active_stages must be in [1, {self.num_stages}]; got {n}")
@@ -198,22 +199,32 @@ class DAN(nn.Module):
     outputs = [shape]
     for i in range(1, n):
       prev = shape
-      t = dan_layers.similarity_to_reference(prev, s0)  # (B, 2, 3)
-      warped = dan_layers.transform_image(x, t, (s, s))
-      prev_norm = transforms.apply_affine(t, prev)
-      heat = dan_layers.landmark_heatmap(prev_norm, (s, s), self.heatmap_half_size)
-      feat = dan_layers.FeatureImage(self.feature_size, s // self.feature_size,
-                                     name=f"feature_image{i + 1}")(fc1)
-      inp = jnp.concatenate([warped, heat, feat], axis=-1)
-      inp = nn.BatchNorm(use_running_average=not stage_train(i), momentum=0.9, epsilon=1e-4,
-                         name=f"input_bn{i + 1}")(inp)
+      inp, t, prev_norm = self.stage_input(x, prev, fc1, str(i + 1), stage_train(i))
       offsets, fc1 = DANStage(self.num_points, self.base_width, self.fc_units,
                               self.dropout_rate, scale,
                               name=f"stage{i + 1}")(inp, stage_train(i))
       shape = transforms.apply_affine(transforms.invert_affine(t), prev_norm + offsets)
       outputs.append(shape)
     del b
-    return {"landmarks": outputs[-1], "stages": outputs, "features": fc1}
+    return {"landmarks": outputs[-1], "stages": outputs, "features": fc1, "standardized": x}
+
+  def stage_input(self, x, shape, fc1, suffix: str, train: bool):
+    """A later stage's input in the frame that maps ``shape`` ``(B, K, 2)`` onto the
+    mean shape: ``(input (B, S, S, 3), T (B, 2, 3), T(shape) (B, K, 2))``; the input is
+    the standardised image ``x`` warped by T, the heatmap of T(shape) and the feature
+    image of the previous stage's ``fc1`` ``(B, fc_units)``, batch-normalised (layers
+    ``feature_image<suffix>``, ``input_bn<suffix>``). Called from a compact method."""
+    s = self.image_size
+    t = dan_layers.similarity_to_reference(shape, jnp.asarray(self.mean_shape, jnp.float32))
+    warped = dan_layers.transform_image(x, t, (s, s))
+    shape_norm = transforms.apply_affine(t, shape)
+    heat = dan_layers.landmark_heatmap(shape_norm, (s, s), self.heatmap_half_size)
+    feat = dan_layers.FeatureImage(self.feature_size, s // self.feature_size,
+                                   name=f"feature_image{suffix}")(fc1)
+    inp = jnp.concatenate([warped, heat, feat], axis=-1)
+    inp = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4,
+                       name=f"input_bn{suffix}")(inp)
+    return inp, t, shape_norm
 
 
 def build_model(model_config: ml_collections.ConfigDict, mean_shape) -> DAN:
@@ -301,7 +312,8 @@ def predict_fn_for(model: DAN, stage: int, microbatch: int | None = None):
 def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimizer_fn,
                  normalization: str = "inter_ocular", label_schemes: Sequence[str] = (), *,
                  owned: Callable[[int], set[str]] = _owned,
-                 loss_for: Callable[[int], Callable] | None = None):
+                 loss_for: Callable[[int], Callable] | None = None,
+                 names: Sequence[str] | None = None):
   """The trainer phases of stage-wise training: stage 1, then stage 2 with the
   earlier stages frozen, etc.
 
@@ -316,13 +328,15 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
     owned: ``stage -> `` the top-level parameter names that stage trains (a model
       with more than DAN's layers, EmotionalDAN, adds its own).
     loss_for: ``stage -> `` the trainer's ``loss_fn`` (default ``loss_fn_for``).
+    names: the phases' names (default ``stage1``, ``stage2``, ...).
 
   Returns:
     a list of ``jaxmarks.train.Phase``.
   """
-  if len(steps_per_stage) != model.num_stages:
+  num_phases = getattr(model, "num_phases", model.num_stages)  # EmotionalDAN may add one
+  if len(steps_per_stage) != num_phases:
     raise ValueError(f"steps_per_stage has {len(steps_per_stage)} entries for "
-                     f"{model.num_stages} stages")
+                     f"{num_phases} stages")
   phases = []
   for i, steps in enumerate(steps_per_stage):
     stage = i + 1
@@ -331,7 +345,8 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
         lambda p, stage=stage: stage_param_labels(p, stage, owned(stage)))
     loss_fn = (loss_fn_for(model, scheme, stage, normalization, label_schemes)
                if loss_for is None else loss_for(stage))
-    phases.append(trainer_lib.Phase(name=f"stage{stage}", num_steps=int(steps), tx=tx,
+    phases.append(trainer_lib.Phase(name=names[i] if names else f"stage{stage}",
+                                    num_steps=int(steps), tx=tx,
                                     loss_fn=loss_fn, predict_fn=predict_fn_for(model, stage)))
   return phases
 
@@ -353,7 +368,7 @@ _RESUME_KEYS = ("model.num_stages", "model.image_size", "model.base_width", "mod
                 "model.heatmap_half_size", "model.feature_size", "train.steps_per_stage")
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
+def _check_config(config: ml_collections.ConfigDict, extra_steps: int = 0) -> None:
   for key in ("num_stages", "image_size", "base_width", "fc_units", "feature_size"):
     validate.check_int(config, f"model.{key}", 1)
   validate.check_int(config, "model.heatmap_half_size", 0)
@@ -361,8 +376,17 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if len(steps) != int(config.model.num_stages):
     raise ValueError(f"config.train.steps_per_stage has {len(steps)} entries for "
                      f"{config.model.num_stages} stages")
-  if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in steps):
-    raise ValueError(f"config.train.steps_per_stage must hold positive integers; got {steps}")
+  if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in steps):
+    raise ValueError(f"config.train.steps_per_stage must hold integers >= 0; got {steps}")
+  # A stage may take 0 steps when the run starts from a trained model
+  # (``train.init_from``), which brings that stage trained.
+  untrained = [i + 1 for i, n in enumerate(steps) if n == 0]
+  if untrained and not config.train.get("init_from"):
+    raise ValueError(f"config.train.steps_per_stage={steps}: stage(s) "
+                     f"{', '.join(map(str, untrained))} would stay untrained; 0 steps are for "
+                     "stages of a run that starts from a trained model (config.train.init_from)")
+  if sum(steps) + extra_steps == 0:
+    raise ValueError(f"config.train.steps_per_stage={steps}: nothing to train")
   validate.check_float(config, "model.dropout_rate", 0.0, 0.99)
   if config.model.image_size % config.model.feature_size:
     raise ValueError(f"config.model.image_size ({config.model.image_size}) must be a multiple "
