@@ -19,7 +19,7 @@ Face++ has the ``300w`` and ``pseudo`` rows only: its loss needs every point of 
 
 Rows for a five-point method (``dcnn``, ``tcdcn``; on MTFL ``train:fit``): ``mtfl``
 alone and ``300w``: + 300-W's ``train:fit`` faces converted to five points
-(weight 0.2).
+(weight 0.2; ``300w50``: weight 0.5).
 
 Each run trains into ``<root>/<method>-<row>-s<seed>`` (a finished one, with its
 ``eval_summary.json``, is reused: its config must be the row's) and is evaluated at
@@ -66,7 +66,8 @@ ROWS_68 = (Row("300w", "300-W only"),
            Row("synthetic", "+ synthetic pretraining", ("mtfl_pseudo68@train=0.5",),
                pretrained=True))
 ROWS_5 = (Row("mtfl", "MTFL only"),
-          Row("300w", "+ 300-W faces as five points", ("ibug300w=0.2",)))
+          Row("300w", "+ 300-W faces as five points", ("ibug300w=0.2",)),
+          Row("300w50", "+ 300-W faces as five points (weight 0.5)", ("ibug300w=0.5",)))
 # method -> (config variant, its rows, the pretraining variant or "")
 METHODS = {"dan": ("300w_cpu", ROWS_68, "300w_cpu_synthetic"),
            "facepp": ("300w", tuple(r for r in ROWS_68 if r.name in ("300w", "pseudo")), ""),
