@@ -5,10 +5,11 @@ Variants (``--config=jaxmarks/configs/emotional_dan.py:<variant>``):
 - ``""`` / ``"smile_cpu"`` (default): smiling / not smiling from MTFL's ``smile`` label,
   on the bundled ``dan-300w``. Its two landmark stages start from ``dan-300w``
   (``train.init_from``) and take 0 steps; the classifier has its own stage
-  (``emotion.head="stage"``, DAN's stage network on the face aligned by the final
-  landmarks, their heatmap and stage 2's feature image), trained 2,000 steps on MTFL's
-  ``train:fit`` faces (``data.mix``, weight 1 against 300-W's 0.1). The landmarks are
-  ``dan-300w``'s exactly. About 15 minutes on a 2-core CPU; needs no pseudo-labels.
+  (``emotion.head="stage"``, DAN's stage network of base width 16 on the face aligned
+  by the final landmarks, their heatmap and stage 2's feature image), trained 2,000
+  steps on MTFL's ``train:fit`` faces (``data.mix``, weight 1 against 300-W's 0.1). The
+  landmarks are ``dan-300w``'s exactly. About 25 minutes on a 2-core CPU; needs no
+  pseudo-labels.
 - ``"smile_cpu_fc1"``: the paper's head (one dense layer on stage 2's fc1, the
   features that also give the landmarks) on DAN's ``300w_cpu`` network and schedule from
   scratch, 300-W ``train:fit`` mixed with MTFL's pseudo-labelled faces
@@ -54,6 +55,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.train.init_from = "dan-300w"
     c.train.steps_per_stage = (0, 0)
     c.emotion.head = "stage"
+    c.emotion.head_width = 16  # twice the landmark stages' (8: less accurate, BENCHMARKS.md)
     c.emotion.steps = 2000
     c.emotion.class_weight = 1.0
     c.data.mix = ("mtfl=1",)
