@@ -58,7 +58,7 @@ def test_4_a_rejected_config_writes_nothing_and_the_fix_runs(tmp_path):
   wd = tmp_path / "wd"
   bad = dan_configs.get_config("")
   bad.train.steps_per_stage = ("a", "b")
-  with pytest.raises(ValueError, match=r"steps_per_stage must hold positive integers"):
+  with pytest.raises(ValueError, match=r"steps_per_stage must hold integers >= 0"):
     methods.train(bad, wd)
   bad = ml_collections.ConfigDict(dan_configs.get_config("").to_dict())
   bad.data.builder_config = "tiny"

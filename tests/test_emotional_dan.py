@@ -179,6 +179,25 @@ def test_the_serving_exports_carry_the_probabilities(trained, tmp_path, fmt):
   assert load_fn(tmp_path)(crops).shape == (3, 68, 2)  # the landmarks alone by default
 
 
+@pytest.mark.slow
+def test_the_expression_stage_trains_and_exports_its_probabilities(roots, tmp_path):
+  """The default head (``stage``) end to end: trained in its own phase, restored from
+  the export, and its probabilities in the StableHLO export (the expression stage runs
+  there: an inactive one would give exactly 0.5)."""
+  config = _tiny(roots)
+  config.emotion.head, config.emotion.steps = "stage", 2
+  methods.train(config, tmp_path / "run")
+  predictor = methods.load_predictor(tmp_path / "run")
+  crops = serving.sample_crops(predictor, 2, seed=1)
+  want = predictor.predict(crops)
+  assert want["probabilities"].shape == (2, 2)
+  assert not np.allclose(want["probabilities"], 0.5)
+  serving.export_stablehlo(predictor, tmp_path / "serving")
+  got = serving.load_stablehlo(tmp_path / "serving", all_outputs=True)(crops)
+  for name in ("landmarks", "probabilities"):
+    np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
+
+
 def test_the_classification_summary_counts_only_labelled_faces():
   probs = np.asarray([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.5, 0.5]])
   c = evaluation.classification_summary(probs, np.asarray([0, 1, 1, -1, 0]), ("a", "b"), "smile")

@@ -142,7 +142,7 @@ CONFIG_ERRORS = [
     ("asm", {"asm.variance_fraction": 1.5}, r"config\.asm\.variance_fraction must be"),
     ("cpr", {"cpr.num_stages": 0}, r"config\.cpr\.num_stages must be an integer >= 1"),
     ("ert", {"ert.regressor": "forest"}, r"config\.ert\.regressor must be one of"),
-    ("dan", {"train.steps_per_stage": ("a", "b")}, "steps_per_stage must hold positive integers"),
+    ("dan", {"train.steps_per_stage": ("a", "b")}, "steps_per_stage must hold integers >= 0"),
     ("emotional_dan", {"emotion.class_names": ("smiling",)},
      r"config\.emotion\.class_names must name at least 2 classes"),
     ("dcnn", {"train.steps_per_level": (10, 10)}, "steps_per_level has 2 entries for 3 levels"),
