@@ -122,11 +122,13 @@ def _disagreements(images, landmarks, labels, probs, path: str, n: int, name: st
         "for their labelled class", flush=True)
 
 
-def _row(name: str, probs: np.ndarray, labels: np.ndarray) -> str:
+def _row(name: str, probs: np.ndarray, labels: np.ndarray) -> tuple[str, float]:
+  """``(the table row, the accuracy)``."""
   from jaxmarks import evaluation  # pylint: disable=g-import-not-at-top
   c = evaluation.classification_summary(probs, labels, CLASSES, "smile")
   return (f"| {name} | {100 * c['accuracy']:.2f} % | "
-          + " | ".join(f"{100 * c['recall'][k]:.2f} %" for k in CLASSES) + f" | {c['n']} |")
+          + " | ".join(f"{100 * c['recall'][k]:.2f} %" for k in CLASSES) + f" | {c['n']} |",
+          c["accuracy"])
 
 
 def main(argv) -> None:
@@ -145,8 +147,9 @@ def main(argv) -> None:
     if crops:
       _disagreements(np.concatenate(crops), lm, labels, probs, FLAGS.disagreements,
                      FLAGS.num_disagreements, workdir)
-    rows.append(_row(f"EmotionalDAN ({workdir})", probs, labels))
-    accuracies.append(float(np.mean(probs.argmax(-1) == labels)))
+    row, accuracy = _row(f"EmotionalDAN ({workdir})", probs, labels)
+    rows.append(row)
+    accuracies.append(accuracy)
     if i == 0:
       fit_lm, fit_labels, _ = _run(predictor, "train:fit")
       reference = fit_lm.mean(0)
@@ -156,11 +159,11 @@ def main(argv) -> None:
       w, b = logistic_regression((xf - mu) / sd, y, FLAGS.l2)
       p1 = 1 / (1 + np.exp(-(((xh - mu) / sd) @ w + b)))
       rows.append(_row(f"logistic regression on its landmarks ({len(fit_lm)} train:fit faces)",
-                       np.stack([1 - p1, p1], 1), labels))
+                       np.stack([1 - p1, p1], 1), labels)[0])
   if FLAGS.tcdcn:
     # (never mirrored: its attributes include the head pose, which mirroring changes)
     _, labels, probs = _run(methods.load_predictor(FLAGS.tcdcn), "train:holdout")
-    rows.append(_row(f"TCDCN's smile head ({FLAGS.tcdcn})", probs, labels))
+    rows.append(_row(f"TCDCN's smile head ({FLAGS.tcdcn})", probs, labels)[0])
   print("MTFL train:holdout, smiling or not (accuracy; each class's recall)"
         + (", mirror-averaged" if FLAGS.mirror else ""))
   print("`python -m benchmarks.smile " + " ".join(sys.argv[1:]) + "`\n")

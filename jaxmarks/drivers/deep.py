@@ -300,14 +300,6 @@ def _open_splits(spec: DeepMethod, config: ml_collections.ConfigDict, saved,
     mean_shape = np.asarray(saved.mean_shape, np.float32)
   else:
     mean_shape = data_lib.mean_shape_in_crop(train_source, data, scheme=scheme)
-    started = _starting_mean_shape(config)
-    if started is not None and started.shape == mean_shape.shape and np.abs(
-        started - mean_shape).max() > 0.5:
-      # A stage that takes 0 steps would then predict offsets from another shape.
-      _chief_print(f"note: config.train.init_from={config.train.init_from!r} was trained with "
-                   f"a mean shape up to {np.abs(started - mean_shape).max():.1f} px from this "
-                   f"run's ({data.dataset} {data.train_split}); its stages adapt only where "
-                   "they train")
   config.scheme = scheme
   config.mean_shape = mean_shape.tolist()
   config.label_schemes = data_lib.mix_label_schemes(data, scheme)
@@ -336,7 +328,8 @@ def _run_trainer(spec: DeepMethod, config: ml_collections.ConfigDict, workdir: p
   model = spec.build_model(config, mean_shape)
   params, model_state = spec.init_variables(model, jax.random.PRNGKey(int(config.seed)))
   if config.train.get("init_from"):
-    params, model_state = initial_from(spec, config.train.init_from, params, model_state)
+    params, model_state = initial_from(spec, config.train.init_from, params, model_state,
+                                       mean_shape)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   _chief_print(spec.describe(model, config, n_params) if spec.describe else
                f"{spec.name}: {n_params / 1e6:.2f} M parameters")
@@ -417,27 +410,25 @@ def _init_from_folder(path: str) -> pathlib.Path | None:
   return export_lib.locate(where) if where.exists() else None
 
 
-def _starting_mean_shape(config: ml_collections.ConfigDict) -> np.ndarray | None:
-  """The ``(K, 2)`` mean shape of the model ``config.train.init_from`` names, if any."""
-  path = config.train.get("init_from")
-  folder = _init_from_folder(path) if path else None
-  if folder is None:
-    return None
-  saved = workdir_lib.load_config(folder) if (folder / "config.json").exists() else None
-  shape = (saved or {}).get("mean_shape")
-  return np.asarray(shape, np.float32) if shape else None
-
-
-def initial_from(spec: DeepMethod, path: str, params, model_state) -> tuple[Any, Any]:
+def initial_from(spec: DeepMethod, path: str, params, model_state,
+                 mean_shape: np.ndarray | None = None) -> tuple[Any, Any]:
   """``(params, model_state)`` of another trained run of the same method
   (``config.train.init_from``: a workdir, export folder or bundled model), in place
   of the freshly initialised ``params`` / ``model_state`` whose shapes they must
-  have; a ValueError naming the first array that differs."""
+  have; a ValueError naming the first array that differs. A note is printed when the
+  start was trained with a mean shape ``(K, 2)`` far from this run's ``mean_shape``."""
   folder = _init_from_folder(path)
   if folder is None:
     raise FileNotFoundError(f"config.train.init_from={path!r} holds no export (train it "
                             "first, or export it with jaxmarks export)")
   saved_config, arrays, _ = export_lib.read(folder)
+  started = np.asarray(saved_config.get("mean_shape") or [], np.float32)
+  if mean_shape is not None and started.shape == np.shape(mean_shape) and np.abs(
+      started - mean_shape).max() > 0.5:
+    # A stage that takes 0 steps would then predict offsets from another shape.
+    _chief_print(f"note: config.train.init_from={path!r} was trained with a mean shape up "
+                 f"to {np.abs(started - mean_shape).max():.1f} px from this run's; its stages "
+                 "adapt only where they train")
   source_method = saved_config.get("method")
   if source_method != spec.name and source_method not in spec.init_from_methods:
     raise ValueError(f"config.train.init_from={path!r} is a {source_method!r} model; this is "

@@ -156,6 +156,11 @@ class DAN(nn.Module):
   def num_points(self) -> int:
     return len(self.mean_shape)
 
+  @property
+  def num_phases(self) -> int:
+    """Trainer phases (``stage_phases``): one per stage."""
+    return self.num_stages
+
   @nn.compact
   def __call__(self, images, *, active_stages: int | None = None, train: bool = False):
     """Runs stages ``1..active_stages``; only the last one is in training mode.
@@ -333,10 +338,9 @@ def stage_phases(model: DAN, scheme: str, steps_per_stage: Sequence[int], optimi
   Returns:
     a list of ``jaxmarks.train.Phase``.
   """
-  num_phases = getattr(model, "num_phases", model.num_stages)  # EmotionalDAN may add one
-  if len(steps_per_stage) != num_phases:
+  if len(steps_per_stage) != model.num_phases:
     raise ValueError(f"steps_per_stage has {len(steps_per_stage)} entries for "
-                     f"{num_phases} stages")
+                     f"{model.num_phases} stages")
   phases = []
   for i, steps in enumerate(steps_per_stage):
     stage = i + 1
